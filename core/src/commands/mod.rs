@@ -1,0 +1,164 @@
+//! Management-room command parser: text in, typed commands or usage errors out.
+//!
+//! [`parse`] turns a message of the management room into a [`Parsed`]: not a command, a
+//! typed [`Command`], or a [`UsageError`] that names what is wrong and carries the usage of
+//! the command. Nothing here touches the network; the bot executes the commands.
+//!
+//! Rules a moderator can rely on (the README repeats them):
+//! - A command is the prefix (default `!hush`, compared ASCII case-insensitively) followed
+//!   by whitespace or the end of the message; leading whitespace is ignored. `!hushx` is
+//!   not a command, `!hush` alone is an error that lists the commands.
+//! - Command words are case-insensitive; arguments are split on Unicode whitespace.
+//! - A user is `@localpart:server`, a glob of that shape containing `*` or `?`, a pill
+//!   (a matrix.to or `matrix:u/` link, as Element sends in the formatted body), a
+//!   Markdown link to such a URL, or such a URL itself. Ids are never altered.
+//! - `mute`/`ban`: after the user comes an optional duration, then the reason (the rest
+//!   of the message, internal spaces kept). A duration is one or more tokens such as
+//!   `30s`, `20m`, `2h`, `7d`, `1w`, `1h30m`, `1h 30m` or `2 hours`. A token that starts
+//!   with a digit and otherwise has only letters and digits (such as `2x`, `1.5h`, `90`)
+//!   is read as a duration and is an error if it is not one: a moderator who typed
+//!   `10mins` meant a temporary mute, and must not get a permanent one. Ordinals
+//!   (`2nd`) and other words start the reason, so `mute @a:b spam` has reason `spam`.
+//! - Every other command takes exactly the arguments of its usage; extra ones are errors.
+
+mod duration;
+mod ident;
+mod parse;
+mod pill;
+mod usage;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use duration::{format_duration, parse_duration, MAX_DURATION};
+pub use ident::{parse_room, parse_target};
+pub use parse::parse;
+pub use usage::{help_html, help_text, html_escape, topic_help, topic_help_html, usage, COMMAND_NAMES};
+
+/// What one management-room message is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// Not addressed to hush: ignore it.
+    NotACommand,
+    /// A well-formed command.
+    Command(Command),
+    /// Addressed to hush but malformed: reply with the error and its usage.
+    Invalid(UsageError),
+}
+
+/// A well-formed management-room command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `help [command]`; the topic is the canonical (lower-case) command name.
+    Help { topic: Option<String> },
+    /// `status`
+    Status,
+    /// `mutes`
+    Mutes,
+    /// `rooms`
+    Rooms,
+    /// `mute <user-or-glob> [duration] [reason...]`
+    Mute { target: Target, duration: Option<Duration>, reason: Option<String> },
+    /// `unmute <user-or-glob>`
+    Unmute { target: Target },
+    /// `ban <user-or-glob> [duration] [reason...]`
+    Ban { target: Target, duration: Option<Duration>, reason: Option<String> },
+    /// `unban <user-or-glob>`
+    Unban { target: Target },
+    /// `watch <room>`
+    Watch { room: RoomRef },
+    /// `unwatch <room>`
+    Unwatch { room: RoomRef },
+    /// `rooms add <room>`
+    RoomsAdd { room: RoomRef },
+    /// `rooms remove <room>`
+    RoomsRemove { room: RoomRef },
+}
+
+impl Command {
+    /// The canonical name of the command, as in [`usage`] (`rooms add` is `rooms`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Help { .. } => "help",
+            Command::Status => "status",
+            Command::Mutes => "mutes",
+            Command::Rooms | Command::RoomsAdd { .. } | Command::RoomsRemove { .. } => "rooms",
+            Command::Mute { .. } => "mute",
+            Command::Unmute { .. } => "unmute",
+            Command::Ban { .. } => "ban",
+            Command::Unban { .. } => "unban",
+            Command::Watch { .. } => "watch",
+            Command::Unwatch { .. } => "unwatch",
+        }
+    }
+}
+
+/// Whom a `mute`/`ban`/`unmute`/`unban` is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A full user id, `@localpart:server`, exactly as given.
+    User(String),
+    /// A user-id glob containing `*` or `?`, such as `@*:spam.example`.
+    Glob(String),
+}
+
+impl Target {
+    /// The id or glob, as written to a policy rule's `entity`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Target::User(s) | Target::Glob(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A room named in a command. Room ids are opaque: never parse them for a server name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RoomRef {
+    /// `!opaque` (room version 12: `!` + hash, no server) or `!opaque:server`.
+    Id(String),
+    /// `#local:server`.
+    Alias(String),
+}
+
+impl RoomRef {
+    /// The id or alias as given.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RoomRef::Id(s) | RoomRef::Alias(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for RoomRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A malformed command: what is wrong, and how the command is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError {
+    /// The canonical command name, if the command word was recognised.
+    pub command: Option<&'static str>,
+    /// What is wrong, specifically; user text appears in backticks.
+    pub message: String,
+    /// Usage lines without the prefix, one synopsis per line (see [`usage`]).
+    pub usage: &'static str,
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UsageError {}

@@ -1,0 +1,401 @@
+//! The parser proper: prefix, command word, targets, durations, reasons, extra arguments.
+
+use std::time::Duration;
+
+use super::duration::{check_total, is_number, looks_like_duration, number, token_secs, unit_secs};
+use super::ident::{parse_room, parse_target, show};
+use super::pill::{extract, resolve_href, Link, Pill};
+use super::usage::{usage as usage_of, ALL_USAGE, COMMAND_NAMES};
+use super::{Command, Parsed, RoomRef, Target, UsageError};
+
+/// Punctuation a moderator may put right after a duration (`1h, spam`).
+const TRAILING: [char; 3] = [',', ';', ':'];
+
+/// Parses one management-room message.
+///
+/// `body` is the plain body, `formatted_body` the HTML one if any: its user and room
+/// links (pills) stand for the ids where the plain body shows their text, usually a
+/// display name. The prefix is matched ASCII case-insensitively after leading whitespace
+/// and must be followed by whitespace or the end; an empty prefix matches nothing.
+/// Never panics.
+pub fn parse(prefix: &str, body: &str, formatted_body: Option<&str>) -> Parsed {
+    let prefix = prefix.trim();
+    if prefix.is_empty() {
+        return Parsed::NotACommand;
+    }
+    let text = body.trim_start();
+    let Some(head) = text.get(..prefix.len()) else {
+        return Parsed::NotACommand;
+    };
+    if !head.eq_ignore_ascii_case(prefix) {
+        return Parsed::NotACommand;
+    }
+    let rest = &text[prefix.len()..];
+    if rest.chars().next().is_some_and(|c| !c.is_whitespace()) {
+        return Parsed::NotACommand;
+    }
+    let mut args = Args { s: rest, pos: 0, pills: formatted_body.map(extract).unwrap_or_default() };
+    match command(prefix, &mut args) {
+        Ok(c) => Parsed::Command(c),
+        Err(e) => Parsed::Invalid(e),
+    }
+}
+
+fn err(command: &'static str, message: String) -> UsageError {
+    UsageError { command: Some(command), message, usage: usage_of(command).unwrap_or(ALL_USAGE) }
+}
+
+/// Edit distance, for "did you mean"; only called on short words.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// ` (did you mean `mute`?)` for a near miss, else nothing.
+fn suggestion(word: &str) -> String {
+    if word.chars().count() > 20 {
+        return String::new();
+    }
+    COMMAND_NAMES
+        .iter()
+        .map(|n| (distance(word, n), *n))
+        .filter(|(d, n)| *d <= 2 && *d < n.len())
+        .min()
+        .map_or_else(String::new, |(_, n)| format!("; did you mean `{n}`?"))
+}
+
+fn command_name(word: &str) -> Option<&'static str> {
+    let lower = word.to_lowercase();
+    COMMAND_NAMES.iter().copied().find(|n| *n == lower)
+}
+
+fn command(prefix: &str, args: &mut Args<'_>) -> Result<Command, UsageError> {
+    let Some(word) = args.next() else {
+        return Err(UsageError {
+            command: None,
+            message: format!("`{prefix}` needs a command; `{prefix} help` explains them"),
+            usage: ALL_USAGE,
+        });
+    };
+    let Some(name) = command_name(word) else {
+        let lower = word.to_lowercase();
+        return Err(UsageError {
+            command: None,
+            message: format!("unknown command `{}`{}", show(word), suggestion(&lower)),
+            usage: ALL_USAGE,
+        });
+    };
+    let mut shown = name;
+    let (cmd, takes) = match name {
+        "help" => {
+            let topic = match args.next() {
+                None => None,
+                Some(t) => match command_name(t) {
+                    Some(topic) => {
+                        if topic == "rooms"
+                            && args
+                                .peek()
+                                .is_some_and(|s| s.eq_ignore_ascii_case("add") || s.eq_ignore_ascii_case("remove"))
+                        {
+                            args.next();
+                        }
+                        Some(topic.to_owned())
+                    }
+                    None => {
+                        return Err(err(
+                            "help",
+                            format!(
+                                "`{}` is not a command{}; the commands are {}",
+                                show(t),
+                                suggestion(&t.to_lowercase()),
+                                COMMAND_NAMES.join(", ")
+                            ),
+                        ))
+                    }
+                },
+            };
+            (Command::Help { topic }, "at most one command name")
+        }
+        "status" => (Command::Status, "no arguments"),
+        "mutes" => (Command::Mutes, "no arguments"),
+        "mute" | "ban" => {
+            let target = args.target(name)?;
+            let duration = args.duration(name)?;
+            let reason = args.remainder().map(str::to_owned);
+            let cmd = if name == "mute" {
+                Command::Mute { target, duration, reason }
+            } else {
+                Command::Ban { target, duration, reason }
+            };
+            (cmd, "")
+        }
+        "unmute" => (Command::Unmute { target: args.target(name)? }, "only a user or glob"),
+        "unban" => (Command::Unban { target: args.target(name)? }, "only a user or glob"),
+        "watch" => (Command::Watch { room: args.room(name, name)? }, "only one room"),
+        "unwatch" => (Command::Unwatch { room: args.room(name, name)? }, "only one room"),
+        _ => match args.next() {
+            None => (Command::Rooms, "no arguments"),
+            Some(sub) if sub.eq_ignore_ascii_case("add") => {
+                shown = "rooms add";
+                (Command::RoomsAdd { room: args.room(name, shown)? }, "only one room")
+            }
+            Some(sub) if sub.eq_ignore_ascii_case("remove") => {
+                shown = "rooms remove";
+                (Command::RoomsRemove { room: args.room(name, shown)? }, "only one room")
+            }
+            Some(sub) => {
+                return Err(err(
+                    name,
+                    format!(
+                        "unknown `rooms` subcommand `{}`: use `rooms`, `rooms add <room>` or \
+                         `rooms remove <room>`",
+                        show(sub)
+                    ),
+                ))
+            }
+        },
+    };
+    if let Some(extra) = args.remainder() {
+        return Err(err(name, format!("`{shown}` takes {takes}; unexpected `{}`", show(extra))));
+    }
+    Ok(cmd)
+}
+
+/// A user or room as found in the arguments: a resolved link or a plain token.
+enum Found<'a> {
+    Link(Link),
+    Token(&'a str),
+}
+
+/// `` `@a:b` `` written as inline code in Markdown is `@a:b`.
+fn strip_ticks(tok: &str) -> &str {
+    tok.strip_prefix('`').and_then(|t| t.strip_suffix('`')).filter(|t| !t.is_empty()).unwrap_or(tok)
+}
+
+fn is_url(tok: &str) -> bool {
+    let lower = tok.get(..8).unwrap_or(tok).to_ascii_lowercase();
+    lower.starts_with("https://") || lower.starts_with("http://") || lower.starts_with("matrix:")
+}
+
+fn ends_word(s: &str) -> bool {
+    s.chars().next().is_none_or(char::is_whitespace)
+}
+
+/// How many bytes of `rest` the pill text `text` covers, if `rest` starts with it as a
+/// whole word. Any run of whitespace matches any other (`&nbsp;` against a space).
+fn pill_len(rest: &str, text: &str) -> Option<usize> {
+    let mut r = rest.char_indices().peekable();
+    let mut t = text.chars().peekable();
+    while let Some(tc) = t.next() {
+        let (_, rc) = r.next()?;
+        if tc.is_whitespace() {
+            if !rc.is_whitespace() {
+                return None;
+            }
+            while t.next_if(|c| c.is_whitespace()).is_some() {}
+            while r.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        } else if tc != rc {
+            return None;
+        }
+    }
+    let end = r.peek().map_or(rest.len(), |(i, _)| *i);
+    ends_word(&rest[end..]).then_some(end)
+}
+
+/// A cursor over the arguments (the text after the prefix).
+struct Args<'a> {
+    s: &'a str,
+    pos: usize,
+    pills: Vec<Pill>,
+}
+
+impl<'a> Args<'a> {
+    fn rest(&self) -> &'a str {
+        self.s.get(self.pos..).unwrap_or_default()
+    }
+
+    fn skip_ws(&mut self) {
+        let rest = self.rest();
+        self.pos += rest.len() - rest.trim_start().len();
+    }
+
+    fn peek(&self) -> Option<&'a str> {
+        let r = self.rest().trim_start();
+        let end = r.find(char::is_whitespace).unwrap_or(r.len());
+        (end > 0).then(|| &r[..end])
+    }
+
+    fn next(&mut self) -> Option<&'a str> {
+        self.skip_ws();
+        let r = self.rest();
+        let end = r.find(char::is_whitespace).unwrap_or(r.len());
+        if end == 0 {
+            return None;
+        }
+        self.pos += end;
+        Some(&r[..end])
+    }
+
+    /// The rest of the arguments, trimmed; internal whitespace is kept.
+    fn remainder(&mut self) -> Option<&'a str> {
+        let r = self.rest().trim();
+        self.pos = self.s.len();
+        (!r.is_empty()).then_some(r)
+    }
+
+    /// The next user or room: a pill whose text is here (the longest, then the first), a
+    /// Markdown link `[text](url)`, or a token.
+    fn entity(&mut self) -> Option<Found<'a>> {
+        self.skip_ws();
+        let rest = self.rest();
+        if rest.is_empty() {
+            return None;
+        }
+        let pill =
+            self.pills.iter().rev().filter_map(|p| pill_len(rest, &p.text).map(|n| (n, p))).max_by_key(|(n, _)| *n);
+        if let Some((n, p)) = pill {
+            self.pos += n;
+            return Some(Found::Link(p.link.clone()));
+        }
+        if rest.starts_with('[') {
+            let link = rest.find("](").and_then(|mid| {
+                let url_start = mid + 2;
+                let close = rest[url_start..].find(')')?;
+                let end = url_start + close + 1;
+                if !ends_word(&rest[end..]) {
+                    return None;
+                }
+                Some((resolve_href(&rest[url_start..end - 1])?, end))
+            });
+            if let Some((link, end)) = link {
+                self.pos += end;
+                return Some(Found::Link(link));
+            }
+        }
+        self.next().map(Found::Token)
+    }
+
+    fn target(&mut self, cmd: &'static str) -> Result<Target, UsageError> {
+        let tok = match self.entity() {
+            None => return Err(err(cmd, format!("`{cmd}` needs a user or glob, e.g. @spammer:example.org"))),
+            Some(Found::Link(Link::User(u))) => return Ok(Target::User(u)),
+            Some(Found::Link(Link::Room(r))) => {
+                return Err(err(cmd, format!("`{}` is a room: `{cmd}` needs a user or glob", show(r.as_str()))))
+            }
+            Some(Found::Token(tok)) => strip_ticks(tok),
+        };
+        if is_url(tok) {
+            return match resolve_href(tok) {
+                Some(Link::User(u)) => Ok(Target::User(u)),
+                _ => Err(err(cmd, format!("`{}` is not a link to a user", show(tok)))),
+            };
+        }
+        if looks_like_duration(tok) {
+            return Err(err(cmd, format!("`{}` is not a user: the user or glob comes first", show(tok))));
+        }
+        parse_target(tok).map_err(|m| err(cmd, m))
+    }
+
+    fn room(&mut self, cmd: &'static str, shown: &str) -> Result<RoomRef, UsageError> {
+        let tok = match self.entity() {
+            None => return Err(err(cmd, format!("`{shown}` needs a room: an id (!…) or alias (#name:server)"))),
+            Some(Found::Link(Link::Room(r))) => return Ok(r),
+            Some(Found::Link(Link::User(u))) => {
+                return Err(err(
+                    cmd,
+                    format!("`{}` is a user: `{shown}` needs a room id (!…) or alias (#name:server)", show(&u)),
+                ))
+            }
+            Some(Found::Token(tok)) => strip_ticks(tok),
+        };
+        if is_url(tok) {
+            return match resolve_href(tok) {
+                Some(Link::Room(r)) => Ok(r),
+                _ => Err(err(cmd, format!("`{}` is not a link to a room", show(tok)))),
+            };
+        }
+        parse_room(tok).map_err(|m| err(cmd, m))
+    }
+
+    /// The optional duration after the target: consecutive duration tokens (`1h30m`,
+    /// `1h 30m`, `2 hours`) are added up. A token meant as a duration
+    /// ([`looks_like_duration`]) that is not one is an error; any other word ends the
+    /// duration and starts the reason.
+    fn duration(&mut self, cmd: &'static str) -> Result<Option<Duration>, UsageError> {
+        self.skip_ws();
+        let start = self.pos;
+        let mut end = start;
+        let mut total: Option<u64> = None;
+        while let Some(raw) = self.peek() {
+            let tok = raw.trim_end_matches(TRAILING);
+            let secs = if is_number(tok) && raw == tok {
+                // `2 hours`: a number, then a unit word.
+                let save = self.pos;
+                self.next();
+                match self.peek().and_then(|u| unit_secs(u.trim_end_matches(TRAILING))) {
+                    Some(per) => {
+                        self.next();
+                        number(tok).saturating_mul(per)
+                    }
+                    None => {
+                        self.pos = save;
+                        token_secs(tok).map_err(|m| err(cmd, m))?
+                    }
+                }
+            } else if looks_like_duration(tok) {
+                self.next();
+                token_secs(tok).map_err(|m| err(cmd, m))?
+            } else {
+                break;
+            };
+            total = Some(total.unwrap_or(0).saturating_add(secs));
+            end = self.pos;
+            if raw.ends_with(TRAILING) {
+                break; // `1h, spam`: the punctuation ends the duration
+            }
+        }
+        let Some(secs) = total else {
+            return Ok(None);
+        };
+        let text = self.s[start..end].trim_end_matches(TRAILING);
+        check_total(secs, &show(text), cmd).map(Some).map_err(|m| err(cmd, m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pill_text_matching() {
+        assert_eq!(pill_len("Alice Smith 1h", "Alice Smith"), Some(11));
+        assert_eq!(pill_len("Alice\u{a0}\u{a0}Smith", "Alice Smith"), Some(14));
+        assert_eq!(pill_len("Alice  Smith x", "Alice\u{a0}Smith"), Some(12));
+        assert_eq!(pill_len("Alice", "Alice"), Some(5));
+        assert_eq!(pill_len("Alicex", "Alice"), None);
+        assert_eq!(pill_len("Alic", "Alice"), None);
+        assert_eq!(pill_len("AliceSmith", "Alice Smith"), None);
+        assert_eq!(pill_len("é ", "é"), Some(2));
+        assert_eq!(pill_len("x", ""), None);
+    }
+
+    #[test]
+    fn edit_distance() {
+        assert_eq!(distance("mute", "mute"), 0);
+        assert_eq!(distance("mtue", "mute"), 2);
+        assert_eq!(distance("mutes", "mute"), 1);
+        assert_eq!(distance("", "ban"), 3);
+        assert_eq!(suggestion("mtue"), "; did you mean `mute`?");
+        assert_eq!(suggestion("xyzzy"), "");
+        assert_eq!(suggestion(&"a".repeat(21)), "");
+    }
+}

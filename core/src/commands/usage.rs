@@ -1,0 +1,334 @@
+//! Usage lines, help texts and the plain and HTML renderings of replies about commands.
+
+use super::UsageError;
+
+/// One command's help.
+pub(crate) struct Spec {
+    pub name: &'static str,
+    /// Synopses without the prefix, one per line.
+    pub usage: &'static str,
+    pub summary: &'static str,
+    /// Extra notes; `{p}` stands for the prefix.
+    pub details: &'static str,
+    /// Example lines without the prefix.
+    pub examples: &'static [&'static str],
+}
+
+const TARGETS: &str = "A user is @user:server, a pill, or a glob with * and ? such as @*:spam.example.";
+const DURATIONS: &str = "A duration is e.g. 30s, 20m, 2h, 7d, 1w, 1h30m, `1h 30m` or `2 hours`, at most \
+     100 years; without one the rule is permanent. A word after the user starts the reason; a \
+     word starting with a digit must be a duration.";
+
+pub(crate) const SPECS: &[Spec] = &[
+    Spec {
+        name: "mute",
+        usage: "mute <user-or-glob> [duration] [reason...]",
+        summary: "Mute a user, or every user a glob matches, in the protected rooms: writes an \
+                  m.mute rule to the default policy list (with an expiry if a duration is given).",
+        details: "",
+        examples: &[
+            "mute @spammer:example.org 2h flooding the lobby",
+            "mute @troll:example.org 1h30m",
+            "mute @*:spam.example",
+        ],
+    },
+    Spec {
+        name: "unmute",
+        usage: "unmute <user-or-glob>",
+        summary: "Remove the mute rules for a user or glob that hush can remove; hush then lifts \
+                  the mute and says which rules remain.",
+        details: "",
+        examples: &["unmute @spammer:example.org"],
+    },
+    Spec {
+        name: "ban",
+        usage: "ban <user-or-glob> [duration] [reason...]",
+        summary: "Ban a user, or every user a glob matches, from the protected rooms: writes an \
+                  m.ban rule to the default policy list (with an expiry if a duration is given).",
+        details: "",
+        examples: &["ban @spammer:example.org 7d spam links", "ban @*:evil.example"],
+    },
+    Spec {
+        name: "unban",
+        usage: "unban <user-or-glob>",
+        summary: "Remove the ban rules for a user or glob that hush can remove; hush then unbans \
+                  and says which rules remain.",
+        details: "",
+        examples: &["unban @spammer:example.org"],
+    },
+    Spec {
+        name: "mutes",
+        usage: "mutes",
+        summary: "List the active mutes: user, rooms, since, time left, rule and list.",
+        details: "",
+        examples: &["mutes"],
+    },
+    Spec {
+        name: "watch",
+        usage: "watch <room>",
+        summary: "Follow a policy list (a room id or alias); survives restarts.",
+        details: "A room is a room id (!…) or an alias (#name:server), or a pill.",
+        examples: &["watch #community-policies:example.org"],
+    },
+    Spec {
+        name: "unwatch",
+        usage: "unwatch <room>",
+        summary: "Stop following a policy list; survives restarts.",
+        details: "A room is a room id (!…) or an alias (#name:server), or a pill.",
+        examples: &["unwatch #old-policies:example.org"],
+    },
+    Spec {
+        name: "rooms",
+        usage: "rooms\nrooms add <room>\nrooms remove <room>",
+        summary: "List the protected rooms, or add or remove one; survives restarts.",
+        details: "A room is a room id (!…) or an alias (#name:server), or a pill.",
+        examples: &["rooms", "rooms add #lobby:example.org", "rooms remove #old-lobby:example.org"],
+    },
+    Spec {
+        name: "status",
+        usage: "status",
+        summary: "Show the version, policy lists and rule counts, protected rooms, pending \
+                  timers, last errors and dry-run state.",
+        details: "",
+        examples: &["status"],
+    },
+    Spec {
+        name: "help",
+        usage: "help [command]",
+        summary: "List the commands, or explain one.",
+        details: "",
+        examples: &["help", "help mute"],
+    },
+];
+
+/// The canonical command names, in help order.
+pub const COMMAND_NAMES: &[&str] =
+    &["mute", "unmute", "ban", "unban", "mutes", "watch", "unwatch", "rooms", "status", "help"];
+
+/// Every synopsis, one per line, without the prefix (the usage of a missing or unknown
+/// command). A test keeps it equal to the synopses of [`SPECS`].
+pub(crate) const ALL_USAGE: &str = "mute <user-or-glob> [duration] [reason...]
+unmute <user-or-glob>
+ban <user-or-glob> [duration] [reason...]
+unban <user-or-glob>
+mutes
+watch <room>
+unwatch <room>
+rooms
+rooms add <room>
+rooms remove <room>
+status
+help [command]";
+
+fn spec(command: &str) -> Option<&'static Spec> {
+    SPECS.iter().find(|s| s.name.eq_ignore_ascii_case(command.trim()))
+}
+
+/// The usage of a command (case-insensitive name, `rooms add` counts as `rooms`):
+/// synopses without the prefix, one per line. `None` for an unknown command.
+pub fn usage(command: &str) -> Option<&'static str> {
+    let name = command.split_whitespace().next()?;
+    spec(name).map(|s| s.usage)
+}
+
+/// Escapes text for an HTML formatted body.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes text for HTML and turns balanced `backtick` spans into `<code>`.
+fn code_spans_html(s: &str) -> String {
+    if !s.matches('`').count().is_multiple_of(2) {
+        return html_escape(s);
+    }
+    s.split('`')
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { format!("<code>{}</code>", html_escape(part)) } else { html_escape(part) })
+        .collect()
+}
+
+fn prefixed<'u>(prefix: &str, usage: &'u str) -> impl Iterator<Item = String> + use<'u> {
+    let prefix = prefix.trim().to_owned();
+    usage.lines().map(move |line| format!("{prefix} {line}"))
+}
+
+/// The plain-text command list for `help` without a topic.
+pub fn help_text(prefix: &str) -> String {
+    let p = prefix.trim();
+    let mut out = String::from("hush commands:\n");
+    for s in SPECS {
+        for line in prefixed(p, s.usage) {
+            out.push_str(&format!("  {line}\n"));
+        }
+        out.push_str(&format!("      {}\n", s.summary));
+    }
+    out.push_str(&format!("{TARGETS}\n{DURATIONS}\nMore: {p} help <command>"));
+    out
+}
+
+/// The HTML rendering of [`help_text`], for the formatted body.
+pub fn help_html(prefix: &str) -> String {
+    let p = prefix.trim();
+    let mut out = String::from("<p>hush commands:</p>\n<ul>\n");
+    for s in SPECS {
+        let lines: Vec<String> = prefixed(p, s.usage).map(|l| format!("<code>{}</code>", html_escape(&l))).collect();
+        out.push_str(&format!("<li>{}: {}</li>\n", lines.join(" / "), html_escape(s.summary)));
+    }
+    out.push_str(&format!(
+        "</ul>\n<p>{}<br>\n{}<br>\nMore: <code>{} help &lt;command&gt;</code></p>",
+        code_spans_html(TARGETS),
+        code_spans_html(DURATIONS),
+        html_escape(p)
+    ));
+    out
+}
+
+fn topic_notes(s: &Spec) -> Vec<String> {
+    let mut notes = Vec::new();
+    if matches!(s.name, "mute" | "unmute" | "ban" | "unban") {
+        notes.push(TARGETS.to_owned());
+    }
+    if matches!(s.name, "mute" | "ban") {
+        notes.push(DURATIONS.to_owned());
+    }
+    if !s.details.is_empty() {
+        notes.push(s.details.to_owned());
+    }
+    notes
+}
+
+/// The plain-text help of one command (case-insensitive name), `None` if unknown.
+pub fn topic_help(prefix: &str, topic: &str) -> Option<String> {
+    let s = spec(topic)?;
+    let p = prefix.trim();
+    let mut out = String::from("Usage:\n");
+    for line in prefixed(p, s.usage) {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out.push_str(s.summary);
+    out.push('\n');
+    for note in topic_notes(s) {
+        out.push_str(&note);
+        out.push('\n');
+    }
+    out.push_str("Examples:");
+    for e in s.examples {
+        out.push_str(&format!("\n  {p} {e}"));
+    }
+    Some(out)
+}
+
+/// The HTML rendering of [`topic_help`].
+pub fn topic_help_html(prefix: &str, topic: &str) -> Option<String> {
+    let s = spec(topic)?;
+    let p = prefix.trim();
+    let usage: Vec<String> = prefixed(p, s.usage).map(|l| html_escape(&l)).collect();
+    let mut out =
+        format!("<p>Usage:</p>\n<pre><code>{}</code></pre>\n<p>{}</p>\n", usage.join("\n"), html_escape(s.summary));
+    for note in topic_notes(s) {
+        out.push_str(&format!("<p>{}</p>\n", code_spans_html(&note)));
+    }
+    let examples: Vec<String> = s.examples.iter().map(|e| html_escape(&format!("{p} {e}"))).collect();
+    out.push_str(&format!("<p>Examples:</p>\n<pre><code>{}</code></pre>", examples.join("\n")));
+    Some(out)
+}
+
+impl UsageError {
+    /// The plain-text reply: the message, then the usage with the prefix.
+    pub fn render(&self, prefix: &str) -> String {
+        let mut out = format!("{}\nUsage:", self.message);
+        for line in prefixed(prefix, self.usage) {
+            out.push_str(&format!("\n  {line}"));
+        }
+        out
+    }
+
+    /// The HTML reply for the formatted body.
+    pub fn render_html(&self, prefix: &str) -> String {
+        let usage: Vec<String> = prefixed(prefix, self.usage).map(|l| html_escape(&l)).collect();
+        format!(
+            "<p>{}</p>\n<p>Usage:</p>\n<pre><code>{}</code></pre>",
+            code_spans_html(&self.message),
+            usage.join("\n")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_usage_matches_specs() {
+        let joined: Vec<&str> = SPECS.iter().map(|s| s.usage).collect();
+        assert_eq!(ALL_USAGE, joined.join("\n"));
+        let names: Vec<&str> = SPECS.iter().map(|s| s.name).collect();
+        assert_eq!(COMMAND_NAMES, names.as_slice());
+    }
+
+    #[test]
+    fn usage_lookup() {
+        assert_eq!(usage("mute"), Some("mute <user-or-glob> [duration] [reason...]"));
+        assert_eq!(usage("MUTE"), Some("mute <user-or-glob> [duration] [reason...]"));
+        assert_eq!(usage("rooms add"), Some("rooms\nrooms add <room>\nrooms remove <room>"));
+        assert_eq!(usage("nope"), None);
+        assert_eq!(usage(""), None);
+        for name in COMMAND_NAMES {
+            assert!(usage(name).is_some(), "{name}");
+            assert!(topic_help("!hush", name).is_some(), "{name}");
+            assert!(topic_help_html("!hush", name).is_some(), "{name}");
+        }
+        assert_eq!(topic_help("!hush", "nope"), None);
+        assert_eq!(topic_help_html("!hush", "nope"), None);
+    }
+
+    #[test]
+    fn help_mentions_every_command_with_the_prefix() {
+        let text = help_text("!mod");
+        let html = help_html("!mod");
+        for s in SPECS {
+            for line in s.usage.lines() {
+                assert!(text.contains(&format!("!mod {line}")), "{line}");
+                assert!(html.contains(&html_escape(&format!("!mod {line}"))), "{line}");
+            }
+        }
+        assert!(text.ends_with("More: !mod help <command>"));
+        assert!(!html.contains("<user"));
+    }
+
+    #[test]
+    fn topic_help_text() {
+        let t = topic_help("!hush", "Ban").unwrap();
+        assert!(t.starts_with("Usage:\n  !hush ban <user-or-glob> [duration] [reason...]\n"));
+        assert!(t.contains("\n  !hush ban @spammer:example.org 7d spam links"));
+        assert!(t.contains("at most 100 years"));
+        let h = topic_help_html("!hush", "rooms").unwrap();
+        assert!(h.contains("!hush rooms add &lt;room&gt;"));
+    }
+
+    #[test]
+    fn escapes_and_renders() {
+        assert_eq!(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(code_spans_html("`<b>` is bad"), "<code>&lt;b&gt;</code> is bad");
+        assert_eq!(code_spans_html("odd ` tick"), "odd ` tick");
+        let e =
+            UsageError { command: Some("watch"), message: "`lobby` is not a room".to_owned(), usage: "watch <room>" };
+        assert_eq!(e.render("!hush"), "`lobby` is not a room\nUsage:\n  !hush watch <room>");
+        assert_eq!(
+            e.render_html("!hush"),
+            "<p><code>lobby</code> is not a room</p>\n<p>Usage:</p>\n<pre><code>!hush watch &lt;room&gt;</code></pre>"
+        );
+        assert_eq!(e.to_string(), "`lobby` is not a room");
+    }
+}

@@ -1,0 +1,684 @@
+//! Glob matching (`*`, `?`, ASCII case-insensitive) and `GlobSet`, many globs matched at once.
+//!
+//! `GlobSet` is an incremental multi-pattern matcher. Each glob is filed under one literal
+//! "anchor" chosen at insert time:
+//! - its literal prefix (text before the first wildcard), in a dictionary keyed by a rolling
+//!   hash of the prefix; a lookup walks the text once, hashing every prefix of it, and
+//!   probes only the prefix lengths that some glob uses;
+//! - else its literal suffix, the same over the reversed text;
+//! - else the rarest 3-byte window of its literal fragments, probed for every window of
+//!   the text;
+//! - else (globs like `*`, `@?:*`) a short list checked for every text.
+//!
+//! A probe hit is a candidate that is verified with [`glob_match`]. The cost of matching one
+//! text is therefore O(text length) hash steps plus the candidates sharing an anchor, not
+//! one comparison per glob, and inserting or removing a glob is O(1): no automaton rebuild.
+//! The rolling hash is polynomial modulo 2^61-1 with a random base chosen per set, so
+//! collisions cannot be forced by whoever writes rules or picks user ids, and a collision
+//! could only cost a wasted verification, never a wrong answer.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+
+/// Whether `s` contains a glob wildcard.
+pub fn is_glob(s: &str) -> bool {
+    s.bytes().any(|b| b == b'*' || b == b'?')
+}
+
+/// Match `text` against the glob `pattern`: `*` is zero or more characters, `?` exactly one
+/// character (a whole UTF-8 scalar, not a byte); everything else is literal, compared
+/// ASCII-case-insensitively. Worst case O(|pattern| x |text|), no recursion, no allocation.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    glob_match_bytes(pattern.as_bytes(), text.as_bytes())
+}
+
+/// Byte-level core of [`glob_match`]; `pattern` and `text` must be valid UTF-8 for `?` to
+/// mean "one character".
+pub(crate) fn glob_match_bytes(p: &[u8], t: &[u8]) -> bool {
+    let (mut pi, mut ti) = (0usize, 0usize);
+    // (pattern index after the last `*`, text index the `*` currently extends to)
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if let Some(&c) = p.get(pi) {
+            match c {
+                b'*' => {
+                    pi += 1;
+                    star = Some((pi, ti));
+                    continue;
+                }
+                b'?' => {
+                    pi += 1;
+                    ti = next_char(t, ti);
+                    continue;
+                }
+                _ if c.eq_ignore_ascii_case(&t[ti]) => {
+                    pi += 1;
+                    ti += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star {
+            // Let the last `*` absorb one more byte. It may stop inside a multi-byte
+            // character: a literal cannot match a continuation byte and `?` consumes the
+            // rest of the character, so that is equivalent to stopping at its start.
+            Some((sp, st)) => {
+                pi = sp;
+                ti = st + 1;
+                star = Some((sp, ti));
+            }
+            None => return false,
+        }
+    }
+    p[pi.min(p.len())..].iter().all(|&c| c == b'*')
+}
+
+/// Index just past the character at `i` (or past the rest of a character if `i` is inside one).
+fn next_char(t: &[u8], mut i: usize) -> usize {
+    i += 1;
+    while i < t.len() && (t[i] & 0xC0) == 0x80 {
+        i += 1;
+    }
+    i
+}
+
+/// Literal prefix and suffix of a glob (bytes before the first and after the last wildcard).
+pub(crate) fn literal_ends(p: &[u8]) -> (&[u8], &[u8]) {
+    let first = p.iter().position(|&b| b == b'*' || b == b'?');
+    let last = p.iter().rposition(|&b| b == b'*' || b == b'?');
+    match (first, last) {
+        (Some(f), Some(l)) => (&p[..f], &p[l + 1..]),
+        _ => (p, p),
+    }
+}
+
+/// Which literal end of a glob is the more selective anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End<'a> {
+    Prefix(&'a [u8]),
+    Suffix(&'a [u8]),
+    None,
+}
+
+/// Choose the anchor of a glob by a selectivity score: in Matrix ids the start (sigil
+/// excepted) is far more selective than the server name, which many ids share. Each anchor
+/// byte scores 4, except a leading sigil (`@`, `!`, `#`: 0) and bytes from the first `:` on
+/// (the server part: 1). The better end wins (the prefix on ties) if it scores at least 4.
+pub(crate) fn choose_end(p: &[u8]) -> End<'_> {
+    let (pre, suf) = literal_ends(p);
+    let sigil = matches!(p.first(), Some(b'@' | b'!' | b'#'));
+    let colon = p.iter().position(|&b| b == b':').unwrap_or(p.len());
+    let weight = |j: usize| -> usize {
+        if j == 0 && sigil {
+            0
+        } else if j >= colon {
+            1
+        } else {
+            4
+        }
+    };
+    let pre_score: usize = (0..pre.len()).map(weight).sum();
+    let suf_score: usize = (p.len() - suf.len()..p.len()).map(weight).sum();
+    if pre_score >= suf_score && pre_score >= 4 {
+        End::Prefix(pre)
+    } else if suf_score >= 4 {
+        End::Suffix(suf)
+    } else {
+        End::None
+    }
+}
+
+/// Hasher for keys that are already well-distributed numbers; mixes the high bits in.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct PremixedHasher(u64);
+
+impl Hasher for PremixedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0 ^ u64::from(b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub(crate) type PremixedMap<K, V> = HashMap<K, V, BuildHasherDefault<PremixedHasher>>;
+
+const NONE: u32 = u32::MAX;
+const MERSENNE_61: u64 = (1 << 61) - 1;
+/// Anchors longer than this are truncated (the verification checks the rest).
+const MAX_ANCHOR: usize = 255;
+
+#[inline]
+fn mul_mod(a: u64, b: u64) -> u64 {
+    let r = u128::from(a) * u128::from(b);
+    let s = (r as u64 & MERSENNE_61) + (r >> 61) as u64;
+    if s >= MERSENNE_61 {
+        s - MERSENNE_61
+    } else {
+        s
+    }
+}
+
+#[inline]
+fn roll(h: u64, base: u64, byte: u8) -> u64 {
+    let s = mul_mod(h, base) + u64::from(byte.to_ascii_lowercase()) + 1;
+    if s >= MERSENNE_61 {
+        s - MERSENNE_61
+    } else {
+        s
+    }
+}
+
+/// A dictionary of anchors (prefixes, or reversed suffixes) keyed by rolling hash.
+#[derive(Debug, Clone)]
+struct Anchors {
+    heads: PremixedMap<u64, u32>,
+    /// How many globs use each anchor length (index = length).
+    lens: Box<[u32; MAX_ANCHOR + 1]>,
+    /// Bit set of lengths in use.
+    mask: [u64; 4],
+    max_len: usize,
+}
+
+impl Anchors {
+    fn new() -> Self {
+        Anchors {
+            heads: PremixedMap::default(),
+            lens: Box::new([0; MAX_ANCHOR + 1]),
+            mask: [0; 4],
+            max_len: 0,
+        }
+    }
+
+    fn key(base: u64, bytes: impl Iterator<Item = u8>) -> u64 {
+        bytes.fold(0, |h, b| roll(h, base, b))
+    }
+
+    fn add_len(&mut self, len: usize) {
+        self.lens[len] += 1;
+        self.mask[len / 64] |= 1 << (len % 64);
+        self.max_len = self.max_len.max(len);
+    }
+
+    fn remove_len(&mut self, len: usize) {
+        self.lens[len] = self.lens[len].saturating_sub(1);
+        if self.lens[len] == 0 {
+            self.mask[len / 64] &= !(1 << (len % 64));
+            if len == self.max_len {
+                self.max_len = (0..len).rev().find(|&l| self.lens[l] > 0).unwrap_or(0);
+            }
+        }
+    }
+
+    #[inline]
+    fn has_len(&self, len: usize) -> bool {
+        self.mask[len / 64] & (1 << (len % 64)) != 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Prefix anchor: (key, length).
+    Prefix(u64, u16),
+    /// Suffix anchor: (key, length).
+    Suffix(u64, u16),
+    /// 3-byte window, packed.
+    Gram(u32),
+    /// Checked against every text.
+    Always,
+    /// Free slab entry.
+    Free,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    pattern: Box<str>,
+    value: u32,
+    next: u32,
+    place: Place,
+}
+
+/// An incremental set of globs, each carrying a `u32` value (the rule slot).
+#[derive(Debug, Clone)]
+pub(crate) struct GlobSet {
+    base: u64,
+    entries: Vec<Entry>,
+    free: Vec<u32>,
+    prefix: Anchors,
+    suffix: Anchors,
+    /// 3-byte window -> (chain head, number of globs filed under it).
+    grams: PremixedMap<u32, (u32, u32)>,
+    always: Vec<u32>,
+    len: usize,
+}
+
+impl Default for GlobSet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn gram_key(w: &[u8]) -> u32 {
+    w.iter()
+        .fold(0u32, |k, &b| (k << 8) | u32::from(b.to_ascii_lowercase()))
+}
+
+impl GlobSet {
+    pub(crate) fn new() -> Self {
+        // A random base in [256, 2^61 - 2]: a random polynomial hash is collision-resistant
+        // against inputs chosen without knowledge of the base.
+        let r = RandomState::new().hash_one(0x5eed_u64);
+        GlobSet {
+            base: 256 + r % (MERSENNE_61 - 258),
+            entries: Vec::new(),
+            free: Vec::new(),
+            prefix: Anchors::new(),
+            suffix: Anchors::new(),
+            grams: PremixedMap::default(),
+            always: Vec::new(),
+            len: 0,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Add `pattern` with `value`; returns the entry id to pass to [`GlobSet::remove`].
+    pub(crate) fn insert(&mut self, pattern: &str, value: u32) -> u32 {
+        let bytes = pattern.as_bytes();
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.entries.push(Entry {
+                    pattern: Box::from(""),
+                    value: NONE,
+                    next: NONE,
+                    place: Place::Free,
+                });
+                (self.entries.len() - 1) as u32
+            }
+        };
+        let (place, next) = match choose_end(bytes) {
+            End::Prefix(pre) => {
+                let pre = &pre[..pre.len().min(MAX_ANCHOR)];
+                let key = Anchors::key(self.base, pre.iter().copied());
+                self.prefix.add_len(pre.len());
+                let head = self.prefix.heads.insert(key, id).unwrap_or(NONE);
+                (Place::Prefix(key, pre.len() as u16), head)
+            }
+            End::Suffix(suf) => {
+                let suf = &suf[suf.len().saturating_sub(MAX_ANCHOR)..];
+                let key = Anchors::key(self.base, suf.iter().rev().copied());
+                self.suffix.add_len(suf.len());
+                let head = self.suffix.heads.insert(key, id).unwrap_or(NONE);
+                (Place::Suffix(key, suf.len() as u16), head)
+            }
+            End::None => match self.rarest_gram(bytes) {
+                Some(g) => {
+                    let slot = self.grams.entry(g).or_insert((NONE, 0));
+                    let head = slot.0;
+                    *slot = (id, slot.1 + 1);
+                    (Place::Gram(g), head)
+                }
+                None => {
+                    self.always.push(id);
+                    (Place::Always, NONE)
+                }
+            },
+        };
+        self.entries[id as usize] = Entry {
+            pattern: Box::from(pattern),
+            value,
+            next,
+            place,
+        };
+        self.len += 1;
+        id
+    }
+
+    /// The 3-byte literal window of `p` shared by the fewest globs so far.
+    fn rarest_gram(&self, p: &[u8]) -> Option<u32> {
+        p.split(|&b| b == b'*' || b == b'?')
+            .flat_map(|frag| frag.windows(3))
+            .map(gram_key)
+            .min_by_key(|g| self.grams.get(g).map_or(0, |e| e.1))
+    }
+
+    /// Remove the entry `id` returned by [`GlobSet::insert`].
+    pub(crate) fn remove(&mut self, id: u32) {
+        let Some(entry) = self.entries.get(id as usize) else {
+            return;
+        };
+        let (place, next) = (entry.place, entry.next);
+        match place {
+            Place::Free => return,
+            Place::Prefix(key, len) => {
+                Self::unlink(&mut self.entries, &mut self.prefix.heads, key, id, next);
+                self.prefix.remove_len(usize::from(len));
+            }
+            Place::Suffix(key, len) => {
+                Self::unlink(&mut self.entries, &mut self.suffix.heads, key, id, next);
+                self.suffix.remove_len(usize::from(len));
+            }
+            Place::Gram(g) => {
+                if let Some(slot) = self.grams.get_mut(&g) {
+                    if slot.0 == id {
+                        slot.0 = next;
+                    } else {
+                        Self::unlink_after(&mut self.entries, slot.0, id, next);
+                    }
+                    slot.1 = slot.1.saturating_sub(1);
+                    if slot.1 == 0 {
+                        self.grams.remove(&g);
+                    }
+                }
+            }
+            Place::Always => self.always.retain(|&e| e != id),
+        }
+        self.entries[id as usize] = Entry {
+            pattern: Box::from(""),
+            value: NONE,
+            next: NONE,
+            place: Place::Free,
+        };
+        self.free.push(id);
+        self.len -= 1;
+    }
+
+    fn unlink(entries: &mut [Entry], heads: &mut PremixedMap<u64, u32>, key: u64, id: u32, next: u32) {
+        let Some(head) = heads.get_mut(&key) else {
+            return;
+        };
+        if *head == id {
+            if next == NONE {
+                heads.remove(&key);
+            } else {
+                *head = next;
+            }
+        } else {
+            let h = *head;
+            Self::unlink_after(entries, h, id, next);
+        }
+    }
+
+    fn unlink_after(entries: &mut [Entry], mut cur: u32, id: u32, next: u32) {
+        while cur != NONE {
+            let Some(e) = entries.get_mut(cur as usize) else {
+                return;
+            };
+            if e.next == id {
+                e.next = next;
+                return;
+            }
+            cur = e.next;
+        }
+    }
+
+    #[inline]
+    fn walk(&self, mut cur: u32, text: &str, f: &mut impl FnMut(u32)) {
+        while let Some(e) = self.entries.get(cur as usize) {
+            if glob_match(&e.pattern, text) {
+                f(e.value);
+            }
+            cur = e.next;
+        }
+    }
+
+    /// Call `f(value)` for every glob matching `text` (ASCII case-insensitively). A value
+    /// may be reported more than once in the unlikely case of a hash collision or a
+    /// repeated 3-byte window.
+    pub(crate) fn for_each_match(&self, text: &str, mut f: impl FnMut(u32)) {
+        if self.len == 0 {
+            return;
+        }
+        let bytes = text.as_bytes();
+        if !self.prefix.heads.is_empty() {
+            let mut h = 0;
+            for (i, &b) in bytes.iter().take(self.prefix.max_len).enumerate() {
+                h = roll(h, self.base, b);
+                if self.prefix.has_len(i + 1) {
+                    if let Some(&head) = self.prefix.heads.get(&h) {
+                        self.walk(head, text, &mut f);
+                    }
+                }
+            }
+        }
+        if !self.suffix.heads.is_empty() {
+            let mut h = 0;
+            for (i, &b) in bytes.iter().rev().take(self.suffix.max_len).enumerate() {
+                h = roll(h, self.base, b);
+                if self.suffix.has_len(i + 1) {
+                    if let Some(&head) = self.suffix.heads.get(&h) {
+                        self.walk(head, text, &mut f);
+                    }
+                }
+            }
+        }
+        if !self.grams.is_empty() {
+            for w in bytes.windows(3) {
+                if let Some(&(head, _)) = self.grams.get(&gram_key(w)) {
+                    self.walk(head, text, &mut f);
+                }
+            }
+        }
+        for &id in &self.always {
+            self.walk_one(id, text, &mut f);
+        }
+    }
+
+    fn walk_one(&self, id: u32, text: &str, f: &mut impl FnMut(u32)) {
+        if let Some(e) = self.entries.get(id as usize) {
+            if glob_match(&e.pattern, text) {
+                f(e.value);
+            }
+        }
+    }
+
+    /// Every (pattern, value) in the set, in no particular order.
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.entries
+            .iter()
+            .filter(|e| e.place != Place::Free)
+            .map(|e| (&*e.pattern, e.value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reference matcher: plain recursion over characters.
+    fn reference(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('*', rest)) => (0..=t.len()).any(|i| reference(rest, &t[i..])),
+            Some(('?', rest)) => !t.is_empty() && reference(rest, &t[1..]),
+            Some((c, rest)) => {
+                t.first().is_some_and(|x| x.eq_ignore_ascii_case(c)) && reference(rest, &t[1..])
+            }
+        }
+    }
+
+    fn reference_match(p: &str, t: &str) -> bool {
+        let p: Vec<char> = p.chars().collect();
+        let t: Vec<char> = t.chars().collect();
+        reference(&p, &t)
+    }
+
+    #[test]
+    fn basic_globs() {
+        let yes = [
+            ("*", ""),
+            ("*", "anything"),
+            ("@*:evil.org", "@spam:evil.org"),
+            ("@*:evil.org", "@:evil.org"),
+            ("@spam?:evil.org", "@spam1:evil.org"),
+            ("@spam?:evil.org", "@spamé:evil.org"),
+            ("*.evil.org", "a.b.evil.org"),
+            ("EVIL.org", "evil.ORG"),
+            ("a*b*c", "aXbYc"),
+            ("a*b*c", "abc"),
+            ("?", "€"),
+            ("*??", "ab"),
+        ];
+        let no = [
+            ("?", ""),
+            ("??", "é"),
+            ("*??", "€"),
+            ("@*:evil.org", "@spam:evil.org.uk"),
+            ("@spam?:evil.org", "@spam:evil.org"),
+            ("a*b*c", "acb"),
+            ("", "a"),
+            ("évil", "Évil"), // only ASCII folds
+        ];
+        for (p, t) in yes {
+            assert!(glob_match(p, t), "{p} should match {t}");
+            assert!(reference_match(p, t), "reference: {p} should match {t}");
+        }
+        for (p, t) in no {
+            assert!(!glob_match(p, t), "{p} should not match {t}");
+            assert!(!reference_match(p, t), "reference: {p} should not match {t}");
+        }
+    }
+
+    #[test]
+    fn anchors() {
+        assert_eq!(choose_end(b"@spam*:evil.org"), End::Prefix(b"@spam"));
+        assert_eq!(choose_end(b"@a*:evil.org"), End::Suffix(b":evil.org"));
+        assert_eq!(choose_end(b"*:evil.org"), End::Suffix(b":evil.org"));
+        assert_eq!(choose_end(b"@*bot*:*"), End::None);
+        assert_eq!(choose_end(b"evil*"), End::Prefix(b"evil"));
+        assert_eq!(choose_end(b"*.io"), End::Suffix(b".io"));
+        assert_eq!(choose_end(b"@*:a.io"), End::Suffix(b":a.io"));
+        assert_eq!(choose_end(b"@*:a?"), End::None);
+        assert_eq!(choose_end(b"@a*"), End::Prefix(b"@a"));
+        assert_eq!(literal_ends(b"abc"), (&b"abc"[..], &b"abc"[..]));
+    }
+
+    fn matches(set: &GlobSet, text: &str) -> Vec<u32> {
+        let mut v = Vec::new();
+        set.for_each_match(text, |x| v.push(x));
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    #[test]
+    fn set_insert_match_remove() {
+        let mut set = GlobSet::new();
+        let pats = [
+            "@spam*:evil.org", // prefix
+            "*:evil.org",      // suffix
+            "@*bot*:*",        // gram
+            "*",               // always
+            "@?:*",            // always
+            "@Spam*",          // prefix, case-folded
+        ];
+        let ids: Vec<u32> = pats
+            .iter()
+            .enumerate()
+            .map(|(i, p)| set.insert(p, i as u32))
+            .collect();
+        assert_eq!(set.len(), 6);
+        assert_eq!(matches(&set, "@spammer:evil.org"), vec![0, 1, 3, 5]);
+        assert_eq!(matches(&set, "@SPAMMER:EVIL.ORG"), vec![0, 1, 3, 5]);
+        assert_eq!(matches(&set, "@robot1:good.org"), vec![2, 3]);
+        assert_eq!(matches(&set, "@x:good.org"), vec![3, 4]);
+        set.remove(ids[3]);
+        set.remove(ids[1]);
+        set.remove(ids[1]); // double remove is harmless
+        assert_eq!(set.len(), 4);
+        assert_eq!(matches(&set, "@spammer:evil.org"), vec![0, 5]);
+        assert_eq!(matches(&set, "@good:good.org"), Vec::<u32>::new());
+        // Reuse of a freed entry.
+        set.insert("*:good.org", 9);
+        assert_eq!(matches(&set, "@good:good.org"), vec![9]);
+        assert_eq!(set.iter().count(), 5);
+    }
+
+    #[test]
+    fn shared_anchor_chains() {
+        let mut set = GlobSet::new();
+        let ids: Vec<u32> = (0..50)
+            .map(|i| set.insert(&format!("@spam{i}*:evil.org"), i))
+            .collect();
+        let b = set.insert("@spam*", 100);
+        assert_eq!(matches(&set, "@spam42x:evil.org"), vec![4, 42, 100]);
+        for (i, id) in ids.iter().enumerate() {
+            if i % 2 == 0 {
+                set.remove(*id);
+            }
+        }
+        assert_eq!(matches(&set, "@spam42x:evil.org"), vec![100]);
+        assert_eq!(matches(&set, "@spam41x:evil.org"), vec![41, 100]);
+        set.remove(b);
+        assert_eq!(matches(&set, "@spam41x:evil.org"), vec![41]);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn pattern() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop_oneof![
+                    3 => Just("*".to_string()),
+                    3 => Just("?".to_string()),
+                    6 => "[abAB:@é€]".prop_map(|s| s),
+                ],
+                0..8,
+            )
+            .prop_map(|v| v.concat())
+        }
+
+        fn text() -> impl Strategy<Value = String> {
+            "[abAB:@é€]{0,10}"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            #[test]
+            fn matcher_agrees_with_reference(p in pattern(), t in text()) {
+                prop_assert_eq!(glob_match(&p, &t), reference_match(&p, &t));
+            }
+
+            #[test]
+            fn set_agrees_with_single_matcher(
+                pats in proptest::collection::vec(pattern(), 0..12),
+                removed in proptest::collection::vec(any::<bool>(), 12),
+                texts in proptest::collection::vec(text(), 1..6),
+            ) {
+                let mut set = GlobSet::new();
+                let ids: Vec<u32> =
+                    pats.iter().enumerate().map(|(i, p)| set.insert(p, i as u32)).collect();
+                for (i, id) in ids.iter().enumerate() {
+                    if removed[i] {
+                        set.remove(*id);
+                    }
+                }
+                for t in &texts {
+                    let expected: Vec<u32> = pats
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, p)| !removed[*i] && reference_match(p, t))
+                        .map(|(i, _)| i as u32)
+                        .collect();
+                    prop_assert_eq!(matches(&set, t), expected, "text {}", t);
+                }
+            }
+        }
+    }
+}

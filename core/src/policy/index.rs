@@ -1,0 +1,1210 @@
+//! `PolicyIndex`: all watched lists' rules, matching, effective decisions and change detection.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::glob::{choose_end, is_glob, End, GlobSet, PremixedMap};
+use super::rule::{
+    classify_event_type, parse_rule, sha256_of, EntityKind, ParseWarning, Recommendation,
+    Restriction, Rule, RuleFamily, RuleId, RuleParse,
+};
+
+const NONE: u32 = u32::MAX;
+/// Internal expiry of a permanent rule.
+const PERMANENT: u64 = u64::MAX;
+
+/// The effective restriction of one user at one time, with its provenance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Ban or mute.
+    pub action: Restriction,
+    /// When the winning rule expires (ms since the epoch); `None` = permanent.
+    pub expires_at_ms: Option<u64>,
+    /// The winning rule (a user rule, or a server rule matching the user's server).
+    pub rule: RuleId,
+    /// Its reason.
+    pub reason: String,
+    /// Who sent it.
+    pub sender: String,
+}
+
+/// What applying one state event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A rule was stored (new or replacing one of the same type and state key). It may be
+    /// shadowed by a higher-precedence type at the same state key.
+    Stored,
+    /// A rule existed at this type and state key and was removed (empty content,
+    /// redaction, or malformed replacement).
+    Removed,
+    /// Nothing existed and nothing was stored (removal of an unknown rule, or malformed).
+    Nothing,
+    /// Not a policy rule event type.
+    NotPolicy,
+}
+
+/// Result of [`PolicyIndex::apply`] and [`PolicyIndex::remove_list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Tracked users whose [`PolicyIndex::decide`] at the given `now_ms` changed (in
+    /// restriction, expiry or provenance), sorted.
+    pub changed: Vec<String>,
+    /// The parse warning, when the event was a malformed rule.
+    pub warning: Option<ParseWarning>,
+    /// What happened to the stored rules.
+    pub outcome: Outcome,
+}
+
+impl Applied {
+    fn nothing(outcome: Outcome, warning: Option<ParseWarning>) -> Self {
+        Applied {
+            changed: Vec::new(),
+            warning,
+            outcome,
+        }
+    }
+}
+
+/// Rule counts of one watched list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListCounts {
+    /// Rules in force at their identity (user + room + server).
+    pub effective: usize,
+    /// Legacy-type rules hidden by a higher-precedence type at the same state key.
+    pub shadowed: usize,
+    /// Effective user rules.
+    pub user: usize,
+    /// Effective room rules.
+    pub room: usize,
+    /// Effective server rules.
+    pub server: usize,
+}
+
+// ---------------------------------------------------------------------------------------
+// Compact rule storage
+
+const F_FREE: u8 = 1;
+const F_EFFECTIVE: u8 = 2;
+const F_ENTITY: u8 = 4;
+const F_GLOB: u8 = 8;
+const F_HASH_ONLY: u8 = 16;
+
+const REC_BAN: u8 = 0;
+const REC_MUTE: u8 = 1;
+const REC_TAKEDOWN: u8 = 2;
+const REC_OTHER: u8 = 3;
+
+/// One stored rule: 64 bytes plus one heap string (state key, entity unless it is a suffix
+/// of the state key, reason) and, for hashed rules, a 32-byte digest.
+#[derive(Debug)]
+struct Slot {
+    text: Box<str>,
+    sha256: Option<Box<[u8; 32]>>,
+    expiry: u64,
+    list: u32,
+    sender: u32,
+    /// String id of an `Other` recommendation.
+    rec_other: u32,
+    /// Next slot with the same identity key.
+    next_key: u32,
+    /// Next slot in the same exact/hash chain, or the `GlobSet` entry id of a glob.
+    next_match: u32,
+    sk_end: u32,
+    ent_start: u32,
+    ent_end: u32,
+    kind: u8,
+    family: u8,
+    rec: u8,
+    flags: u8,
+}
+
+impl Slot {
+    fn state_key(&self) -> &str {
+        self.text.get(..self.sk_end as usize).unwrap_or("")
+    }
+    fn entity(&self) -> Option<&str> {
+        (self.flags & F_ENTITY != 0)
+            .then(|| self.text.get(self.ent_start as usize..self.ent_end as usize))
+            .flatten()
+    }
+    fn reason(&self) -> &str {
+        let start = self.sk_end.max(self.ent_end) as usize;
+        self.text.get(start..).unwrap_or("")
+    }
+    fn kind(&self) -> EntityKind {
+        EntityKind::ALL[usize::from(self.kind).min(2)]
+    }
+    fn restriction(&self) -> Option<Restriction> {
+        match self.rec {
+            REC_BAN | REC_TAKEDOWN => Some(Restriction::Ban),
+            REC_MUTE => Some(Restriction::Mute),
+            _ => None,
+        }
+    }
+    fn active(&self, now_ms: u64) -> bool {
+        self.expiry == PERMANENT || now_ms < self.expiry
+    }
+    fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+}
+
+/// Reference-counted string table (senders, unknown recommendations).
+#[derive(Debug, Default)]
+struct Strings {
+    ids: HashMap<Box<str>, u32>,
+    items: Vec<(Box<str>, u32)>,
+    free: Vec<u32>,
+}
+
+impl Strings {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            self.items[id as usize].1 += 1;
+            return id;
+        }
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.items[id as usize] = (Box::from(s), 1);
+                id
+            }
+            None => {
+                self.items.push((Box::from(s), 1));
+                (self.items.len() - 1) as u32
+            }
+        };
+        self.ids.insert(Box::from(s), id);
+        id
+    }
+    fn get(&self, id: u32) -> &str {
+        self.items.get(id as usize).map_or("", |e| &e.0)
+    }
+    fn release(&mut self, id: u32) {
+        let Some(item) = self.items.get_mut(id as usize) else {
+            return;
+        };
+        item.1 = item.1.saturating_sub(1);
+        if item.1 == 0 {
+            let s = std::mem::take(&mut item.0);
+            self.ids.remove(&s);
+            self.free.push(id);
+        }
+    }
+}
+
+/// Keyed SipHash of identities and entities (collision floods are not forceable).
+#[derive(Debug, Clone)]
+struct Keyer(RandomState);
+
+impl Keyer {
+    fn folded(&self, s: &str) -> u64 {
+        let mut h = self.0.build_hasher();
+        let mut buf = [0u8; 64];
+        for chunk in s.as_bytes().chunks(64) {
+            for (d, &b) in buf.iter_mut().zip(chunk) {
+                *d = b.to_ascii_lowercase();
+            }
+            h.write(&buf[..chunk.len()]);
+        }
+        h.finish()
+    }
+    fn identity(&self, list: u32, kind: EntityKind, state_key: &str) -> u64 {
+        let mut h = self.0.build_hasher();
+        h.write_u32(list);
+        h.write_u8(kind as u8);
+        h.write(state_key.as_bytes());
+        h.finish()
+    }
+    fn digest(&self, d: &[u8; 32]) -> u64 {
+        let mut h = self.0.build_hasher();
+        h.write(d);
+        h.finish()
+    }
+}
+
+/// Per-kind matching structures; only effective slots are in them.
+#[derive(Debug, Default)]
+struct KindIndex {
+    /// Keyed hash of the lower-cased entity -> chain of exact-entity slots.
+    exact: PremixedMap<u64, u32>,
+    /// Keyed hash of the digest -> chain of hash-only slots.
+    hashed: PremixedMap<u64, u32>,
+    globs: GlobSet,
+}
+
+// ---------------------------------------------------------------------------------------
+// Tracked users
+
+/// A user id ordered ASCII-case-insensitively (ties broken by raw bytes), so that all case
+/// variants of an id, and all ids sharing a folded prefix, are contiguous.
+#[derive(Debug, Clone)]
+struct Folded(Arc<str>);
+
+fn cmp_folded(a: &[u8], b: &[u8]) -> Ordering {
+    a.iter()
+        .map(u8::to_ascii_lowercase)
+        .cmp(b.iter().map(u8::to_ascii_lowercase))
+        .then_with(|| a.cmp(b))
+}
+
+impl Ord for Folded {
+    fn cmp(&self, o: &Self) -> Ordering {
+        cmp_folded(self.0.as_bytes(), o.0.as_bytes())
+    }
+}
+impl PartialOrd for Folded {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl PartialEq for Folded {
+    fn eq(&self, o: &Self) -> bool {
+        self.0 == o.0
+    }
+}
+impl Eq for Folded {}
+
+/// A user id with its bytes reversed, ordered like [`Folded`]: ids sharing a suffix are
+/// contiguous.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Reversed(Box<[u8]>);
+
+impl Ord for Reversed {
+    fn cmp(&self, o: &Self) -> Ordering {
+        cmp_folded(&self.0, &o.0)
+    }
+}
+impl PartialOrd for Reversed {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+fn reversed(s: &[u8]) -> Box<[u8]> {
+    s.iter().rev().copied().collect()
+}
+
+#[derive(Debug, Default)]
+struct Tracked {
+    fwd: BTreeSet<Folded>,
+    rev: BTreeSet<Reversed>,
+    /// Lower-cased server name -> number of tracked users on it.
+    servers: HashMap<Box<str>, u32>,
+    /// SHA-256 of the user id -> user; built on first use by a hashed user rule.
+    by_digest: Option<HashMap<[u8; 32], Arc<str>>>,
+}
+
+impl Tracked {
+    /// Users whose lower-cased id starts with `prefix` (any case).
+    fn with_prefix(&self, prefix: &[u8], out: &mut Vec<Arc<str>>, filter: impl Fn(&str) -> bool) {
+        let probe = Folded(Arc::from(
+            String::from_utf8_lossy(&prefix.to_ascii_uppercase()).as_ref(),
+        ));
+        for u in self.fwd.range(probe..) {
+            let b = u.0.as_bytes();
+            if b.len() < prefix.len() || !b[..prefix.len()].eq_ignore_ascii_case(prefix) {
+                break;
+            }
+            if filter(&u.0) {
+                out.push(u.0.clone());
+            }
+        }
+    }
+
+    /// Users whose id ends with `suffix` (any case).
+    fn with_suffix(&self, suffix: &[u8], out: &mut Vec<Arc<str>>, filter: impl Fn(&str) -> bool) {
+        let want = reversed(&suffix.to_ascii_uppercase());
+        let n = want.len();
+        for u in self.rev.range(Reversed(want.clone())..) {
+            if u.0.len() < n || !u.0[..n].eq_ignore_ascii_case(&want) {
+                break;
+            }
+            let Ok(id) = String::from_utf8(u.0.iter().rev().copied().collect()) else {
+                continue;
+            };
+            if filter(&id) {
+                out.push(Arc::from(id));
+            }
+        }
+    }
+
+    fn all(&self, out: &mut Vec<Arc<str>>, filter: impl Fn(&str) -> bool) {
+        out.extend(self.fwd.iter().filter(|u| filter(&u.0)).map(|u| u.0.clone()));
+    }
+}
+
+fn server_of(user_id: &str) -> Option<&str> {
+    user_id.split_once(':').map(|(_, s)| s)
+}
+
+/// What a rule matches, borrowed either from a parsed [`Rule`] or from a stored slot.
+#[derive(Debug, Clone, Copy)]
+struct Matcher<'a> {
+    kind: EntityKind,
+    entity: Option<&'a str>,
+    sha256: Option<&'a [u8; 32]>,
+}
+
+impl Matcher<'_> {
+    /// Whether this rule matches an entity of its kind (servers: lower-cased server name).
+    fn matches(&self, entity: &str) -> bool {
+        match self.entity {
+            Some(e) if is_glob(e) => super::glob::glob_match(e, entity),
+            Some(e) => e.eq_ignore_ascii_case(entity),
+            None => self.sha256.is_some_and(|d| *d == sha256_of(&hash_form(self.kind, entity))),
+        }
+    }
+}
+
+/// The string hashed for MSC4205: user ids exactly, server names lower-cased.
+fn hash_form(kind: EntityKind, entity: &str) -> std::borrow::Cow<'_, str> {
+    if kind == EntityKind::Server {
+        std::borrow::Cow::Owned(entity.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(entity)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The index
+
+/// Rules of all watched policy lists, indexed for matching. See the module documentation
+/// of [`crate::policy`] for the semantics.
+#[derive(Debug)]
+pub struct PolicyIndex {
+    keyer: Keyer,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Identity key (list, kind, state_key) -> chain of slots (one per type family).
+    ids: PremixedMap<u64, u32>,
+    kinds: [KindIndex; 3],
+    lists: Vec<Option<Box<str>>>,
+    list_ids: HashMap<Box<str>, u32>,
+    strings: Strings,
+    /// (expiry, slot) of effective user/server rules with a restriction and an expiry.
+    expiring: BTreeSet<(u64, u32)>,
+    tracked: Tracked,
+    stored: usize,
+}
+
+impl Default for PolicyIndex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PolicyIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        PolicyIndex {
+            keyer: Keyer(RandomState::new()),
+            slots: Vec::new(),
+            free: Vec::new(),
+            ids: PremixedMap::default(),
+            kinds: Default::default(),
+            lists: Vec::new(),
+            list_ids: HashMap::new(),
+            strings: Strings::default(),
+            expiring: BTreeSet::new(),
+            tracked: Tracked::default(),
+            stored: 0,
+        }
+    }
+
+    /// Apply one state event of a policy room (set, replace or remove a rule) and return
+    /// which tracked users' decision at `now_ms` changed. Non-policy event types are
+    /// ignored. Cost: O(1) for the rule itself, plus, when users are tracked, a decision
+    /// for each tracked user matched by the old or new rule (found through an exact
+    /// lookup, a prefix/suffix range of the tracked set, or for unanchored globs a scan of
+    /// the tracked ids against that one glob).
+    pub fn apply(
+        &mut self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+        sender: &str,
+        content: &Value,
+        now_ms: u64,
+    ) -> Applied {
+        let Some((family, kind)) = classify_event_type(event_type) else {
+            return Applied::nothing(Outcome::NotPolicy, None);
+        };
+        let (rule, warning) = match parse_rule(room_id, event_type, state_key, sender, content) {
+            RuleParse::Rule(r) => (Some(r), None),
+            RuleParse::Removed => (None, None),
+            RuleParse::Ignored(w) => (None, Some(w)),
+            RuleParse::NotPolicy => return Applied::nothing(Outcome::NotPolicy, None),
+        };
+        let list = match (&rule, self.list_ids.get(room_id)) {
+            (_, Some(&l)) => l,
+            (Some(_), None) => self.intern_list(room_id),
+            (None, None) => return Applied::nothing(Outcome::Nothing, warning),
+        };
+        let key = self.keyer.identity(list, kind, state_key);
+        let existing = self.find(key, list, kind, state_key, Some(family));
+        if existing.is_none() && rule.is_none() {
+            return Applied::nothing(Outcome::Nothing, warning);
+        }
+        let old_eff = self.find(key, list, kind, state_key, None);
+        // The family in force afterwards: the best of the others, and the new rule's.
+        let others_best = self.best_family_except(key, list, kind, state_key, family);
+        let new_is_eff = rule.is_some() && others_best.is_none_or(|f| family < f);
+
+        // Tracked users that may change: those matched by the rule in force before and by
+        // the one in force after.
+        let mut cands: Vec<Arc<str>> = Vec::new();
+        let track = !self.tracked.fwd.is_empty() && kind != EntityKind::Room;
+        if track {
+            let affects_eff = old_eff == existing || new_is_eff;
+            if affects_eff {
+                if let Some(s) = old_eff {
+                    self.tracked_matching(self.slot_matcher(s), &mut cands);
+                }
+                if new_is_eff {
+                    if let Some(r) = &rule {
+                        let m = Matcher {
+                            kind,
+                            entity: r.entity.as_deref(),
+                            sha256: r.sha256.as_ref(),
+                        };
+                        self.prepare_digest_map(m);
+                        self.tracked_matching(m, &mut cands);
+                    }
+                } else if old_eff == existing {
+                    // The removed rule was in force; a shadowed one takes over.
+                    if let Some(f) = others_best {
+                        if let Some(s) = self.find(key, list, kind, state_key, Some(f)) {
+                            self.tracked_matching(self.slot_matcher(s), &mut cands);
+                        }
+                    }
+                }
+            }
+            cands.sort_unstable();
+            cands.dedup();
+        }
+        let before: Vec<Option<Decision>> = cands.iter().map(|u| self.decide(u, now_ms)).collect();
+
+        // Mutate.
+        if let Some(s) = old_eff {
+            self.unindex(s);
+        }
+        if let Some(s) = existing {
+            self.free_slot(key, s);
+        }
+        let outcome = match (rule, existing) {
+            (Some(r), _) => {
+                self.store(key, list, r);
+                Outcome::Stored
+            }
+            (None, Some(_)) => Outcome::Removed,
+            (None, None) => Outcome::Nothing,
+        };
+        if let Some(s) = self.find(key, list, kind, state_key, None) {
+            self.index(s);
+        }
+
+        let changed = cands
+            .iter()
+            .zip(before)
+            .filter(|(u, b)| self.decide(u, now_ms) != *b)
+            .map(|(u, _)| u.to_string())
+            .collect();
+        Applied {
+            changed,
+            warning,
+            outcome,
+        }
+    }
+
+    /// Forget every rule of a list (when it is unwatched). Returns the tracked users whose
+    /// decision at `now_ms` changed.
+    pub fn remove_list(&mut self, room_id: &str, now_ms: u64) -> Applied {
+        let Some(list) = self.list_ids.get(room_id).copied() else {
+            return Applied::nothing(Outcome::Nothing, None);
+        };
+        let slots: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&s| {
+                let sl = &self.slots[s as usize];
+                !sl.has(F_FREE) && sl.list == list
+            })
+            .collect();
+        let mut cands = Vec::new();
+        if !self.tracked.fwd.is_empty() {
+            let effective = slots
+                .iter()
+                .filter(|&&s| self.slots[s as usize].has(F_EFFECTIVE))
+                .count();
+            if effective > 1000 {
+                self.tracked.all(&mut cands, |_| true);
+            } else {
+                for &s in &slots {
+                    let sl = &self.slots[s as usize];
+                    if sl.has(F_EFFECTIVE) && sl.kind() != EntityKind::Room {
+                        self.tracked_matching(self.slot_matcher(s), &mut cands);
+                    }
+                }
+                cands.sort_unstable();
+                cands.dedup();
+            }
+        }
+        let before: Vec<Option<Decision>> = cands.iter().map(|u| self.decide(u, now_ms)).collect();
+        for &s in &slots {
+            if self.slots[s as usize].has(F_EFFECTIVE) {
+                self.unindex(s);
+            }
+        }
+        for &s in &slots {
+            let sl = &self.slots[s as usize];
+            let key = self.keyer.identity(list, sl.kind(), sl.state_key());
+            self.free_slot(key, s);
+        }
+        self.list_ids.remove(room_id);
+        if let Some(l) = self.lists.get_mut(list as usize) {
+            *l = None;
+        }
+        let changed = cands
+            .iter()
+            .zip(before)
+            .filter(|(u, b)| self.decide(u, now_ms) != *b)
+            .map(|(u, _)| u.to_string())
+            .collect();
+        Applied {
+            changed,
+            warning: None,
+            outcome: if slots.is_empty() {
+                Outcome::Nothing
+            } else {
+                Outcome::Removed
+            },
+        }
+    }
+
+    /// The effective decision for `user_id` at `now_ms`: the strongest active restriction
+    /// among the user rules matching the id and the server rules matching its server part
+    /// (ban beats mute; within one restriction the latest expiry wins and permanent beats
+    /// any expiry; remaining ties go to the smallest (room, kind, state key)).
+    pub fn decide(&self, user_id: &str, now_ms: u64) -> Option<Decision> {
+        let mut best: Option<(Restriction, u64, u32)> = None;
+        let mut consider = |s: u32| {
+            let Some(sl) = self.slots.get(s as usize) else {
+                return;
+            };
+            let Some(r) = sl.restriction() else {
+                return;
+            };
+            if !sl.active(now_ms) {
+                return;
+            }
+            let better = match best {
+                None => true,
+                Some((br, be, bs)) => match (r, sl.expiry).cmp(&(br, be)) {
+                    Ordering::Greater => true,
+                    Ordering::Less => false,
+                    Ordering::Equal => self.tie_break(s, bs) == Ordering::Less,
+                },
+            };
+            if better {
+                best = Some((r, sl.expiry, s));
+            }
+        };
+        self.for_each_match(EntityKind::User, user_id, &mut consider);
+        if let Some(server) = server_of(user_id) {
+            self.for_each_match(EntityKind::Server, server, &mut consider);
+        }
+        best.map(|(action, expiry, s)| {
+            let sl = &self.slots[s as usize];
+            Decision {
+                action,
+                expires_at_ms: (expiry != PERMANENT).then_some(expiry),
+                rule: self.rule_id(sl),
+                reason: sl.reason().to_owned(),
+                sender: self.strings.get(sl.sender).to_owned(),
+            }
+        })
+    }
+
+    /// Effective rules of any recommendation matching `entity` of `kind` (a user id, a room
+    /// id or alias, a server name) and active at `now_ms`. For users this is the user
+    /// rules only (see [`PolicyIndex::decide`] for the combined decision).
+    pub fn rules_matching(&self, kind: EntityKind, entity: &str, now_ms: u64) -> Vec<Rule> {
+        let mut slots = Vec::new();
+        self.for_each_match(kind, entity, |s| {
+            if self.slots.get(s as usize).is_some_and(|sl| sl.active(now_ms)) {
+                slots.push(s);
+            }
+        });
+        slots.sort_unstable();
+        slots.dedup();
+        let mut rules: Vec<Rule> = slots.into_iter().map(|s| self.rule_of(s)).collect();
+        rules.sort_by(|a, b| a.id.cmp(&b.id));
+        rules
+    }
+
+    /// The earliest expiry strictly after `now_ms` among effective user and server rules
+    /// that ban or mute: when the next decision may change by itself.
+    pub fn next_expiry_after(&self, now_ms: u64) -> Option<u64> {
+        self.expiring
+            .range((Bound::Excluded((now_ms, u32::MAX)), Bound::Unbounded))
+            .next()
+            .map(|e| e.0)
+    }
+
+    /// Effective user/server ban or mute rules expiring in `(from_ms, to_ms]`, by expiry.
+    pub fn rules_expiring(&self, from_ms: u64, to_ms: u64) -> Vec<(u64, RuleId)> {
+        if to_ms <= from_ms {
+            return Vec::new();
+        }
+        self.expiring
+            .range((Bound::Excluded((from_ms, u32::MAX)), Bound::Included((to_ms, u32::MAX))))
+            .map(|&(t, s)| (t, self.rule_id(&self.slots[s as usize])))
+            .collect()
+    }
+
+    /// Tracked users whose decision differs between `from_ms` and `to_ms` because rules
+    /// expired in `(from_ms, to_ms]` (for the timer path), sorted.
+    pub fn changes_between(&self, from_ms: u64, to_ms: u64) -> Vec<String> {
+        if to_ms <= from_ms {
+            return Vec::new();
+        }
+        let mut cands = Vec::new();
+        for &(_, s) in self
+            .expiring
+            .range((Bound::Excluded((from_ms, u32::MAX)), Bound::Included((to_ms, u32::MAX))))
+        {
+            self.tracked_matching(self.slot_matcher(s), &mut cands);
+        }
+        cands.sort_unstable();
+        cands.dedup();
+        cands
+            .iter()
+            .filter(|u| self.decide(u, from_ms) != self.decide(u, to_ms))
+            .map(|u| u.to_string())
+            .collect()
+    }
+
+    /// Tracked users matched by the effective rule `id` (for a user rule: by its entity or
+    /// hash; for a server rule: users on matching servers; room rules: none), sorted.
+    pub fn tracked_users_matching(&self, id: &RuleId) -> Vec<String> {
+        let Some(&list) = self.list_ids.get(id.room_id.as_str()) else {
+            return Vec::new();
+        };
+        let key = self.keyer.identity(list, id.kind, &id.state_key);
+        let Some(s) = self.find(key, list, id.kind, &id.state_key, None) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let m = self.slot_matcher(s);
+        if m.kind == EntityKind::User && m.entity.is_none() && self.tracked.by_digest.is_none() {
+            // The digest map is built lazily by `apply`; scan instead of mutating here.
+            self.tracked.all(&mut out, |u| m.matches(u));
+        } else {
+            self.tracked_matching(m, &mut out);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out.into_iter().map(|u| u.to_string()).collect()
+    }
+
+    /// The effective rule with this identity.
+    pub fn rule(&self, id: &RuleId) -> Option<Rule> {
+        let &list = self.list_ids.get(id.room_id.as_str())?;
+        let key = self.keyer.identity(list, id.kind, &id.state_key);
+        self.find(key, list, id.kind, &id.state_key, None)
+            .map(|s| self.rule_of(s))
+    }
+
+    /// Every stored rule, effective and shadowed, in no particular order (allocates one
+    /// [`Rule`] per item: meant for status and persistence, not hot paths).
+    pub fn rules(&self) -> impl Iterator<Item = (Rule, bool)> + '_ {
+        (0..self.slots.len() as u32)
+            .filter(|&s| !self.slots[s as usize].has(F_FREE))
+            .map(|s| (self.rule_of(s), self.slots[s as usize].has(F_EFFECTIVE)))
+    }
+
+    /// Number of stored rules (effective and shadowed).
+    pub fn len(&self) -> usize {
+        self.stored
+    }
+
+    /// Whether no rule is stored.
+    pub fn is_empty(&self) -> bool {
+        self.stored == 0
+    }
+
+    /// Rule counts per watched list (lists with at least one stored rule), by room id.
+    pub fn list_counts(&self) -> Vec<(String, ListCounts)> {
+        let mut counts: Vec<ListCounts> = vec![ListCounts::default(); self.lists.len()];
+        for sl in self.slots.iter().filter(|s| !s.has(F_FREE)) {
+            let Some(c) = counts.get_mut(sl.list as usize) else {
+                continue;
+            };
+            if sl.has(F_EFFECTIVE) {
+                c.effective += 1;
+                match sl.kind() {
+                    EntityKind::User => c.user += 1,
+                    EntityKind::Room => c.room += 1,
+                    EntityKind::Server => c.server += 1,
+                }
+            } else {
+                c.shadowed += 1;
+            }
+        }
+        let mut out: Vec<(String, ListCounts)> = self
+            .lists
+            .iter()
+            .zip(counts)
+            .filter_map(|(l, c)| l.as_ref().map(|l| (l.to_string(), c)))
+            .filter(|(_, c)| c.effective + c.shadowed > 0)
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Add a user (a member of a protected room) to the set whose changes `apply` reports.
+    /// Returns false if already tracked.
+    pub fn track_user(&mut self, user_id: &str) -> bool {
+        let id: Arc<str> = Arc::from(user_id);
+        if !self.tracked.fwd.insert(Folded(id.clone())) {
+            return false;
+        }
+        self.tracked.rev.insert(Reversed(reversed(user_id.as_bytes())));
+        if let Some(server) = server_of(user_id) {
+            *self
+                .tracked
+                .servers
+                .entry(Box::from(server.to_ascii_lowercase()))
+                .or_insert(0) += 1;
+        }
+        if let Some(map) = &mut self.tracked.by_digest {
+            map.insert(sha256_of(user_id), id);
+        }
+        true
+    }
+
+    /// Stop tracking a user. Returns false if it was not tracked.
+    pub fn untrack_user(&mut self, user_id: &str) -> bool {
+        if !self.tracked.fwd.remove(&Folded(Arc::from(user_id))) {
+            return false;
+        }
+        self.tracked.rev.remove(&Reversed(reversed(user_id.as_bytes())));
+        if let Some(server) = server_of(user_id) {
+            let s = server.to_ascii_lowercase();
+            if let Some(n) = self.tracked.servers.get_mut(s.as_str()) {
+                *n -= 1;
+                if *n == 0 {
+                    self.tracked.servers.remove(s.as_str());
+                }
+            }
+        }
+        if let Some(map) = &mut self.tracked.by_digest {
+            map.remove(&sha256_of(user_id));
+        }
+        true
+    }
+
+    /// Number of tracked users.
+    pub fn tracked_len(&self) -> usize {
+        self.tracked.fwd.len()
+    }
+
+    /// Whether `user_id` is tracked (exact id).
+    pub fn is_tracked(&self, user_id: &str) -> bool {
+        self.tracked.fwd.contains(&Folded(Arc::from(user_id)))
+    }
+
+    // --- internals ------------------------------------------------------------------
+
+    fn intern_list(&mut self, room_id: &str) -> u32 {
+        if let Some(&l) = self.list_ids.get(room_id) {
+            return l;
+        }
+        let id = match self.lists.iter().position(Option::is_none) {
+            Some(i) => {
+                self.lists[i] = Some(Box::from(room_id));
+                i as u32
+            }
+            None => {
+                self.lists.push(Some(Box::from(room_id)));
+                (self.lists.len() - 1) as u32
+            }
+        };
+        self.list_ids.insert(Box::from(room_id), id);
+        id
+    }
+
+    fn list_name(&self, list: u32) -> &str {
+        self.lists
+            .get(list as usize)
+            .and_then(|l| l.as_deref())
+            .unwrap_or("")
+    }
+
+    /// The slot at an identity with `family`, or (family `None`) the effective one.
+    fn find(
+        &self,
+        key: u64,
+        list: u32,
+        kind: EntityKind,
+        state_key: &str,
+        family: Option<RuleFamily>,
+    ) -> Option<u32> {
+        let mut best: Option<(u8, u32)> = None;
+        let mut cur = self.ids.get(&key).copied().unwrap_or(NONE);
+        while let Some(sl) = self.slots.get(cur as usize) {
+            if sl.list == list && sl.kind() == kind && sl.state_key() == state_key {
+                match family {
+                    Some(f) if sl.family == f as u8 => return Some(cur),
+                    Some(_) => {}
+                    None if best.is_none_or(|b| sl.family < b.0) => best = Some((sl.family, cur)),
+                    None => {}
+                }
+            }
+            cur = sl.next_key;
+        }
+        best.map(|b| b.1)
+    }
+
+    fn best_family_except(
+        &self,
+        key: u64,
+        list: u32,
+        kind: EntityKind,
+        state_key: &str,
+        except: RuleFamily,
+    ) -> Option<RuleFamily> {
+        let mut best: Option<u8> = None;
+        let mut cur = self.ids.get(&key).copied().unwrap_or(NONE);
+        while let Some(sl) = self.slots.get(cur as usize) {
+            if sl.list == list
+                && sl.kind() == kind
+                && sl.state_key() == state_key
+                && sl.family != except as u8
+            {
+                best = Some(best.map_or(sl.family, |b| b.min(sl.family)));
+            }
+            cur = sl.next_key;
+        }
+        best.map(RuleFamily::from_index)
+    }
+
+    fn store(&mut self, key: u64, list: u32, r: Rule) {
+        let sk = r.id.state_key.as_str();
+        let mut text = String::with_capacity(sk.len() + r.reason.len());
+        text.push_str(sk);
+        let mut flags = 0;
+        let (ent_start, ent_end) = match r.entity.as_deref() {
+            Some(e) => {
+                flags |= F_ENTITY;
+                if is_glob(e) {
+                    flags |= F_GLOB;
+                }
+                if sk.ends_with(e) {
+                    (sk.len() - e.len(), sk.len())
+                } else {
+                    text.push_str(e);
+                    (sk.len(), text.len())
+                }
+            }
+            None => {
+                flags |= F_HASH_ONLY;
+                (sk.len(), sk.len())
+            }
+        };
+        text.push_str(&r.reason);
+        let (rec, rec_other) = match &r.recommendation {
+            Recommendation::Ban => (REC_BAN, NONE),
+            Recommendation::Mute => (REC_MUTE, NONE),
+            Recommendation::Takedown => (REC_TAKEDOWN, NONE),
+            Recommendation::Other(s) => (REC_OTHER, self.strings.intern(s)),
+        };
+        let slot = Slot {
+            text: text.into_boxed_str(),
+            sha256: r.sha256.map(Box::new),
+            expiry: r.expiry_ms.unwrap_or(PERMANENT),
+            list,
+            sender: self.strings.intern(&r.sender),
+            rec_other,
+            next_key: self.ids.get(&key).copied().unwrap_or(NONE),
+            next_match: NONE,
+            sk_end: sk.len() as u32,
+            ent_start: ent_start as u32,
+            ent_end: ent_end as u32,
+            kind: r.id.kind as u8,
+            family: r.family as u8,
+            rec,
+            flags,
+        };
+        let s = match self.free.pop() {
+            Some(s) => {
+                self.slots[s as usize] = slot;
+                s
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.ids.insert(key, s);
+        self.stored += 1;
+    }
+
+    fn free_slot(&mut self, key: u64, s: u32) {
+        let Some(sl) = self.slots.get(s as usize) else {
+            return;
+        };
+        if sl.has(F_FREE) {
+            return;
+        }
+        let next = sl.next_key;
+        match self.ids.get(&key).copied() {
+            Some(h) if h == s => {
+                if next == NONE {
+                    self.ids.remove(&key);
+                } else {
+                    self.ids.insert(key, next);
+                }
+            }
+            Some(h) => Self::unlink_after(&mut self.slots, h, s, next, |sl| &mut sl.next_key),
+            None => {}
+        }
+        let sl = &mut self.slots[s as usize];
+        let (sender, rec_other) = (sl.sender, sl.rec_other);
+        *sl = Slot {
+            text: Box::from(""),
+            sha256: None,
+            expiry: 0,
+            list: NONE,
+            sender: NONE,
+            rec_other: NONE,
+            next_key: NONE,
+            next_match: NONE,
+            sk_end: 0,
+            ent_start: 0,
+            ent_end: 0,
+            kind: 0,
+            family: 0,
+            rec: 0,
+            flags: F_FREE,
+        };
+        self.strings.release(sender);
+        if rec_other != NONE {
+            self.strings.release(rec_other);
+        }
+        self.free.push(s);
+        self.stored -= 1;
+    }
+
+    fn unlink_after(
+        slots: &mut [Slot],
+        mut cur: u32,
+        target: u32,
+        next: u32,
+        field: impl Fn(&mut Slot) -> &mut u32,
+    ) {
+        while let Some(sl) = slots.get_mut(cur as usize) {
+            let f = field(sl);
+            if *f == target {
+                *f = next;
+                return;
+            }
+            cur = *f;
+        }
+    }
+
+    /// Put an effective slot into the matching structures.
+    fn index(&mut self, s: u32) {
+        let sl = &self.slots[s as usize];
+        let kind = sl.kind();
+        let ki = kind.index();
+        if sl.has(F_GLOB) {
+            let pattern = sl.entity().unwrap_or("").to_owned();
+            let g = self.kinds[ki].globs.insert(&pattern, s);
+            self.slots[s as usize].next_match = g;
+        } else {
+            let (map_key, hashed) = match (sl.entity(), sl.sha256.as_deref()) {
+                (Some(e), _) => (self.keyer.folded(e), false),
+                (None, Some(d)) => (self.keyer.digest(d), true),
+                (None, None) => return,
+            };
+            let map = if hashed {
+                &mut self.kinds[ki].hashed
+            } else {
+                &mut self.kinds[ki].exact
+            };
+            let head = map.insert(map_key, s).unwrap_or(NONE);
+            self.slots[s as usize].next_match = head;
+        }
+        let sl = &mut self.slots[s as usize];
+        sl.flags |= F_EFFECTIVE;
+        if sl.expiry != PERMANENT && kind != EntityKind::Room && sl.restriction().is_some() {
+            self.expiring.insert((sl.expiry, s));
+        }
+    }
+
+    /// Take an effective slot out of the matching structures.
+    fn unindex(&mut self, s: u32) {
+        let sl = &self.slots[s as usize];
+        if !sl.has(F_EFFECTIVE) {
+            return;
+        }
+        let ki = sl.kind().index();
+        let (expiry, next) = (sl.expiry, sl.next_match);
+        if sl.has(F_GLOB) {
+            self.kinds[ki].globs.remove(next);
+        } else {
+            let (map_key, hashed) = match (sl.entity(), sl.sha256.as_deref()) {
+                (Some(e), _) => (self.keyer.folded(e), false),
+                (None, Some(d)) => (self.keyer.digest(d), true),
+                (None, None) => (0, false),
+            };
+            let map = if hashed {
+                &mut self.kinds[ki].hashed
+            } else {
+                &mut self.kinds[ki].exact
+            };
+            match map.get(&map_key).copied() {
+                Some(h) if h == s => {
+                    if next == NONE {
+                        map.remove(&map_key);
+                    } else {
+                        map.insert(map_key, next);
+                    }
+                }
+                Some(h) => Self::unlink_after(&mut self.slots, h, s, next, |sl| &mut sl.next_match),
+                None => {}
+            }
+        }
+        self.expiring.remove(&(expiry, s));
+        let sl = &mut self.slots[s as usize];
+        sl.flags &= !F_EFFECTIVE;
+        sl.next_match = NONE;
+    }
+
+    /// Call `f(slot)` for every effective rule of `kind` matching `text`.
+    fn for_each_match(&self, kind: EntityKind, text: &str, mut f: impl FnMut(u32)) {
+        let ki = &self.kinds[kind.index()];
+        if !ki.exact.is_empty() {
+            let mut cur = ki.exact.get(&self.keyer.folded(text)).copied().unwrap_or(NONE);
+            while let Some(sl) = self.slots.get(cur as usize) {
+                if sl.entity().is_some_and(|e| e.eq_ignore_ascii_case(text)) {
+                    f(cur);
+                }
+                cur = sl.next_match;
+            }
+        }
+        if !ki.hashed.is_empty() {
+            let d = sha256_of(&hash_form(kind, text));
+            let mut cur = ki.hashed.get(&self.keyer.digest(&d)).copied().unwrap_or(NONE);
+            while let Some(sl) = self.slots.get(cur as usize) {
+                if sl.sha256.as_deref() == Some(&d) {
+                    f(cur);
+                }
+                cur = sl.next_match;
+            }
+        }
+        ki.globs.for_each_match(text, f);
+    }
+
+    fn tie_break(&self, a: u32, b: u32) -> Ordering {
+        let (x, y) = (&self.slots[a as usize], &self.slots[b as usize]);
+        self.list_name(x.list)
+            .cmp(self.list_name(y.list))
+            .then(x.kind.cmp(&y.kind))
+            .then_with(|| x.state_key().cmp(y.state_key()))
+    }
+
+    fn rule_id(&self, sl: &Slot) -> RuleId {
+        RuleId {
+            room_id: self.list_name(sl.list).to_owned(),
+            kind: sl.kind(),
+            state_key: sl.state_key().to_owned(),
+        }
+    }
+
+    fn rule_of(&self, s: u32) -> Rule {
+        let sl = &self.slots[s as usize];
+        Rule {
+            id: self.rule_id(sl),
+            family: RuleFamily::from_index(sl.family),
+            entity: sl.entity().map(str::to_owned),
+            sha256: sl.sha256.as_deref().copied(),
+            recommendation: match sl.rec {
+                REC_BAN => Recommendation::Ban,
+                REC_MUTE => Recommendation::Mute,
+                REC_TAKEDOWN => Recommendation::Takedown,
+                _ => Recommendation::Other(self.strings.get(sl.rec_other).to_owned()),
+            },
+            reason: sl.reason().to_owned(),
+            sender: self.strings.get(sl.sender).to_owned(),
+            expiry_ms: (sl.expiry != PERMANENT).then_some(sl.expiry),
+        }
+    }
+
+    fn slot_matcher(&self, s: u32) -> Matcher<'_> {
+        let sl = &self.slots[s as usize];
+        Matcher {
+            kind: sl.kind(),
+            entity: sl.entity(),
+            sha256: sl.sha256.as_deref(),
+        }
+    }
+
+    /// Build the tracked digest map the first time a hashed user rule needs it.
+    fn prepare_digest_map(&mut self, m: Matcher<'_>) {
+        if m.kind == EntityKind::User && m.entity.is_none() && self.tracked.by_digest.is_none() {
+            let map = self
+                .tracked
+                .fwd
+                .iter()
+                .map(|u| (sha256_of(&u.0), u.0.clone()))
+                .collect();
+            self.tracked.by_digest = Some(map);
+        }
+    }
+
+    /// Tracked users (possibly with duplicates) that the rule `m` matches.
+    fn tracked_matching(&self, m: Matcher<'_>, out: &mut Vec<Arc<str>>) {
+        let t = &self.tracked;
+        match m.kind {
+            EntityKind::Room => {}
+            EntityKind::User => match m.entity {
+                Some(e) if is_glob(e) => match choose_end(e.as_bytes()) {
+                    End::Prefix(p) => t.with_prefix(p, out, |u| m.matches(u)),
+                    End::Suffix(s) => t.with_suffix(s, out, |u| m.matches(u)),
+                    End::None => t.all(out, |u| m.matches(u)),
+                },
+                Some(e) => t.with_prefix(e.as_bytes(), out, |u| u.eq_ignore_ascii_case(e)),
+                None => match (&t.by_digest, m.sha256) {
+                    (Some(map), Some(d)) => out.extend(map.get(d).cloned()),
+                    (None, Some(_)) => t.all(out, |u| m.matches(u)),
+                    _ => {}
+                },
+            },
+            EntityKind::Server => {
+                let mut on_server = |server: &str| {
+                    let suffix = format!(":{server}");
+                    t.with_suffix(suffix.as_bytes(), out, |u| {
+                        server_of(u).is_some_and(|s| s.eq_ignore_ascii_case(server))
+                    });
+                };
+                match m.entity {
+                    Some(e) if !is_glob(e) => {
+                        if t.servers.contains_key(e.to_ascii_lowercase().as_str()) {
+                            on_server(e);
+                        }
+                    }
+                    _ => {
+                        for server in t.servers.keys().filter(|s| m.matches(s)) {
+                            on_server(server);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

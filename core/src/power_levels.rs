@@ -1,0 +1,215 @@
+//! Power-level arithmetic for mutes: the level that silences a user, and exact edits of `m.room.power_levels` content.
+//!
+//! Works on the raw JSON content so that a restore is exact: an absent `users` entry stays
+//! absent, an explicit entry equal to `users_default` stays explicit, and keys hush does
+//! not know survive untouched.
+
+use serde_json::{Map, Value};
+
+/// State event types that can appear in `events` and do not gate sending messages.
+const STATE_TYPES: &[&str] = &[
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.create",
+    "m.room.encryption",
+    "m.room.guest_access",
+    "m.room.history_visibility",
+    "m.room.join_rules",
+    "m.room.member",
+    "m.room.name",
+    "m.room.pinned_events",
+    "m.room.power_levels",
+    "m.room.server_acl",
+    "m.room.third_party_invite",
+    "m.room.tombstone",
+    "m.room.topic",
+    "m.space.child",
+    "m.space.parent",
+    "m.room.policy",
+    "m.policy.rule.user",
+    "m.policy.rule.room",
+    "m.policy.rule.server",
+    "im.vector.modular.widgets",
+];
+
+/// Reads an integer the way room versions accept them: a JSON number, or (old room
+/// versions) a string holding one.
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// `events_default` (default 0).
+pub fn events_default(content: &Value) -> i64 {
+    content.get("events_default").and_then(int).unwrap_or(0)
+}
+
+/// `users_default` (default 0).
+pub fn users_default(content: &Value) -> i64 {
+    content.get("users_default").and_then(int).unwrap_or(0)
+}
+
+/// A user's explicit entry in `users`, if any.
+pub fn user_entry(content: &Value, user_id: &str) -> Option<i64> {
+    content.get("users")?.get(user_id).and_then(int)
+}
+
+/// A user's effective level (explicit entry or `users_default`); room creators of room
+/// version 12 and later are handled by the caller (they have no entry and unlimited power).
+pub fn user_level(content: &Value, user_id: &str) -> i64 {
+    user_entry(content, user_id).unwrap_or_else(|| users_default(content))
+}
+
+/// The lowest level that lets anyone send some message event: `events_default` and every
+/// entry of `events` that is not a known state event type.
+pub fn lowest_send_level(content: &Value) -> i64 {
+    let mut lowest = events_default(content);
+    if let Some(Value::Object(events)) = content.get("events") {
+        for (event_type, level) in events {
+            if STATE_TYPES.contains(&event_type.as_str()) {
+                continue;
+            }
+            if let Some(l) = int(level) {
+                lowest = lowest.min(l);
+            }
+        }
+    }
+    lowest
+}
+
+/// The level that mutes: one below the lowest send level.
+pub fn mute_level(content: &Value) -> i64 {
+    lowest_send_level(content).saturating_sub(1)
+}
+
+/// Whether a user at `level` can send no message event at all.
+pub fn is_muted_level(content: &Value, level: i64) -> bool {
+    level < lowest_send_level(content)
+}
+
+/// The level needed to send `m.room.power_levels` (from `events`, else `state_default`, default 50).
+pub fn power_levels_send_level(content: &Value) -> i64 {
+    content
+        .get("events")
+        .and_then(|e| e.get("m.room.power_levels"))
+        .and_then(int)
+        .or_else(|| content.get("state_default").and_then(int))
+        .unwrap_or(50)
+}
+
+/// `ban` (default 50).
+pub fn ban_level(content: &Value) -> i64 {
+    content.get("ban").and_then(int).unwrap_or(50)
+}
+
+/// One change to a `users` entry: set it to a level, or remove it (restore "absent").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserLevelEdit {
+    pub user_id: String,
+    pub level: Option<i64>,
+}
+
+/// Applies edits to a copy of the content. Everything else is kept exactly as it was.
+/// Returns None when the edits change nothing (no event needs to be sent).
+pub fn apply_edits(content: &Value, edits: &[UserLevelEdit]) -> Option<Value> {
+    let mut out = match content {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    let mut users = match out.remove("users") {
+        Some(Value::Object(u)) => u,
+        _ => Map::new(),
+    };
+    let mut changed = false;
+    for edit in edits {
+        match edit.level {
+            Some(level) => {
+                let new = Value::from(level);
+                if users.get(&edit.user_id).and_then(int) != Some(level) {
+                    users.insert(edit.user_id.clone(), new);
+                    changed = true;
+                }
+            }
+            None => {
+                if users.remove(&edit.user_id).is_some() {
+                    changed = true;
+                }
+            }
+        }
+    }
+    out.insert("users".to_owned(), Value::Object(users));
+    changed.then_some(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn mute_level_is_below_every_message_level() {
+        assert_eq!(mute_level(&json!({})), -1);
+        assert_eq!(mute_level(&json!({"events_default": 10})), 9);
+        // A message type open to lower levels lowers the mute level.
+        assert_eq!(mute_level(&json!({"events_default": 10, "events": {"m.reaction": 5}})), 4);
+        // State types do not gate messages.
+        assert_eq!(mute_level(&json!({"events_default": 0, "events": {"m.room.topic": -50}})), -1);
+        // String levels of old room versions are understood.
+        assert_eq!(mute_level(&json!({"events_default": "20"})), 19);
+        assert!(is_muted_level(&json!({}), -1));
+        assert!(!is_muted_level(&json!({}), 0));
+    }
+
+    #[test]
+    fn edits_restore_exactly() {
+        let before = json!({"users": {"@mod:x": 50, "@ten:x": 10}, "users_default": 0, "custom": {"k": 1}});
+        let muted = apply_edits(
+            &before,
+            &[
+                UserLevelEdit { user_id: "@ten:x".into(), level: Some(-1) },
+                UserLevelEdit { user_id: "@absent:x".into(), level: Some(-1) },
+            ],
+        )
+        .unwrap();
+        assert_eq!(user_entry(&muted, "@ten:x"), Some(-1));
+        assert_eq!(user_entry(&muted, "@absent:x"), Some(-1));
+        let restored = apply_edits(
+            &muted,
+            &[
+                UserLevelEdit { user_id: "@ten:x".into(), level: Some(10) },
+                UserLevelEdit { user_id: "@absent:x".into(), level: None },
+            ],
+        )
+        .unwrap();
+        assert_eq!(restored, before);
+    }
+
+    #[test]
+    fn explicit_default_entry_stays_explicit() {
+        let before = json!({"users": {"@zero:x": 0}, "users_default": 0});
+        let muted = apply_edits(&before, &[UserLevelEdit { user_id: "@zero:x".into(), level: Some(-1) }]).unwrap();
+        let restored = apply_edits(&muted, &[UserLevelEdit { user_id: "@zero:x".into(), level: Some(0) }]).unwrap();
+        assert_eq!(restored, before);
+    }
+
+    #[test]
+    fn no_change_means_no_event() {
+        let c = json!({"users": {"@a:x": -1}});
+        assert_eq!(apply_edits(&c, &[UserLevelEdit { user_id: "@a:x".into(), level: Some(-1) }]), None);
+        assert_eq!(apply_edits(&c, &[UserLevelEdit { user_id: "@b:x".into(), level: None }]), None);
+    }
+
+    #[test]
+    fn malformed_content_does_not_panic() {
+        let c = json!({"users": "nope", "events": 3, "events_default": "x"});
+        assert_eq!(mute_level(&c), -1);
+        assert_eq!(user_entry(&c, "@a:x"), None);
+        assert!(apply_edits(&c, &[UserLevelEdit { user_id: "@a:x".into(), level: Some(-1) }]).is_some());
+        assert_eq!(power_levels_send_level(&json!({"state_default": 60})), 60);
+        assert_eq!(power_levels_send_level(&json!({"events": {"m.room.power_levels": 100}})), 100);
+        assert_eq!(ban_level(&json!({})), 50);
+    }
+}

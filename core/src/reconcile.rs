@@ -1,0 +1,619 @@
+//! The reconciler: what the policy wants for a member, against what the room and the ledger say, as a list of actions.
+//!
+//! Pure: no I/O, no clock. Every trigger (start-up, a rule change, a member joining, a timer
+//! firing, a command) ends here, one member of one room at a time, so there is one way to
+//! mute and one way to lift, whatever asked for it.
+
+use serde_json::Value;
+
+use crate::power_levels;
+
+/// How a room mutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MuteStrategy {
+    /// MSC3909 `mute` membership (room versions listed in the config).
+    Membership,
+    /// A `users` entry below the send level.
+    PowerLevel,
+}
+
+/// A member's membership, including MSC3909's two new ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    Join,
+    Invite,
+    Knock,
+    Leave,
+    Ban,
+    Mute,
+    LeaveMute,
+}
+
+impl Membership {
+    pub fn parse(s: &str) -> Option<Membership> {
+        Some(match s {
+            "join" => Membership::Join,
+            "invite" => Membership::Invite,
+            "knock" => Membership::Knock,
+            "leave" => Membership::Leave,
+            "ban" => Membership::Ban,
+            "mute" => Membership::Mute,
+            "leave-mute" => Membership::LeaveMute,
+            _ => return None,
+        })
+    }
+    /// In the room or on its way in: the members policy applies to.
+    pub fn is_present(self) -> bool {
+        matches!(self, Membership::Join | Membership::Invite | Membership::Knock | Membership::Mute)
+    }
+}
+
+/// What the reconciler knows of a room.
+#[derive(Debug, Clone)]
+pub struct RoomFacts<'a> {
+    pub room_id: &'a str,
+    pub strategy: MuteStrategy,
+    /// The current `m.room.power_levels` content.
+    pub power_levels: &'a Value,
+    /// Room creators (room version 12+: unlimited power, no `users` entry).
+    pub creators: &'a [String],
+    pub own_user: &'a str,
+    /// hush's own level; None when hush is a creator (unlimited).
+    pub own_level: Option<i64>,
+}
+
+impl RoomFacts<'_> {
+    /// A user's level; None for creators (unlimited).
+    fn level_of(&self, user_id: &str) -> Option<i64> {
+        if self.creators.iter().any(|c| c == user_id) {
+            None
+        } else {
+            Some(power_levels::user_level(self.power_levels, user_id))
+        }
+    }
+    fn own_can(&self, needed: i64) -> bool {
+        self.own_level.is_none_or(|l| l >= needed)
+    }
+}
+
+/// The restriction the policy wants, from the matching index at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restriction {
+    Ban,
+    Mute,
+}
+
+/// What the policy wants for one user now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub restriction: Restriction,
+    /// When the rule stops applying (None = permanent).
+    pub expires_at_ms: Option<u64>,
+    /// The rule, for the ledger and reports.
+    pub rule: String,
+    pub reason: String,
+}
+
+/// The kind of change hush records in its ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppliedKind {
+    MuteMembership,
+    MutePowerLevel,
+    Ban,
+}
+
+/// Where a recorded change is (see the ledger's write-ahead discipline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppliedPhase {
+    Applying,
+    Applied,
+    Lifting,
+}
+
+/// A ledger entry for this member in this room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub kind: AppliedKind,
+    pub phase: AppliedPhase,
+    pub previous_level: Option<i64>,
+    pub applied_level: Option<i64>,
+    pub rule: String,
+    pub expires_at_ms: Option<u64>,
+    pub overridden: bool,
+}
+
+/// Why hush will not act on a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Itself,
+    Creator,
+    ProtectedUser,
+    /// The target's level is at or above hush's own.
+    NotBelowHush { target: i64, own: i64 },
+    /// hush cannot change power levels (needs `needed`, has `own`).
+    CannotChangePowerLevels { needed: i64, own: i64 },
+    CannotBan { needed: i64, own: i64 },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Itself => write!(f, "hush never restricts itself"),
+            Refusal::Creator => write!(f, "room creators cannot be restricted"),
+            Refusal::ProtectedUser => write!(f, "the user is in protected_users"),
+            Refusal::NotBelowHush { target, own } => {
+                write!(f, "the user's power level ({target}) is not below hush's ({own})")
+            }
+            Refusal::CannotChangePowerLevels { needed, own } => {
+                write!(f, "hush needs power level {needed} to change power levels and has {own}")
+            }
+            Refusal::CannotBan { needed, own } => write!(f, "hush needs power level {needed} to ban and has {own}"),
+        }
+    }
+}
+
+/// One thing to do. Room-changing actions carry what the ledger must record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Lower the user's level to `level`; `previous` is the entry to restore later.
+    MutePowerLevel { user_id: String, level: i64, previous: Option<i64>, wanted: Wanted },
+    /// Put the user's entry back to `restore` (None = remove the entry).
+    UnmutePowerLevel { user_id: String, restore: Option<i64> },
+    /// MSC3909: `join` -> `mute`.
+    MuteMembership { user_id: String, wanted: Wanted },
+    /// MSC3909: `mute` -> `join`, or `leave-mute` -> `leave`.
+    UnmuteMembership { user_id: String, to: Membership },
+    Ban { user_id: String, wanted: Wanted },
+    Unban { user_id: String },
+    /// Ledger only: the change recorded as `Applying` is in the room.
+    MarkApplied { user_id: String, kind: AppliedKind },
+    /// Ledger only: a moderator changed what hush did; hush leaves it alone from now on.
+    MarkOverridden { user_id: String, kind: AppliedKind, note: String },
+    /// Ledger only: the record no longer describes anything hush must undo.
+    Forget { user_id: String, kind: AppliedKind },
+    /// Ledger only: the same restriction now has another cause or end.
+    UpdateCause { user_id: String, kind: AppliedKind, wanted: Wanted },
+    /// Nothing changes; tell the moderators why.
+    Refuse { user_id: String, restriction: Restriction, refusal: Refusal },
+}
+
+/// The actions that bring one member of one room to what the policy wants.
+pub fn reconcile_member(
+    room: &RoomFacts<'_>,
+    user_id: &str,
+    membership: Membership,
+    wanted: Option<&Wanted>,
+    applied: &[Applied],
+    protected: bool,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let want = wanted.map(|w| w.restriction);
+    ban_actions(room, user_id, membership, wanted.filter(|_| want == Some(Restriction::Ban)), applied, protected, &mut actions);
+    // A banned user's mute is left as it is: it is lifted when neither rule applies.
+    if want != Some(Restriction::Ban) {
+        mute_actions(room, user_id, membership, wanted, applied, protected, &mut actions);
+    }
+    actions
+}
+
+fn refusal(room: &RoomFacts<'_>, user_id: &str, protected: bool) -> Option<Refusal> {
+    if user_id == room.own_user {
+        return Some(Refusal::Itself);
+    }
+    if room.creators.iter().any(|c| c == user_id) {
+        return Some(Refusal::Creator);
+    }
+    if protected {
+        return Some(Refusal::ProtectedUser);
+    }
+    if let (Some(target), Some(own)) = (room.level_of(user_id), room.own_level) {
+        if target >= own {
+            return Some(Refusal::NotBelowHush { target, own });
+        }
+    }
+    None
+}
+
+fn ban_actions(
+    room: &RoomFacts<'_>,
+    user_id: &str,
+    membership: Membership,
+    wanted: Option<&Wanted>,
+    applied: &[Applied],
+    protected: bool,
+    out: &mut Vec<Action>,
+) {
+    let entry = applied.iter().find(|a| a.kind == AppliedKind::Ban);
+    let user = || user_id.to_owned();
+    match (wanted, entry) {
+        (Some(w), Some(e)) => {
+            if e.overridden {
+                return;
+            }
+            match (e.phase, membership) {
+                (AppliedPhase::Applied, Membership::Ban) => {
+                    if e.rule != w.rule || e.expires_at_ms != w.expires_at_ms {
+                        out.push(Action::UpdateCause { user_id: user(), kind: AppliedKind::Ban, wanted: w.clone() });
+                    }
+                }
+                (_, Membership::Ban) => out.push(Action::MarkApplied { user_id: user(), kind: AppliedKind::Ban }),
+                (AppliedPhase::Applied, _) => out.push(Action::MarkOverridden {
+                    user_id: user(),
+                    kind: AppliedKind::Ban,
+                    note: format!("{user_id} was unbanned by someone else; hush leaves it so"),
+                }),
+                // The ban (or its undo) was interrupted and the user is not banned: ban.
+                (_, _) => out.push(Action::Ban { user_id: user(), wanted: w.clone() }),
+            }
+        }
+        (Some(w), None) => {
+            if !membership.is_present() && membership != Membership::LeaveMute {
+                return;
+            }
+            if let Some(r) = refusal(room, user_id, protected) {
+                out.push(Action::Refuse { user_id: user(), restriction: Restriction::Ban, refusal: r });
+                return;
+            }
+            let needed = power_levels::ban_level(room.power_levels);
+            if !room.own_can(needed) {
+                let own = room.own_level.unwrap_or(i64::MAX);
+                out.push(Action::Refuse {
+                    user_id: user(),
+                    restriction: Restriction::Ban,
+                    refusal: Refusal::CannotBan { needed, own },
+                });
+                return;
+            }
+            out.push(Action::Ban { user_id: user(), wanted: w.clone() });
+        }
+        (None, Some(e)) => {
+            if !e.overridden && membership == Membership::Ban {
+                out.push(Action::Unban { user_id: user() });
+            } else {
+                out.push(Action::Forget { user_id: user(), kind: AppliedKind::Ban });
+            }
+        }
+        (None, None) => {}
+    }
+}
+
+fn mute_actions(
+    room: &RoomFacts<'_>,
+    user_id: &str,
+    membership: Membership,
+    wanted: Option<&Wanted>,
+    applied: &[Applied],
+    protected: bool,
+    out: &mut Vec<Action>,
+) {
+    let wanted = wanted.filter(|w| w.restriction == Restriction::Mute);
+    let entry = applied.iter().find(|a| matches!(a.kind, AppliedKind::MutePowerLevel | AppliedKind::MuteMembership));
+    match entry {
+        Some(e) if e.kind == AppliedKind::MutePowerLevel => pl_mute_with_entry(room, user_id, wanted, e, out),
+        Some(e) => membership_mute_with_entry(user_id, membership, wanted, e, out),
+        None => {
+            let Some(w) = wanted else { return };
+            if !membership.is_present() {
+                return;
+            }
+            if let Some(r) = refusal(room, user_id, protected) {
+                out.push(Action::Refuse { user_id: user_id.to_owned(), restriction: Restriction::Mute, refusal: r });
+                return;
+            }
+            match room.strategy {
+                MuteStrategy::Membership => {
+                    if membership == Membership::Join {
+                        out.push(Action::MuteMembership { user_id: user_id.to_owned(), wanted: w.clone() });
+                    }
+                }
+                MuteStrategy::PowerLevel => {
+                    let needed = power_levels::power_levels_send_level(room.power_levels);
+                    if !room.own_can(needed) {
+                        let own = room.own_level.unwrap_or(i64::MAX);
+                        out.push(Action::Refuse {
+                            user_id: user_id.to_owned(),
+                            restriction: Restriction::Mute,
+                            refusal: Refusal::CannotChangePowerLevels { needed, own },
+                        });
+                        return;
+                    }
+                    let current = power_levels::user_level(room.power_levels, user_id);
+                    if power_levels::is_muted_level(room.power_levels, current) {
+                        // Already silenced by someone else: not hush's to undo later.
+                        return;
+                    }
+                    out.push(Action::MutePowerLevel {
+                        user_id: user_id.to_owned(),
+                        level: power_levels::mute_level(room.power_levels),
+                        previous: power_levels::user_entry(room.power_levels, user_id),
+                        wanted: w.clone(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn pl_mute_with_entry(room: &RoomFacts<'_>, user_id: &str, wanted: Option<&Wanted>, e: &Applied, out: &mut Vec<Action>) {
+    let user = || user_id.to_owned();
+    let kind = AppliedKind::MutePowerLevel;
+    let current = power_levels::user_entry(room.power_levels, user_id);
+    let in_force = current.is_some() && current == e.applied_level;
+    if e.overridden {
+        if wanted.is_none() {
+            out.push(Action::Forget { user_id: user(), kind });
+        }
+        return;
+    }
+    match wanted {
+        Some(w) => match e.phase {
+            AppliedPhase::Applied if in_force => {
+                if e.rule != w.rule || e.expires_at_ms != w.expires_at_ms {
+                    out.push(Action::UpdateCause { user_id: user(), kind, wanted: w.clone() });
+                }
+            }
+            AppliedPhase::Applied => out.push(Action::MarkOverridden {
+                user_id: user(),
+                kind,
+                note: format!(
+                    "the power level of {user_id} was changed to {} while hush's mute was on; hush leaves it so",
+                    current.map_or("the default".to_owned(), |l| l.to_string())
+                ),
+            }),
+            _ if in_force => out.push(Action::MarkApplied { user_id: user(), kind }),
+            // Interrupted before the level changed, or while lifting: mute again, keeping the
+            // level recorded before the first attempt.
+            _ => out.push(Action::MutePowerLevel {
+                user_id: user(),
+                level: power_levels::mute_level(room.power_levels),
+                previous: e.previous_level,
+                wanted: w.clone(),
+            }),
+        },
+        None => {
+            if in_force {
+                out.push(Action::UnmutePowerLevel { user_id: user(), restore: e.previous_level });
+            } else if e.phase == AppliedPhase::Applied && current != e.previous_level {
+                out.push(Action::MarkOverridden {
+                    user_id: user(),
+                    kind,
+                    note: format!(
+                        "the mute of {user_id} ended, but a moderator had changed their power level meanwhile; hush leaves it"
+                    ),
+                });
+                out.push(Action::Forget { user_id: user(), kind });
+            } else {
+                // Never applied, or already restored.
+                out.push(Action::Forget { user_id: user(), kind });
+            }
+        }
+    }
+}
+
+fn membership_mute_with_entry(
+    user_id: &str,
+    membership: Membership,
+    wanted: Option<&Wanted>,
+    e: &Applied,
+    out: &mut Vec<Action>,
+) {
+    let user = || user_id.to_owned();
+    let kind = AppliedKind::MuteMembership;
+    let in_force = matches!(membership, Membership::Mute | Membership::LeaveMute);
+    if e.overridden {
+        if wanted.is_none() {
+            out.push(Action::Forget { user_id: user(), kind });
+        }
+        return;
+    }
+    match wanted {
+        Some(w) => match e.phase {
+            AppliedPhase::Applied if in_force => {
+                if e.rule != w.rule || e.expires_at_ms != w.expires_at_ms {
+                    out.push(Action::UpdateCause { user_id: user(), kind, wanted: w.clone() });
+                }
+            }
+            AppliedPhase::Applied => out.push(Action::MarkOverridden {
+                user_id: user(),
+                kind,
+                note: format!("{user_id} was unmuted by someone else; hush leaves it so"),
+            }),
+            _ if in_force => out.push(Action::MarkApplied { user_id: user(), kind }),
+            _ if membership == Membership::Join => out.push(Action::MuteMembership { user_id: user(), wanted: w.clone() }),
+            _ => out.push(Action::Forget { user_id: user(), kind }),
+        },
+        None => match membership {
+            Membership::Mute => out.push(Action::UnmuteMembership { user_id: user(), to: Membership::Join }),
+            Membership::LeaveMute => out.push(Action::UnmuteMembership { user_id: user(), to: Membership::Leave }),
+            _ => out.push(Action::Forget { user_id: user(), kind }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const HUSH: &str = "@hush:x";
+
+    fn facts<'a>(pl: &'a Value, creators: &'a [String], strategy: MuteStrategy) -> RoomFacts<'a> {
+        RoomFacts { room_id: "!r", strategy, power_levels: pl, creators, own_user: HUSH, own_level: Some(100) }
+    }
+
+    fn pl() -> Value {
+        json!({"users": {HUSH: 100, "@ten:x": 10, "@mod:x": 100}, "users_default": 0, "events_default": 0})
+    }
+
+    fn mute(expiry: Option<u64>) -> Wanted {
+        Wanted { restriction: Restriction::Mute, expires_at_ms: expiry, rule: "rule-1".into(), reason: "spam".into() }
+    }
+
+    fn ban() -> Wanted {
+        Wanted { restriction: Restriction::Ban, expires_at_ms: None, rule: "rule-b".into(), reason: "spam".into() }
+    }
+
+    fn applied(kind: AppliedKind, phase: AppliedPhase, previous: Option<i64>) -> Applied {
+        Applied {
+            kind,
+            phase,
+            previous_level: previous,
+            applied_level: Some(-1),
+            rule: "rule-1".into(),
+            expires_at_ms: None,
+            overridden: false,
+        }
+    }
+
+    #[test]
+    fn mutes_by_power_level_remembering_the_previous_entry() {
+        let pl = pl();
+        let room = facts(&pl, &[], MuteStrategy::PowerLevel);
+        let a = reconcile_member(&room, "@ten:x", Membership::Join, Some(&mute(None)), &[], false);
+        assert_eq!(a, vec![Action::MutePowerLevel { user_id: "@ten:x".into(), level: -1, previous: Some(10), wanted: mute(None) }]);
+        let a = reconcile_member(&room, "@new:x", Membership::Join, Some(&mute(None)), &[], false);
+        assert!(matches!(&a[..], [Action::MutePowerLevel { previous: None, level: -1, .. }]));
+    }
+
+    #[test]
+    fn lifts_to_exactly_the_previous_entry() {
+        let mut pl = pl();
+        pl["users"]["@ten:x"] = json!(-1);
+        let room = facts(&pl, &[], MuteStrategy::PowerLevel);
+        let e = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applied, Some(10));
+        let a = reconcile_member(&room, "@ten:x", Membership::Join, None, &[e], false);
+        assert_eq!(a, vec![Action::UnmutePowerLevel { user_id: "@ten:x".into(), restore: Some(10) }]);
+    }
+
+    #[test]
+    fn a_moderators_change_during_the_mute_is_respected() {
+        let mut pl = pl();
+        pl["users"]["@ten:x"] = json!(25);
+        let room = facts(&pl, &[], MuteStrategy::PowerLevel);
+        let e = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applied, Some(10));
+        let a = reconcile_member(&room, "@ten:x", Membership::Join, Some(&mute(None)), std::slice::from_ref(&e), false);
+        assert!(matches!(&a[..], [Action::MarkOverridden { .. }]), "{a:?}");
+        let a = reconcile_member(&room, "@ten:x", Membership::Join, None, &[e], false);
+        assert!(matches!(&a[..], [Action::MarkOverridden { .. }, Action::Forget { .. }]), "{a:?}");
+    }
+
+    #[test]
+    fn crash_recovery_of_interrupted_changes() {
+        let applying = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applying, None);
+        // Crashed before the event went out: apply again with the recorded previous entry.
+        let pl0 = pl();
+        let room = facts(&pl0, &[], MuteStrategy::PowerLevel);
+        let a = reconcile_member(&room, "@new:x", Membership::Join, Some(&mute(None)), std::slice::from_ref(&applying), false);
+        assert!(matches!(&a[..], [Action::MutePowerLevel { previous: None, .. }]), "{a:?}");
+        // Crashed after it went out: just record it.
+        let mut pl1 = pl();
+        pl1["users"]["@new:x"] = json!(-1);
+        let room = facts(&pl1, &[], MuteStrategy::PowerLevel);
+        let a = reconcile_member(&room, "@new:x", Membership::Join, Some(&mute(None)), std::slice::from_ref(&applying), false);
+        assert!(matches!(&a[..], [Action::MarkApplied { .. }]), "{a:?}");
+        // The rule expired while down and the mute is in force: restore.
+        let a = reconcile_member(&room, "@new:x", Membership::Join, None, std::slice::from_ref(&applying), false);
+        assert_eq!(a, vec![Action::UnmutePowerLevel { user_id: "@new:x".into(), restore: None }]);
+        // Interrupted while lifting, and the lift went through: forget.
+        let lifting = applied(AppliedKind::MutePowerLevel, AppliedPhase::Lifting, None);
+        let room = facts(&pl0, &[], MuteStrategy::PowerLevel);
+        let a = reconcile_member(&room, "@new:x", Membership::Join, None, &[lifting], false);
+        assert!(matches!(&a[..], [Action::Forget { .. }]), "{a:?}");
+    }
+
+    #[test]
+    fn refusals() {
+        let pl = pl();
+        let creators = vec!["@creator:x".to_owned()];
+        let room = facts(&pl, &creators, MuteStrategy::PowerLevel);
+        let w = mute(None);
+        let refusal = |user: &str, protected: bool| match &reconcile_member(&room, user, Membership::Join, Some(&w), &[], protected)[..] {
+            [Action::Refuse { refusal, .. }] => refusal.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(refusal(HUSH, false), Refusal::Itself);
+        assert_eq!(refusal("@creator:x", false), Refusal::Creator);
+        assert_eq!(refusal("@a:x", true), Refusal::ProtectedUser);
+        assert_eq!(refusal("@mod:x", false), Refusal::NotBelowHush { target: 100, own: 100 });
+        let weak = RoomFacts { own_level: Some(20), ..room.clone() };
+        let a = reconcile_member(&weak, "@a:x", Membership::Join, Some(&w), &[], false);
+        assert!(matches!(&a[..], [Action::Refuse { refusal: Refusal::CannotChangePowerLevels { needed: 50, own: 20 }, .. }]), "{a:?}");
+    }
+
+    #[test]
+    fn a_creator_bot_can_restrict_anyone_but_creators() {
+        let pl = pl();
+        let creators = vec![HUSH.to_owned()];
+        let room = RoomFacts { own_level: None, ..facts(&pl, &creators, MuteStrategy::PowerLevel) };
+        let a = reconcile_member(&room, "@mod:x", Membership::Join, Some(&mute(None)), &[], false);
+        assert!(matches!(&a[..], [Action::MutePowerLevel { .. }]), "{a:?}");
+    }
+
+    #[test]
+    fn someone_elses_mute_is_not_taken_over() {
+        let mut pl = pl();
+        pl["users"]["@a:x"] = json!(-10);
+        let room = facts(&pl, &[], MuteStrategy::PowerLevel);
+        assert!(reconcile_member(&room, "@a:x", Membership::Join, Some(&mute(None)), &[], false).is_empty());
+    }
+
+    #[test]
+    fn rule_change_updates_the_cause_only() {
+        let mut pl = pl();
+        pl["users"]["@a:x"] = json!(-1);
+        let room = facts(&pl, &[], MuteStrategy::PowerLevel);
+        let e = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applied, None);
+        let longer = mute(Some(5_000));
+        let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&longer), &[e], false);
+        assert_eq!(a, vec![Action::UpdateCause { user_id: "@a:x".into(), kind: AppliedKind::MutePowerLevel, wanted: longer }]);
+    }
+
+    #[test]
+    fn membership_strategy_follows_msc3909() {
+        let pl = pl();
+        let room = facts(&pl, &[], MuteStrategy::Membership);
+        let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&mute(None)), &[], false);
+        assert!(matches!(&a[..], [Action::MuteMembership { .. }]));
+        let e = applied(AppliedKind::MuteMembership, AppliedPhase::Applied, None);
+        let a = reconcile_member(&room, "@a:x", Membership::Mute, None, std::slice::from_ref(&e), false);
+        assert_eq!(a, vec![Action::UnmuteMembership { user_id: "@a:x".into(), to: Membership::Join }]);
+        let a = reconcile_member(&room, "@a:x", Membership::LeaveMute, None, std::slice::from_ref(&e), false);
+        assert_eq!(a, vec![Action::UnmuteMembership { user_id: "@a:x".into(), to: Membership::Leave }]);
+        let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&mute(None)), &[e], false);
+        assert!(matches!(&a[..], [Action::MarkOverridden { .. }]));
+    }
+
+    #[test]
+    fn bans_and_unbans_only_its_own() {
+        let pl = pl();
+        let room = facts(&pl, &[], MuteStrategy::PowerLevel);
+        let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&ban()), &[], false);
+        assert_eq!(a, vec![Action::Ban { user_id: "@a:x".into(), wanted: ban() }]);
+        // Banned by someone else: not hush's.
+        assert!(reconcile_member(&room, "@a:x", Membership::Ban, None, &[], false).is_empty());
+        let e = Applied { kind: AppliedKind::Ban, applied_level: None, ..applied(AppliedKind::Ban, AppliedPhase::Applied, None) };
+        let a = reconcile_member(&room, "@a:x", Membership::Ban, None, std::slice::from_ref(&e), false);
+        assert_eq!(a, vec![Action::Unban { user_id: "@a:x".into() }]);
+        // A moderator unbanned while the rule holds: respected.
+        let a = reconcile_member(&room, "@a:x", Membership::Leave, Some(&ban()), &[e], false);
+        assert!(matches!(&a[..], [Action::MarkOverridden { .. }]));
+    }
+
+    #[test]
+    fn ban_keeps_an_existing_mute_until_neither_applies() {
+        let mut pl = pl();
+        pl["users"]["@a:x"] = json!(-1);
+        let room = facts(&pl, &[], MuteStrategy::PowerLevel);
+        let m = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applied, None);
+        let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&ban()), std::slice::from_ref(&m), false);
+        assert_eq!(a, vec![Action::Ban { user_id: "@a:x".into(), wanted: ban() }]);
+    }
+
+    #[test]
+    fn absent_members_are_left_alone() {
+        let pl = pl();
+        let room = facts(&pl, &[], MuteStrategy::PowerLevel);
+        assert!(reconcile_member(&room, "@a:x", Membership::Leave, Some(&mute(None)), &[], false).is_empty());
+        assert!(reconcile_member(&room, "@a:x", Membership::Ban, Some(&ban()), &[], false).is_empty());
+    }
+}

@@ -1,0 +1,10 @@
+//! hush: a Matrix moderation bot that enforces mutes, bans and expiring rules from policy lists.
+//!
+//! The pure core (policy model, matcher, timer wheel, command parser) lives in `hush-core`;
+//! this crate is the imperative shell around it.
+
+pub mod bot;
+pub mod config;
+pub mod ledger;
+pub mod management;
+pub mod matrix;

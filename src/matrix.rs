@@ -1,0 +1,221 @@
+//! The homeserver connection: client construction, login and session persistence, sync with backoff, joins, sends.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use matrix_sdk::authentication::matrix::MatrixSession;
+use matrix_sdk::config::{RequestConfig, SyncSettings};
+use matrix_sdk::ruma::events::reaction::ReactionEventContent;
+use matrix_sdk::ruma::events::relation::Annotation;
+use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use matrix_sdk::ruma::events::StateEventType;
+use matrix_sdk::ruma::events::room::power_levels::UserPowerLevel;
+use matrix_sdk::ruma::{EventId, OwnedRoomId, RoomOrAliasId, UserId};
+use matrix_sdk::store::RoomLoadSettings;
+use matrix_sdk::{Client, Room, SessionMeta, SessionTokens};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, Credentials};
+
+/// The device display name hush registers.
+const DEVICE_NAME: &str = "hush";
+
+/// What hush keeps in `data_dir/session.json` so that a restart reuses its device
+/// (and with it the encryption keys in the store).
+#[derive(Serialize, Deserialize)]
+struct StoredSession {
+    homeserver_url: String,
+    session: MatrixSession,
+    /// Whether the session came from a configured access token (then a changed token in
+    /// the config replaces it) or from a password login.
+    from_access_token: bool,
+}
+
+fn session_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("session.json")
+}
+
+fn store_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("store")
+}
+
+/// Builds a client, restores the saved session or logs in, and saves the session.
+pub async fn connect(config: &Config) -> Result<Client> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    restrict_permissions(&config.data_dir, 0o700);
+    let client = Client::builder()
+        .homeserver_url(&config.homeserver_url)
+        .sqlite_store(store_path(&config.data_dir), None)
+        // The SDK retries 5xx and 429 forever by default; bound it so a permanent
+        // failure surfaces and our own loops decide what to do.
+        .request_config(RequestConfig::new().retry_limit(3).timeout(Duration::from_secs(60)))
+        .build()
+        .await
+        .context("cannot open the client store")?;
+
+    let saved = load_session(&config.data_dir)?;
+    let reuse = saved.filter(|s| {
+        s.homeserver_url == config.homeserver_url
+            && s.session.meta.user_id.as_str() == config.user_id
+            && match &config.credentials {
+                Credentials::Password(_) => !s.from_access_token,
+                Credentials::AccessToken(t) => s.from_access_token && s.session.tokens.access_token == t.expose(),
+            }
+    });
+    let auth = client.matrix_auth();
+    if let Some(saved) = reuse {
+        info!(device_id = %saved.session.meta.device_id, "restoring the saved session");
+        auth.restore_session(saved.session, RoomLoadSettings::default()).await.context("cannot restore the saved session")?;
+        return Ok(client);
+    }
+    let (session, from_access_token) = match &config.credentials {
+        Credentials::Password(password) => {
+            info!(user_id = %config.user_id, "logging in with a password");
+            let response = auth
+                .login_username(&config.user_id, password.expose())
+                .initial_device_display_name(DEVICE_NAME)
+                .send()
+                .await
+                .context("login failed")?;
+            info!(device_id = %response.device_id, "logged in as a new device");
+            (auth.session().context("no session after login")?, false)
+        }
+        Credentials::AccessToken(token) => {
+            let user_id = UserId::parse(&config.user_id).context("user_id")?;
+            // Ask the homeserver which device the token belongs to.
+            let probe = Client::builder().homeserver_url(&config.homeserver_url).build().await?;
+            probe
+                .matrix_auth()
+                .restore_session(
+                    MatrixSession {
+                        meta: SessionMeta { user_id: user_id.clone(), device_id: "PROBE".into() },
+                        tokens: SessionTokens { access_token: token.expose().to_owned(), refresh_token: None },
+                    },
+                    RoomLoadSettings::default(),
+                )
+                .await?;
+            let whoami = probe.whoami().await.context("the access token was refused")?;
+            if whoami.user_id != user_id {
+                anyhow::bail!("the access token belongs to {}, not to user_id {}", whoami.user_id, config.user_id);
+            }
+            let device_id = whoami.device_id.context("the access token has no device")?;
+            let session = MatrixSession {
+                meta: SessionMeta { user_id, device_id },
+                tokens: SessionTokens { access_token: token.expose().to_owned(), refresh_token: None },
+            };
+            auth.restore_session(session.clone(), RoomLoadSettings::default()).await?;
+            (session, true)
+        }
+    };
+    save_session(
+        &config.data_dir,
+        &StoredSession { homeserver_url: config.homeserver_url.clone(), session, from_access_token },
+    )?;
+    Ok(client)
+}
+
+fn load_session(data_dir: &Path) -> Result<Option<StoredSession>> {
+    let path = session_path(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match serde_json::from_str(&text) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => {
+                warn!("ignoring unreadable session file {}: {e}", path.display());
+                Ok(None)
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn save_session(data_dir: &Path, session: &StoredSession) -> Result<()> {
+    let path = session_path(data_dir);
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(session)?).with_context(|| format!("cannot write {}", tmp.display()))?;
+    restrict_permissions(&tmp, 0o600);
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn restrict_permissions(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        warn!("cannot restrict permissions of {}: {e}", path.display());
+    }
+}
+
+/// Syncs until `shutdown` turns true, backing off (1 s doubling to 60 s) while the
+/// homeserver is unreachable. Event handlers registered on the client do the work.
+pub async fn sync_until(client: &Client, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_secs(1);
+    let settings = SyncSettings::default().timeout(Duration::from_secs(30));
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::select! {
+            result = client.sync_once(settings.clone()) => match result {
+                Ok(_) => backoff = Duration::from_secs(1),
+                Err(e) => {
+                    warn!("sync failed, retrying in {}s: {e}", backoff.as_secs());
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Joins a room by id or alias; returns its id.
+pub async fn join(client: &Client, room: &str) -> Result<OwnedRoomId> {
+    let id = RoomOrAliasId::parse(room).with_context(|| format!("`{room}` is not a room id or alias"))?;
+    let joined = client.join_room_by_id_or_alias(&id, &[]).await.with_context(|| format!("cannot join {room}"))?;
+    Ok(joined.room_id().to_owned())
+}
+
+/// Resolves an alias to a room id (a room id is returned as it is).
+pub async fn resolve(client: &Client, room: &str) -> Result<OwnedRoomId> {
+    let id = RoomOrAliasId::parse(room).with_context(|| format!("`{room}` is not a room id or alias"))?;
+    match OwnedRoomId::try_from(id.as_str()) {
+        Ok(room_id) => Ok(room_id),
+        Err(_) => {
+            let alias = matrix_sdk::ruma::RoomAliasId::parse(id.as_str())?;
+            Ok(client.resolve_room_alias(&alias).await.with_context(|| format!("cannot resolve {room}"))?.room_id)
+        }
+    }
+}
+
+/// Whether `user` may command hush in `room`: room creators always; others when their
+/// power level reaches `required` or, by default, the level needed to change power levels.
+pub async fn is_moderator(room: &Room, user: &UserId, required: Option<i64>) -> Result<bool> {
+    let levels = room.power_levels().await?;
+    let level = match levels.for_user(user) {
+        UserPowerLevel::Infinite => return Ok(true),
+        UserPowerLevel::Int(l) => i64::from(l),
+        _ => return Ok(false),
+    };
+    let needed = required.unwrap_or_else(|| i64::from(levels.for_state(StateEventType::RoomPowerLevels)));
+    debug!(%user, level, needed, "moderator check");
+    Ok(level >= needed)
+}
+
+/// Sends a notice with a plain and an HTML body.
+pub async fn send_notice(room: &Room, plain: &str, html: &str) -> Result<()> {
+    room.send(RoomMessageEventContent::notice_html(plain, html)).await?;
+    Ok(())
+}
+
+/// Reacts to an event (a ✅ acknowledges a command).
+pub async fn react(room: &Room, event_id: &EventId, key: &str) -> Result<()> {
+    room.send(ReactionEventContent::new(Annotation::new(event_id.to_owned(), key.to_owned()))).await?;
+    Ok(())
+}

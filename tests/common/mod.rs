@@ -1,0 +1,374 @@
+//! Test harness: a real local Synapse (started by scripts/synapse), real clients, and hush as a real process.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::ruma::api::client::account::register;
+use matrix_sdk::ruma::api::client::room::create_room;
+use matrix_sdk::ruma::api::client::uiaa;
+use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent};
+use matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent;
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use matrix_sdk::{Client, Room};
+use tokio::sync::Notify;
+
+/// How long any wait for the homeserver or the bot may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The test homeserver: the one `scripts/test` started (HUSH_TEST_HS_DIR), or one this
+/// process starts in target/test-homeserver (left running; `scripts/synapse stop` ends it).
+pub struct Homeserver {
+    pub url: String,
+    pub dir: PathBuf,
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn homeserver() -> Homeserver {
+    static HS: std::sync::OnceLock<(String, PathBuf)> = std::sync::OnceLock::new();
+    let (url, dir) = HS.get_or_init(|| {
+        let dir = std::env::var_os("HUSH_TEST_HS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target/test-homeserver"));
+        let out = Command::new(repo_root().join("scripts/synapse"))
+            .arg("start")
+            .arg(&dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/synapse start");
+        assert!(out.status.success(), "scripts/synapse start failed");
+        let url = String::from_utf8(out.stdout).expect("utf-8").trim().to_owned();
+        (url, dir)
+    });
+    Homeserver { url: url.clone(), dir: dir.clone() }
+}
+
+/// A name unique across test processes and runs.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}{}x{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), nanos % 100_000)
+}
+
+/// A real client of the test homeserver, syncing in the background, recording what it sees.
+#[derive(Clone)]
+pub struct TestUser {
+    pub client: Client,
+    pub user_id: OwnedUserId,
+    pub password: String,
+    pub seen: Arc<Seen>,
+}
+
+/// Messages and reactions a test user has seen, and a notification when more arrive.
+#[derive(Default)]
+pub struct Seen {
+    pub messages: Mutex<Vec<SeenMessage>>,
+    pub reactions: Mutex<Vec<(OwnedRoomId, OwnedUserId, OwnedEventId, String)>>,
+    pub notify: Notify,
+}
+
+#[derive(Clone, Debug)]
+pub struct SeenMessage {
+    pub room_id: OwnedRoomId,
+    pub sender: OwnedUserId,
+    pub event_id: OwnedEventId,
+    pub body: String,
+    pub html: Option<String>,
+}
+
+/// Registers a fresh account (open registration on the test server) and starts syncing.
+pub async fn register_user(hs: &Homeserver, prefix: &str) -> Result<TestUser> {
+    let (client, user_id, password) = register(hs, prefix).await?;
+    Ok(start_syncing(client, user_id, password).await)
+}
+
+/// Only registers an account (its registration device is logged out again), for the bot.
+pub async fn register_account(hs: &Homeserver, prefix: &str) -> Result<(OwnedUserId, String)> {
+    let (client, user_id, password) = register(hs, prefix).await?;
+    client.matrix_auth().logout().await.context("logout")?;
+    Ok((user_id, password))
+}
+
+async fn register(hs: &Homeserver, prefix: &str) -> Result<(Client, OwnedUserId, String)> {
+    let name = unique(prefix);
+    let password = format!("pw-{name}");
+    let client = Client::builder().homeserver_url(&hs.url).build().await?;
+    let mut req = register::v3::Request::new();
+    req.username = Some(name.clone());
+    req.password = Some(password.clone());
+    req.initial_device_display_name = Some("test".into());
+    req.auth = Some(uiaa::AuthData::Dummy(uiaa::Dummy::new()));
+    client.matrix_auth().register(req).await.context("register")?;
+    let user_id = client.user_id().context("no user id")?.to_owned();
+    Ok((client, user_id, password))
+}
+
+async fn start_syncing(client: Client, user_id: OwnedUserId, password: String) -> TestUser {
+    let seen = Arc::new(Seen::default());
+    let s = seen.clone();
+    client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: Room| {
+        let s = s.clone();
+        async move {
+            let (body, html) = match &ev.content.msgtype {
+                MessageType::Text(t) => (t.body.clone(), t.formatted.as_ref().map(|f| f.body.clone())),
+                MessageType::Notice(t) => (t.body.clone(), t.formatted.as_ref().map(|f| f.body.clone())),
+                _ => return,
+            };
+            s.messages.lock().unwrap().push(SeenMessage {
+                room_id: room.room_id().to_owned(),
+                sender: ev.sender,
+                event_id: ev.event_id,
+                body,
+                html,
+            });
+            s.notify.notify_waiters();
+        }
+    });
+    let s = seen.clone();
+    client.add_event_handler(move |ev: OriginalSyncReactionEvent, room: Room| {
+        let s = s.clone();
+        async move {
+            s.reactions.lock().unwrap().push((
+                room.room_id().to_owned(),
+                ev.sender,
+                ev.content.relates_to.event_id,
+                ev.content.relates_to.key,
+            ));
+            s.notify.notify_waiters();
+        }
+    });
+    let c = client.clone();
+    tokio::spawn(async move {
+        let _ = c.sync(SyncSettings::default().timeout(Duration::from_secs(5))).await;
+    });
+    TestUser { client, user_id, password, seen }
+}
+
+impl TestUser {
+    /// Creates a room, optionally encrypted, inviting `invite`.
+    pub async fn create_room(&self, name: &str, invite: &[&UserId], encrypted: bool) -> Result<Room> {
+        let mut req = create_room::v3::Request::new();
+        req.name = Some(name.to_owned());
+        req.invite = invite.iter().map(|u| (*u).to_owned()).collect();
+        req.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+        if encrypted {
+            use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
+            use matrix_sdk::ruma::events::InitialStateEvent;
+            let ev = InitialStateEvent::with_empty_state_key(RoomEncryptionEventContent::with_recommended_defaults());
+            req.initial_state = vec![ev.to_raw_any()];
+        }
+        Ok(self.client.create_room(req).await?)
+    }
+
+    /// Waits (up to DEADLINE) until this client knows the room.
+    pub async fn room(&self, room_id: &RoomId) -> Result<Room> {
+        poll(DEADLINE, || async { self.client.get_room(room_id) }).await.context("room never appeared")
+    }
+
+    /// Joins a room it was invited to (waits for the invite to arrive by sync first).
+    pub async fn join(&self, room_id: &RoomId) -> Result<Room> {
+        let c = self.client.clone();
+        let id = room_id.to_owned();
+        poll(DEADLINE, || {
+            let c = c.clone();
+            let id = id.clone();
+            async move { c.join_room_by_id(&id).await.ok() }
+        })
+        .await
+        .context("could not join")
+    }
+
+    /// Sends a text message and returns its id.
+    pub async fn say(&self, room: &Room, text: &str) -> Result<OwnedEventId> {
+        Ok(room.send(RoomMessageEventContent::text_plain(text)).await?.response.event_id)
+    }
+
+    /// Waits for a message from `from` in `room` that satisfies `pred`.
+    pub async fn wait_for_message(
+        &self,
+        room_id: &RoomId,
+        from: &UserId,
+        pred: impl Fn(&SeenMessage) -> bool,
+    ) -> Result<SeenMessage> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let notified = self.seen.notify.notified();
+            if let Some(m) = self
+                .seen
+                .messages
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|m| m.room_id == room_id && m.sender == from && pred(m))
+            {
+                return Ok(m.clone());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let got: Vec<String> = self.seen.messages.lock().unwrap().iter().map(|m| format!("{}: {}", m.sender, m.body)).collect();
+                bail!("no matching message from {from} within {DEADLINE:?}; seen: {got:#?}");
+            }
+        }
+    }
+
+    /// Messages from `from` in `room` seen so far.
+    pub fn messages_from(&self, room_id: &RoomId, from: &UserId) -> Vec<SeenMessage> {
+        self.seen.messages.lock().unwrap().iter().filter(|m| m.room_id == room_id && m.sender == from).cloned().collect()
+    }
+
+    /// Waits for `from` to react to `event_id`.
+    pub async fn wait_for_reaction(&self, from: &UserId, event_id: &OwnedEventId) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let notified = self.seen.notify.notified();
+            if let Some(r) = self.seen.reactions.lock().unwrap().iter().find(|r| r.1 == from && &r.2 == event_id) {
+                return Ok(r.3.clone());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                bail!("no reaction from {from} to {event_id}");
+            }
+        }
+    }
+
+    /// Waits until `user` is joined in `room` as seen by this client.
+    pub async fn wait_for_join(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
+        let client = self.client.clone();
+        poll(DEADLINE, || {
+            let client = client.clone();
+            async move {
+                let room = client.get_room(room_id)?;
+                let member = room.get_member_no_sync(user).await.ok()??;
+                (member.membership() == &matrix_sdk::ruma::events::room::member::MembershipState::Join).then_some(())
+            }
+        })
+        .await
+        .with_context(|| format!("{user} never joined {room_id}"))
+    }
+}
+
+/// Polls `f` every 100 ms until it returns Some or `deadline` passes.
+pub async fn poll<T, F, Fut>(deadline: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= end {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// hush running as a real process, as an operator runs it.
+pub struct BotProcess {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+}
+
+/// A bot account and the folder that holds its config and data_dir.
+pub struct BotSetup {
+    pub user_id: OwnedUserId,
+    pub password: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl BotSetup {
+    pub async fn new(hs: &Homeserver) -> Result<BotSetup> {
+        let (user_id, password) = register_account(hs, "hush").await?;
+        Ok(BotSetup { user_id, password, dir: tempfile::tempdir()? })
+    }
+
+    /// Writes a config with the given extra YAML lines and returns its path.
+    pub fn write_config(&self, hs: &Homeserver, management_room: &RoomId, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("config.yaml");
+        let text = format!(
+            "homeserver_url: \"{}\"\nuser_id: \"{}\"\npassword: \"{}\"\ndata_dir: \"{}\"\nmanagement_room: \"{}\"\n{extra}",
+            hs.url,
+            self.user_id,
+            self.password,
+            self.dir.path().join("data").display(),
+            management_room
+        );
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    pub fn start(&self, config: &Path) -> BotProcess {
+        BotProcess::start(config, self.dir.path())
+    }
+}
+
+impl BotProcess {
+    pub fn start(config: &Path, dir: &Path) -> BotProcess {
+        static RUN: AtomicU32 = AtomicU32::new(0);
+        let log = dir.join(format!("hush-{}.log", RUN.fetch_add(1, Ordering::Relaxed)));
+        let file = std::fs::File::create(&log).expect("create log");
+        let child = Command::new(env!("CARGO_BIN_EXE_hush"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info,hush=debug,matrix_sdk=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn hush");
+        BotProcess { child, dir: dir.to_owned(), log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (up to DEADLINE) for the exit status.
+    pub async fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        signal(self.child.id(), "TERM");
+        self.wait_exit().await
+    }
+
+    /// kill -9: no chance to clean up.
+    pub fn kill9(mut self) {
+        signal(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+
+    async fn wait_exit(&mut self) -> Result<std::process::ExitStatus> {
+        let end = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() >= end {
+                bail!("hush did not exit; log:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for BotProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- hush log ({}) ---\n{}", self.log.display(), self.log_text());
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
