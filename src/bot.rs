@@ -9,12 +9,17 @@ use anyhow::Result;
 use matrix_sdk::event_handler::Ctx;
 use matrix_sdk::ruma::events::room::member::StrippedRoomMemberEvent;
 use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessageEvent, Relation};
+use matrix_sdk::ruma::events::room::redaction::OriginalSyncRoomRedactionEvent;
+use matrix_sdk::ruma::events::AnySyncStateEvent;
+use matrix_sdk::ruma::serde::Raw;
 use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId};
 use matrix_sdk::{Client, Room, RoomState};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::engine::{Engine, EngineConfig, Input};
+use crate::ledger::Ledger;
 use crate::management::{self, Reply};
 use crate::matrix;
 
@@ -31,6 +36,16 @@ pub struct Bot {
     pub configured: RwLock<HashSet<OwnedRoomId>>,
     /// Whether the start-up notice went out to the management room.
     pub announced: AtomicBool,
+    /// The engine's inbox: every trigger goes there.
+    pub engine: mpsc::UnboundedSender<Input>,
+}
+
+/// What a configured room is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Management,
+    List,
+    Protected,
 }
 
 fn now_ms() -> u64 {
@@ -56,6 +71,28 @@ pub async fn run(config: Config) -> Result<()> {
         _ = wait_true(stop_rx.clone()) => return Ok(()),
     };
     let own_user = client.user_id().map(ToOwned::to_owned).ok_or_else(|| anyhow::anyhow!("no user after login"))?;
+    let ledger_path = config.data_dir.join("ledger.sqlite3");
+    let ledger = Ledger::open(&ledger_path)?;
+    let (timers, expired, _timer_task) = hush_core::schedule::driver::spawn(
+        hush_core::schedule::SystemClock,
+        hush_core::schedule::DriverOptions::default(),
+    );
+    let (engine_tx, engine_rx) = mpsc::unbounded_channel();
+    let engine = Engine::new(
+        EngineConfig {
+            own_user: own_user.to_string(),
+            protected_users: config.protected_users.clone(),
+            membership_room_versions: config.mute.membership_room_versions.clone(),
+            batch_window: Duration::from_millis(config.mute.batch_window_ms),
+            dry_run: config.dry_run,
+        },
+        matrix::MatrixWriter { client: client.clone() },
+        hush_core::schedule::SystemClock,
+        ledger,
+        timers,
+        engine_tx.clone(),
+    );
+    let engine_task = tokio::spawn(engine.run(engine_rx, expired));
     let bot = Arc::new(Bot {
         config,
         client: client.clone(),
@@ -65,16 +102,22 @@ pub async fn run(config: Config) -> Result<()> {
         management_room: RwLock::new(None),
         configured: RwLock::new(HashSet::new()),
         announced: AtomicBool::new(false),
+        engine: engine_tx,
     });
     client.add_event_handler_context(bot.clone());
     client.add_event_handler(on_invite);
     client.add_event_handler(on_room_message);
+    client.add_event_handler(on_state_event);
+    client.add_event_handler(on_redaction);
 
-    // Join what we can now; the rest is retried in the background until it works.
-    let joiner = tokio::spawn(join_configured_rooms(bot.clone(), stop_rx.clone()));
+    // Join and load what we can now; the rest is retried in the background until it works.
+    let followers = tokio::spawn(follow_configured_rooms(bot.clone()));
     info!(user_id = %bot.own_user, homeserver = %bot.config.homeserver_url, "hush is running");
     matrix::sync_until(&client, stop_rx).await;
-    joiner.abort();
+    followers.abort();
+    // The ledger is written synchronously before and after every change, so stopping
+    // here loses nothing: an interrupted change is settled at the next start.
+    engine_task.abort();
     info!("stopped");
     Ok(())
 }
@@ -136,46 +179,119 @@ fn is_transient(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Resolves and joins every configured room, retrying the ones that fail.
-async fn join_configured_rooms(bot: Arc<Bot>, stop: watch::Receiver<bool>) {
-    let mut pending: Vec<String> = bot.config.configured_rooms();
+/// Every configured room with its roles (a room may be both a list and protected).
+fn configured_roles(config: &Config) -> Vec<(String, Vec<Role>)> {
+    let mut out: Vec<(String, Vec<Role>)> = Vec::new();
+    let mut add = |room: &str, role: Role| match out.iter_mut().find(|(r, _)| r == room) {
+        Some((_, roles)) if !roles.contains(&role) => roles.push(role),
+        Some(_) => {}
+        None => out.push((room.to_owned(), vec![role])),
+    };
+    add(&config.management_room, Role::Management);
+    for l in &config.policy_lists {
+        add(l, Role::List);
+    }
+    for r in &config.protected_rooms {
+        add(r, Role::Protected);
+    }
+    out
+}
+
+/// Resolves the lists first (so the engine knows which lists exist), then follows every
+/// configured room in its own task.
+async fn follow_configured_rooms(bot: Arc<Bot>) {
+    let rooms = configured_roles(&bot.config);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut list_resolvers = Vec::new();
+    for (room, roles) in rooms {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        if roles.contains(&Role::List) {
+            list_resolvers.push(rx);
+        }
+        tasks.spawn(follow_room(bot.clone(), room, roles, tx));
+    }
+    let engine = bot.engine.clone();
+    tasks.spawn(async move {
+        for rx in list_resolvers {
+            let _ = rx.await;
+        }
+        let _ = engine.send(Input::ListsKnown);
+    });
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Resolves, joins and loads one configured room, retrying with backoff (reported to the
+/// management room) until it works.
+async fn follow_room(bot: Arc<Bot>, room: String, roles: Vec<Role>, resolved: tokio::sync::oneshot::Sender<()>) {
     let mut backoff = Duration::from_secs(2);
-    while !pending.is_empty() && !*stop.borrow() {
-        let mut failed = Vec::new();
-        for room in pending {
-            match matrix::resolve(&bot.client, &room).await {
-                Ok(room_id) => {
-                    bot.configured.write().unwrap_or_else(|e| e.into_inner()).insert(room_id.clone());
-                    if room == bot.config.management_room {
-                        *bot.management_room.write().unwrap_or_else(|e| e.into_inner()) = Some(room_id.clone());
-                    }
-                    let joined = bot.client.get_room(&room_id).is_some_and(|r| r.state() == RoomState::Joined);
-                    if joined {
-                        announce_start(&bot, &room_id).await;
-                        continue;
-                    }
-                    match matrix::join(&bot.client, room_id.as_str()).await {
-                        Ok(_) => {
-                            info!(%room, "joined");
-                            announce_start(&bot, &room_id).await;
-                        }
-                        Err(e) => {
-                            warn!(%room, "cannot join yet (an invite will also do): {e:#}");
-                            failed.push(room);
-                        }
-                    }
+    let mut resolved = Some(resolved);
+    loop {
+        let attempt = async {
+            let room_id = matrix::resolve(&bot.client, &room).await?;
+            bot.configured.write().unwrap_or_else(|e| e.into_inner()).insert(room_id.clone());
+            if roles.contains(&Role::Management) {
+                *bot.management_room.write().unwrap_or_else(|e| e.into_inner()) = Some(room_id.clone());
+            }
+            let id = room_id.to_string();
+            let _ = bot.engine.send(Input::Configure {
+                management_room: roles.contains(&Role::Management).then(|| id.clone()),
+                lists: if roles.contains(&Role::List) { vec![id.clone()] } else { vec![] },
+                protected: if roles.contains(&Role::Protected) { vec![id.clone()] } else { vec![] },
+            });
+            if let Some(tx) = resolved.take() {
+                let _ = tx.send(());
+            }
+            let joined = bot.client.get_room(&room_id).is_some_and(|r| r.state() == RoomState::Joined);
+            if !joined {
+                matrix::join(&bot.client, room_id.as_str()).await?;
+                info!(%room, "joined");
+            }
+            if roles.contains(&Role::Management) {
+                announce_start(&bot, &room_id).await;
+            }
+            if roles.contains(&Role::List) || roles.contains(&Role::Protected) {
+                let events = matrix::room_state(&bot.client, &room_id).await?;
+                if roles.contains(&Role::List) {
+                    let _ = bot.engine.send(Input::ListLoaded { room_id: id.clone(), events: events.clone() });
                 }
-                Err(e) => {
-                    warn!(%room, "cannot resolve yet: {e:#}");
-                    failed.push(room);
+                if roles.contains(&Role::Protected) {
+                    let _ = bot.engine.send(Input::RoomLoaded { room_id: id.clone(), events });
                 }
             }
+            anyhow::Ok(())
+        };
+        match attempt.await {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(%room, "cannot follow yet, retrying in {}s: {e:#}", backoff.as_secs());
+                let error = format!("{e:#}");
+                if roles.contains(&Role::List) {
+                    let _ = bot.engine.send(Input::ListUnavailable { room: room.clone(), error: error.clone() });
+                }
+                if roles.contains(&Role::Protected) {
+                    let _ = bot.engine.send(Input::RoomUnavailable { room: room.clone(), error });
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(300));
+            }
         }
-        pending = failed;
-        if !pending.is_empty() {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(300));
+    }
+}
+
+/// Forwards every state event from sync to the engine (it keeps what concerns it).
+async fn on_state_event(ev: Raw<AnySyncStateEvent>, room: Room, bot: Ctx<Arc<Bot>>) {
+    match serde_json::from_str::<serde_json::Value>(ev.json().get()) {
+        Ok(event) => {
+            let _ = bot.engine.send(Input::State { room_id: room.room_id().to_string(), event });
         }
+        Err(e) => warn!(room = %room.room_id(), "skipping an unreadable state event: {e}"),
+    }
+}
+
+/// Forwards redactions: a redacted policy rule is a removed rule.
+async fn on_redaction(ev: OriginalSyncRoomRedactionEvent, room: Room, bot: Ctx<Arc<Bot>>) {
+    if let Some(redacts) = ev.redacts.as_ref().or(ev.content.redacts.as_ref()) {
+        let _ = bot.engine.send(Input::Redaction { room_id: room.room_id().to_string(), redacts: redacts.to_string() });
     }
 }
 
@@ -228,7 +344,8 @@ async fn on_invite(ev: StrippedRoomMemberEvent, room: Room, bot: Ctx<Arc<Bot>>) 
 
 /// Reads commands in the management room.
 async fn on_room_message(ev: OriginalSyncRoomMessageEvent, room: Room, bot: Ctx<Arc<Bot>>) {
-    let is_management = bot.management_room.read().unwrap_or_else(|e| e.into_inner()).as_deref() == Some(room.room_id());
+    let is_management =
+        bot.management_room.read().unwrap_or_else(|e| e.into_inner()).as_deref() == Some(room.room_id());
     if !is_management || ev.sender == bot.own_user {
         return;
     }

@@ -211,8 +211,8 @@ impl Config {
 
     /// Parses and validates config text.
     pub fn parse(text: &str, base: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
-        let value: Value = serde_yaml_ng::from_str(text)
-            .map_err(|e| ConfigError::new("", format!("not valid YAML: {e}")))?;
+        let value: Value =
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::new("", format!("not valid YAML: {e}")))?;
         check_keys(&value)?;
         let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
@@ -379,8 +379,13 @@ fn validate(raw: RawConfig, base: &Path, env: &dyn Environment) -> Result<Config
 }
 
 fn credentials(raw: &RawConfig, base: &Path, env: &dyn Environment) -> Result<Credentials, ConfigError> {
-    let password =
-        secret(base, env, ("password", raw.password.as_deref()), ("password_file", raw.password_file.as_deref()), ENV_PASSWORD)?;
+    let password = secret(
+        base,
+        env,
+        ("password", raw.password.as_deref()),
+        ("password_file", raw.password_file.as_deref()),
+        ENV_PASSWORD,
+    )?;
     let token = secret(
         base,
         env,
@@ -389,10 +394,9 @@ fn credentials(raw: &RawConfig, base: &Path, env: &dyn Environment) -> Result<Cr
         ENV_ACCESS_TOKEN,
     )?;
     match (password, token) {
-        (Some(_), Some(_)) => Err(ConfigError::new(
-            "access_token",
-            "give either a password or an access token, not both",
-        )),
+        (Some(_), Some(_)) => {
+            Err(ConfigError::new("access_token", "give either a password or an access token, not both"))
+        }
         (Some(p), None) => Ok(Credentials::Password(p)),
         (None, Some(t)) => Ok(Credentials::AccessToken(t)),
         (None, None) => Err(ConfigError::new(
@@ -415,7 +419,9 @@ fn secret(
     env_name: &str,
 ) -> Result<Option<Secret>, ConfigError> {
     match (inline.1, file.1) {
-        (Some(_), Some(_)) => Err(ConfigError::new(file.0, format!("give either `{}` or `{}`, not both", inline.0, file.0))),
+        (Some(_), Some(_)) => {
+            Err(ConfigError::new(file.0, format!("give either `{}` or `{}`, not both", inline.0, file.0)))
+        }
         (Some(v), None) => {
             if v.is_empty() {
                 Err(ConfigError::new(inline.0, "must not be empty"))
@@ -442,9 +448,7 @@ fn secret(
 pub fn is_user_id(s: &str) -> bool {
     let Some(rest) = s.strip_prefix('@') else { return false };
     match rest.split_once(':') {
-        Some((local, server)) => {
-            !local.is_empty() && !server.is_empty() && !s.contains(char::is_whitespace)
-        }
+        Some((local, server)) => !local.is_empty() && !server.is_empty() && !s.contains(char::is_whitespace),
         None => false,
     }
 }
@@ -453,7 +457,9 @@ fn check_room(key: &str, r: &str) -> Result<(), ConfigError> {
     // Room ids of version 12 are `!` + a hash with no server part: never require one.
     let ok = match r.chars().next() {
         Some('!') => r.len() > 1 && !r.contains(char::is_whitespace),
-        Some('#') => r.split_once(':').is_some_and(|(l, s)| l.len() > 1 && !s.is_empty()) && !r.contains(char::is_whitespace),
+        Some('#') => {
+            r.split_once(':').is_some_and(|(l, s)| l.len() > 1 && !s.is_empty()) && !r.contains(char::is_whitespace)
+        }
         _ => false,
     };
     if ok {
@@ -553,7 +559,10 @@ management_room: "!abc"
 
     #[test]
     fn v12_room_ids_without_server_are_accepted() {
-        let c = parse(&format!("{MINIMAL}protected_rooms: [\"!3iYp7tDmoFGHFoRLoUhlGsRJ2l9NDbzWqTUvwbNcm94\", \"#lobby:localhost\"]\n")).unwrap();
+        let c = parse(&format!(
+            "{MINIMAL}protected_rooms: [\"!3iYp7tDmoFGHFoRLoUhlGsRJ2l9NDbzWqTUvwbNcm94\", \"#lobby:localhost\"]\n"
+        ))
+        .unwrap();
         assert_eq!(c.protected_rooms.len(), 2);
     }
 
@@ -571,8 +580,12 @@ management_room: "!abc"
         let e = parse(&text).unwrap_err();
         assert_eq!(e.key, "password");
 
-        let e = Config::parse(&MINIMAL.replace("password: \"pw\"", "password_file: \"missing\""), dir.path(), &BTreeMap::new())
-            .unwrap_err();
+        let e = Config::parse(
+            &MINIMAL.replace("password: \"pw\"", "password_file: \"missing\""),
+            dir.path(),
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
         assert_eq!(e.key, "password_file");
         let e = parse(&format!("{MINIMAL}password_file: \"x\"\n")).unwrap_err();
         assert_eq!(e.key, "password_file");
@@ -584,7 +597,8 @@ management_room: "!abc"
     fn suspension_needs_an_admin_token() {
         let e = parse(&format!("{MINIMAL}suspension:\n  enabled: true\n")).unwrap_err();
         assert_eq!(e.key, "suspension.admin_access_token_file");
-        let c = parse_env(&format!("{MINIMAL}suspension:\n  enabled: true\n"), &[(ENV_ADMIN_ACCESS_TOKEN, "adm")]).unwrap();
+        let c =
+            parse_env(&format!("{MINIMAL}suspension:\n  enabled: true\n"), &[(ENV_ADMIN_ACCESS_TOKEN, "adm")]).unwrap();
         assert!(c.suspension.enabled);
     }
 

@@ -180,7 +180,15 @@ impl Ledger {
     }
 
     /// Updates what an applied entry says about its cause and end (a rule changed, same restriction).
-    pub fn update_cause(&self, room_id: &str, user_id: &str, kind: Kind, rule: &str, reason: &str, expires_at_ms: Option<u64>) -> Result<()> {
+    pub fn update_cause(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        kind: Kind,
+        rule: &str,
+        reason: &str,
+        expires_at_ms: Option<u64>,
+    ) -> Result<()> {
         self.conn.execute(
             "UPDATE changes SET rule = ?4, reason = ?5, expires_at_ms = ?6 WHERE room_id = ?1 AND user_id = ?2 AND kind = ?3",
             params![room_id, user_id, kind.as_str(), rule, reason, expires_at_ms.map(|v| v as i64)],
@@ -216,6 +224,11 @@ impl Ledger {
             )
             .optional()?
             .flatten())
+    }
+
+    /// Entries for one user in one room.
+    pub fn get_all_for(&self, room_id: &str, user_id: &str) -> Result<Vec<Entry>> {
+        self.query("SELECT * FROM changes WHERE room_id = ?1 AND user_id = ?2 ORDER BY kind", params![room_id, user_id])
     }
 
     /// Every entry, in a stable order.

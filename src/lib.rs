@@ -5,6 +5,9 @@
 
 pub mod bot;
 pub mod config;
+pub mod enforce;
+pub mod engine;
 pub mod ledger;
 pub mod management;
 pub mod matrix;
+pub mod rooms;

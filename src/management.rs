@@ -101,7 +101,11 @@ fn status(bot: &Bot) -> Reply {
     let _ = writeln!(plain, "hush {}", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(plain, "homeserver: {}", bot.config.homeserver_url);
     let _ = writeln!(plain, "user: {}", bot.own_user);
-    let _ = writeln!(plain, "uptime: {}", commands::format_duration(std::time::Duration::from_secs(uptime.as_secs().max(1))));
+    let _ = writeln!(
+        plain,
+        "uptime: {}",
+        commands::format_duration(std::time::Duration::from_secs(uptime.as_secs().max(1)))
+    );
     let _ = writeln!(plain, "dry run: {}", if bot.config.dry_run { "on (nothing is changed)" } else { "off" });
     let _ = writeln!(plain, "rooms joined ({}):", rooms.len());
     for r in &rooms {

@@ -18,7 +18,10 @@ struct Setup {
 impl Setup {
     /// Waits for the bot's start-up notice in the management room: from then on it takes commands.
     async fn wait_started(&self) {
-        self.moderator.wait_for_message(self.room.room_id(), &self.bot.user_id, |m| m.body.contains("started")).await.unwrap();
+        self.moderator
+            .wait_for_message(self.room.room_id(), &self.bot.user_id, |m| m.body.contains("started"))
+            .await
+            .unwrap();
     }
 }
 
@@ -38,13 +41,15 @@ async fn joins_on_invite_and_answers_help_and_status() {
     s.wait_started().await;
 
     let help = s.moderator.say(&s.room, "!hush help").await.unwrap();
-    let reply = s.moderator.wait_for_message(s.room.room_id(), &s.bot.user_id, |m| m.body.contains("mute")).await.unwrap();
+    let reply =
+        s.moderator.wait_for_message(s.room.room_id(), &s.bot.user_id, |m| m.body.contains("mute")).await.unwrap();
     assert!(reply.body.contains("!hush mute"), "help lists commands: {}", reply.body);
     assert!(reply.html.is_some(), "replies carry an HTML body");
     assert_eq!(s.moderator.wait_for_reaction(&s.bot.user_id, &help).await.unwrap(), "✅");
 
     s.moderator.say(&s.room, "!hush status").await.unwrap();
-    let status = s.moderator.wait_for_message(s.room.room_id(), &s.bot.user_id, |m| m.body.contains("uptime")).await.unwrap();
+    let status =
+        s.moderator.wait_for_message(s.room.room_id(), &s.bot.user_id, |m| m.body.contains("uptime")).await.unwrap();
     assert!(status.body.contains(env!("CARGO_PKG_VERSION")), "{}", status.body);
     assert!(status.body.contains(&s.hs.url), "{}", status.body);
     assert!(status.body.contains(s.room.room_id().as_str()), "status lists the rooms: {}", status.body);
@@ -67,17 +72,31 @@ async fn bad_command_gets_usage_and_non_moderators_are_ignored() {
     member.say(&member_room, "!hush frobnicate").await.unwrap();
 
     s.moderator.say(&s.room, "!hush frobnicate now").await.unwrap();
-    let reply = s.moderator.wait_for_message(s.room.room_id(), &s.bot.user_id, |m| m.body.contains("frobnicate")).await.unwrap();
+    let reply = s
+        .moderator
+        .wait_for_message(s.room.room_id(), &s.bot.user_id, |m| m.body.contains("frobnicate"))
+        .await
+        .unwrap();
     assert!(reply.body.contains("help"), "an unknown command gets the list of commands: {}", reply.body);
     assert!(reply.body.contains("mute"), "{}", reply.body);
 
     s.moderator.say(&s.room, "!hush mute").await.unwrap();
-    let usage = s.moderator.wait_for_message(s.room.room_id(), &s.bot.user_id, |m| m.body.starts_with("Usage") || (m.body.contains("Usage:") && !m.body.contains("frobnicate"))).await.unwrap();
+    let usage = s
+        .moderator
+        .wait_for_message(s.room.room_id(), &s.bot.user_id, |m| {
+            m.body.starts_with("Usage") || (m.body.contains("Usage:") && !m.body.contains("frobnicate"))
+        })
+        .await
+        .unwrap();
     assert!(usage.body.contains("!hush mute <user"), "a bad command gets its usage: {}", usage.body);
 
     // The member's commands came first; had they been answered, the replies would be here by now.
     let bot_messages = s.moderator.messages_from(s.room.room_id(), &s.bot.user_id);
-    assert_eq!(bot_messages.len(), 3, "the start-up notice and only the moderator's two commands are answered: {bot_messages:#?}");
+    assert_eq!(
+        bot_messages.len(),
+        3,
+        "the start-up notice and only the moderator's two commands are answered: {bot_messages:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,19 +105,35 @@ async fn works_in_an_encrypted_room_and_restarts_without_a_new_device() {
     let hush = s.bot.start(&s.config);
     s.wait_started().await;
     s.moderator.say(&s.room, "!hush status").await.unwrap();
-    let first = s.moderator.wait_for_message(s.room.room_id(), &s.bot.user_id, |m| m.body.contains("uptime")).await.unwrap();
+    let first =
+        s.moderator.wait_for_message(s.room.room_id(), &s.bot.user_id, |m| m.body.contains("uptime")).await.unwrap();
     assert!(first.body.contains("hush"));
     assert!(hush.terminate().await.unwrap().success());
 
     let hush = s.bot.start(&s.config);
     let rid = s.room.room_id();
-    poll(DEADLINE, || async { (s.moderator.messages_from(rid, &s.bot.user_id).iter().filter(|m| m.body.contains("started")).count() == 2).then_some(()) })
-        .await
-        .expect("the restarted bot announces itself");
+    poll(DEADLINE, || async {
+        (s.moderator.messages_from(rid, &s.bot.user_id).iter().filter(|m| m.body.contains("started")).count() == 2)
+            .then_some(())
+    })
+    .await
+    .expect("the restarted bot announces itself");
     s.moderator.say(&s.room, "!hush help status").await.unwrap();
-    let usage = s.moderator.wait_for_message(rid, &s.bot.user_id, |m| m.body.contains("status") && !m.body.contains("uptime") && !m.body.contains("started")).await.unwrap();
+    let usage = s
+        .moderator
+        .wait_for_message(rid, &s.bot.user_id, |m| {
+            m.body.contains("status") && !m.body.contains("uptime") && !m.body.contains("started")
+        })
+        .await
+        .unwrap();
     assert!(usage.body.contains("status"), "the restarted bot answers in the encrypted room");
-    let devices = s.moderator.client.encryption().get_user_devices(UserId::parse(s.bot.user_id.as_str()).unwrap().as_ref()).await.unwrap();
+    let devices = s
+        .moderator
+        .client
+        .encryption()
+        .get_user_devices(UserId::parse(s.bot.user_id.as_str()).unwrap().as_ref())
+        .await
+        .unwrap();
     assert_eq!(devices.devices().count(), 1, "a restart reuses the device");
     assert!(hush.terminate().await.unwrap().success());
 }

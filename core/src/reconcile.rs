@@ -129,10 +129,19 @@ pub enum Refusal {
     Creator,
     ProtectedUser,
     /// The target's level is at or above hush's own.
-    NotBelowHush { target: i64, own: i64 },
+    NotBelowHush {
+        target: i64,
+        own: i64,
+    },
     /// hush cannot change power levels (needs `needed`, has `own`).
-    CannotChangePowerLevels { needed: i64, own: i64 },
-    CannotBan { needed: i64, own: i64 },
+    CannotChangePowerLevels {
+        needed: i64,
+        own: i64,
+    },
+    CannotBan {
+        needed: i64,
+        own: i64,
+    },
 }
 
 impl std::fmt::Display for Refusal {
@@ -156,25 +165,62 @@ impl std::fmt::Display for Refusal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Lower the user's level to `level`; `previous` is the entry to restore later.
-    MutePowerLevel { user_id: String, level: i64, previous: Option<i64>, wanted: Wanted },
+    MutePowerLevel {
+        user_id: String,
+        level: i64,
+        previous: Option<i64>,
+        wanted: Wanted,
+    },
     /// Put the user's entry back to `restore` (None = remove the entry).
-    UnmutePowerLevel { user_id: String, restore: Option<i64> },
+    UnmutePowerLevel {
+        user_id: String,
+        restore: Option<i64>,
+    },
     /// MSC3909: `join` -> `mute`.
-    MuteMembership { user_id: String, wanted: Wanted },
+    MuteMembership {
+        user_id: String,
+        wanted: Wanted,
+    },
     /// MSC3909: `mute` -> `join`, or `leave-mute` -> `leave`.
-    UnmuteMembership { user_id: String, to: Membership },
-    Ban { user_id: String, wanted: Wanted },
-    Unban { user_id: String },
+    UnmuteMembership {
+        user_id: String,
+        to: Membership,
+    },
+    Ban {
+        user_id: String,
+        wanted: Wanted,
+    },
+    Unban {
+        user_id: String,
+    },
     /// Ledger only: the change recorded as `Applying` is in the room.
-    MarkApplied { user_id: String, kind: AppliedKind },
+    MarkApplied {
+        user_id: String,
+        kind: AppliedKind,
+    },
     /// Ledger only: a moderator changed what hush did; hush leaves it alone from now on.
-    MarkOverridden { user_id: String, kind: AppliedKind, note: String },
+    MarkOverridden {
+        user_id: String,
+        kind: AppliedKind,
+        note: String,
+    },
     /// Ledger only: the record no longer describes anything hush must undo.
-    Forget { user_id: String, kind: AppliedKind },
+    Forget {
+        user_id: String,
+        kind: AppliedKind,
+    },
     /// Ledger only: the same restriction now has another cause or end.
-    UpdateCause { user_id: String, kind: AppliedKind, wanted: Wanted },
+    UpdateCause {
+        user_id: String,
+        kind: AppliedKind,
+        wanted: Wanted,
+    },
     /// Nothing changes; tell the moderators why.
-    Refuse { user_id: String, restriction: Restriction, refusal: Refusal },
+    Refuse {
+        user_id: String,
+        restriction: Restriction,
+        refusal: Refusal,
+    },
 }
 
 /// The actions that bring one member of one room to what the policy wants.
@@ -188,7 +234,15 @@ pub fn reconcile_member(
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     let want = wanted.map(|w| w.restriction);
-    ban_actions(room, user_id, membership, wanted.filter(|_| want == Some(Restriction::Ban)), applied, protected, &mut actions);
+    ban_actions(
+        room,
+        user_id,
+        membership,
+        wanted.filter(|_| want == Some(Restriction::Ban)),
+        applied,
+        protected,
+        &mut actions,
+    );
     // A banned user's mute is left as it is: it is lifted when neither rule applies.
     if want != Some(Restriction::Ban) {
         mute_actions(room, user_id, membership, wanted, applied, protected, &mut actions);
@@ -334,7 +388,13 @@ fn mute_actions(
     }
 }
 
-fn pl_mute_with_entry(room: &RoomFacts<'_>, user_id: &str, wanted: Option<&Wanted>, e: &Applied, out: &mut Vec<Action>) {
+fn pl_mute_with_entry(
+    room: &RoomFacts<'_>,
+    user_id: &str,
+    wanted: Option<&Wanted>,
+    e: &Applied,
+    out: &mut Vec<Action>,
+) {
     let user = || user_id.to_owned();
     let kind = AppliedKind::MutePowerLevel;
     let current = power_levels::user_entry(room.power_levels, user_id);
@@ -419,7 +479,9 @@ fn membership_mute_with_entry(
                 note: format!("{user_id} was unmuted by someone else; hush leaves it so"),
             }),
             _ if in_force => out.push(Action::MarkApplied { user_id: user(), kind }),
-            _ if membership == Membership::Join => out.push(Action::MuteMembership { user_id: user(), wanted: w.clone() }),
+            _ if membership == Membership::Join => {
+                out.push(Action::MuteMembership { user_id: user(), wanted: w.clone() })
+            }
             _ => out.push(Action::Forget { user_id: user(), kind }),
         },
         None => match membership {
@@ -470,7 +532,15 @@ mod tests {
         let pl = pl();
         let room = facts(&pl, &[], MuteStrategy::PowerLevel);
         let a = reconcile_member(&room, "@ten:x", Membership::Join, Some(&mute(None)), &[], false);
-        assert_eq!(a, vec![Action::MutePowerLevel { user_id: "@ten:x".into(), level: -1, previous: Some(10), wanted: mute(None) }]);
+        assert_eq!(
+            a,
+            vec![Action::MutePowerLevel {
+                user_id: "@ten:x".into(),
+                level: -1,
+                previous: Some(10),
+                wanted: mute(None)
+            }]
+        );
         let a = reconcile_member(&room, "@new:x", Membership::Join, Some(&mute(None)), &[], false);
         assert!(matches!(&a[..], [Action::MutePowerLevel { previous: None, level: -1, .. }]));
     }
@@ -503,13 +573,27 @@ mod tests {
         // Crashed before the event went out: apply again with the recorded previous entry.
         let pl0 = pl();
         let room = facts(&pl0, &[], MuteStrategy::PowerLevel);
-        let a = reconcile_member(&room, "@new:x", Membership::Join, Some(&mute(None)), std::slice::from_ref(&applying), false);
+        let a = reconcile_member(
+            &room,
+            "@new:x",
+            Membership::Join,
+            Some(&mute(None)),
+            std::slice::from_ref(&applying),
+            false,
+        );
         assert!(matches!(&a[..], [Action::MutePowerLevel { previous: None, .. }]), "{a:?}");
         // Crashed after it went out: just record it.
         let mut pl1 = pl();
         pl1["users"]["@new:x"] = json!(-1);
         let room = facts(&pl1, &[], MuteStrategy::PowerLevel);
-        let a = reconcile_member(&room, "@new:x", Membership::Join, Some(&mute(None)), std::slice::from_ref(&applying), false);
+        let a = reconcile_member(
+            &room,
+            "@new:x",
+            Membership::Join,
+            Some(&mute(None)),
+            std::slice::from_ref(&applying),
+            false,
+        );
         assert!(matches!(&a[..], [Action::MarkApplied { .. }]), "{a:?}");
         // The rule expired while down and the mute is in force: restore.
         let a = reconcile_member(&room, "@new:x", Membership::Join, None, std::slice::from_ref(&applying), false);
@@ -527,7 +611,15 @@ mod tests {
         let creators = vec!["@creator:x".to_owned()];
         let room = facts(&pl, &creators, MuteStrategy::PowerLevel);
         let w = mute(None);
-        let refusal = |user: &str, protected: bool| match &reconcile_member(&room, user, Membership::Join, Some(&w), &[], protected)[..] {
+        let refusal = |user: &str, protected: bool| match &reconcile_member(
+            &room,
+            user,
+            Membership::Join,
+            Some(&w),
+            &[],
+            protected,
+        )[..]
+        {
             [Action::Refuse { refusal, .. }] => refusal.clone(),
             other => panic!("{other:?}"),
         };
@@ -537,7 +629,13 @@ mod tests {
         assert_eq!(refusal("@mod:x", false), Refusal::NotBelowHush { target: 100, own: 100 });
         let weak = RoomFacts { own_level: Some(20), ..room.clone() };
         let a = reconcile_member(&weak, "@a:x", Membership::Join, Some(&w), &[], false);
-        assert!(matches!(&a[..], [Action::Refuse { refusal: Refusal::CannotChangePowerLevels { needed: 50, own: 20 }, .. }]), "{a:?}");
+        assert!(
+            matches!(
+                &a[..],
+                [Action::Refuse { refusal: Refusal::CannotChangePowerLevels { needed: 50, own: 20 }, .. }]
+            ),
+            "{a:?}"
+        );
     }
 
     #[test]
@@ -565,7 +663,10 @@ mod tests {
         let e = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applied, None);
         let longer = mute(Some(5_000));
         let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&longer), &[e], false);
-        assert_eq!(a, vec![Action::UpdateCause { user_id: "@a:x".into(), kind: AppliedKind::MutePowerLevel, wanted: longer }]);
+        assert_eq!(
+            a,
+            vec![Action::UpdateCause { user_id: "@a:x".into(), kind: AppliedKind::MutePowerLevel, wanted: longer }]
+        );
     }
 
     #[test]
@@ -591,7 +692,11 @@ mod tests {
         assert_eq!(a, vec![Action::Ban { user_id: "@a:x".into(), wanted: ban() }]);
         // Banned by someone else: not hush's.
         assert!(reconcile_member(&room, "@a:x", Membership::Ban, None, &[], false).is_empty());
-        let e = Applied { kind: AppliedKind::Ban, applied_level: None, ..applied(AppliedKind::Ban, AppliedPhase::Applied, None) };
+        let e = Applied {
+            kind: AppliedKind::Ban,
+            applied_level: None,
+            ..applied(AppliedKind::Ban, AppliedPhase::Applied, None)
+        };
         let a = reconcile_member(&room, "@a:x", Membership::Ban, None, std::slice::from_ref(&e), false);
         assert_eq!(a, vec![Action::Unban { user_id: "@a:x".into() }]);
         // A moderator unbanned while the rule holds: respected.

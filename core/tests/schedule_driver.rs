@@ -8,22 +8,16 @@ use tokio::time::Instant;
 
 const BASE: u64 = 1_763_000_000_000;
 
-fn start(options: DriverOptions) -> (
-    driver::TimerHandle<u64>,
-    tokio::sync::mpsc::Receiver<Expired<u64>>,
-    tokio::task::JoinHandle<()>,
-    Instant,
-) {
+fn start(
+    options: DriverOptions,
+) -> (driver::TimerHandle<u64>, tokio::sync::mpsc::Receiver<Expired<u64>>, tokio::task::JoinHandle<()>, Instant) {
     let t0 = Instant::now();
     let (handle, rx, task) = driver::spawn(TokioClock::starting_at(BASE), options);
     (handle, rx, task, t0)
 }
 
 fn no_cap() -> DriverOptions {
-    DriverOptions {
-        max_sleep: None,
-        ..DriverOptions::default()
-    }
+    DriverOptions { max_sleep: None, ..DriverOptions::default() }
 }
 
 #[tokio::test(start_paused = true)]
@@ -165,10 +159,7 @@ async fn a_manual_clock_is_followed_on_each_capped_wake_up() {
     // With a clock that is not tokio's (a wall clock that jumps, say), the sleep
     // cap bounds how late a deadline can be noticed.
     let clock = ManualClock::new(BASE);
-    let options = DriverOptions {
-        max_sleep: Some(Duration::from_secs(1)),
-        ..DriverOptions::default()
-    };
+    let options = DriverOptions { max_sleep: Some(Duration::from_secs(1)), ..DriverOptions::default() };
     let (handle, mut rx, _task) = driver::spawn(clock.clone(), options);
     let t0 = Instant::now();
     handle.schedule(5, BASE + 86_400_000).unwrap();

@@ -16,10 +16,7 @@ struct Model {
 
 impl Model {
     fn new(now: u64) -> Self {
-        Model {
-            now,
-            ..Model::default()
-        }
+        Model { now, ..Model::default() }
     }
 
     fn insert(&mut self, id: u32, deadline: u64) -> Option<u64> {
@@ -162,12 +159,7 @@ fn run(start: u64, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::Reschedule(id, w) => {
                 let d = resolve(w, &model);
-                prop_assert_eq!(
-                    wheel.reschedule(id, d),
-                    model.reschedule(*id, d),
-                    "step {}",
-                    step
-                );
+                prop_assert_eq!(wheel.reschedule(id, d), model.reschedule(*id, d), "step {}", step);
             }
             Op::Cancel(id) => {
                 prop_assert_eq!(wheel.cancel(id), model.cancel(*id), "step {}", step);
@@ -180,12 +172,7 @@ fn run(start: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(wheel.advance(*t), model.advance(*t), "step {}", step);
             }
             Op::ToMax => {
-                prop_assert_eq!(
-                    wheel.advance(u64::MAX),
-                    model.advance(u64::MAX),
-                    "step {}",
-                    step
-                );
+                prop_assert_eq!(wheel.advance(u64::MAX), model.advance(u64::MAX), "step {}", step);
             }
         }
         prop_assert_eq!(wheel.len(), model.by_id.len());

@@ -12,8 +12,8 @@ use matrix_sdk::config::SyncSettings;
 use matrix_sdk::ruma::api::client::account::register;
 use matrix_sdk::ruma::api::client::room::create_room;
 use matrix_sdk::ruma::api::client::uiaa;
-use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent};
 use matrix_sdk::ruma::events::reaction::OriginalSyncReactionEvent;
+use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent};
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use matrix_sdk::{Client, Room};
 use tokio::sync::Notify;
@@ -201,18 +201,14 @@ impl TestUser {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let notified = self.seen.notify.notified();
-            if let Some(m) = self
-                .seen
-                .messages
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|m| m.room_id == room_id && m.sender == from && pred(m))
+            if let Some(m) =
+                self.seen.messages.lock().unwrap().iter().find(|m| m.room_id == room_id && m.sender == from && pred(m))
             {
                 return Ok(m.clone());
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let got: Vec<String> = self.seen.messages.lock().unwrap().iter().map(|m| format!("{}: {}", m.sender, m.body)).collect();
+                let got: Vec<String> =
+                    self.seen.messages.lock().unwrap().iter().map(|m| format!("{}: {}", m.sender, m.body)).collect();
                 bail!("no matching message from {from} within {DEADLINE:?}; seen: {got:#?}");
             }
         }
@@ -220,7 +216,14 @@ impl TestUser {
 
     /// Messages from `from` in `room` seen so far.
     pub fn messages_from(&self, room_id: &RoomId, from: &UserId) -> Vec<SeenMessage> {
-        self.seen.messages.lock().unwrap().iter().filter(|m| m.room_id == room_id && m.sender == from).cloned().collect()
+        self.seen
+            .messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.room_id == room_id && m.sender == from)
+            .cloned()
+            .collect()
     }
 
     /// Waits for `from` to react to `event_id`.
@@ -371,4 +374,177 @@ impl Drop for BotProcess {
 
 fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+impl TestUser {
+    /// Sends a state event with raw JSON content; returns the event id.
+    pub async fn put_state(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+        content: serde_json::Value,
+    ) -> Result<OwnedEventId> {
+        use matrix_sdk::ruma::api::client::state::send_state_event;
+        use matrix_sdk::ruma::serde::Raw;
+        let req = send_state_event::v3::Request::new_raw(
+            room_id.to_owned(),
+            event_type.into(),
+            state_key.to_owned(),
+            Raw::new(&content)?.cast_unchecked(),
+        );
+        Ok(self.client.send(req).await?.event_id)
+    }
+
+    /// The room's current power levels, fresh from the homeserver.
+    pub async fn power_levels(&self, room_id: &RoomId) -> Result<serde_json::Value> {
+        use matrix_sdk::ruma::api::client::state::get_state_event_for_key;
+        let req =
+            get_state_event_for_key::v3::Request::new(room_id.to_owned(), "m.room.power_levels".into(), String::new());
+        Ok(serde_json::from_str(self.client.send(req).await?.event_or_content.get())?)
+    }
+
+    /// Tries to send a message; Err carries the homeserver's errcode.
+    pub async fn try_say(&self, room_id: &RoomId, text: &str) -> std::result::Result<(), String> {
+        use matrix_sdk::ruma::api::client::message::send_message_event;
+        use matrix_sdk::ruma::TransactionId;
+        let content = RoomMessageEventContent::text_plain(text);
+        let req = send_message_event::v3::Request::new(room_id.to_owned(), TransactionId::new(), &content)
+            .map_err(|e| e.to_string())?;
+        match self.client.send(req).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.client_api_error_kind().map(|k| k.errcode().to_string()).unwrap_or_else(|| e.to_string())),
+        }
+    }
+
+    /// Waits until `f(power levels)` holds.
+    pub async fn wait_for_power_levels(
+        &self,
+        room_id: &RoomId,
+        what: &str,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        let mut last = serde_json::Value::Null;
+        let end = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            last = self.power_levels(room_id).await.unwrap_or(last);
+            if f(&last) {
+                return Ok(last);
+            }
+            if tokio::time::Instant::now() >= end {
+                bail!("power levels never satisfied `{what}`; last: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The `users` entry of `user` in power-levels content.
+pub fn level_of(pl: &serde_json::Value, user: &UserId) -> Option<i64> {
+    pl.get("users")?.get(user.as_str())?.as_i64()
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A community as a moderator sets it up: a management room, a policy list and a
+/// protected room, with hush invited everywhere and given power in the protected room.
+pub struct Community {
+    pub hs: Homeserver,
+    pub moderator: TestUser,
+    pub bot: BotSetup,
+    pub management: Room,
+    pub list: Room,
+    pub protected: Room,
+}
+
+impl Community {
+    pub async fn new() -> Result<Community> {
+        let hs = homeserver();
+        let moderator = register_user(&hs, "mod").await?;
+        let bot = BotSetup::new(&hs).await?;
+        let management = moderator.create_room("management", &[&bot.user_id], false).await?;
+        let list = moderator.create_room("policies", &[&bot.user_id], false).await?;
+        let protected = moderator.create_room("lobby", &[&bot.user_id], false).await?;
+        let mut pl = moderator.power_levels(protected.room_id()).await?;
+        pl["users"][bot.user_id.as_str()] = 100.into();
+        moderator.put_state(protected.room_id(), "m.room.power_levels", "", pl).await?;
+        Ok(Community { hs, moderator, bot, management, list, protected })
+    }
+
+    /// The config for this community, with extra YAML lines.
+    pub fn config(&self, extra: &str) -> PathBuf {
+        let lines = format!(
+            "policy_lists: [\"{}\"]\ndefault_policy_list: \"{}\"\nprotected_rooms: [\"{}\"]\nmute:\n  batch_window_ms: 50\n{extra}",
+            self.list.room_id(),
+            self.list.room_id(),
+            self.protected.room_id()
+        );
+        self.bot.write_config(&self.hs, self.management.room_id(), &lines)
+    }
+
+    /// Starts hush and waits for its start-up notice (the n-th, counting restarts).
+    pub async fn start(&self, config: &Path, nth: usize) -> BotProcess {
+        let hush = self.bot.start(config);
+        let rid = self.management.room_id().to_owned();
+        let seen = poll(DEADLINE, || async {
+            (self
+                .moderator
+                .messages_from(&rid, &self.bot.user_id)
+                .iter()
+                .filter(|m| m.body.contains(" started"))
+                .count()
+                >= nth)
+                .then_some(())
+        })
+        .await;
+        assert!(seen.is_some(), "hush never announced its start; log:\n{}", hush.log_text());
+        hush
+    }
+
+    /// A member of the protected room, optionally with an explicit power level.
+    pub async fn member(&self, level: Option<i64>) -> Result<TestUser> {
+        let u = register_user(&self.hs, "member").await?;
+        self.protected.invite_user_by_id(&u.user_id).await?;
+        u.join(self.protected.room_id()).await?;
+        if let Some(l) = level {
+            let mut pl = self.moderator.power_levels(self.protected.room_id()).await?;
+            pl["users"][u.user_id.as_str()] = l.into();
+            self.moderator.put_state(self.protected.room_id(), "m.room.power_levels", "", pl).await?;
+        }
+        Ok(u)
+    }
+
+    /// Writes a user rule to the policy list.
+    pub async fn rule(
+        &self,
+        state_key: &str,
+        entity: &str,
+        recommendation: &str,
+        expiry_ms: Option<u64>,
+    ) -> Result<()> {
+        let mut content =
+            serde_json::json!({"entity": entity, "recommendation": recommendation, "reason": "test rule"});
+        if let Some(e) = expiry_ms {
+            content["expiry"] = e.into();
+        }
+        self.moderator.put_state(self.list.room_id(), "m.policy.rule.user", state_key, content).await?;
+        Ok(())
+    }
+
+    /// Removes a rule by sending empty content.
+    pub async fn remove_rule(&self, state_key: &str) -> Result<()> {
+        self.moderator.put_state(self.list.room_id(), "m.policy.rule.user", state_key, serde_json::json!({})).await?;
+        Ok(())
+    }
+
+    pub async fn wait_level(&self, user: &UserId, want: Option<i64>) -> serde_json::Value {
+        let what = format!("{user} at {want:?}");
+        self.moderator
+            .wait_for_power_levels(self.protected.room_id(), &what, |pl| level_of(pl, user) == want)
+            .await
+            .unwrap()
+    }
 }

@@ -1,6 +1,6 @@
 //! Management-room command parser: text in, typed commands or usage errors out.
 //!
-//! [`parse`] turns a message of the management room into a [`Parsed`]: not a command, a
+//! [`parse()`] turns a message of the management room into a [`Parsed`]: not a command, a
 //! typed [`Command`], or a [`UsageError`] that names what is wrong and carries the usage of
 //! the command. Nothing here touches the network; the bot executes the commands.
 //!
@@ -79,7 +79,7 @@ pub enum Command {
 }
 
 impl Command {
-    /// The canonical name of the command, as in [`usage`] (`rooms add` is `rooms`).
+    /// The canonical name of the command, as in [`usage()`] (`rooms add` is `rooms`).
     pub fn name(&self) -> &'static str {
         match self {
             Command::Help { .. } => "help",
@@ -151,7 +151,7 @@ pub struct UsageError {
     pub command: Option<&'static str>,
     /// What is wrong, specifically; user text appears in backticks.
     pub message: String,
-    /// Usage lines without the prefix, one synopsis per line (see [`usage`]).
+    /// Usage lines without the prefix, one synopsis per line (see [`usage()`]).
     pub usage: &'static str,
 }
 

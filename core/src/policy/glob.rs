@@ -152,6 +152,39 @@ impl Hasher for PremixedHasher {
 
 pub(crate) type PremixedMap<K, V> = HashMap<K, V, BuildHasherDefault<PremixedHasher>>;
 
+/// A 64 Ki-bucket counting filter in front of a hash map: a zero bucket proves a key is
+/// absent without probing the map. Counts stick at 255 (then that bucket always probes).
+/// Allocated (64 KiB) on first use.
+#[derive(Debug, Clone, Default)]
+struct Filter(Option<Box<[u8]>>);
+
+impl Filter {
+    fn new() -> Self {
+        Filter(None)
+    }
+    #[inline]
+    fn bucket(key: u64) -> usize {
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as usize
+    }
+    fn add(&mut self, key: u64) {
+        let counts = self.0.get_or_insert_with(|| vec![0; 1 << 16].into_boxed_slice());
+        if let Some(c) = counts.get_mut(Self::bucket(key)) {
+            *c = c.saturating_add(1);
+        }
+    }
+    fn remove(&mut self, key: u64) {
+        if let Some(c) = self.0.as_mut().and_then(|c| c.get_mut(Self::bucket(key))) {
+            if *c != u8::MAX {
+                *c = c.saturating_sub(1);
+            }
+        }
+    }
+    #[inline]
+    fn may_contain(&self, key: u64) -> bool {
+        self.0.as_ref().and_then(|c| c.get(Self::bucket(key))).is_some_and(|&c| c != 0)
+    }
+}
+
 const NONE: u32 = u32::MAX;
 const MERSENNE_61: u64 = (1 << 61) - 1;
 /// Anchors longer than this are truncated (the verification checks the rest).
@@ -182,6 +215,7 @@ fn roll(h: u64, base: u64, byte: u8) -> u64 {
 #[derive(Debug, Clone)]
 struct Anchors {
     heads: PremixedMap<u64, u32>,
+    filter: Filter,
     /// How many globs use each anchor length (index = length).
     lens: Box<[u32; MAX_ANCHOR + 1]>,
     /// Bit set of lengths in use.
@@ -193,6 +227,7 @@ impl Anchors {
     fn new() -> Self {
         Anchors {
             heads: PremixedMap::default(),
+            filter: Filter::new(),
             lens: Box::new([0; MAX_ANCHOR + 1]),
             mask: [0; 4],
             max_len: 0,
@@ -257,6 +292,7 @@ pub(crate) struct GlobSet {
     suffix: Anchors,
     /// 3-byte window -> (chain head, number of globs filed under it).
     grams: PremixedMap<u32, (u32, u32)>,
+    gram_filter: Filter,
     always: Vec<u32>,
     len: usize,
 }
@@ -268,8 +304,7 @@ impl Default for GlobSet {
 }
 
 fn gram_key(w: &[u8]) -> u32 {
-    w.iter()
-        .fold(0u32, |k, &b| (k << 8) | u32::from(b.to_ascii_lowercase()))
+    w.iter().fold(0u32, |k, &b| (k << 8) | u32::from(b.to_ascii_lowercase()))
 }
 
 impl GlobSet {
@@ -284,6 +319,7 @@ impl GlobSet {
             prefix: Anchors::new(),
             suffix: Anchors::new(),
             grams: PremixedMap::default(),
+            gram_filter: Filter::new(),
             always: Vec::new(),
             len: 0,
         }
@@ -300,12 +336,7 @@ impl GlobSet {
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
-                self.entries.push(Entry {
-                    pattern: Box::from(""),
-                    value: NONE,
-                    next: NONE,
-                    place: Place::Free,
-                });
+                self.entries.push(Entry { pattern: Box::from(""), value: NONE, next: NONE, place: Place::Free });
                 (self.entries.len() - 1) as u32
             }
         };
@@ -314,6 +345,7 @@ impl GlobSet {
                 let pre = &pre[..pre.len().min(MAX_ANCHOR)];
                 let key = Anchors::key(self.base, pre.iter().copied());
                 self.prefix.add_len(pre.len());
+                self.prefix.filter.add(key);
                 let head = self.prefix.heads.insert(key, id).unwrap_or(NONE);
                 (Place::Prefix(key, pre.len() as u16), head)
             }
@@ -321,11 +353,13 @@ impl GlobSet {
                 let suf = &suf[suf.len().saturating_sub(MAX_ANCHOR)..];
                 let key = Anchors::key(self.base, suf.iter().rev().copied());
                 self.suffix.add_len(suf.len());
+                self.suffix.filter.add(key);
                 let head = self.suffix.heads.insert(key, id).unwrap_or(NONE);
                 (Place::Suffix(key, suf.len() as u16), head)
             }
             End::None => match self.rarest_gram(bytes) {
                 Some(g) => {
+                    self.gram_filter.add(u64::from(g));
                     let slot = self.grams.entry(g).or_insert((NONE, 0));
                     let head = slot.0;
                     *slot = (id, slot.1 + 1);
@@ -337,12 +371,7 @@ impl GlobSet {
                 }
             },
         };
-        self.entries[id as usize] = Entry {
-            pattern: Box::from(pattern),
-            value,
-            next,
-            place,
-        };
+        self.entries[id as usize] = Entry { pattern: Box::from(pattern), value, next, place };
         self.len += 1;
         id
     }
@@ -366,12 +395,15 @@ impl GlobSet {
             Place::Prefix(key, len) => {
                 Self::unlink(&mut self.entries, &mut self.prefix.heads, key, id, next);
                 self.prefix.remove_len(usize::from(len));
+                self.prefix.filter.remove(key);
             }
             Place::Suffix(key, len) => {
                 Self::unlink(&mut self.entries, &mut self.suffix.heads, key, id, next);
                 self.suffix.remove_len(usize::from(len));
+                self.suffix.filter.remove(key);
             }
             Place::Gram(g) => {
+                self.gram_filter.remove(u64::from(g));
                 if let Some(slot) = self.grams.get_mut(&g) {
                     if slot.0 == id {
                         slot.0 = next;
@@ -386,12 +418,7 @@ impl GlobSet {
             }
             Place::Always => self.always.retain(|&e| e != id),
         }
-        self.entries[id as usize] = Entry {
-            pattern: Box::from(""),
-            value: NONE,
-            next: NONE,
-            place: Place::Free,
-        };
+        self.entries[id as usize] = Entry { pattern: Box::from(""), value: NONE, next: NONE, place: Place::Free };
         self.free.push(id);
         self.len -= 1;
     }
@@ -447,7 +474,7 @@ impl GlobSet {
             let mut h = 0;
             for (i, &b) in bytes.iter().take(self.prefix.max_len).enumerate() {
                 h = roll(h, self.base, b);
-                if self.prefix.has_len(i + 1) {
+                if self.prefix.has_len(i + 1) && self.prefix.filter.may_contain(h) {
                     if let Some(&head) = self.prefix.heads.get(&h) {
                         self.walk(head, text, &mut f);
                     }
@@ -458,7 +485,7 @@ impl GlobSet {
             let mut h = 0;
             for (i, &b) in bytes.iter().rev().take(self.suffix.max_len).enumerate() {
                 h = roll(h, self.base, b);
-                if self.suffix.has_len(i + 1) {
+                if self.suffix.has_len(i + 1) && self.suffix.filter.may_contain(h) {
                     if let Some(&head) = self.suffix.heads.get(&h) {
                         self.walk(head, text, &mut f);
                     }
@@ -467,7 +494,11 @@ impl GlobSet {
         }
         if !self.grams.is_empty() {
             for w in bytes.windows(3) {
-                if let Some(&(head, _)) = self.grams.get(&gram_key(w)) {
+                let g = gram_key(w);
+                if !self.gram_filter.may_contain(u64::from(g)) {
+                    continue;
+                }
+                if let Some(&(head, _)) = self.grams.get(&g) {
                     self.walk(head, text, &mut f);
                 }
             }
@@ -488,10 +519,7 @@ impl GlobSet {
     /// Every (pattern, value) in the set, in no particular order.
     #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
-        self.entries
-            .iter()
-            .filter(|e| e.place != Place::Free)
-            .map(|e| (&*e.pattern, e.value))
+        self.entries.iter().filter(|e| e.place != Place::Free).map(|e| (&*e.pattern, e.value))
     }
 }
 
@@ -505,9 +533,7 @@ mod tests {
             None => t.is_empty(),
             Some(('*', rest)) => (0..=t.len()).any(|i| reference(rest, &t[i..])),
             Some(('?', rest)) => !t.is_empty() && reference(rest, &t[1..]),
-            Some((c, rest)) => {
-                t.first().is_some_and(|x| x.eq_ignore_ascii_case(c)) && reference(rest, &t[1..])
-            }
+            Some((c, rest)) => t.first().is_some_and(|x| x.eq_ignore_ascii_case(c)) && reference(rest, &t[1..]),
         }
     }
 
@@ -586,11 +612,7 @@ mod tests {
             "@?:*",            // always
             "@Spam*",          // prefix, case-folded
         ];
-        let ids: Vec<u32> = pats
-            .iter()
-            .enumerate()
-            .map(|(i, p)| set.insert(p, i as u32))
-            .collect();
+        let ids: Vec<u32> = pats.iter().enumerate().map(|(i, p)| set.insert(p, i as u32)).collect();
         assert_eq!(set.len(), 6);
         assert_eq!(matches(&set, "@spammer:evil.org"), vec![0, 1, 3, 5]);
         assert_eq!(matches(&set, "@SPAMMER:EVIL.ORG"), vec![0, 1, 3, 5]);
@@ -611,9 +633,7 @@ mod tests {
     #[test]
     fn shared_anchor_chains() {
         let mut set = GlobSet::new();
-        let ids: Vec<u32> = (0..50)
-            .map(|i| set.insert(&format!("@spam{i}*:evil.org"), i))
-            .collect();
+        let ids: Vec<u32> = (0..50).map(|i| set.insert(&format!("@spam{i}*:evil.org"), i)).collect();
         let b = set.insert("@spam*", 100);
         assert_eq!(matches(&set, "@spam42x:evil.org"), vec![4, 42, 100]);
         for (i, id) in ids.iter().enumerate() {

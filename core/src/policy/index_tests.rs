@@ -64,11 +64,7 @@ fn exact_ban_and_provenance() {
         Decision {
             action: Restriction::Ban,
             expires_at_ms: None,
-            rule: RuleId {
-                room_id: L1.into(),
-                kind: EntityKind::User,
-                state_key: "rule:@spam:evil.org".into()
-            },
+            rule: RuleId { room_id: L1.into(), kind: EntityKind::User, state_key: "rule:@spam:evil.org".into() },
             reason: "spam".into(),
             sender: MOD.into(),
         }
@@ -101,20 +97,12 @@ fn case_insensitive_matching() {
 
 #[test]
 fn every_event_type_variant() {
-    let types = [
-        "m.policy.rule.user",
-        "m.room.rule.user",
-        "org.matrix.mjolnir.rule.user",
-    ];
+    let types = ["m.policy.rule.user", "m.room.rule.user", "org.matrix.mjolnir.rule.user"];
     for (i, t) in types.iter().enumerate() {
         let mut f = Fixture::new(&["@a:x.org"]);
         let a = f.put(L1, t, "k", ban("@a:x.org"));
         assert_eq!(changed(&a), ["@a:x.org"], "{t}");
-        let rule = f.idx.rule(&RuleId {
-            room_id: L1.into(),
-            kind: EntityKind::User,
-            state_key: "k".into(),
-        });
+        let rule = f.idx.rule(&RuleId { room_id: L1.into(), kind: EntityKind::User, state_key: "k".into() });
         assert_eq!(rule.map(|r| r.event_type()), Some(types[i]));
     }
     for t in ["m.policy.rule.server", "m.room.rule.server", "org.matrix.mjolnir.rule.server"] {
@@ -177,12 +165,7 @@ fn legacy_vs_stable_precedence() {
     f.put(L1, "m.policy.rule.server", "k", ban("x.org"));
     assert_eq!(f.idx.len(), 2);
     // Inert stable rule still hides the legacy ban.
-    f.put(
-        L1,
-        "m.policy.rule.user",
-        "k",
-        json!({"entity": "@b:x.org", "recommendation": "org.example.watch"}),
-    );
+    f.put(L1, "m.policy.rule.user", "k", json!({"entity": "@b:x.org", "recommendation": "org.example.watch"}));
     f.put(L1, "m.policy.rule.server", "k", json!({}));
     assert_eq!(f.action("@b:x.org"), None);
 }
@@ -212,10 +195,7 @@ fn malformed_rule_is_ignored_and_removes_the_previous_one() {
     assert_eq!(a.outcome, Outcome::Removed);
     assert_eq!(changed(&a), ["@a:x.org"]);
     let w = a.warning.expect("warning");
-    assert_eq!(
-        (w.room_id.as_str(), w.event_type.as_str(), w.state_key.as_str()),
-        (L1, "m.policy.rule.user", "k")
-    );
+    assert_eq!((w.room_id.as_str(), w.event_type.as_str(), w.state_key.as_str()), (L1, "m.policy.rule.user", "k"));
     assert_eq!(w.error, RuleError::EntityNotString);
     assert!(w.to_string().contains("m.policy.rule.user"));
     // Malformed with nothing before: no list is created.
@@ -250,8 +230,12 @@ fn expiry_boundary_and_timers() {
     // Negative expiry: expired since the epoch.
     f.user("neg", json!({"entity": "@b:x.org", "recommendation": "m.ban", "expiry": -1}));
     assert_eq!(f.idx.decide("@b:x.org", 0).map(|d| d.rule.state_key), Some("old".into()));
-    assert_eq!(f.idx.rule(&RuleId { room_id: L1.into(), kind: EntityKind::User, state_key: "neg".into() })
-        .and_then(|r| r.expiry_ms), Some(0));
+    assert_eq!(
+        f.idx
+            .rule(&RuleId { room_id: L1.into(), kind: EntityKind::User, state_key: "neg".into() })
+            .and_then(|r| r.expiry_ms),
+        Some(0)
+    );
     // Inert and room rules are not timer material.
     f.put(L1, "m.policy.rule.room", "r", with_expiry(ban("!r:x"), t + 5));
     f.user("o", json!({"entity": "@b:x.org", "recommendation": "x.y", "expiry": t + 6}));
@@ -308,10 +292,8 @@ fn hashed_entities() {
     assert_eq!(f.action("@Secret:evil.org"), None);
     f.idx.track_user("@late:x.org");
     let late = encode_sha256(&sha256_of("@late:x.org"));
-    let a = f.user(
-        "h2",
-        json!({"recommendation": "m.mute", "org.matrix.msc4205.hashes": {"sha256": format!("{late}=")}}),
-    );
+    let a =
+        f.user("h2", json!({"recommendation": "m.mute", "org.matrix.msc4205.hashes": {"sha256": format!("{late}=")}}));
     assert_eq!(changed(&a), ["@late:x.org"]);
     assert!(f.idx.untrack_user("@late:x.org"));
     let a = f.user("h2", json!({}));
@@ -357,14 +339,29 @@ fn glob_rules_and_change_detection() {
     let a = f.user("p", ban("@spam2*"));
     assert_eq!(changed(&a), ["@spam1:evil.org"]); // now only muted via *:evil.org
     assert_eq!(f.action("@spam1:evil.org"), Some(Restriction::Mute));
-    assert_eq!(f.idx.tracked_users_matching(&RuleId {
-        room_id: L1.into(),
-        kind: EntityKind::User,
-        state_key: "s".into(),
-    }), ["@alice:evil.org", "@spam1:evil.org"]);
+    assert_eq!(
+        f.idx.tracked_users_matching(&RuleId { room_id: L1.into(), kind: EntityKind::User, state_key: "s".into() }),
+        ["@alice:evil.org", "@spam1:evil.org"]
+    );
     // Untracked users are still decided, just not reported.
     assert_eq!(f.action("@spam99:x.org"), None);
     assert_eq!(f.action("@spam2x:x.org"), Some(Restriction::Ban));
+}
+
+#[test]
+fn server_rules_ignore_ports() {
+    let mut f = Fixture::new(&["@a:localhost:8448", "@b:localhost", "@c:[::1]:8448", "@d:other:80"]);
+    let a = f.put(L1, "m.policy.rule.server", "s", ban("localhost"));
+    assert_eq!(changed(&a), ["@a:localhost:8448", "@b:localhost"]);
+    let a = f.put(L1, "m.policy.rule.server", "t", mute("localhost:8448"));
+    assert!(a.changed.is_empty()); // both already banned
+    f.put(L1, "m.policy.rule.server", "s", json!({}));
+    assert_eq!(f.action("@a:localhost:8448"), Some(Restriction::Mute));
+    assert_eq!(f.action("@b:localhost"), None);
+    let a = f.put(L1, "m.policy.rule.server", "v6", ban("[::1]"));
+    assert_eq!(changed(&a), ["@c:[::1]:8448"]);
+    let a = f.put(L1, "m.policy.rule.server", "g", ban("oth*"));
+    assert_eq!(changed(&a), ["@d:other:80"]);
 }
 
 #[test]
@@ -377,10 +374,7 @@ fn remove_list_and_counts() {
     f.put(L2, "m.policy.rule.server", "2", json!({"entity": "y.org", "recommendation": "m.takedown"}));
     let counts = f.idx.list_counts();
     assert_eq!(counts.len(), 2);
-    assert_eq!(
-        counts[0].1,
-        ListCounts { effective: 3, shadowed: 0, user: 2, room: 1, server: 0 }
-    );
+    assert_eq!(counts[0].1, ListCounts { effective: 3, shadowed: 0, user: 2, room: 1, server: 0 });
     assert_eq!(counts[1].1.server, 1);
     assert_eq!(f.idx.rules().count(), 5);
     let a = f.idx.remove_list(L1, NOW);
@@ -433,7 +427,8 @@ fn tracking() {
 fn state_key_sharing_the_entity() {
     // Storage dedupes an entity that is a suffix of the state key; check round trips.
     let mut f = Fixture::new(&[]);
-    for (key, entity) in [("@a:x.org", "@a:x.org"), ("rule:@a:x.org", "@a:x.org"), ("zz", "@a:x.org"), ("", "@a:x.org")] {
+    for (key, entity) in [("@a:x.org", "@a:x.org"), ("rule:@a:x.org", "@a:x.org"), ("zz", "@a:x.org"), ("", "@a:x.org")]
+    {
         f.user(key, ban(entity));
         let r = f.idx.rule(&RuleId { room_id: L1.into(), kind: EntityKind::User, state_key: key.into() });
         let r = r.expect("stored");
@@ -444,16 +439,8 @@ fn state_key_sharing_the_entity() {
 // ---------------------------------------------------------------------------------------
 // Model-based property test: random event sequences against the naive evaluator.
 
-const USERS: [&str; 8] = [
-    "@a:x.org",
-    "@A:x.org",
-    "@ab:x.org",
-    "@b:y.org",
-    "@bot:y.org",
-    "@a:sub.x.org",
-    "@c:y.org",
-    "@é:x.org",
-];
+const USERS: [&str; 8] =
+    ["@a:x.org", "@A:x.org", "@ab:x.org", "@b:y.org", "@bot:y.org", "@a:sub.x.org", "@c:y.org", "@é:x.org"];
 
 fn entity_for(kind: EntityKind) -> impl Strategy<Value = Value> {
     let users = prop_oneof![
@@ -468,13 +455,7 @@ fn entity_for(kind: EntityKind) -> impl Strategy<Value = Value> {
         Just("@é:x.org"),
         Just("*"),
     ];
-    let servers = prop_oneof![
-        Just("x.org"),
-        Just("Y.org"),
-        Just("*.x.org"),
-        Just("?.org"),
-        Just("*"),
-    ];
+    let servers = prop_oneof![Just("x.org"), Just("Y.org"), Just("*.x.org"), Just("?.org"), Just("*"),];
     match kind {
         EntityKind::Server => servers.prop_map(|s| json!(s)).boxed(),
         _ => users.prop_map(|s| json!(s)).boxed(),
@@ -496,11 +477,7 @@ fn event() -> impl Strategy<Value = Ev> {
         1 => Just(EntityKind::Room),
         2 => Just(EntityKind::Server)
     ];
-    let family = prop_oneof![
-        Just(RuleFamily::Stable),
-        Just(RuleFamily::RoomRule),
-        Just(RuleFamily::Mjolnir)
-    ];
+    let family = prop_oneof![Just(RuleFamily::Stable), Just(RuleFamily::RoomRule), Just(RuleFamily::Mjolnir)];
     (kind, family, 0..3usize, any::<bool>(), 0..4u8).prop_flat_map(|(kind, family, key, room, shape)| {
         let hashed_user = prop_oneof![Just("@a:x.org"), Just("@b:y.org")]
             .prop_map(|u| json!({"sha256": encode_sha256(&sha256_of(u))}));
@@ -612,4 +589,52 @@ proptest! {
             prop_assert_eq!(got, by_expiry);
         }
     }
+}
+
+#[test]
+fn unanchored_glob_change_detection_through_the_blob() {
+    let mut idx = PolicyIndex::new();
+    let ids: Vec<String> = (0..3000).map(|i| format!("@u{i}:hs{}.org", i % 7)).collect();
+    for id in &ids {
+        idx.track_user(id);
+    }
+    // Untrack most (forces compaction of the blob), re-track a few, add odd ids.
+    for id in ids.iter().skip(500) {
+        idx.untrack_user(id);
+    }
+    for id in ids.iter().skip(2990) {
+        idx.track_user(id);
+    }
+    idx.track_user("@U1ZZ:HS1.org");
+    idx.track_user("@u1zz:hs1.org");
+    idx.track_user("@line\nbreak1zz:hs1.org");
+    let glob = "@*1?z*:*";
+    let expected: Vec<String> = {
+        let mut v: Vec<String> = ids
+            .iter()
+            .take(500)
+            .chain(ids.iter().skip(2990))
+            .map(String::clone)
+            .chain(["@U1ZZ:HS1.org".into(), "@u1zz:hs1.org".into(), "@line\nbreak1zz:hs1.org".into()])
+            .filter(|u| super::glob::glob_match(glob, u))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(expected.len(), 3);
+    let a = idx.apply(L1, "m.policy.rule.user", "g", MOD, &ban(glob), NOW);
+    assert_eq!(a.changed, expected);
+    // Widen the glob at the same identity: the newly matched users change, the three
+    // already banned by this very rule do not.
+    let a = idx.apply(L1, "m.policy.rule.user", "g", MOD, &ban("*1*"), NOW);
+    let mut expected: Vec<String> = ids
+        .iter()
+        .take(500)
+        .chain(ids.iter().skip(2990))
+        .filter(|u| super::glob::glob_match("*1*", u) && !super::glob::glob_match(glob, u))
+        .cloned()
+        .collect();
+    expected.sort();
+    assert!(expected.len() > 100);
+    assert_eq!(a.changed, expected);
 }

@@ -46,7 +46,8 @@
 //! # Decisions
 //! [`PolicyIndex::decide`] combines the active user rules matching the user id and the
 //! active **server rules matching the user's server part** (everything after the first
-//! `:`): a user on a banned server is banned, on a muted server muted. Room rules are
+//! `:`, tried with and without an explicit `:port`): a user on a banned server is banned,
+//! on a muted server muted. Room rules are
 //! stored and queryable ([`PolicyIndex::rules_matching`]) but never affect users. Ban beats
 //! mute; among rules of the winning restriction the latest expiry wins and a permanent
 //! rule beats any expiry; remaining ties go to the smallest (room, kind, state key), so the
@@ -80,7 +81,6 @@ mod rule;
 
 pub use index::{Applied, Decision, ListCounts, Outcome, PolicyIndex};
 pub use rule::{
-    classify_event_type, decode_sha256, encode_sha256, parse_rule, sha256_of, EntityKind,
-    ParseWarning, Recommendation, Restriction, Rule, RuleError, RuleFamily, RuleId, RuleParse,
-    MAX_FIELD_LEN,
+    classify_event_type, decode_sha256, encode_sha256, host_without_port, parse_rule, sha256_of, EntityKind,
+    ParseWarning, Recommendation, Restriction, Rule, RuleError, RuleFamily, RuleId, RuleParse, MAX_RULE_TEXT,
 };

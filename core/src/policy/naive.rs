@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 
 use super::glob::{glob_match, is_glob};
 use super::index::Decision;
-use super::rule::{sha256_of, EntityKind, Restriction, Rule};
+use super::rule::{host_without_port, sha256_of, EntityKind, Restriction, Rule};
 
 /// The rules in force, in a flat list. Same semantics as [`super::PolicyIndex::decide`],
 /// none of its structure.
@@ -22,11 +22,7 @@ fn matches(rule: &Rule, kind: EntityKind, entity: &str) -> bool {
         (Some(e), _) if is_glob(e) => glob_match(e, entity),
         (Some(e), _) => e.eq_ignore_ascii_case(entity),
         (None, Some(d)) => {
-            let form = if kind == EntityKind::Server {
-                entity.to_ascii_lowercase()
-            } else {
-                entity.to_owned()
-            };
+            let form = if kind == EntityKind::Server { entity.to_ascii_lowercase() } else { entity.to_owned() };
             *d == sha256_of(&form)
         }
         (None, None) => false,
@@ -46,7 +42,10 @@ impl NaiveIndex {
                 continue;
             }
             let hit = matches(rule, EntityKind::User, user_id)
-                || server.is_some_and(|s| matches(rule, EntityKind::Server, s));
+                || server.is_some_and(|s| {
+                    matches(rule, EntityKind::Server, s)
+                        || host_without_port(s).is_some_and(|h| matches(rule, EntityKind::Server, h))
+                });
             if !hit {
                 continue;
             }

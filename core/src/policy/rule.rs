@@ -236,7 +236,8 @@ pub enum RuleError {
     Sha256WrongLength(usize),
     /// Neither an `entity` nor a `sha256` hash: nothing to match.
     NoEntity,
-    /// A string field is longer than a Matrix event can be (65,536 bytes).
+    /// State key, entity, recommendation and reason together are longer than a Matrix
+    /// event can be ([`MAX_RULE_TEXT`]).
     TooLong,
 }
 
@@ -248,16 +249,14 @@ impl fmt::Display for RuleError {
             RuleError::EntityEmpty => f.write_str("`entity` is empty"),
             RuleError::RecommendationMissing => f.write_str("`recommendation` is missing"),
             RuleError::RecommendationNotString => f.write_str("`recommendation` is not a string"),
-            RuleError::HashesNotObject => {
-                f.write_str("`org.matrix.msc4205.hashes` is not an object")
-            }
+            RuleError::HashesNotObject => f.write_str("`org.matrix.msc4205.hashes` is not an object"),
             RuleError::Sha256NotString => f.write_str("`hashes.sha256` is not a string"),
             RuleError::Sha256NotBase64 => f.write_str("`hashes.sha256` is not valid base64"),
             RuleError::Sha256WrongLength(n) => {
                 write!(f, "`hashes.sha256` decodes to {n} bytes, not 32")
             }
             RuleError::NoEntity => f.write_str("neither `entity` nor a sha256 hash"),
-            RuleError::TooLong => f.write_str("a field is longer than 65536 bytes"),
+            RuleError::TooLong => f.write_str("the rule is longer than a Matrix event can be"),
         }
     }
 }
@@ -300,35 +299,32 @@ pub enum RuleParse {
     NotPolicy,
 }
 
-/// Longest string field accepted (a whole Matrix event is at most 65,536 bytes).
-pub const MAX_FIELD_LEN: usize = 65_536;
+/// Longest accepted state key + entity + recommendation + reason (and sender), in bytes.
+/// A whole Matrix event is at most 65,536 bytes, so no real rule comes near it; the index
+/// relies on it to store offsets in 16 bits.
+pub const MAX_RULE_TEXT: usize = 65_535;
 
 const HASHES_KEY: &str = "org.matrix.msc4205.hashes";
 const EXPIRY_KEYS: [&str; 2] = ["expiry", "support.feline.policy.expiry.rev.2"];
 
 /// Parse one state event of a policy room. Never panics.
-pub fn parse_rule(
-    room_id: &str,
-    event_type: &str,
-    state_key: &str,
-    sender: &str,
-    content: &Value,
-) -> RuleParse {
+pub fn parse_rule(room_id: &str, event_type: &str, state_key: &str, sender: &str, content: &Value) -> RuleParse {
     let Some((family, kind)) = classify_event_type(event_type) else {
         return RuleParse::NotPolicy;
     };
     match parse_content(content) {
         Ok(None) => RuleParse::Removed,
         Ok(Some(body)) => {
-            if state_key.len() > MAX_FIELD_LEN || sender.len() > MAX_FIELD_LEN {
+            let rec_len = match &body.recommendation {
+                Recommendation::Other(s) => s.len(),
+                _ => 0,
+            };
+            let text = state_key.len() + body.entity.as_ref().map_or(0, String::len) + rec_len + body.reason.len();
+            if text > MAX_RULE_TEXT || sender.len() > MAX_RULE_TEXT {
                 return ignored(room_id, event_type, state_key, RuleError::TooLong);
             }
             RuleParse::Rule(Rule {
-                id: RuleId {
-                    room_id: room_id.to_owned(),
-                    kind,
-                    state_key: state_key.to_owned(),
-                },
+                id: RuleId { room_id: room_id.to_owned(), kind, state_key: state_key.to_owned() },
                 family,
                 entity: body.entity,
                 sha256: body.sha256,
@@ -380,7 +376,6 @@ fn parse_content(content: &Value) -> Result<Option<Body>, RuleError> {
     let entity = match obj.get("entity") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => return Err(RuleError::EntityEmpty),
-        Some(Value::String(s)) if s.len() > MAX_FIELD_LEN => return Err(RuleError::TooLong),
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(RuleError::EntityNotString),
     };
@@ -390,22 +385,14 @@ fn parse_content(content: &Value) -> Result<Option<Body>, RuleError> {
     }
     let recommendation = match obj.get("recommendation") {
         None | Some(Value::Null) => return Err(RuleError::RecommendationMissing),
-        Some(Value::String(s)) if s.len() > MAX_FIELD_LEN => return Err(RuleError::TooLong),
         Some(Value::String(s)) => Recommendation::parse(s),
         Some(_) => return Err(RuleError::RecommendationNotString),
     };
     let reason = match obj.get("reason") {
-        Some(Value::String(s)) if s.len() > MAX_FIELD_LEN => return Err(RuleError::TooLong),
         Some(Value::String(s)) => s.clone(),
         _ => String::new(),
     };
-    Ok(Some(Body {
-        entity,
-        sha256,
-        recommendation,
-        reason,
-        expiry_ms: parse_expiry(obj),
-    }))
+    Ok(Some(Body { entity, sha256, recommendation, reason, expiry_ms: parse_expiry(obj) }))
 }
 
 fn parse_hashes(obj: &Map<String, Value>) -> Result<Option<[u8; 32]>, RuleError> {
@@ -428,18 +415,22 @@ pub fn decode_sha256(s: &str) -> Result<[u8; 32], RuleError> {
     if s.len() > 64 {
         return Err(RuleError::Sha256WrongLength(s.len() * 3 / 4));
     }
-    let bytes = if s.ends_with('=') {
-        STANDARD.decode(s)
-    } else {
-        STANDARD_NO_PAD.decode(s)
-    }
-    .map_err(|_| RuleError::Sha256NotBase64)?;
+    let bytes = if s.ends_with('=') { STANDARD.decode(s) } else { STANDARD_NO_PAD.decode(s) }
+        .map_err(|_| RuleError::Sha256NotBase64)?;
     <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| RuleError::Sha256WrongLength(bytes.len()))
 }
 
 /// Encode a digest the way MSC4205 publishes it (standard alphabet, unpadded).
 pub fn encode_sha256(digest: &[u8; 32]) -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
+}
+
+/// The host of a server name that carries an explicit port (`example.org:8448` ->
+/// `example.org`, `[::1]:8448` -> `[::1]`); `None` without a port. Server rules match a
+/// user's server name with and without its port, like server ACLs ignore the port.
+pub fn host_without_port(server: &str) -> Option<&str> {
+    let (host, port) = server.rsplit_once(':')?;
+    (!host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())).then_some(host)
 }
 
 /// SHA-256 of a string (e.g. a full user id), as MSC4205 hashes entities.
@@ -462,9 +453,9 @@ fn parse_expiry(obj: &Map<String, Value>) -> Option<u64> {
             } else {
                 match n.as_f64() {
                     Some(f) if f < 0.0 => Some(0),
-                    Some(f) if f == 0.0 => None,
-                    // `as` saturates; u64::MAX (and beyond) means permanent.
-                    Some(f) if f.is_finite() && f < u64::MAX as f64 => Some(f as u64),
+                    // Zero (also -0.0) is permanent; `as` truncates; u64::MAX and beyond
+                    // are permanent too.
+                    Some(f) if f > 0.0 && f.is_finite() && f < u64::MAX as f64 => Some(f as u64),
                     _ => None,
                 }
             };
@@ -510,10 +501,7 @@ mod tests {
             for kind in EntityKind::ALL {
                 let t = family.event_type(kind);
                 assert_eq!(classify_event_type(t), Some((family, kind)), "{t}");
-                let r = rule(
-                    t,
-                    json!({"entity": "@a:b", "recommendation": "m.ban", "reason": "r"}),
-                );
+                let r = rule(t, json!({"entity": "@a:b", "recommendation": "m.ban", "reason": "r"}));
                 assert_eq!(r.family, family);
                 assert_eq!(r.id.kind, kind);
                 assert_eq!(r.event_type(), t);
@@ -541,11 +529,7 @@ mod tests {
         assert_eq!(
             r,
             Rule {
-                id: RuleId {
-                    room_id: ROOM.into(),
-                    kind: EntityKind::User,
-                    state_key: "k".into()
-                },
+                id: RuleId { room_id: ROOM.into(), kind: EntityKind::User, state_key: "k".into() },
                 family: RuleFamily::Stable,
                 entity: Some("@spam:evil.org".into()),
                 sha256: None,
@@ -565,11 +549,7 @@ mod tests {
             ("m.ban", Recommendation::Ban, Some(Restriction::Ban)),
             ("org.matrix.mjolnir.ban", Recommendation::Ban, Some(Restriction::Ban)),
             ("m.mute", Recommendation::Mute, Some(Restriction::Mute)),
-            (
-                "support.feline.policy.recomendation_mute",
-                Recommendation::Mute,
-                Some(Restriction::Mute),
-            ),
+            ("support.feline.policy.recomendation_mute", Recommendation::Mute, Some(Restriction::Mute)),
             ("m.takedown", Recommendation::Takedown, Some(Restriction::Ban)),
             ("org.matrix.msc4204.takedown", Recommendation::Takedown, Some(Restriction::Ban)),
             ("m.ban ", Recommendation::Other("m.ban ".into()), None),
@@ -610,36 +590,22 @@ mod tests {
             (json!({"entity": "@a:b"}), RuleError::RecommendationMissing),
             (json!({"entity": "@a:b", "recommendation": null}), RuleError::RecommendationMissing),
             (json!({"entity": "@a:b", "recommendation": 1}), RuleError::RecommendationNotString),
-            (
-                json!({"entity": "@a:b", "recommendation": ["m.ban"]}),
-                RuleError::RecommendationNotString,
-            ),
+            (json!({"entity": "@a:b", "recommendation": ["m.ban"]}), RuleError::RecommendationNotString),
             (json!({"recommendation": "m.ban"}), RuleError::NoEntity),
             (json!({"reason": "only a reason"}), RuleError::NoEntity),
             (json!({"entity": null, "recommendation": "m.ban"}), RuleError::NoEntity),
-            (
-                json!({"recommendation": "m.ban", HASHES_KEY: {"sha512": "abc"}}),
-                RuleError::NoEntity,
-            ),
+            (json!({"recommendation": "m.ban", HASHES_KEY: {"sha512": "abc"}}), RuleError::NoEntity),
             (json!({"recommendation": "m.ban", HASHES_KEY: "abc"}), RuleError::HashesNotObject),
-            (
-                json!({"recommendation": "m.ban", HASHES_KEY: {"sha256": 7}}),
-                RuleError::Sha256NotString,
-            ),
-            (
-                json!({"recommendation": "m.ban", HASHES_KEY: {"sha256": "not base64!"}}),
-                RuleError::Sha256NotBase64,
-            ),
-            (
-                json!({"recommendation": "m.ban", HASHES_KEY: {"sha256": "YWJj"}}),
-                RuleError::Sha256WrongLength(3),
-            ),
+            (json!({"recommendation": "m.ban", HASHES_KEY: {"sha256": 7}}), RuleError::Sha256NotString),
+            (json!({"recommendation": "m.ban", HASHES_KEY: {"sha256": "not base64!"}}), RuleError::Sha256NotBase64),
+            (json!({"recommendation": "m.ban", HASHES_KEY: {"sha256": "YWJj"}}), RuleError::Sha256WrongLength(3)),
             (
                 json!({"entity": "@a:b", "recommendation": "m.ban", HASHES_KEY: {"sha256": ""}}),
                 RuleError::Sha256WrongLength(0),
             ),
+            (json!({"entity": "x".repeat(MAX_RULE_TEXT), "recommendation": "m.ban"}), RuleError::TooLong),
             (
-                json!({"entity": "x".repeat(MAX_FIELD_LEN + 1), "recommendation": "m.ban"}),
+                json!({"entity": "x", "recommendation": "m.ban", "reason": "r".repeat(MAX_RULE_TEXT)}),
                 RuleError::TooLong,
             ),
         ];
@@ -651,10 +617,7 @@ mod tests {
     #[test]
     fn reason_is_lenient() {
         for reason in [json!(null), json!(3), json!({"a": 1})] {
-            let r = rule(
-                "m.policy.rule.user",
-                json!({"entity": "@a:b", "recommendation": "m.ban", "reason": reason}),
-            );
+            let r = rule("m.policy.rule.user", json!({"entity": "@a:b", "recommendation": "m.ban", "reason": reason}));
             assert_eq!(r.reason, "");
         }
         let r = rule("m.policy.rule.user", json!({"entity": "@a:b", "recommendation": "m.ban"}));
@@ -676,20 +639,11 @@ mod tests {
         assert_eq!(exp(json!({"expiry": null})), None);
         assert_eq!(exp(json!({"expiry": true})), None);
         assert_eq!(exp(json!({"expiry": 1_700_000_000_000u64})), Some(1_700_000_000_000));
-        assert_eq!(
-            exp(json!({"support.feline.policy.expiry.rev.2": 1_700_000_000_001u64})),
-            Some(1_700_000_000_001)
-        );
+        assert_eq!(exp(json!({"support.feline.policy.expiry.rev.2": 1_700_000_000_001u64})), Some(1_700_000_000_001));
         // Stable key wins when both are numbers.
-        assert_eq!(
-            exp(json!({"expiry": 5, "support.feline.policy.expiry.rev.2": 6})),
-            Some(5)
-        );
+        assert_eq!(exp(json!({"expiry": 5, "support.feline.policy.expiry.rev.2": 6})), Some(5));
         // A non-numeric stable key falls through to the unstable one.
-        assert_eq!(
-            exp(json!({"expiry": "soon", "support.feline.policy.expiry.rev.2": 6})),
-            Some(6)
-        );
+        assert_eq!(exp(json!({"expiry": "soon", "support.feline.policy.expiry.rev.2": 6})), Some(6));
         // The historic key has no unit: ignored.
         assert_eq!(exp(json!({"support.feline.policy.expiry": 1234})), None);
         assert_eq!(exp(json!({"expiry": -5})), Some(0));
@@ -702,10 +656,7 @@ mod tests {
 
     #[test]
     fn expiry_boundary_is_exclusive() {
-        let r = rule(
-            "m.policy.rule.user",
-            json!({"entity": "@a:b", "recommendation": "m.mute", "expiry": 1000}),
-        );
+        let r = rule("m.policy.rule.user", json!({"entity": "@a:b", "recommendation": "m.mute", "expiry": 1000}));
         assert!(r.is_active(0));
         assert!(r.is_active(999));
         assert!(!r.is_active(1000));
@@ -719,10 +670,7 @@ mod tests {
         assert!(!unpadded.ends_with('='));
         let padded = format!("{unpadded}=");
         for encoded in [unpadded, padded] {
-            let r = rule(
-                "m.policy.rule.user",
-                json!({"recommendation": "m.ban", HASHES_KEY: {"sha256": encoded}}),
-            );
+            let r = rule("m.policy.rule.user", json!({"recommendation": "m.ban", HASHES_KEY: {"sha256": encoded}}));
             assert_eq!(r.entity, None);
             assert_eq!(r.sha256, Some(digest));
         }
@@ -734,6 +682,16 @@ mod tests {
         );
         assert_eq!(r.entity.as_deref(), Some("@x:y"));
         assert_eq!(r.sha256, Some(digest));
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(host_without_port("example.org:8448"), Some("example.org"));
+        assert_eq!(host_without_port("[::1]:8448"), Some("[::1]"));
+        assert_eq!(host_without_port("[::1]"), None);
+        assert_eq!(host_without_port("example.org"), None);
+        assert_eq!(host_without_port("example.org:"), None);
+        assert_eq!(host_without_port(":80"), None);
     }
 
     #[test]

@@ -34,9 +34,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 }
 
@@ -60,10 +58,7 @@ impl ManualClock {
         let mut current = self.0.load(Ordering::SeqCst);
         loop {
             let next = current.saturating_add(ms);
-            match self
-                .0
-                .compare_exchange(current, next, Ordering::SeqCst, Ordering::SeqCst)
-            {
+            match self.0.compare_exchange(current, next, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => return next,
                 Err(actual) => current = actual,
             }
@@ -97,10 +92,7 @@ impl TokioClock {
 
     /// Starts at `base_ms`, now.
     pub fn starting_at(base_ms: u64) -> Self {
-        TokioClock {
-            base_ms,
-            base: tokio::time::Instant::now(),
-        }
+        TokioClock { base_ms, base: tokio::time::Instant::now() }
     }
 }
 

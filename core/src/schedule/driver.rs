@@ -45,10 +45,7 @@ pub struct DriverOptions {
 
 impl Default for DriverOptions {
     fn default() -> Self {
-        DriverOptions {
-            max_sleep: Some(Duration::from_secs(60)),
-            channel_capacity: 64,
-        }
+        DriverOptions { max_sleep: Some(Duration::from_secs(60)), channel_capacity: 64 }
     }
 }
 
@@ -81,17 +78,13 @@ pub struct TimerHandle<Id> {
 
 impl<Id> Clone for TimerHandle<Id> {
     fn clone(&self) -> Self {
-        TimerHandle {
-            tx: self.tx.clone(),
-        }
+        TimerHandle { tx: self.tx.clone() }
     }
 }
 
 impl<Id> fmt::Debug for TimerHandle<Id> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TimerHandle")
-            .field("closed", &self.tx.is_closed())
-            .finish()
+        f.debug_struct("TimerHandle").field("closed", &self.tx.is_closed()).finish()
     }
 }
 
@@ -124,14 +117,7 @@ impl<Id> TimerHandle<Id> {
 
 /// Spawns the driver on the current tokio runtime (it must be called from
 /// inside one). Its wheel starts at `clock.now_ms()`.
-pub fn spawn<Id, C>(
-    clock: C,
-    options: DriverOptions,
-) -> (
-    TimerHandle<Id>,
-    mpsc::Receiver<Expired<Id>>,
-    JoinHandle<()>,
-)
+pub fn spawn<Id, C>(clock: C, options: DriverOptions) -> (TimerHandle<Id>, mpsc::Receiver<Expired<Id>>, JoinHandle<()>)
 where
     Id: Eq + Hash + Send + 'static,
     C: Clock + Send + 'static,
@@ -176,9 +162,7 @@ async fn run<Id, C>(
         if target != armed {
             if let Some(t) = target {
                 let wait = Duration::from_millis(t.saturating_sub(now));
-                let at = Instant::now()
-                    .checked_add(wait)
-                    .unwrap_or_else(far_future);
+                let at = Instant::now().checked_add(wait).unwrap_or_else(far_future);
                 sleep.as_mut().reset(at);
             }
             armed = target;
@@ -188,7 +172,7 @@ async fn run<Id, C>(
             command = commands.recv() => {
                 let mut command = command;
                 // Apply a burst of queued commands before advancing once.
-                for _ in 0..MAX_COMMANDS_PER_ADVANCE {
+                for applied in 1.. {
                     match command {
                         None | Some(Command::Shutdown) => return,
                         Some(Command::Schedule(id, deadline)) => {
@@ -197,6 +181,9 @@ async fn run<Id, C>(
                         Some(Command::Cancel(id)) => {
                             wheel.cancel(&id);
                         }
+                    }
+                    if applied == MAX_COMMANDS_PER_ADVANCE {
+                        break;
                     }
                     match commands.try_recv() {
                         Ok(next) => command = Some(next),

@@ -141,8 +141,7 @@ impl<Id, S> Wheel<Id, S> {
         self.nodes.shrink_to_fit();
         self.scratch.shrink_to_fit();
         let (nodes, hasher) = (&self.nodes, &self.hasher);
-        self.index
-            .shrink_to_fit(|&i| hasher.hash_one(&nodes[(i - SENTINELS) as usize].id));
+        self.index.shrink_to_fit(|&i| hasher.hash_one(&nodes[(i - SENTINELS) as usize].id));
     }
 
     /// A time at which [`advance`](Wheel::advance) next has work to do, in O(levels):
@@ -191,11 +190,7 @@ impl<Id, S> Wheel<Id, S> {
         let slot = self.occupied[level].trailing_zeros() as usize;
         let shift = level as u32 * SLOT_BITS;
         let block_bits = shift + SLOT_BITS;
-        let base = if block_bits >= u64::BITS {
-            0
-        } else {
-            self.now & !((1u64 << block_bits) - 1)
-        };
+        let base = if block_bits >= u64::BITS { 0 } else { self.now & !((1u64 << block_bits) - 1) };
         Some((level, slot, base | ((slot as u64) << shift)))
     }
 
@@ -287,10 +282,7 @@ impl<Id, S> Wheel<Id, S> {
         }
         if !scratch.is_sorted_by_key(|&(deadline, _, _)| deadline) {
             scratch.sort_unstable();
-            self.heads[OVERDUE as usize] = Link {
-                prev: OVERDUE,
-                next: OVERDUE,
-            };
+            self.heads[OVERDUE as usize] = Link { prev: OVERDUE, next: OVERDUE };
             for &(_, _, i) in &scratch {
                 self.push_back(OVERDUE, i);
             }
@@ -328,12 +320,7 @@ where
                     .and_then(|n| n.checked_add(SENTINELS))
                     .expect("timer wheel capacity overflow");
                 vacant.insert(i);
-                self.nodes.push(Node {
-                    id,
-                    deadline,
-                    prev: i,
-                    next: i,
-                });
+                self.nodes.push(Node { id, deadline, prev: i, next: i });
                 let s = self.list_for(deadline);
                 self.push_back(s, i);
                 None
@@ -354,11 +341,7 @@ where
     pub fn cancel(&mut self, id: &Id) -> Option<u64> {
         let hash = self.hasher.hash_one(id);
         let nodes = &self.nodes;
-        let (i, _) = self
-            .index
-            .find_entry(hash, |&i| nodes[(i - SENTINELS) as usize].id == *id)
-            .ok()?
-            .remove();
+        let (i, _) = self.index.find_entry(hash, |&i| nodes[(i - SENTINELS) as usize].id == *id).ok()?.remove();
         self.unlink(i);
         Some(self.remove_node(i).deadline)
     }
@@ -437,9 +420,7 @@ where
 
     fn find(&self, id: &Id) -> Option<u32> {
         let hash = self.hasher.hash_one(id);
-        self.index
-            .find(hash, |&i| self.node(i).id == *id)
-            .copied()
+        self.index.find(hash, |&i| self.node(i).id == *id).copied()
     }
 
     /// Relinks node `i` at `deadline` (at the back of its new list); returns the old deadline.

@@ -1,0 +1,142 @@
+//! Enforcement: the room writes hush makes (power levels, memberships, bans), retried on rate limits and faults, never dropped.
+
+use std::future::Future;
+use std::time::Duration;
+
+use hush_core::power_levels::{apply_edits, UserLevelEdit};
+use serde_json::Value;
+use tracing::{info, warn};
+
+/// Why a write did not go through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// 429 `M_LIMIT_EXCEEDED`: try again after the given time.
+    RateLimited(Option<Duration>),
+    /// Network error or 5xx: try again later.
+    Transient(String),
+    /// hush's own account is suspended (MSC3823) or locked: writes cannot succeed.
+    Suspended(String),
+    /// Any other refusal (403, 404, 400...): retrying will not help.
+    Permanent { errcode: String, message: String },
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::RateLimited(d) => write!(f, "rate limited (retry after {d:?})"),
+            WriteError::Transient(m) => write!(f, "temporary failure: {m}"),
+            WriteError::Suspended(m) => write!(f, "hush's account cannot write: {m}"),
+            WriteError::Permanent { errcode, message } => write!(f, "{errcode}: {message}"),
+        }
+    }
+}
+
+/// The writes hush makes to rooms. The real implementation talks to the homeserver
+/// (`matrix::MatrixWriter`); tests use an in-memory homeserver.
+pub trait RoomWriter: Clone + Send + Sync + 'static {
+    /// The current `m.room.power_levels` content, fresh from the homeserver.
+    fn power_levels(&self, room_id: &str) -> impl Future<Output = Result<Value, WriteError>> + Send;
+    /// Sends a new `m.room.power_levels` content; returns the event id.
+    fn put_power_levels(
+        &self,
+        room_id: &str,
+        content: &Value,
+    ) -> impl Future<Output = Result<String, WriteError>> + Send;
+    /// Sends an `m.room.member` event for another user (MSC3909 `mute`, back to `join`...).
+    fn set_membership(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        membership: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), WriteError>> + Send;
+    fn ban(&self, room_id: &str, user_id: &str, reason: &str) -> impl Future<Output = Result<(), WriteError>> + Send;
+    fn unban(&self, room_id: &str, user_id: &str, reason: &str) -> impl Future<Output = Result<(), WriteError>> + Send;
+    /// A notice in a room (the management room's reports).
+    fn notice(&self, room_id: &str, plain: &str, html: &str) -> impl Future<Output = Result<(), WriteError>> + Send;
+}
+
+/// Runs a write until it succeeds or fails permanently: waits `retry_after` on 429 and
+/// backs off (1 s doubling to 60 s) on network errors and 5xx. Nothing is dropped.
+pub async fn with_retries<T, F, Fut>(what: &str, mut op: F) -> Result<T, WriteError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, WriteError>>,
+{
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(WriteError::RateLimited(after)) => {
+                let wait = after.unwrap_or(backoff).max(Duration::from_millis(50));
+                info!("{what}: rate limited, retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+            }
+            Err(WriteError::Transient(e)) => {
+                warn!("{what}: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The outcome of one batched power-levels write.
+#[derive(Debug, Clone)]
+pub struct PowerLevelsSent {
+    /// The content now in the room.
+    pub content: Value,
+    /// The event hush sent, or None when the room already was as asked.
+    pub event_id: Option<String>,
+}
+
+/// Sends all of a room's pending level edits as one `m.room.power_levels` event, built
+/// from the freshest content (read, modify, write).
+pub async fn send_power_levels<W: RoomWriter>(
+    writer: &W,
+    room_id: &str,
+    edits: &[UserLevelEdit],
+) -> Result<PowerLevelsSent, WriteError> {
+    with_retries(&format!("power levels of {room_id}"), || async {
+        let current = writer.power_levels(room_id).await?;
+        match apply_edits(&current, edits) {
+            None => Ok(PowerLevelsSent { content: current, event_id: None }),
+            Some(new) => {
+                let event_id = writer.put_power_levels(room_id, &new).await?;
+                Ok(PowerLevelsSent { content: new, event_id: Some(event_id) })
+            }
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_rate_limits_and_faults_but_not_refusals() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let r: Result<u32, _> = with_retries("test", || {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match n {
+                    0 => Err(WriteError::RateLimited(Some(Duration::from_millis(500)))),
+                    1 => Err(WriteError::Transient("502".into())),
+                    _ => Ok(n),
+                }
+            }
+        })
+        .await;
+        assert_eq!(r, Ok(2));
+        let r: Result<(), _> = with_retries("test", || async {
+            Err(WriteError::Permanent { errcode: "M_FORBIDDEN".into(), message: "no".into() })
+        })
+        .await;
+        assert!(matches!(r, Err(WriteError::Permanent { .. })));
+    }
+}

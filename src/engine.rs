@@ -1,0 +1,804 @@
+//! The engine: one task that owns the policy index, the room views, the ledger and the timers, and turns every trigger into reconciled actions.
+//!
+//! Inputs arrive on one channel (policy events, room state, timers, write results), so
+//! they are handled one at a time, in order, and the ledger is written by one owner.
+//! Each input names the users it may affect; each of those is reconciled in each
+//! protected room, and the actions are carried out (or, in dry-run, reported).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use hush_core::policy::{Decision, PolicyIndex, Restriction as PolicyRestriction, RuleId};
+use hush_core::power_levels::UserLevelEdit;
+use hush_core::reconcile::{
+    reconcile_member, Action, Applied, AppliedKind, AppliedPhase, Membership, Restriction, RoomFacts, Wanted,
+};
+use hush_core::schedule::{Clock, Expired, TimerHandle};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::enforce::{self, PowerLevelsSent, RoomWriter, WriteError};
+use crate::ledger::{Entry, Kind, Ledger, Phase};
+use crate::rooms::{RoomState, StateChange};
+
+/// Everything the engine reacts to.
+#[derive(Debug)]
+pub enum Input {
+    /// Room ids behind the configuration, as they are resolved (added to what is known).
+    Configure { management_room: Option<String>, lists: Vec<String>, protected: Vec<String> },
+    /// Every configured policy list has been resolved (so an entry from a list that is
+    /// not among them comes from a list that is no longer followed).
+    ListsKnown,
+    /// A policy list's full state (at start, or after joining it).
+    ListLoaded { room_id: String, events: Vec<Value> },
+    /// A policy list that cannot be joined or read (reported; its rules are held).
+    ListUnavailable { room: String, error: String },
+    /// A protected room's full state.
+    RoomLoaded { room_id: String, events: Vec<Value> },
+    /// A protected room that cannot be joined or read.
+    RoomUnavailable { room: String, error: String },
+    /// A live state event from sync, in any room.
+    State { room_id: String, event: Value },
+    /// An event was redacted (a redacted policy rule is a removed rule).
+    Redaction { room_id: String, redacts: String },
+    /// Timers that fired: user ids to look at again.
+    Timers(Expired<String>),
+    /// A batch of power-level edits was written (or failed for good).
+    PowerLevelsDone { room_id: String, edits: Vec<UserLevelEdit>, result: Result<PowerLevelsSent, WriteError> },
+    /// A membership change or ban was written (or failed for good).
+    MemberWriteDone { room_id: String, user_id: String, kind: Kind, lifting: bool, result: Result<(), WriteError> },
+    /// Time to send a room's pending power-level edits.
+    Flush { room_id: String },
+    /// A snapshot for `status`/`mutes`.
+    Status(tokio::sync::oneshot::Sender<StatusReport>),
+}
+
+/// What the engine can tell the management room.
+#[derive(Debug, Clone, Default)]
+pub struct StatusReport {
+    pub lists: Vec<(String, usize, bool)>,
+    pub protected_rooms: Vec<(String, bool)>,
+    pub pending_timers: usize,
+    pub ledger: Vec<Entry>,
+    pub last_errors: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// The engine's settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub own_user: String,
+    pub protected_users: Vec<String>,
+    pub membership_room_versions: Vec<String>,
+    pub batch_window: Duration,
+    pub dry_run: bool,
+}
+
+/// The engine state; see the module doc.
+pub struct Engine<W: RoomWriter, C: Clock> {
+    cfg: EngineConfig,
+    writer: W,
+    clock: C,
+    ledger: Ledger,
+    index: PolicyIndex,
+    timers: TimerHandle<String>,
+    inbox: mpsc::UnboundedSender<Input>,
+    management_room: Option<String>,
+    /// Followed lists: loaded or not yet.
+    lists: BTreeMap<String, bool>,
+    lists_known: bool,
+    /// Live events of lists and rooms that are not loaded yet, replayed after the load.
+    buffered: HashMap<String, Vec<Value>>,
+    /// Policy rule events by event id, so a redaction can be turned into a removal.
+    policy_events: HashMap<String, (String, String, String)>,
+    rooms: BTreeMap<String, Option<RoomState>>,
+    pending_pl: HashMap<String, BTreeMap<String, Option<i64>>>,
+    pl_in_flight: HashSet<String>,
+    flush_scheduled: HashSet<String>,
+    timer_count: BTreeMap<String, u64>,
+    reported: HashSet<String>,
+    last_errors: Vec<String>,
+}
+
+/// The ledger's rule reference for a policy rule: "list|kind|state key".
+pub fn rule_ref(id: &RuleId) -> String {
+    format!("{}|{}|{}", id.room_id, id.kind.as_str(), id.state_key)
+}
+
+fn rule_list(rule: &str) -> &str {
+    rule.split('|').next().unwrap_or_default()
+}
+
+fn to_wanted(d: &Decision) -> Wanted {
+    Wanted {
+        restriction: match d.action {
+            PolicyRestriction::Ban => Restriction::Ban,
+            PolicyRestriction::Mute => Restriction::Mute,
+        },
+        expires_at_ms: d.expires_at_ms,
+        rule: rule_ref(&d.rule),
+        reason: d.reason.clone(),
+    }
+}
+
+fn applied_kind(k: Kind) -> Option<AppliedKind> {
+    match k {
+        Kind::MuteMembership => Some(AppliedKind::MuteMembership),
+        Kind::MutePowerLevel => Some(AppliedKind::MutePowerLevel),
+        Kind::Ban => Some(AppliedKind::Ban),
+        Kind::Suspension => None,
+    }
+}
+
+fn ledger_kind(k: AppliedKind) -> Kind {
+    match k {
+        AppliedKind::MuteMembership => Kind::MuteMembership,
+        AppliedKind::MutePowerLevel => Kind::MutePowerLevel,
+        AppliedKind::Ban => Kind::Ban,
+    }
+}
+
+fn to_applied(e: &Entry) -> Option<Applied> {
+    Some(Applied {
+        kind: applied_kind(e.kind)?,
+        phase: match e.phase {
+            Phase::Applying => AppliedPhase::Applying,
+            Phase::Applied => AppliedPhase::Applied,
+            Phase::Lifting => AppliedPhase::Lifting,
+        },
+        previous_level: e.previous_level,
+        applied_level: e.applied_level,
+        rule: e.rule.clone(),
+        expires_at_ms: e.expires_at_ms,
+        overridden: e.overridden,
+    })
+}
+
+impl<W: RoomWriter, C: Clock> Engine<W, C> {
+    pub fn new(
+        cfg: EngineConfig,
+        writer: W,
+        clock: C,
+        ledger: Ledger,
+        timers: TimerHandle<String>,
+        inbox: mpsc::UnboundedSender<Input>,
+    ) -> Self {
+        Engine {
+            cfg,
+            writer,
+            clock,
+            ledger,
+            index: PolicyIndex::new(),
+            timers,
+            inbox,
+            management_room: None,
+            lists: BTreeMap::new(),
+            lists_known: false,
+            buffered: HashMap::new(),
+            policy_events: HashMap::new(),
+            rooms: BTreeMap::new(),
+            pending_pl: HashMap::new(),
+            pl_in_flight: HashSet::new(),
+            flush_scheduled: HashSet::new(),
+            timer_count: BTreeMap::new(),
+            reported: HashSet::new(),
+            last_errors: Vec::new(),
+        }
+    }
+
+    /// Handles inputs until the channel closes.
+    pub async fn run(
+        mut self,
+        mut inputs: mpsc::UnboundedReceiver<Input>,
+        mut timers: mpsc::Receiver<Expired<String>>,
+    ) {
+        self.schedule_ledger_expiries();
+        loop {
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(i) => self.handle(i),
+                    None => break,
+                },
+                Some(expired) = timers.recv() => self.handle(Input::Timers(expired)),
+            }
+        }
+        info!("engine stopped");
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn schedule_ledger_expiries(&mut self) {
+        match self.ledger.all() {
+            Ok(entries) => {
+                for e in entries {
+                    if let Some(at) = e.expires_at_ms {
+                        self.schedule(&e.user_id, at);
+                    }
+                }
+            }
+            Err(e) => self.error(format!("cannot read the ledger: {e:#}")),
+        }
+    }
+
+    fn schedule(&mut self, user: &str, at_ms: u64) {
+        if self.timers.schedule(user.to_owned(), at_ms).is_ok() {
+            self.timer_count.insert(user.to_owned(), at_ms);
+        }
+    }
+
+    /// Handles one input.
+    pub fn handle(&mut self, input: Input) {
+        match input {
+            Input::Configure { management_room, lists, protected } => {
+                if management_room.is_some() {
+                    self.management_room = management_room;
+                }
+                for l in lists {
+                    self.lists.entry(l).or_insert(false);
+                }
+                for r in protected {
+                    self.rooms.entry(r).or_insert(None);
+                }
+            }
+            Input::ListsKnown => {
+                self.lists_known = true;
+                let users = self.all_known_users();
+                self.reconcile_users(users);
+            }
+            Input::ListLoaded { room_id, events } => self.list_loaded(&room_id, &events),
+            Input::ListUnavailable { room, error } => {
+                self.report_once(
+                    &format!("list-unavailable|{room}"),
+                    &format!("Cannot follow the policy list {room}: {error}. Retrying; its rules stay as they were."),
+                );
+            }
+            Input::RoomLoaded { room_id, events } => self.room_loaded(&room_id, &events),
+            Input::RoomUnavailable { room, error } => {
+                self.report_once(
+                    &format!("room-unavailable|{room}"),
+                    &format!("Cannot protect {room}: {error}. Retrying."),
+                );
+            }
+            Input::State { room_id, event } => self.state_event(&room_id, &event),
+            Input::Redaction { room_id, redacts } => {
+                if let Some((list, ty, state_key)) = self.policy_events.remove(&redacts) {
+                    if list == room_id {
+                        info!(list = %room_id, %ty, %state_key, "a policy rule was redacted: removing it");
+                        let removal = serde_json::json!({"type": ty, "state_key": state_key, "content": {}});
+                        self.state_event(&room_id, &removal);
+                    }
+                }
+            }
+            Input::Timers(expired) => {
+                let users: BTreeSet<String> = expired.ids.into_iter().collect();
+                for u in &users {
+                    self.timer_count.remove(u);
+                }
+                debug!(count = users.len(), "timers fired");
+                self.reconcile_users(users);
+            }
+            Input::PowerLevelsDone { room_id, edits, result } => self.power_levels_done(&room_id, edits, result),
+            Input::MemberWriteDone { room_id, user_id, kind, lifting, result } => {
+                self.member_write_done(&room_id, &user_id, kind, lifting, result)
+            }
+            Input::Flush { room_id } => self.flush(&room_id),
+            Input::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    fn status(&self) -> StatusReport {
+        let counts: HashMap<String, usize> =
+            self.index.list_counts().into_iter().map(|(room, c)| (room, c.effective)).collect();
+        StatusReport {
+            lists: self
+                .lists
+                .iter()
+                .map(|(l, loaded)| (l.clone(), counts.get(l).copied().unwrap_or(0), *loaded))
+                .collect(),
+            protected_rooms: self.rooms.iter().map(|(r, s)| (r.clone(), s.is_some())).collect(),
+            pending_timers: self.timer_count.len(),
+            ledger: self.ledger.all().unwrap_or_default(),
+            last_errors: self.last_errors.clone(),
+            dry_run: self.cfg.dry_run,
+        }
+    }
+
+    fn list_loaded(&mut self, room_id: &str, events: &[Value]) {
+        let now = self.now();
+        // A reload replaces the list: rules no longer in its state are gone.
+        let mut changed: BTreeSet<String> = self.index.remove_list(room_id, now).changed.into_iter().collect();
+        for ev in events {
+            changed.extend(self.apply_policy_event(room_id, ev, now));
+        }
+        let first = !self.lists.insert(room_id.to_owned(), true).unwrap_or(false);
+        for ev in self.buffered.remove(room_id).unwrap_or_default() {
+            changed.extend(self.apply_policy_event(room_id, &ev, now));
+        }
+        info!(list = room_id, rules = events.len(), "policy list loaded");
+        if first {
+            // Held entries of this list can now be judged: look at everyone.
+            changed.extend(self.all_known_users());
+        }
+        self.reconcile_users(changed);
+    }
+
+    fn apply_policy_event(&mut self, room_id: &str, ev: &Value, now: u64) -> Vec<String> {
+        let (Some(ty), Some(state_key)) =
+            (ev.get("type").and_then(Value::as_str), ev.get("state_key").and_then(Value::as_str))
+        else {
+            return Vec::new();
+        };
+        let sender = ev.get("sender").and_then(Value::as_str).unwrap_or_default();
+        if let Some(event_id) = ev.get("event_id").and_then(Value::as_str) {
+            if hush_core::policy::classify_event_type(ty).is_some() {
+                self.policy_events
+                    .insert(event_id.to_owned(), (room_id.to_owned(), ty.to_owned(), state_key.to_owned()));
+            }
+        }
+        let empty = Value::Object(Default::default());
+        let content = ev.get("content").unwrap_or(&empty);
+        let applied = self.index.apply(room_id, ty, state_key, sender, content, now);
+        if let Some(w) = applied.warning {
+            // parse_rule already logged it with room, type and state key.
+            self.note_error(format!("ignored a malformed rule: {w}"));
+        }
+        applied.changed
+    }
+
+    fn room_loaded(&mut self, room_id: &str, events: &[Value]) {
+        let mut room = RoomState::from_state(room_id, events);
+        for ev in self.buffered.remove(room_id).unwrap_or_default() {
+            room.apply_state(&ev);
+        }
+        for user in room.members.keys() {
+            self.index.track_user(user);
+        }
+        let users: BTreeSet<String> = room.members.keys().cloned().collect();
+        info!(room = room_id, members = users.len(), version = %room.version, "protected room loaded");
+        self.rooms.insert(room_id.to_owned(), Some(room));
+        let mut users = users;
+        if let Ok(entries) = self.ledger.for_room(room_id) {
+            users.extend(entries.into_iter().map(|e| e.user_id));
+        }
+        self.reconcile_room_users(room_id, &users);
+    }
+
+    fn state_event(&mut self, room_id: &str, ev: &Value) {
+        match self.lists.get(room_id) {
+            Some(true) => {
+                let now = self.now();
+                let changed = self.apply_policy_event(room_id, ev, now);
+                if !changed.is_empty() {
+                    debug!(list = room_id, users = changed.len(), "policy change affects users");
+                }
+                self.reconcile_users(changed.into_iter().collect());
+            }
+            Some(false) => self.buffered.entry(room_id.to_owned()).or_default().push(ev.clone()),
+            None => {}
+        }
+        let room = match self.rooms.get_mut(room_id) {
+            Some(Some(room)) => room,
+            Some(None) => {
+                self.buffered.entry(room_id.to_owned()).or_default().push(ev.clone());
+                return;
+            }
+            None => return,
+        };
+        match room.apply_state(ev) {
+            StateChange::Member(user) => {
+                self.index.track_user(&user);
+                self.reconcile_room_users(room_id, &BTreeSet::from([user]));
+            }
+            StateChange::PowerLevels => {
+                // A moderator may have changed a level hush set: look at hush's entries here.
+                let users: BTreeSet<String> =
+                    self.ledger.for_room(room_id).unwrap_or_default().into_iter().map(|e| e.user_id).collect();
+                self.reconcile_room_users(room_id, &users);
+            }
+            StateChange::Stale | StateChange::Other => {}
+        }
+    }
+
+    fn all_known_users(&self) -> BTreeSet<String> {
+        let mut users: BTreeSet<String> =
+            self.rooms.values().flatten().flat_map(|r| r.members.keys().cloned()).collect();
+        users.extend(self.ledger.all().unwrap_or_default().into_iter().map(|e| e.user_id));
+        users
+    }
+
+    /// Reconciles each user in every loaded protected room.
+    fn reconcile_users(&mut self, users: BTreeSet<String>) {
+        if users.is_empty() {
+            return;
+        }
+        let rooms: Vec<String> = self.rooms.iter().filter(|(_, s)| s.is_some()).map(|(r, _)| r.clone()).collect();
+        for room in rooms {
+            self.reconcile_room_users(&room, &users);
+        }
+    }
+
+    fn reconcile_room_users(&mut self, room_id: &str, users: &BTreeSet<String>) {
+        for user in users {
+            let actions = self.reconcile_one(room_id, user);
+            for a in actions {
+                self.execute(room_id, a);
+            }
+        }
+    }
+
+    fn reconcile_one(&mut self, room_id: &str, user: &str) -> Vec<Action> {
+        let Some(Some(room)) = self.rooms.get(room_id) else { return Vec::new() };
+        let now = self.now();
+        let entries = match self.ledger.get_all_for(room_id, user) {
+            Ok(e) => e,
+            Err(e) => {
+                error!("cannot read the ledger: {e:#}");
+                return Vec::new();
+            }
+        };
+        let applied: Vec<Applied> = entries.iter().filter_map(to_applied).collect();
+        let mut wanted = self.index.decide(user, now).map(|d| to_wanted(&d));
+        if wanted.is_none() {
+            // Hold what a not-yet-loaded list caused: its rule may well still be there.
+            let held = |list: &str| match self.lists.get(list) {
+                Some(loaded) => !loaded,
+                None => !self.lists_known,
+            };
+            wanted = entries.iter().find(|e| held(rule_list(&e.rule))).map(|e| Wanted {
+                restriction: if e.kind == Kind::Ban { Restriction::Ban } else { Restriction::Mute },
+                expires_at_ms: e.expires_at_ms,
+                rule: e.rule.clone(),
+                reason: e.reason.clone(),
+            });
+        }
+        let strategy = room.strategy(&self.cfg.membership_room_versions);
+        let facts = RoomFacts {
+            room_id,
+            strategy,
+            power_levels: &room.power_levels,
+            creators: &room.creators,
+            own_user: &self.cfg.own_user,
+            own_level: room.own_level(&self.cfg.own_user),
+        };
+        let protected = self.cfg.protected_users.iter().any(|p| hush_core::policy::glob::glob_match(p, user));
+        reconcile_member(&facts, user, room.membership(user), wanted.as_ref(), &applied, protected)
+    }
+
+    fn execute(&mut self, room_id: &str, action: Action) {
+        let now = self.now();
+        if self.cfg.dry_run {
+            return self.execute_dry(room_id, action);
+        }
+        let result = match action {
+            Action::MutePowerLevel { user_id, level, previous, wanted } => {
+                let entry = Entry {
+                    room_id: room_id.to_owned(),
+                    user_id: user_id.clone(),
+                    kind: Kind::MutePowerLevel,
+                    phase: Phase::Applying,
+                    previous_level: previous,
+                    applied_level: Some(level),
+                    rule: wanted.rule.clone(),
+                    reason: wanted.reason.clone(),
+                    applied_at_ms: now,
+                    expires_at_ms: wanted.expires_at_ms,
+                    overridden: false,
+                };
+                info!(room = room_id, user = %user_id, level, ?previous, rule = %wanted.rule, "muting by power level");
+                self.ledger.begin_apply(&entry).map(|()| {
+                    if let Some(at) = wanted.expires_at_ms {
+                        self.schedule(&user_id, at);
+                    }
+                    self.queue_level(room_id, &user_id, Some(level));
+                })
+            }
+            Action::UnmutePowerLevel { user_id, restore } => {
+                info!(room = room_id, user = %user_id, ?restore, "lifting a power-level mute");
+                self.ledger.begin_lift(room_id, &user_id, Kind::MutePowerLevel).map(|()| {
+                    self.queue_level(room_id, &user_id, restore);
+                })
+            }
+            Action::MuteMembership { user_id, wanted } => {
+                let entry = Entry {
+                    room_id: room_id.to_owned(),
+                    user_id: user_id.clone(),
+                    kind: Kind::MuteMembership,
+                    phase: Phase::Applying,
+                    previous_level: None,
+                    applied_level: None,
+                    rule: wanted.rule.clone(),
+                    reason: wanted.reason.clone(),
+                    applied_at_ms: now,
+                    expires_at_ms: wanted.expires_at_ms,
+                    overridden: false,
+                };
+                self.ledger.begin_apply(&entry).map(|()| {
+                    if let Some(at) = wanted.expires_at_ms {
+                        self.schedule(&user_id, at);
+                    }
+                    self.spawn_member_write(room_id, &user_id, Kind::MuteMembership, false, "mute", &wanted.reason);
+                })
+            }
+            Action::UnmuteMembership { user_id, to } => {
+                let to = if to == Membership::Leave { "leave" } else { "join" };
+                self.ledger.begin_lift(room_id, &user_id, Kind::MuteMembership).map(|()| {
+                    self.spawn_member_write(room_id, &user_id, Kind::MuteMembership, true, to, "mute lifted");
+                })
+            }
+            Action::Ban { user_id, wanted } => {
+                let entry = Entry {
+                    room_id: room_id.to_owned(),
+                    user_id: user_id.clone(),
+                    kind: Kind::Ban,
+                    phase: Phase::Applying,
+                    previous_level: None,
+                    applied_level: None,
+                    rule: wanted.rule.clone(),
+                    reason: wanted.reason.clone(),
+                    applied_at_ms: now,
+                    expires_at_ms: wanted.expires_at_ms,
+                    overridden: false,
+                };
+                info!(room = room_id, user = %user_id, rule = %wanted.rule, "banning");
+                self.ledger.begin_apply(&entry).map(|()| {
+                    if let Some(at) = wanted.expires_at_ms {
+                        self.schedule(&user_id, at);
+                    }
+                    self.spawn_member_write(room_id, &user_id, Kind::Ban, false, "ban", &wanted.reason);
+                })
+            }
+            Action::Unban { user_id } => {
+                info!(room = room_id, user = %user_id, "lifting a ban");
+                self.ledger.begin_lift(room_id, &user_id, Kind::Ban).map(|()| {
+                    self.spawn_member_write(room_id, &user_id, Kind::Ban, true, "unban", "ban lifted");
+                })
+            }
+            Action::MarkApplied { user_id, kind } => {
+                if let Some(p) = self.pending_pl.get_mut(room_id) {
+                    p.remove(&user_id);
+                }
+                self.ledger.mark_applied(room_id, &user_id, ledger_kind(kind))
+            }
+            Action::MarkOverridden { user_id, kind, note } => {
+                self.report_once(&format!("override|{room_id}|{user_id}|{kind:?}"), &format!("{note} (in {room_id})."));
+                self.ledger.mark_overridden(room_id, &user_id, ledger_kind(kind))
+            }
+            Action::Forget { user_id, kind } => {
+                if let Some(p) = self.pending_pl.get_mut(room_id) {
+                    p.remove(&user_id);
+                }
+                self.ledger.remove(room_id, &user_id, ledger_kind(kind))
+            }
+            Action::UpdateCause { user_id, kind, wanted } => {
+                if let Some(at) = wanted.expires_at_ms {
+                    self.schedule(&user_id, at);
+                }
+                self.ledger.update_cause(
+                    room_id,
+                    &user_id,
+                    ledger_kind(kind),
+                    &wanted.rule,
+                    &wanted.reason,
+                    wanted.expires_at_ms,
+                )
+            }
+            Action::Refuse { user_id, restriction, refusal } => {
+                let what = if restriction == Restriction::Ban { "ban" } else { "mute" };
+                warn!(room = room_id, user = %user_id, %refusal, "refusing to {what}");
+                self.report_once(
+                    &format!("refuse|{room_id}|{user_id}|{what}|{refusal}"),
+                    &format!("Not going to {what} {user_id} in {room_id}: {refusal}."),
+                );
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            self.error(format!("ledger write failed in {room_id}: {e:#}"));
+        }
+    }
+
+    fn execute_dry(&mut self, room_id: &str, action: Action) {
+        let text = match &action {
+            Action::MutePowerLevel { user_id, level, wanted, .. } => {
+                format!("[dry run] would mute {user_id} in {room_id} (power level {level}); rule {}", wanted.rule)
+            }
+            Action::UnmutePowerLevel { user_id, restore } => format!(
+                "[dry run] would lift the mute of {user_id} in {room_id} (back to {})",
+                restore.map_or("no entry".to_owned(), |l| l.to_string())
+            ),
+            Action::MuteMembership { user_id, .. } => {
+                format!("[dry run] would mute {user_id} in {room_id} (membership)")
+            }
+            Action::UnmuteMembership { user_id, .. } => {
+                format!("[dry run] would unmute {user_id} in {room_id} (membership)")
+            }
+            Action::Ban { user_id, wanted } => {
+                format!("[dry run] would ban {user_id} from {room_id}: {}", wanted.reason)
+            }
+            Action::Unban { user_id } => format!("[dry run] would unban {user_id} in {room_id}"),
+            Action::Refuse { user_id, refusal, .. } => {
+                format!("[dry run] would refuse to act on {user_id} in {room_id}: {refusal}")
+            }
+            // Ledger bookkeeping: nothing was applied in a dry run, so nothing to keep.
+            _ => return,
+        };
+        info!("{text}");
+        self.report_once(&text, &text);
+    }
+
+    fn queue_level(&mut self, room_id: &str, user_id: &str, level: Option<i64>) {
+        self.pending_pl.entry(room_id.to_owned()).or_default().insert(user_id.to_owned(), level);
+        if self.pl_in_flight.contains(room_id) || !self.flush_scheduled.insert(room_id.to_owned()) {
+            return;
+        }
+        let inbox = self.inbox.clone();
+        let window = self.cfg.batch_window;
+        let room_id = room_id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(window).await;
+            let _ = inbox.send(Input::Flush { room_id });
+        });
+    }
+
+    fn flush(&mut self, room_id: &str) {
+        self.flush_scheduled.remove(room_id);
+        if self.pl_in_flight.contains(room_id) {
+            return;
+        }
+        let Some(pending) = self.pending_pl.remove(room_id) else { return };
+        if pending.is_empty() {
+            return;
+        }
+        let edits: Vec<UserLevelEdit> =
+            pending.into_iter().map(|(user_id, level)| UserLevelEdit { user_id, level }).collect();
+        self.pl_in_flight.insert(room_id.to_owned());
+        let writer = self.writer.clone();
+        let inbox = self.inbox.clone();
+        let room_id = room_id.to_owned();
+        debug!(room = %room_id, edits = edits.len(), "sending power levels");
+        tokio::spawn(async move {
+            let result = enforce::send_power_levels(&writer, &room_id, &edits).await;
+            let _ = inbox.send(Input::PowerLevelsDone { room_id, edits, result });
+        });
+    }
+
+    fn power_levels_done(
+        &mut self,
+        room_id: &str,
+        edits: Vec<UserLevelEdit>,
+        result: Result<PowerLevelsSent, WriteError>,
+    ) {
+        self.pl_in_flight.remove(room_id);
+        match result {
+            Ok(sent) => {
+                if let Some(Some(room)) = self.rooms.get_mut(room_id) {
+                    room.power_levels = sent.content;
+                    if sent.event_id.is_some() {
+                        room.awaiting_own_power_levels = sent.event_id;
+                    }
+                }
+                for edit in &edits {
+                    let entry = self.ledger.get(room_id, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
+                    let r = match entry {
+                        Some(e)
+                            if e.phase == Phase::Applying && edit.level.is_some() && edit.level == e.applied_level =>
+                        {
+                            self.ledger.mark_applied(room_id, &edit.user_id, Kind::MutePowerLevel)
+                        }
+                        Some(e) if e.phase == Phase::Lifting => {
+                            self.ledger.remove(room_id, &edit.user_id, Kind::MutePowerLevel)
+                        }
+                        _ => Ok(()),
+                    };
+                    if let Err(e) = r {
+                        self.error(format!("ledger write failed in {room_id}: {e:#}"));
+                    }
+                }
+                info!(room = room_id, edits = edits.len(), "power levels updated");
+            }
+            Err(e) => {
+                self.error(format!("cannot change power levels in {room_id}: {e}"));
+                for edit in &edits {
+                    let entry = self.ledger.get(room_id, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
+                    let _ = match entry {
+                        Some(e) if e.phase == Phase::Applying => {
+                            self.ledger.remove(room_id, &edit.user_id, Kind::MutePowerLevel)
+                        }
+                        Some(e) if e.phase == Phase::Lifting => {
+                            self.ledger.mark_applied(room_id, &edit.user_id, Kind::MutePowerLevel)
+                        }
+                        _ => Ok(()),
+                    };
+                }
+            }
+        }
+        if self.pending_pl.get(room_id).is_some_and(|p| !p.is_empty()) {
+            self.flush(room_id);
+        }
+    }
+
+    fn spawn_member_write(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        kind: Kind,
+        lifting: bool,
+        op: &'static str,
+        reason: &str,
+    ) {
+        let writer = self.writer.clone();
+        let inbox = self.inbox.clone();
+        let (room_id, user_id, reason) = (room_id.to_owned(), user_id.to_owned(), reason.to_owned());
+        tokio::spawn(async move {
+            let what = format!("{op} {user_id} in {room_id}");
+            let result = enforce::with_retries(&what, || async {
+                match op {
+                    "ban" => writer.ban(&room_id, &user_id, &reason).await,
+                    "unban" => writer.unban(&room_id, &user_id, &reason).await,
+                    membership => writer.set_membership(&room_id, &user_id, membership, &reason).await,
+                }
+            })
+            .await;
+            let _ = inbox.send(Input::MemberWriteDone { room_id, user_id, kind, lifting, result });
+        });
+    }
+
+    fn member_write_done(
+        &mut self,
+        room_id: &str,
+        user_id: &str,
+        kind: Kind,
+        lifting: bool,
+        result: Result<(), WriteError>,
+    ) {
+        let r = match (&result, lifting) {
+            (Ok(()), false) => self.ledger.mark_applied(room_id, user_id, kind),
+            (Ok(()), true) => self.ledger.remove(room_id, user_id, kind),
+            (Err(_), false) => self.ledger.remove(room_id, user_id, kind),
+            (Err(_), true) => self.ledger.mark_applied(room_id, user_id, kind),
+        };
+        if let Err(e) = result {
+            self.error(format!(
+                "cannot {} {user_id} in {room_id}: {e}",
+                if lifting { "lift the restriction of" } else { "restrict" }
+            ));
+        }
+        if let Err(e) = r {
+            self.error(format!("ledger write failed in {room_id}: {e:#}"));
+        }
+    }
+
+    fn note_error(&mut self, text: String) {
+        self.last_errors.push(text);
+        if self.last_errors.len() > 10 {
+            self.last_errors.remove(0);
+        }
+    }
+
+    fn error(&mut self, text: String) {
+        error!("{text}");
+        self.report_once(&text, &text);
+        self.note_error(text);
+    }
+
+    /// Tells the management room, once per key per run.
+    fn report_once(&mut self, key: &str, text: &str) {
+        if !self.reported.insert(key.to_owned()) {
+            return;
+        }
+        let Some(room) = self.management_room.clone() else { return };
+        let writer = self.writer.clone();
+        let text = text.to_owned();
+        tokio::spawn(async move {
+            let html = crate::management::escape_html(&text);
+            if let Err(e) = enforce::with_retries("report", || writer.notice(&room, &text, &html)).await {
+                warn!("cannot report to the management room: {e}");
+            }
+        });
+    }
+}

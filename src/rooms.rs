@@ -1,0 +1,178 @@
+//! What hush knows of each protected room: version, creators, power levels and members, kept current from sync.
+
+use std::collections::HashMap;
+
+use hush_core::reconcile::{Membership, MuteStrategy};
+use serde_json::Value;
+
+/// A protected room as hush sees it.
+#[derive(Debug, Clone)]
+pub struct RoomState {
+    pub room_id: String,
+    pub version: String,
+    pub creators: Vec<String>,
+    pub power_levels: Value,
+    pub members: HashMap<String, Membership>,
+    /// The power-levels event hush sent last and has not yet seen come back through
+    /// sync: older power-levels events arriving meanwhile are stale and ignored.
+    pub awaiting_own_power_levels: Option<String>,
+}
+
+/// Room versions in which creators have unlimited power and no `users` entry.
+fn creators_are_privileged(version: &str) -> bool {
+    version.parse::<u32>().is_ok_and(|v| v >= 12) || version == "org.matrix.hydra.11"
+}
+
+impl RoomState {
+    /// Builds the view from the room's full state (client-server `/state` events as JSON).
+    pub fn from_state(room_id: &str, events: &[Value]) -> RoomState {
+        let mut room = RoomState {
+            room_id: room_id.to_owned(),
+            version: "1".to_owned(),
+            creators: Vec::new(),
+            power_levels: Value::Object(Default::default()),
+            members: HashMap::new(),
+            awaiting_own_power_levels: None,
+        };
+        for ev in events {
+            room.apply_state(ev);
+        }
+        room
+    }
+
+    /// Applies one state event; returns the member whose membership changed, if any.
+    pub fn apply_state(&mut self, ev: &Value) -> StateChange {
+        let ty = ev.get("type").and_then(Value::as_str).unwrap_or_default();
+        let state_key = ev.get("state_key").and_then(Value::as_str);
+        let content = ev.get("content").cloned().unwrap_or(Value::Null);
+        match (ty, state_key) {
+            ("m.room.create", Some("")) => {
+                self.version = content.get("room_version").and_then(Value::as_str).unwrap_or("1").to_owned();
+                self.creators.clear();
+                if creators_are_privileged(&self.version) {
+                    if let Some(sender) = ev.get("sender").and_then(Value::as_str) {
+                        self.creators.push(sender.to_owned());
+                    }
+                    if let Some(Value::Array(more)) = content.get("additional_creators") {
+                        self.creators.extend(more.iter().filter_map(Value::as_str).map(str::to_owned));
+                    }
+                }
+                StateChange::Other
+            }
+            ("m.room.power_levels", Some("")) => {
+                let event_id = ev.get("event_id").and_then(Value::as_str);
+                if let Some(awaited) = &self.awaiting_own_power_levels {
+                    if event_id != Some(awaited.as_str()) {
+                        return StateChange::Stale;
+                    }
+                    self.awaiting_own_power_levels = None;
+                }
+                self.power_levels = if content.is_object() { content } else { Value::Object(Default::default()) };
+                StateChange::PowerLevels
+            }
+            ("m.room.member", Some(user)) => {
+                let membership = content
+                    .get("membership")
+                    .and_then(Value::as_str)
+                    .and_then(Membership::parse)
+                    .unwrap_or(Membership::Leave);
+                let old = self.members.insert(user.to_owned(), membership);
+                if old == Some(membership) {
+                    StateChange::Other
+                } else {
+                    StateChange::Member(user.to_owned())
+                }
+            }
+            _ => StateChange::Other,
+        }
+    }
+
+    pub fn membership(&self, user: &str) -> Membership {
+        self.members.get(user).copied().unwrap_or(Membership::Leave)
+    }
+
+    pub fn strategy(&self, membership_room_versions: &[String]) -> MuteStrategy {
+        if membership_room_versions.iter().any(|v| v == &self.version) {
+            MuteStrategy::Membership
+        } else {
+            MuteStrategy::PowerLevel
+        }
+    }
+
+    /// hush's own level here; None when it is a creator (unlimited).
+    pub fn own_level(&self, own_user: &str) -> Option<i64> {
+        if self.creators.iter().any(|c| c == own_user) {
+            None
+        } else {
+            Some(hush_core::power_levels::user_level(&self.power_levels, own_user))
+        }
+    }
+}
+
+/// What one state event changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateChange {
+    Member(String),
+    PowerLevels,
+    /// An older power-levels event, superseded by hush's own newer one.
+    Stale,
+    Other,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_version_creators_levels_and_members() {
+        let state = vec![
+            json!({"type": "m.room.create", "state_key": "", "sender": "@c:x", "content": {"room_version": "12", "additional_creators": ["@d:x"]}}),
+            json!({"type": "m.room.power_levels", "state_key": "", "sender": "@c:x", "content": {"users": {"@hush:x": 100}}}),
+            json!({"type": "m.room.member", "state_key": "@a:x", "sender": "@a:x", "content": {"membership": "join"}}),
+            json!({"type": "m.room.member", "state_key": "@b:x", "sender": "@b:x", "content": {"membership": "leave"}}),
+        ];
+        let r = RoomState::from_state("!r", &state);
+        assert_eq!(r.version, "12");
+        assert_eq!(r.creators, vec!["@c:x", "@d:x"]);
+        assert_eq!(r.own_level("@hush:x"), Some(100));
+        assert_eq!(r.own_level("@c:x"), None);
+        assert_eq!(r.membership("@a:x"), Membership::Join);
+        assert_eq!(r.membership("@nobody:x"), Membership::Leave);
+        assert_eq!(r.strategy(&[]), MuteStrategy::PowerLevel);
+        assert_eq!(r.strategy(&["12".into()]), MuteStrategy::Membership);
+    }
+
+    #[test]
+    fn old_versions_have_no_privileged_creators() {
+        let state = vec![
+            json!({"type": "m.room.create", "state_key": "", "sender": "@c:x", "content": {"room_version": "10"}}),
+        ];
+        assert!(RoomState::from_state("!r", &state).creators.is_empty());
+    }
+
+    #[test]
+    fn stale_power_levels_are_ignored_until_our_own_comes_back() {
+        let mut r = RoomState::from_state("!r", &[]);
+        r.power_levels = json!({"users": {"@a:x": -1}});
+        r.awaiting_own_power_levels = Some("$ours".into());
+        let older =
+            json!({"type": "m.room.power_levels", "state_key": "", "event_id": "$old", "content": {"users": {}}});
+        assert_eq!(r.apply_state(&older), StateChange::Stale);
+        assert_eq!(r.power_levels, json!({"users": {"@a:x": -1}}));
+        let ours = json!({"type": "m.room.power_levels", "state_key": "", "event_id": "$ours", "content": {"users": {"@a:x": -1}}});
+        assert_eq!(r.apply_state(&ours), StateChange::PowerLevels);
+        assert!(r.awaiting_own_power_levels.is_none());
+    }
+
+    #[test]
+    fn membership_changes_are_reported_once() {
+        let mut r = RoomState::from_state("!r", &[]);
+        let join = json!({"type": "m.room.member", "state_key": "@a:x", "content": {"membership": "join"}});
+        assert_eq!(r.apply_state(&join), StateChange::Member("@a:x".into()));
+        assert_eq!(r.apply_state(&join), StateChange::Other);
+        let bad = json!({"type": "m.room.member", "state_key": "@a:x", "content": {"membership": 7}});
+        assert_eq!(r.apply_state(&bad), StateChange::Member("@a:x".into()));
+        assert_eq!(r.membership("@a:x"), Membership::Leave);
+    }
+}

@@ -1,0 +1,131 @@
+//! A moderator's view of enforcement against a real Synapse: rules in a list become mutes and bans in protected rooms, lifted on removal and on expiry, across kill -9.
+#![recursion_limit = "256"]
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mute_rule_mutes_and_its_removal_restores_the_exact_level() {
+    let c = Community::new().await.unwrap();
+    let absent = c.member(None).await.unwrap();
+    let ten = c.member(Some(10)).await.unwrap();
+    let config = c.config("");
+    let _hush = c.start(&config, 1).await;
+
+    c.rule("mute-absent", absent.user_id.as_str(), "m.mute", None).await.unwrap();
+    c.rule("mute-ten", ten.user_id.as_str(), "m.mute", None).await.unwrap();
+    c.wait_level(&absent.user_id, Some(-1)).await;
+    c.wait_level(&ten.user_id, Some(-1)).await;
+    assert_eq!(
+        absent.try_say(c.protected.room_id(), "hello").await,
+        Err("M_FORBIDDEN".to_owned()),
+        "a muted user cannot send"
+    );
+
+    c.remove_rule("mute-absent").await.unwrap();
+    c.remove_rule("mute-ten").await.unwrap();
+    c.wait_level(&absent.user_id, None).await;
+    let pl = c.wait_level(&ten.user_id, Some(10)).await;
+    assert!(pl["users"].get(absent.user_id.as_str()).is_none(), "an absent entry comes back absent: {pl}");
+    assert_eq!(absent.try_say(c.protected.room_id(), "hello again").await, Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_mute_ends_by_itself() {
+    let c = Community::new().await.unwrap();
+    let user = c.member(None).await.unwrap();
+    let config = c.config("");
+    let _hush = c.start(&config, 1).await;
+
+    let expiry = now_ms() + 6_000;
+    c.rule("temp", user.user_id.as_str(), "m.mute", Some(expiry)).await.unwrap();
+    c.wait_level(&user.user_id, Some(-1)).await;
+    c.wait_level(&user.user_id, None).await;
+    assert!(now_ms() >= expiry, "the mute is lifted at its expiry, not before");
+    assert_eq!(user.try_say(c.protected.room_id(), "free").await, Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_temporary_mute_and_expiry_while_down() {
+    let c = Community::new().await.unwrap();
+    let user = c.member(Some(10)).await.unwrap();
+    let config = c.config("");
+    let hush = c.start(&config, 1).await;
+
+    let expiry = now_ms() + 8_000;
+    c.rule("temp", user.user_id.as_str(), "m.mute", Some(expiry)).await.unwrap();
+    c.wait_level(&user.user_id, Some(-1)).await;
+    hush.kill9();
+
+    // The expiry passes while hush is down.
+    poll(DEADLINE, || async { (now_ms() > expiry + 500).then_some(()) }).await.unwrap();
+    let pl = c.moderator.power_levels(c.protected.room_id()).await.unwrap();
+    assert_eq!(level_of(&pl, &user.user_id), Some(-1), "nobody lifted the mute while hush was down");
+
+    let _hush = c.start(&config, 2).await;
+    c.wait_level(&user.user_id, Some(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_glob_rule_mutes_a_later_joiner_at_once() {
+    let c = Community::new().await.unwrap();
+    let config = c.config("");
+    let _hush = c.start(&config, 1).await;
+    let server = c.moderator.user_id.server_name().to_string();
+    c.rule("glob", &format!("@member*:{server}"), "m.mute", None).await.unwrap();
+    // Wait for hush to have the rule: a member present now is muted.
+    let early = c.member(None).await.unwrap();
+    c.wait_level(&early.user_id, Some(-1)).await;
+    let later = c.member(None).await.unwrap();
+    c.wait_level(&later.user_id, Some(-1)).await;
+    // The moderator is not matched.
+    let pl = c.moderator.power_levels(c.protected.room_id()).await.unwrap();
+    assert!(pl["users"].get(c.moderator.user_id.as_str()).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_rule_bans_and_its_removal_unbans() {
+    let c = Community::new().await.unwrap();
+    let user = c.member(None).await.unwrap();
+    let config = c.config("");
+    let _hush = c.start(&config, 1).await;
+    c.rule("ban", user.user_id.as_str(), "m.ban", None).await.unwrap();
+    let rid = c.protected.room_id().to_owned();
+    let membership = |c: &Community, u: &TestUser| {
+        let client = c.moderator.client.clone();
+        let rid = rid.clone();
+        let uid = u.user_id.clone();
+        async move {
+            use matrix_sdk::ruma::api::client::state::get_state_event_for_key;
+            let req = get_state_event_for_key::v3::Request::new(rid, "m.room.member".into(), uid.to_string());
+            let v: serde_json::Value =
+                serde_json::from_str(client.send(req).await.ok()?.event_or_content.get()).ok()?;
+            v.get("membership")?.as_str().map(str::to_owned)
+        }
+    };
+    let banned =
+        poll(DEADLINE, || async { (membership(&c, &user).await.as_deref() == Some("ban")).then_some(()) }).await;
+    assert!(banned.is_some(), "the user is banned");
+    c.remove_rule("ban").await.unwrap();
+    let unbanned =
+        poll(DEADLINE, || async { (membership(&c, &user).await.as_deref() == Some("leave")).then_some(()) }).await;
+    assert!(unbanned.is_some(), "the ban is lifted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_reports_and_changes_nothing() {
+    let c = Community::new().await.unwrap();
+    let user = c.member(Some(10)).await.unwrap();
+    let config = c.config("dry_run: true\n");
+    let _hush = c.start(&config, 1).await;
+    c.rule("mute", user.user_id.as_str(), "m.mute", None).await.unwrap();
+    let report = c
+        .moderator
+        .wait_for_message(c.management.room_id(), &c.bot.user_id, |m| m.body.contains("[dry run] would mute"))
+        .await
+        .unwrap();
+    assert!(report.body.contains(user.user_id.as_str()));
+    let pl = c.moderator.power_levels(c.protected.room_id()).await.unwrap();
+    assert_eq!(level_of(&pl, &user.user_id), Some(10), "dry run changes nothing");
+}
