@@ -22,6 +22,7 @@ use crate::engine::{Engine, EngineConfig, Input};
 use crate::ledger::Ledger;
 use crate::management::{self, Reply};
 use crate::matrix;
+use crate::runtime::RoomOverrides;
 
 /// Everything the event handlers share.
 pub struct Bot {
@@ -38,11 +39,21 @@ pub struct Bot {
     pub announced: AtomicBool,
     /// The engine's inbox: every trigger goes there.
     pub engine: mpsc::UnboundedSender<Input>,
+    /// Lists and rooms changed by commands at run time (persisted in data_dir).
+    pub overrides: std::sync::Mutex<RoomOverrides>,
+}
+
+impl Bot {
+    /// Starts following a room in the background (joined, loaded, retried until it works).
+    pub fn follow(self: &Arc<Self>, room: String, roles: Vec<Role>) {
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(follow_room(self.clone(), room, roles, tx));
+    }
 }
 
 /// What a configured room is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub enum Role {
     Management,
     List,
     Protected,
@@ -71,6 +82,7 @@ pub async fn run(config: Config) -> Result<()> {
         _ = wait_true(stop_rx.clone()) => return Ok(()),
     };
     let own_user = client.user_id().map(ToOwned::to_owned).ok_or_else(|| anyhow::anyhow!("no user after login"))?;
+    let overrides = RoomOverrides::load(&config.data_dir)?;
     let ledger_path = config.data_dir.join("ledger.sqlite3");
     let ledger = Ledger::open(&ledger_path)?;
     let (timers, expired, _timer_task) = hush_core::schedule::driver::spawn(
@@ -103,6 +115,7 @@ pub async fn run(config: Config) -> Result<()> {
         configured: RwLock::new(HashSet::new()),
         announced: AtomicBool::new(false),
         engine: engine_tx,
+        overrides: std::sync::Mutex::new(overrides),
     });
     client.add_event_handler_context(bot.clone());
     client.add_event_handler(on_invite);
@@ -180,7 +193,7 @@ fn is_transient(e: &anyhow::Error) -> bool {
 }
 
 /// Every configured room with its roles (a room may be both a list and protected).
-fn configured_roles(config: &Config) -> Vec<(String, Vec<Role>)> {
+fn configured_roles(config: &Config, overrides: &RoomOverrides) -> Vec<(String, Vec<Role>)> {
     let mut out: Vec<(String, Vec<Role>)> = Vec::new();
     let mut add = |room: &str, role: Role| match out.iter_mut().find(|(r, _)| r == room) {
         Some((_, roles)) if !roles.contains(&role) => roles.push(role),
@@ -188,10 +201,10 @@ fn configured_roles(config: &Config) -> Vec<(String, Vec<Role>)> {
         None => out.push((room.to_owned(), vec![role])),
     };
     add(&config.management_room, Role::Management);
-    for l in &config.policy_lists {
+    for l in &overrides.effective_lists(&config.policy_lists) {
         add(l, Role::List);
     }
-    for r in &config.protected_rooms {
+    for r in &overrides.effective_rooms(&config.protected_rooms) {
         add(r, Role::Protected);
     }
     out
@@ -200,7 +213,10 @@ fn configured_roles(config: &Config) -> Vec<(String, Vec<Role>)> {
 /// Resolves the lists first (so the engine knows which lists exist), then follows every
 /// configured room in its own task.
 async fn follow_configured_rooms(bot: Arc<Bot>) {
-    let rooms = configured_roles(&bot.config);
+    let rooms = {
+        let overrides = bot.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        configured_roles(&bot.config, &overrides)
+    };
     let mut tasks = tokio::task::JoinSet::new();
     let mut list_resolvers = Vec::new();
     for (room, roles) in rooms {
@@ -374,13 +390,15 @@ async fn on_room_message(ev: OriginalSyncRoomMessageEvent, room: Room, bot: Ctx<
             return;
         }
     }
-    let reply = management::handle(&bot, parsed).await;
+    let reply = management::handle(&bot.0, parsed).await;
     send_reply(&room, &ev, reply).await;
 }
 
 async fn send_reply(room: &Room, ev: &OriginalSyncRoomMessageEvent, reply: Reply) {
-    if let Err(e) = matrix::send_notice(room, &reply.plain, &reply.html).await {
-        warn!(room = %room.room_id(), "cannot send a reply: {e:#}");
+    for piece in management::split_reply(&reply, 30_000) {
+        if let Err(e) = matrix::send_notice(room, &piece.plain, &piece.html).await {
+            warn!(room = %room.room_id(), "cannot send a reply: {e:#}");
+        }
     }
     if reply.ok {
         if let Err(e) = matrix::react(room, &ev.event_id, "✅").await {

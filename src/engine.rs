@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use hush_core::policy::{Decision, PolicyIndex, Restriction as PolicyRestriction, RuleId};
+use hush_core::policy::{Decision, EntityKind, PolicyIndex, Restriction as PolicyRestriction, Rule, RuleId};
 use hush_core::power_levels::UserLevelEdit;
 use hush_core::reconcile::{
     reconcile_member, Action, Applied, AppliedKind, AppliedPhase, Membership, Restriction, RoomFacts, Wanted,
@@ -52,6 +52,13 @@ pub enum Input {
     Flush { room_id: String },
     /// A snapshot for `status`/`mutes`.
     Status(tokio::sync::oneshot::Sender<StatusReport>),
+    /// Active rules about a user or glob: rules whose entity is exactly `target`, and (for
+    /// a user id) every active user or server rule that matches it.
+    RulesFor { target: String, reply: tokio::sync::oneshot::Sender<Vec<Rule>> },
+    /// Stop following a policy list (`unwatch`): its rules are dropped and what they caused is lifted.
+    Unwatch { room_id: String },
+    /// Stop protecting a room (`rooms remove`): hush no longer acts there.
+    Unprotect { room_id: String },
 }
 
 /// What the engine can tell the management room.
@@ -95,6 +102,11 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     rooms: BTreeMap<String, Option<RoomState>>,
     pending_pl: HashMap<String, BTreeMap<String, Option<i64>>>,
     pl_in_flight: HashSet<String>,
+    /// Users with a write in flight, by room: they are not reconciled until it is done
+    /// (the room view and the ledger do not yet say what the write did).
+    writing: HashMap<String, BTreeSet<String>>,
+    /// Users whose reconciliation waited for a write, by room: reconciled when it is done.
+    deferred: HashMap<String, BTreeSet<String>>,
     flush_scheduled: HashSet<String>,
     timer_count: BTreeMap<String, u64>,
     reported: HashSet<String>,
@@ -180,6 +192,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             rooms: BTreeMap::new(),
             pending_pl: HashMap::new(),
             pl_in_flight: HashSet::new(),
+            writing: HashMap::new(),
+            deferred: HashMap::new(),
             flush_scheduled: HashSet::new(),
             timer_count: BTreeMap::new(),
             reported: HashSet::new(),
@@ -288,6 +302,32 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             Input::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Input::RulesFor { target, reply } => {
+                let _ = reply.send(self.rules_for(&target));
+            }
+            Input::Unwatch { room_id } => {
+                let now = self.now();
+                self.lists.remove(&room_id);
+                self.buffered.remove(&room_id);
+                let mut users: BTreeSet<String> = self.index.remove_list(&room_id, now).changed.into_iter().collect();
+                // Entries caused by the list are no longer held: look at them too.
+                users.extend(
+                    self.ledger
+                        .all()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|e| rule_list(&e.rule) == room_id)
+                        .map(|e| e.user_id),
+                );
+                info!(list = %room_id, "no longer following the list");
+                self.reconcile_users(users);
+            }
+            Input::Unprotect { room_id } => {
+                self.rooms.remove(&room_id);
+                self.buffered.remove(&room_id);
+                self.pending_pl.remove(&room_id);
+                info!(room = %room_id, "no longer protecting the room");
+            }
         }
     }
 
@@ -306,6 +346,25 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             last_errors: self.last_errors.clone(),
             dry_run: self.cfg.dry_run,
         }
+    }
+
+    fn rules_for(&self, target: &str) -> Vec<Rule> {
+        let now = self.now();
+        let mut rules: Vec<Rule> = self
+            .index
+            .rules()
+            .filter(|(r, in_force)| *in_force && r.is_active(now) && r.entity.as_deref() == Some(target))
+            .map(|(r, _)| r)
+            .collect();
+        if !hush_core::policy::glob::is_glob(target) {
+            rules.extend(self.index.rules_matching(EntityKind::User, target, now));
+            if let Some((_, server)) = target.split_once(':') {
+                rules.extend(self.index.rules_matching(EntityKind::Server, server, now));
+            }
+        }
+        rules.sort_by(|a, b| a.id.cmp(&b.id));
+        rules.dedup_by(|a, b| a.id == b.id);
+        rules
     }
 
     fn list_loaded(&mut self, room_id: &str, events: &[Value]) {
@@ -432,6 +491,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     }
 
     fn reconcile_one(&mut self, room_id: &str, user: &str) -> Vec<Action> {
+        if self.writing.get(room_id).is_some_and(|w| w.contains(user)) {
+            debug!(room = room_id, user, "a write is in flight: reconciling when it is done");
+            self.deferred.entry(room_id.to_owned()).or_default().insert(user.to_owned());
+            return Vec::new();
+        }
         let Some(Some(room)) = self.rooms.get(room_id) else { return Vec::new() };
         let now = self.now();
         let entries = match self.ledger.get_all_for(room_id, user) {
@@ -657,6 +721,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let edits: Vec<UserLevelEdit> =
             pending.into_iter().map(|(user_id, level)| UserLevelEdit { user_id, level }).collect();
         self.pl_in_flight.insert(room_id.to_owned());
+        self.writing.entry(room_id.to_owned()).or_default().extend(edits.iter().map(|e| e.user_id.clone()));
         let writer = self.writer.clone();
         let inbox = self.inbox.clone();
         let room_id = room_id.to_owned();
@@ -677,10 +742,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         match result {
             Ok(sent) => {
                 if let Some(Some(room)) = self.rooms.get_mut(room_id) {
-                    room.power_levels = sent.content;
-                    if sent.event_id.is_some() {
-                        room.awaiting_own_power_levels = sent.event_id;
-                    }
+                    room.own_power_levels_written(sent.content, sent.event_id);
                 }
                 for edit in &edits {
                     let entry = self.ledger.get(room_id, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
@@ -717,13 +779,41 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 }
             }
         }
+        self.write_finished(room_id, edits.iter().map(|e| e.user_id.as_str()));
         if self.pending_pl.get(room_id).is_some_and(|p| !p.is_empty()) {
             self.flush(room_id);
         }
     }
 
+    fn write_started(&mut self, room_id: &str, user_id: &str) {
+        self.writing.entry(room_id.to_owned()).or_default().insert(user_id.to_owned());
+    }
+
+    /// The writes for these users are done and the ledger says what they did: reconcile
+    /// the ones whose reconciliation waited (their rule may have changed meanwhile).
+    fn write_finished<'a>(&mut self, room_id: &str, users: impl Iterator<Item = &'a str>) {
+        let mut again = BTreeSet::new();
+        for user in users {
+            if let Some(w) = self.writing.get_mut(room_id) {
+                w.remove(user);
+            }
+            if let Some(d) = self.deferred.get_mut(room_id) {
+                if d.remove(user) {
+                    again.insert(user.to_owned());
+                }
+            }
+        }
+        if self.writing.get(room_id).is_some_and(BTreeSet::is_empty) {
+            self.writing.remove(room_id);
+        }
+        if self.deferred.get(room_id).is_some_and(BTreeSet::is_empty) {
+            self.deferred.remove(room_id);
+        }
+        self.reconcile_room_users(room_id, &again);
+    }
+
     fn spawn_member_write(
-        &self,
+        &mut self,
         room_id: &str,
         user_id: &str,
         kind: Kind,
@@ -731,6 +821,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         op: &'static str,
         reason: &str,
     ) {
+        self.write_started(room_id, user_id);
         let writer = self.writer.clone();
         let inbox = self.inbox.clone();
         let (room_id, user_id, reason) = (room_id.to_owned(), user_id.to_owned(), reason.to_owned());
@@ -771,6 +862,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         if let Err(e) = r {
             self.error(format!("ledger write failed in {room_id}: {e:#}"));
         }
+        self.write_finished(room_id, std::iter::once(user_id));
     }
 
     fn note_error(&mut self, text: String) {

@@ -11,3 +11,9 @@ pub mod ledger;
 pub mod management;
 pub mod matrix;
 pub mod rooms;
+pub mod runtime;
+
+#[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
+pub mod fake_homeserver;

@@ -1,11 +1,22 @@
 //! Management-room commands: what each parsed command does and the reply it gets.
+//!
+//! `mute`/`ban` write a rule to `default_policy_list` (hush then enforces it like any
+//! other rule, and every bot following that list sees it); `unmute`/`unban` remove the
+//! rules hush can remove and say which remain.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hush_core::commands::{self, Command, Parsed};
+use hush_core::commands::{self, html_escape, Command, Parsed, RoomRef, Target};
+use hush_core::policy::{EntityKind, Recommendation, Rule};
 use matrix_sdk::RoomState;
+use serde_json::json;
+use tokio::sync::oneshot;
 
-use crate::bot::Bot;
+use crate::bot::{Bot, Role};
+use crate::engine::{Input, StatusReport};
+use crate::ledger::{Kind, Phase};
 
 /// A reply: plain text, its HTML rendering, and whether the command succeeded
 /// (a success is also acknowledged with a reaction).
@@ -17,102 +28,383 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn ok(plain: String, html: String) -> Self {
+    fn ok(plain: String) -> Self {
+        let html = format!("<pre>{}</pre>", html_escape(&plain));
+        Reply { plain, html, ok: true }
+    }
+    fn ok_html(plain: String, html: String) -> Self {
         Reply { plain, html, ok: true }
     }
     fn error(plain: String) -> Self {
-        let html = format!("<pre>{}</pre>", escape_html(&plain));
+        let html = format!("<pre>{}</pre>", html_escape(&plain));
         Reply { plain, html, ok: false }
     }
 }
 
 /// Escapes text for an HTML formatted body.
 pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
+    html_escape(s)
+}
+
+/// Splits a long reply into pieces below the event size limit (64 KiB for the whole
+/// event; a piece keeps plain + HTML well under it), at line ends.
+pub fn split_reply(reply: &Reply, max_bytes: usize) -> Vec<Reply> {
+    if reply.plain.len() + reply.html.len() <= max_bytes {
+        return vec![reply.clone()];
     }
-    out
+    let mut pieces = Vec::new();
+    let mut current = String::new();
+    // HTML escaping can grow text up to six times (`'` -> `&#39;`); budget for it.
+    let budget = (max_bytes / 7).max(64);
+    for line in reply.plain.lines() {
+        let mut line = line;
+        while !line.is_empty() {
+            let room = budget.saturating_sub(current.len() + 1);
+            if room == 0 {
+                pieces.push(std::mem::take(&mut current));
+                continue;
+            }
+            let mut cut = line.len().min(room);
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            if cut == 0 {
+                pieces.push(std::mem::take(&mut current));
+                continue;
+            }
+            current.push_str(&line[..cut]);
+            line = &line[cut..];
+            if !line.is_empty() {
+                pieces.push(std::mem::take(&mut current));
+            }
+        }
+        current.push('\n');
+    }
+    if !current.trim().is_empty() {
+        pieces.push(current);
+    }
+    pieces
+        .into_iter()
+        .map(|p| {
+            let plain = p.trim_end().to_owned();
+            Reply { html: format!("<pre>{}</pre>", html_escape(&plain)), plain, ok: reply.ok }
+        })
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn fmt_time(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+fn fmt_left(until_ms: u64, now: u64) -> String {
+    if until_ms <= now {
+        "now".to_owned()
+    } else {
+        commands::format_duration(Duration::from_secs((until_ms - now).div_ceil(1000)))
+    }
 }
 
 /// Executes a parsed command from a moderator and says what happened.
-pub async fn handle(bot: &Bot, parsed: Parsed) -> Reply {
-    let prefix = &bot.config.command_prefix;
+pub async fn handle(bot: &std::sync::Arc<Bot>, parsed: Parsed) -> Reply {
+    let prefix = bot.config.command_prefix.clone();
     match parsed {
         Parsed::NotACommand => Reply::error(String::new()),
-        Parsed::Invalid(e) => {
-            let lines: Vec<String> = e.usage.lines().map(|l| format!("  {prefix} {l}")).collect();
-            let heading = if e.command.is_some() { "Usage:" } else { "Commands (`help <command>` for details):" };
-            Reply::error(format!("{}\n{heading}\n{}", e.message, lines.join("\n")))
-        }
-        Parsed::Command(Command::Help { topic }) => match topic.as_deref().and_then(commands::usage) {
-            Some(usage) => Reply::ok(usage.to_owned(), format!("<pre>{}</pre>", escape_html(usage))),
-            None => {
-                let text = commands::help_text(prefix);
-                Reply::ok(text.clone(), format!("<pre>{}</pre>", escape_html(&text)))
+        Parsed::Invalid(e) => Reply { plain: e.render(&prefix), html: e.render_html(&prefix), ok: false },
+        Parsed::Command(cmd) => match cmd {
+            Command::Help { topic } => match topic.as_deref().and_then(|t| commands::topic_help(&prefix, t)) {
+                Some(text) => {
+                    let html = topic.as_deref().and_then(|t| commands::topic_help_html(&prefix, t)).unwrap_or_default();
+                    Reply::ok_html(text, html)
+                }
+                None => Reply::ok_html(commands::help_text(&prefix), commands::help_html(&prefix)),
+            },
+            Command::Status => status(bot).await,
+            Command::Mutes => mutes(bot).await,
+            Command::Mute { target, duration, reason } => {
+                restrict(bot, Recommendation::Mute, &target, duration, reason).await
             }
+            Command::Ban { target, duration, reason } => {
+                restrict(bot, Recommendation::Ban, &target, duration, reason).await
+            }
+            Command::Unmute { target } => lift(bot, Recommendation::Mute, &target).await,
+            Command::Unban { target } => lift(bot, Recommendation::Ban, &target).await,
+            Command::Watch { room } => change_rooms(bot, Change::Watch, &room).await,
+            Command::Unwatch { room } => change_rooms(bot, Change::Unwatch, &room).await,
+            Command::RoomsAdd { room } => change_rooms(bot, Change::Protect, &room).await,
+            Command::RoomsRemove { room } => change_rooms(bot, Change::Unprotect, &room).await,
+            Command::Rooms => rooms(bot).await,
         },
-        Parsed::Command(Command::Status) => status(bot),
-        Parsed::Command(other) => Reply::error(format!(
-            "`{}` is understood but not available in this version of hush yet.",
-            command_name(&other)
-        )),
     }
 }
 
-fn command_name(c: &Command) -> &'static str {
-    match c {
-        Command::Help { .. } => "help",
-        Command::Status => "status",
-        Command::Mutes => "mutes",
-        Command::Rooms => "rooms",
-        Command::Mute { .. } => "mute",
-        Command::Unmute { .. } => "unmute",
-        Command::Ban { .. } => "ban",
-        Command::Unban { .. } => "unban",
-        Command::Watch { .. } => "watch",
-        Command::Unwatch { .. } => "unwatch",
-        Command::RoomsAdd { .. } => "rooms add",
-        Command::RoomsRemove { .. } => "rooms remove",
+async fn engine_status(bot: &Bot) -> Option<StatusReport> {
+    let (tx, rx) = oneshot::channel();
+    bot.engine.send(Input::Status(tx)).ok()?;
+    rx.await.ok()
+}
+
+async fn rules_for(bot: &Bot, target: &str) -> Vec<Rule> {
+    let (tx, rx) = oneshot::channel();
+    if bot.engine.send(Input::RulesFor { target: target.to_owned(), reply: tx }).is_err() {
+        return Vec::new();
+    }
+    rx.await.unwrap_or_default()
+}
+
+/// The deterministic state key of a rule hush writes: repeating a command updates it.
+pub fn rule_state_key(recommendation: &Recommendation, entity: &str) -> String {
+    format!("{}:{entity}", recommendation.as_str())
+}
+
+async fn restrict(
+    bot: &Bot,
+    recommendation: Recommendation,
+    target: &Target,
+    duration: Option<Duration>,
+    reason: Option<String>,
+) -> Reply {
+    let verb = if recommendation == Recommendation::Mute { "mute" } else { "ban" };
+    let Some(list) = bot.config.default_policy_list.clone() else {
+        return Reply::error(format!(
+            "Cannot {verb}: no default_policy_list is configured, so hush has nowhere to write the rule."
+        ));
+    };
+    let list_id = match crate::matrix::resolve(&bot.client, &list).await {
+        Ok(id) => id,
+        Err(e) => return Reply::error(format!("Cannot {verb}: the policy list {list} cannot be resolved: {e:#}")),
+    };
+    let entity = target.as_str();
+    let reason = reason.unwrap_or_default();
+    let mut content = json!({"entity": entity, "recommendation": recommendation.as_str(), "reason": reason});
+    let expiry = duration.map(|d| now_ms().saturating_add(d.as_millis() as u64));
+    if let Some(at) = expiry {
+        content["expiry"] = at.into();
+        content["support.feline.policy.expiry.rev.2"] = at.into();
+    }
+    let state_key = rule_state_key(&recommendation, entity);
+    if let Err(e) = crate::matrix::put_state(&bot.client, &list_id, "m.policy.rule.user", &state_key, &content).await {
+        return Reply::error(format!("Cannot write the {verb} rule to {list}: {e:#}"));
+    }
+    let until = match (duration, expiry) {
+        (Some(d), Some(at)) => format!(" for {} (until {})", commands::format_duration(d), fmt_time(at)),
+        _ => String::new(),
+    };
+    let why = if reason.is_empty() { String::new() } else { format!(", reason: {reason}") };
+    Reply::ok(format!(
+        "{verb} {entity}{until}{why}: rule `{state_key}` written to {list}; hush enforces it in the protected rooms."
+    ))
+}
+
+async fn lift(bot: &Bot, recommendation: Recommendation, target: &Target) -> Reply {
+    let verb = if recommendation == Recommendation::Mute { "unmute" } else { "unban" };
+    let wanted = |r: &Rule| match recommendation {
+        Recommendation::Mute => r.recommendation == Recommendation::Mute,
+        _ => matches!(r.recommendation, Recommendation::Ban | Recommendation::Takedown),
+    };
+    let rules: Vec<Rule> = rules_for(bot, target.as_str()).await.into_iter().filter(wanted).collect();
+    if rules.is_empty() {
+        return Reply::error(format!("No active {} rule applies to {target}.", recommendation.as_str()));
+    }
+    let mut removed = Vec::new();
+    let mut remaining = Vec::new();
+    for rule in rules {
+        let exact = rule.id.kind == EntityKind::User && rule.entity.as_deref() == Some(target.as_str());
+        let where_ = format!("`{}` in {}", rule.id.state_key, rule.id.room_id);
+        if !exact {
+            remaining.push(format!(
+                "{where_} ({} `{}` matches more than {target}: remove or narrow it there)",
+                rule.id.kind,
+                rule.entity.as_deref().unwrap_or("(hashed)")
+            ));
+            continue;
+        }
+        let room_id = match matrix_sdk::ruma::OwnedRoomId::try_from(rule.id.room_id.as_str()) {
+            Ok(r) => r,
+            Err(e) => {
+                remaining.push(format!("{where_} ({e})"));
+                continue;
+            }
+        };
+        match crate::matrix::put_state(&bot.client, &room_id, rule.event_type(), &rule.id.state_key, &json!({})).await {
+            Ok(()) => removed.push(where_),
+            Err(e) => remaining.push(format!("{where_} (hush cannot remove it: {e:#})")),
+        }
+    }
+    let mut text = String::new();
+    if !removed.is_empty() {
+        let _ = writeln!(text, "{verb} {target}: removed {} rule(s): {}.", removed.len(), removed.join(", "));
+    }
+    if !remaining.is_empty() {
+        let _ = writeln!(text, "Still in force:");
+        for r in &remaining {
+            let _ = writeln!(text, "  {r}");
+        }
+    }
+    let text = text.trim_end().to_owned();
+    if removed.is_empty() {
+        Reply::error(text)
+    } else {
+        Reply::ok(text)
     }
 }
 
-fn status(bot: &Bot) -> Reply {
+async fn mutes(bot: &Bot) -> Reply {
+    let Some(status) = engine_status(bot).await else {
+        return Reply::error("The engine is not running.".to_owned());
+    };
+    let now = now_ms();
+    let mut by_user: BTreeMap<String, Vec<&crate::ledger::Entry>> = BTreeMap::new();
+    for e in status.ledger.iter().filter(|e| e.kind.is_mute() && e.phase != Phase::Lifting && !e.overridden) {
+        by_user.entry(e.user_id.clone()).or_default().push(e);
+    }
+    if by_user.is_empty() {
+        return Reply::ok("No active mutes.".to_owned());
+    }
+    let mut text = format!("{} muted user(s):\n", by_user.len());
+    for (user, entries) in &by_user {
+        let first = entries[0];
+        let since = entries.iter().map(|e| e.applied_at_ms).min().unwrap_or(first.applied_at_ms);
+        let left = match first.expires_at_ms {
+            Some(at) => format!("ends in {}", fmt_left(at, now)),
+            None => "permanent".to_owned(),
+        };
+        let mut parts = first.rule.splitn(3, '|');
+        let (list, _kind, key) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let reason = if first.reason.is_empty() { String::new() } else { format!(", reason: {}", first.reason) };
+        let _ = writeln!(
+            text,
+            "  {user}: {} room(s), since {}, {left}; rule `{key}` in {list}{reason}",
+            entries.len(),
+            fmt_time(since)
+        );
+    }
+    Reply::ok(text.trim_end().to_owned())
+}
+
+async fn status(bot: &Bot) -> Reply {
     let uptime = bot.started.elapsed();
-    let mut rooms: Vec<String> = bot
-        .client
-        .rooms()
-        .into_iter()
-        .filter(|r| r.state() == RoomState::Joined)
-        .map(|r| match r.name() {
-            Some(name) => format!("{name} ({})", r.room_id()),
-            None => r.room_id().to_string(),
-        })
-        .collect();
-    rooms.sort();
+    let joined = bot.client.rooms().into_iter().filter(|r| r.state() == RoomState::Joined).count();
     let mut plain = String::new();
     let _ = writeln!(plain, "hush {}", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(plain, "homeserver: {}", bot.config.homeserver_url);
     let _ = writeln!(plain, "user: {}", bot.own_user);
-    let _ = writeln!(
-        plain,
-        "uptime: {}",
-        commands::format_duration(std::time::Duration::from_secs(uptime.as_secs().max(1)))
-    );
+    let _ = writeln!(plain, "uptime: {}", commands::format_duration(Duration::from_secs(uptime.as_secs().max(1))));
     let _ = writeln!(plain, "dry run: {}", if bot.config.dry_run { "on (nothing is changed)" } else { "off" });
-    let _ = writeln!(plain, "rooms joined ({}):", rooms.len());
-    for r in &rooms {
-        let _ = writeln!(plain, "  {r}");
+    let _ = writeln!(plain, "rooms joined: {joined}");
+    if let Some(room) = bot.management_room.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        let _ = writeln!(plain, "management room: {room}");
     }
-    let html = format!("<pre>{}</pre>", escape_html(plain.trim_end()));
-    Reply::ok(plain.trim_end().to_owned(), html)
+    match engine_status(bot).await {
+        Some(s) => {
+            let _ = writeln!(plain, "policy lists ({}):", s.lists.len());
+            for (list, rules, loaded) in &s.lists {
+                let _ = writeln!(plain, "  {list}: {rules} rules{}", if *loaded { "" } else { " (not loaded yet)" });
+            }
+            let _ = writeln!(plain, "protected rooms ({}):", s.protected_rooms.len());
+            for (room, loaded) in &s.protected_rooms {
+                let _ = writeln!(plain, "  {room}{}", if *loaded { "" } else { " (not joined yet)" });
+            }
+            let mutes = s.ledger.iter().filter(|e| e.kind.is_mute() && !e.overridden).count();
+            let bans = s.ledger.iter().filter(|e| e.kind == Kind::Ban && !e.overridden).count();
+            let _ = writeln!(plain, "restrictions in force: {mutes} mute(s), {bans} ban(s)");
+            let _ = writeln!(plain, "pending timers: {}", s.pending_timers);
+            if s.last_errors.is_empty() {
+                let _ = writeln!(plain, "last errors: none");
+            } else {
+                let _ = writeln!(plain, "last errors:");
+                for e in &s.last_errors {
+                    let _ = writeln!(plain, "  {e}");
+                }
+            }
+        }
+        None => {
+            let _ = writeln!(plain, "engine: not running");
+        }
+    }
+    Reply::ok(plain.trim_end().to_owned())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Watch,
+    Unwatch,
+    Protect,
+    Unprotect,
+}
+
+async fn change_rooms(bot: &std::sync::Arc<Bot>, change: Change, room: &RoomRef) -> Reply {
+    let room = room.as_str().to_owned();
+    let room_id = match crate::matrix::resolve(&bot.client, &room).await {
+        Ok(id) => id,
+        Err(e) => return Reply::error(format!("Cannot resolve {room}: {e:#}")),
+    };
+    let result = {
+        let mut overrides = bot.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        match change {
+            Change::Watch => overrides.watch(&room),
+            Change::Unwatch => overrides.unwatch(&room),
+            Change::Protect => overrides.protect(&room),
+            Change::Unprotect => overrides.unprotect(&room),
+        }
+        // Remove a second spelling (id vs alias) of the same room as well.
+        if room != room_id.as_str() {
+            match change {
+                Change::Unwatch => overrides.unwatch(room_id.as_str()),
+                Change::Unprotect => overrides.unprotect(room_id.as_str()),
+                _ => {}
+            }
+        }
+        overrides.save(&bot.config.data_dir)
+    };
+    if let Err(e) = result {
+        return Reply::error(format!("Cannot save the change: {e:#}"));
+    }
+    let id = room_id.to_string();
+    match change {
+        Change::Watch => {
+            bot.follow(room.clone(), vec![Role::List]);
+            Reply::ok(format!("Now following the policy list {room}. This survives restarts."))
+        }
+        Change::Protect => {
+            bot.follow(room.clone(), vec![Role::Protected]);
+            Reply::ok(format!("Now protecting {room}. This survives restarts."))
+        }
+        Change::Unwatch => {
+            let _ = bot.engine.send(Input::Unwatch { room_id: id });
+            Reply::ok(format!(
+                "No longer following {room}; what its rules caused is lifted unless another list says the same. This survives restarts."
+            ))
+        }
+        Change::Unprotect => {
+            let _ = bot.engine.send(Input::Unprotect { room_id: id });
+            Reply::ok(format!(
+                "No longer protecting {room}. Restrictions hush applied there stay as they are. This survives restarts."
+            ))
+        }
+    }
+}
+
+async fn rooms(bot: &Bot) -> Reply {
+    let Some(s) = engine_status(bot).await else {
+        return Reply::error("The engine is not running.".to_owned());
+    };
+    let mut text = format!("protected rooms ({}):\n", s.protected_rooms.len());
+    for (room, loaded) in &s.protected_rooms {
+        let name = matrix_sdk::ruma::RoomId::parse(room)
+            .ok()
+            .and_then(|id| bot.client.get_room(&id))
+            .and_then(|r| r.name())
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        let _ = writeln!(text, "  {room}{name}{}", if *loaded { "" } else { " (not joined yet)" });
+    }
+    Reply::ok(text.trim_end().to_owned())
 }
 
 #[cfg(test)]
@@ -122,5 +414,26 @@ mod tests {
     #[test]
     fn html_is_escaped() {
         assert_eq!(escape_html("<b>&\"'"), "&lt;b&gt;&amp;&quot;&#39;");
+    }
+
+    #[test]
+    fn long_replies_are_split_below_the_limit() {
+        let long: String = (0..5000).map(|i| format!("line {i} <with> 'quotes'\n")).collect();
+        let reply = Reply::ok(long.clone());
+        let pieces = split_reply(&reply, 30_000);
+        assert!(pieces.len() > 1);
+        for p in &pieces {
+            assert!(p.plain.len() + p.html.len() <= 30_000, "{}", p.plain.len() + p.html.len());
+        }
+        let joined: Vec<String> = pieces.iter().map(|p| p.plain.clone()).collect();
+        assert_eq!(joined.join("\n"), long.trim_end());
+        let one_huge_line = Reply::ok("x".repeat(100_000));
+        assert!(split_reply(&one_huge_line, 30_000).iter().all(|p| p.plain.len() + p.html.len() <= 30_000));
+    }
+
+    #[test]
+    fn rule_state_keys_are_deterministic() {
+        assert_eq!(rule_state_key(&Recommendation::Mute, "@a:x"), "m.mute:@a:x");
+        assert_eq!(rule_state_key(&Recommendation::Ban, "@*:x"), "m.ban:@*:x");
     }
 }

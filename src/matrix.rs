@@ -369,3 +369,21 @@ pub async fn room_state(client: &Client, room: &RoomId) -> Result<Vec<serde_json
     }
     Ok(out)
 }
+
+/// Sends a state event with JSON content (a policy rule, or `{}` to remove one).
+pub async fn put_state(
+    client: &Client,
+    room: &RoomId,
+    event_type: &str,
+    state_key: &str,
+    content: &serde_json::Value,
+) -> Result<()> {
+    let req = send_state_event::v3::Request::new_raw(
+        room.to_owned(),
+        event_type.into(),
+        state_key.to_owned(),
+        raw_content(content).map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    client.send(req).await.map_err(|e| anyhow::anyhow!("{}", classify(&e)))?;
+    Ok(())
+}

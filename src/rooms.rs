@@ -16,7 +16,13 @@ pub struct RoomState {
     /// The power-levels event hush sent last and has not yet seen come back through
     /// sync: older power-levels events arriving meanwhile are stale and ignored.
     pub awaiting_own_power_levels: Option<String>,
+    /// Ids of the latest power-levels events applied (newest last), so that a write result
+    /// arriving after its own event came back through sync is recognised.
+    pub recent_power_levels: Vec<String>,
 }
+
+/// How many power-levels event ids `recent_power_levels` keeps.
+const RECENT_POWER_LEVELS: usize = 16;
 
 /// Room versions in which creators have unlimited power and no `users` entry.
 fn creators_are_privileged(version: &str) -> bool {
@@ -33,6 +39,7 @@ impl RoomState {
             power_levels: Value::Object(Default::default()),
             members: HashMap::new(),
             awaiting_own_power_levels: None,
+            recent_power_levels: Vec::new(),
         };
         for ev in events {
             room.apply_state(ev);
@@ -68,6 +75,12 @@ impl RoomState {
                     self.awaiting_own_power_levels = None;
                 }
                 self.power_levels = if content.is_object() { content } else { Value::Object(Default::default()) };
+                if let Some(id) = event_id {
+                    if self.recent_power_levels.len() >= RECENT_POWER_LEVELS {
+                        self.recent_power_levels.remove(0);
+                    }
+                    self.recent_power_levels.push(id.to_owned());
+                }
                 StateChange::PowerLevels
             }
             ("m.room.member", Some(user)) => {
@@ -84,6 +97,20 @@ impl RoomState {
                 }
             }
             _ => StateChange::Other,
+        }
+    }
+
+    /// Records what hush's own power-levels write put in the room. When sync already
+    /// delivered that event (and maybe newer ones), the view is already as fresh or fresher
+    /// and is left alone; otherwise it takes the written content and ignores older events
+    /// until its own comes back.
+    pub fn own_power_levels_written(&mut self, content: Value, event_id: Option<String>) {
+        if event_id.as_ref().is_some_and(|id| self.recent_power_levels.contains(id)) {
+            return;
+        }
+        self.power_levels = content;
+        if event_id.is_some() {
+            self.awaiting_own_power_levels = event_id;
         }
     }
 
@@ -163,6 +190,20 @@ mod tests {
         let ours = json!({"type": "m.room.power_levels", "state_key": "", "event_id": "$ours", "content": {"users": {"@a:x": -1}}});
         assert_eq!(r.apply_state(&ours), StateChange::PowerLevels);
         assert!(r.awaiting_own_power_levels.is_none());
+    }
+
+    #[test]
+    fn a_write_result_after_its_echo_does_not_roll_the_view_back() {
+        let mut r = RoomState::from_state("!r", &[]);
+        let ours = json!({"type": "m.room.power_levels", "state_key": "", "event_id": "$ours", "content": {"users": {"@a:x": -1}}});
+        let later = json!({"type": "m.room.power_levels", "state_key": "", "event_id": "$mod", "content": {"users": {"@a:x": 25}}});
+        assert_eq!(r.apply_state(&ours), StateChange::PowerLevels);
+        assert_eq!(r.apply_state(&later), StateChange::PowerLevels);
+        r.own_power_levels_written(json!({"users": {"@a:x": -1}}), Some("$ours".into()));
+        assert_eq!(r.power_levels, json!({"users": {"@a:x": 25}}));
+        assert!(r.awaiting_own_power_levels.is_none());
+        r.own_power_levels_written(json!({"users": {"@a:x": -1}}), Some("$new".into()));
+        assert_eq!(r.awaiting_own_power_levels.as_deref(), Some("$new"));
     }
 
     #[test]

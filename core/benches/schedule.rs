@@ -6,13 +6,14 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::BuildHasher;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
-use hush_core::schedule::Wheel;
+use hush_core::schedule::{DefaultHashBuilder, HandleHasher, Wheel};
 use tokio::runtime::Runtime;
 use tokio::time::Instant;
 use tokio_util::time::DelayQueue;
@@ -74,7 +75,7 @@ fn cancel_order() -> Vec<u64> {
 #[derive(Default)]
 struct LazyHeap {
     heap: BinaryHeap<Reverse<(u64, u64, u64)>>,
-    live: hashbrown::HashMap<u64, u64>,
+    live: HashMap<u64, u64, foldhash::fast::RandomState>,
     seq: u64,
 }
 
@@ -106,8 +107,8 @@ impl LazyHeap {
     }
 }
 
-fn build_wheel(offsets: &[u64]) -> Wheel<u64> {
-    let mut w = Wheel::new(START);
+fn build_wheel<S: BuildHasher>(offsets: &[u64], hasher: S) -> Wheel<u64, S> {
+    let mut w = Wheel::with_hasher(START, hasher);
     for (id, &o) in offsets.iter().enumerate() {
         w.insert(id as u64, START + o);
     }
@@ -152,7 +153,8 @@ fn main() {
     let order = cancel_order();
     let rt = paused_runtime();
 
-    measure("wheel", || build_wheel(&offsets));
+    measure("wheel", || build_wheel(&offsets, DefaultHashBuilder::default()));
+    measure("wheel_handle", || build_wheel(&offsets, HandleHasher));
     measure("delay_queue", || build_delay_queue(&rt, &offsets).0);
     measure("binary_heap", || build_heap(&offsets));
 
@@ -165,7 +167,12 @@ fn main() {
     {
         let mut g = c.benchmark_group("insert_1M_over_a_year");
         g.sampling_mode(SamplingMode::Flat).throughput(Throughput::Elements(N));
-        g.bench_function("wheel", |b| b.iter_batched(|| (), |()| build_wheel(&offsets), BatchSize::PerIteration));
+        g.bench_function("wheel", |b| {
+            b.iter_batched(|| (), |()| build_wheel(&offsets, DefaultHashBuilder::default()), BatchSize::PerIteration)
+        });
+        g.bench_function("wheel_handle_hasher", |b| {
+            b.iter_batched(|| (), |()| build_wheel(&offsets, HandleHasher), BatchSize::PerIteration)
+        });
         g.bench_function("delay_queue", |b| {
             b.iter_batched(|| (), |()| build_delay_queue(&rt, &offsets), BatchSize::PerIteration)
         });
@@ -178,7 +185,19 @@ fn main() {
         g.sampling_mode(SamplingMode::Flat).throughput(Throughput::Elements(N));
         g.bench_function("wheel", |b| {
             b.iter_batched(
-                || build_wheel(&offsets),
+                || build_wheel(&offsets, DefaultHashBuilder::default()),
+                |mut w| {
+                    for id in &order {
+                        black_box(w.cancel(id));
+                    }
+                    w
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        g.bench_function("wheel_handle_hasher", |b| {
+            b.iter_batched(
+                || build_wheel(&offsets, HandleHasher),
                 |mut w| {
                     for id in &order {
                         black_box(w.cancel(id));
@@ -221,7 +240,7 @@ fn main() {
         g.sampling_mode(SamplingMode::Flat).throughput(Throughput::Elements(N));
         g.bench_function("wheel", |b| {
             b.iter_batched(
-                || build_wheel(&offsets),
+                || build_wheel(&offsets, DefaultHashBuilder::default()),
                 |mut w| {
                     let fired = w.advance_with(START + YEAR_MS, |id, _| {
                         black_box(id);
@@ -235,7 +254,7 @@ fn main() {
         g.bench_function("wheel_hourly", |b| {
             // Many small advances, as the driver does, instead of one jump.
             b.iter_batched(
-                || build_wheel(&offsets),
+                || build_wheel(&offsets, DefaultHashBuilder::default()),
                 |mut w| {
                     let mut fired = 0;
                     for hour in 1..=(YEAR_MS / 3_600_000) {

@@ -12,7 +12,8 @@ fn start(
     options: DriverOptions,
 ) -> (driver::TimerHandle<u64>, tokio::sync::mpsc::Receiver<Expired<u64>>, tokio::task::JoinHandle<()>, Instant) {
     let t0 = Instant::now();
-    let (handle, rx, task) = driver::spawn(TokioClock::starting_at(BASE), options);
+    let (handle, rx, task) =
+        driver::spawn_with_hasher(TokioClock::starting_at(BASE), options, hush_core::schedule::HandleHasher);
     (handle, rx, task, t0)
 }
 

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use hush_core::schedule::Wheel;
+use std::hash::BuildHasher;
+
+use hush_core::schedule::{DefaultHashBuilder, HandleHasher, Wheel};
 use proptest::prelude::*;
 
 /// The reference: a BTreeMap ordered by (deadline, insertion sequence).
@@ -148,8 +150,8 @@ fn resolve(w: &When, model: &Model) -> u64 {
     }
 }
 
-fn run(start: u64, ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut wheel = Wheel::new(start);
+fn run<S: BuildHasher>(start: u64, ops: &[Op], hasher: S) -> Result<(), TestCaseError> {
+    let mut wheel = Wheel::with_hasher(start, hasher);
     let mut model = Model::new(start);
     for (step, op) in ops.iter().enumerate() {
         match op {
@@ -196,20 +198,22 @@ fn run(start: u64, ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(384))]
 
     #[test]
     fn wheel_matches_reference_few_ids(start in start(), ops in prop::collection::vec(op(12), 1..120)) {
-        run(start, &ops)?;
+        run(start, &ops, DefaultHashBuilder::default())?;
+        run(start, &ops, HandleHasher)?;
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(32))]
 
     #[test]
     fn wheel_matches_reference_many_ids(start in start(), ops in prop::collection::vec(op(2_000), 500..3_000)) {
-        run(start, &ops)?;
+        run(start, &ops, DefaultHashBuilder::default())?;
+        run(start, &ops, HandleHasher)?;
     }
 }
 

@@ -468,9 +468,11 @@ impl Community {
         let management = moderator.create_room("management", &[&bot.user_id], false).await?;
         let list = moderator.create_room("policies", &[&bot.user_id], false).await?;
         let protected = moderator.create_room("lobby", &[&bot.user_id], false).await?;
-        let mut pl = moderator.power_levels(protected.room_id()).await?;
-        pl["users"][bot.user_id.as_str()] = 100.into();
-        moderator.put_state(protected.room_id(), "m.room.power_levels", "", pl).await?;
+        for room in [&protected, &list] {
+            let mut pl = moderator.power_levels(room.room_id()).await?;
+            pl["users"][bot.user_id.as_str()] = 100.into();
+            moderator.put_state(room.room_id(), "m.room.power_levels", "", pl).await?;
+        }
         Ok(Community { hs, moderator, bot, management, list, protected })
     }
 
@@ -538,6 +540,39 @@ impl Community {
     pub async fn remove_rule(&self, state_key: &str) -> Result<()> {
         self.moderator.put_state(self.list.room_id(), "m.policy.rule.user", state_key, serde_json::json!({})).await?;
         Ok(())
+    }
+
+    /// Sends a command in the management room and waits for hush's reply to contain `expect`.
+    pub async fn command(&self, text: &str, expect: &str) -> SeenMessage {
+        let before = self.moderator.messages_from(self.management.room_id(), &self.bot.user_id).len();
+        self.moderator.say(&self.management, text).await.unwrap();
+        let rid = self.management.room_id().to_owned();
+        let found = poll(DEADLINE, || async {
+            self.moderator
+                .messages_from(&rid, &self.bot.user_id)
+                .into_iter()
+                .skip(before)
+                .find(|m| m.body.contains(expect))
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "no reply containing `{expect}` to `{text}`; replies: {:#?}",
+                self.moderator.messages_from(&rid, &self.bot.user_id)
+            )
+        })
+    }
+
+    /// A rule's content in the policy list, as the homeserver has it.
+    pub async fn rule_content(&self, state_key: &str) -> Option<serde_json::Value> {
+        use matrix_sdk::ruma::api::client::state::get_state_event_for_key;
+        let req = get_state_event_for_key::v3::Request::new(
+            self.list.room_id().to_owned(),
+            "m.policy.rule.user".into(),
+            state_key.to_owned(),
+        );
+        let resp = self.moderator.client.send(req).await.ok()?;
+        serde_json::from_str(resp.event_or_content.get()).ok()
     }
 
     pub async fn wait_level(&self, user: &UserId, want: Option<i64>) -> serde_json::Value {

@@ -550,8 +550,10 @@ impl PolicyIndex {
     /// which tracked users' decision at `now_ms` changed. Non-policy event types are
     /// ignored. Cost: O(1) for the rule itself, plus, when users are tracked, a decision
     /// for each tracked user matched by the old or new rule (found through an exact
-    /// lookup, a prefix/suffix range of the tracked set, or for unanchored globs a scan of
-    /// the tracked ids against that one glob).
+    /// lookup, a prefix/suffix range of the tracked set, or for unanchored globs a SIMD
+    /// substring search of all tracked ids for the glob's longest literal; a server rule
+    /// tests the distinct servers of tracked users). Start-up tip: apply the lists' state
+    /// before tracking users, then nothing needs re-deciding.
     pub fn apply(
         &mut self,
         room_id: &str,

@@ -60,7 +60,11 @@
 //! provenance). Only users matched by the rule in force before or after at that identity
 //! are re-decided: an exact rule finds its user with one ordered-set lookup, a glob with a
 //! range of the tracked set sorted by id (literal prefix) or by reversed id (literal
-//! suffix), and only a glob with neither scans the tracked ids against that one glob.
+//! suffix), and a glob with neither by a SIMD substring search (`memchr::memmem`) for its
+//! longest literal over one buffer holding every tracked id lower-cased; only a glob
+//! whose literals are single characters ends up verifying every tracked id. A server rule
+//! is tested against the distinct servers of tracked users, then their users are taken
+//! from the reversed-id range.
 //! Expiry is not an event: the timer path asks [`PolicyIndex::next_expiry_after`] when to
 //! wake and [`PolicyIndex::changes_between`] whose decision changed meanwhile. To load a
 //! large list cheaply at start-up, apply its state before tracking users.

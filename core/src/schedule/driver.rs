@@ -13,14 +13,14 @@
 //! [`TimerHandle::shutdown`], or when the receiver is dropped.
 
 use core::fmt;
-use core::hash::Hash;
+use core::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{Clock, Wheel};
+use super::{Clock, DefaultHashBuilder, Wheel};
 
 /// The ids that expired at one wake-up, in deadline order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,28 +116,45 @@ impl<Id> TimerHandle<Id> {
 }
 
 /// Spawns the driver on the current tokio runtime (it must be called from
-/// inside one). Its wheel starts at `clock.now_ms()`.
+/// inside one), with the wheel's default hasher. Its wheel starts at `clock.now_ms()`.
 pub fn spawn<Id, C>(clock: C, options: DriverOptions) -> (TimerHandle<Id>, mpsc::Receiver<Expired<Id>>, JoinHandle<()>)
 where
     Id: Eq + Hash + Send + 'static,
     C: Clock + Send + 'static,
 {
+    spawn_with_hasher(clock, options, DefaultHashBuilder::default())
+}
+
+/// Like [`spawn`], with the id index hashed by `hasher` (for instance
+/// [`HandleHasher`](super::HandleHasher) for counter-allocated `u64` handles).
+pub fn spawn_with_hasher<Id, C, S>(
+    clock: C,
+    options: DriverOptions,
+    hasher: S,
+) -> (TimerHandle<Id>, mpsc::Receiver<Expired<Id>>, JoinHandle<()>)
+where
+    Id: Eq + Hash + Send + 'static,
+    C: Clock + Send + 'static,
+    S: BuildHasher + Send + 'static,
+{
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (expired_tx, expired_rx) = mpsc::channel(options.channel_capacity.max(1));
-    let task = tokio::spawn(run(clock, options.max_sleep, command_rx, expired_tx));
+    let wheel = Wheel::with_capacity_and_hasher(clock.now_ms(), 0, hasher);
+    let task = tokio::spawn(run(clock, wheel, options.max_sleep, command_rx, expired_tx));
     (TimerHandle { tx: command_tx }, expired_rx, task)
 }
 
-async fn run<Id, C>(
+async fn run<Id, C, S>(
     clock: C,
+    mut wheel: Wheel<Id, S>,
     max_sleep: Option<Duration>,
     mut commands: mpsc::UnboundedReceiver<Command<Id>>,
     expired: mpsc::Sender<Expired<Id>>,
 ) where
     Id: Eq + Hash,
     C: Clock,
+    S: BuildHasher,
 {
-    let mut wheel = Wheel::new(clock.now_ms());
     let max_sleep_ms = max_sleep.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);

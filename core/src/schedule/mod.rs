@@ -6,8 +6,11 @@
 
 pub mod clock;
 pub mod driver;
+pub mod hash;
+mod index;
 pub mod wheel;
 
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use driver::{DriverOptions, DriverStopped, Expired, TimerHandle};
+pub use hash::{DefaultHashBuilder, HandleHasher};
 pub use wheel::Wheel;

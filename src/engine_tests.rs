@@ -1,0 +1,466 @@
+//! Engine tests against the in-memory homeserver: exact writes, batching, faults, dry run, races between writes and sync.
+//!
+//! Time is tokio's paused clock: batch windows, retry waits and backoffs pass instantly
+//! and deterministically, and nothing here sleeps to synchronise.
+
+use std::time::Duration;
+
+use hush_core::schedule::{driver, DriverOptions, Expired, TokioClock};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine::{Engine, EngineConfig, Input, StatusReport};
+use crate::fake_homeserver::{FakeHomeserver, Fault, Write};
+use crate::ledger::{Kind, Ledger, Phase};
+
+const HUSH: &str = "@hush:x";
+const MOD: &str = "@mod:x";
+const ROOM: &str = "!room:x";
+const ROOM2: &str = "!room2:x";
+const LIST: &str = "!list:x";
+const MGMT: &str = "!mgmt:x";
+const MSC3909: &str = "org.example.msc3909";
+
+struct Harness {
+    engine: Engine<FakeHomeserver, TokioClock>,
+    inbox: mpsc::UnboundedReceiver<Input>,
+    expired: mpsc::Receiver<Expired<String>>,
+    hs: FakeHomeserver,
+}
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        own_user: HUSH.into(),
+        protected_users: vec![],
+        membership_room_versions: vec![MSC3909.into()],
+        batch_window: Duration::from_millis(250),
+        dry_run: false,
+    }
+}
+
+/// Power levels with hush at 100, the moderator at 100 and extra users.
+fn levels(users: &[(&str, i64)]) -> Value {
+    let mut pl = json!({"users": {HUSH: 100, MOD: 100}, "users_default": 0, "events_default": 0,
+                        "state_default": 50, "ban": 50, "events": {"m.room.power_levels": 100}});
+    for (u, l) in users {
+        pl["users"][*u] = (*l).into();
+    }
+    pl
+}
+
+fn rule(key: &str, entity: &str, recommendation: &str) -> Input {
+    Input::State {
+        room_id: LIST.into(),
+        event: json!({"type": "m.policy.rule.user", "state_key": key, "sender": MOD, "event_id": format!("$rule-{key}"),
+                      "content": {"entity": entity, "recommendation": recommendation, "reason": "spam"}}),
+    }
+}
+
+fn remove_rule(key: &str) -> Input {
+    Input::State {
+        room_id: LIST.into(),
+        event: json!({"type": "m.policy.rule.user", "state_key": key, "sender": MOD,
+                      "event_id": format!("$unrule-{key}"), "content": {}}),
+    }
+}
+
+impl Harness {
+    /// An engine following LIST and protecting `rooms` (already created in `hs`), loaded.
+    async fn start(hs: &FakeHomeserver, cfg: EngineConfig, rooms: &[&str]) -> Harness {
+        let clock = TokioClock::starting_at(1_700_000_000_000);
+        let (timers, expired, _task) = driver::spawn(clock, DriverOptions::default());
+        let (tx, inbox) = mpsc::unbounded_channel();
+        let engine = Engine::new(cfg, hs.clone(), clock, Ledger::in_memory().unwrap(), timers, tx);
+        let mut h = Harness { engine, inbox, expired, hs: hs.clone() };
+        h.engine.handle(Input::Configure {
+            management_room: Some(MGMT.into()),
+            lists: vec![LIST.into()],
+            protected: rooms.iter().map(|r| (*r).to_owned()).collect(),
+        });
+        h.engine.handle(Input::ListLoaded { room_id: LIST.into(), events: vec![] });
+        for r in rooms {
+            let events = hs.state(r);
+            h.engine.handle(Input::RoomLoaded { room_id: (*r).to_owned(), events });
+        }
+        h.engine.handle(Input::ListsKnown);
+        h.settle().await;
+        h
+    }
+
+    /// Handles what the engine's own tasks send back until nothing more comes for ten
+    /// minutes of paused time (longer than any batch window, retry wait or backoff).
+    async fn settle(&mut self) {
+        loop {
+            tokio::select! {
+                Some(i) = self.inbox.recv() => self.engine.handle(i),
+                Some(e) = self.expired.recv() => self.engine.handle(Input::Timers(e)),
+                _ = tokio::time::sleep(Duration::from_secs(600)) => break,
+            }
+        }
+    }
+
+    /// Delivers what the homeserver accepted back to the engine, as sync does, until quiet.
+    async fn sync(&mut self) {
+        loop {
+            let events = self.hs.take_sync();
+            if events.is_empty() {
+                break;
+            }
+            for (room_id, event) in events {
+                self.engine.handle(Input::State { room_id, event });
+            }
+            self.settle().await;
+        }
+    }
+
+    async fn input(&mut self, i: Input) {
+        self.engine.handle(i);
+        self.settle().await;
+        self.sync().await;
+    }
+
+    /// Handles the engine's own inputs until one matches `stop`, which is returned unhandled.
+    async fn pump_until(&mut self, stop: impl Fn(&Input) -> bool) -> Input {
+        loop {
+            let i = tokio::time::timeout(Duration::from_secs(600), self.inbox.recv())
+                .await
+                .expect("the awaited input never came")
+                .expect("inbox closed");
+            if stop(&i) {
+                return i;
+            }
+            self.engine.handle(i);
+        }
+    }
+
+    async fn status(&mut self) -> StatusReport {
+        let (tx, rx) = oneshot::channel();
+        self.engine.handle(Input::Status(tx));
+        rx.await.unwrap()
+    }
+
+    /// Notices to the management room, after letting the report tasks run.
+    async fn notices(&mut self) -> Vec<String> {
+        self.settle().await;
+        self.hs.notices(MGMT)
+    }
+}
+
+fn entry_of(s: &StatusReport, room: &str, user: &str, kind: Kind) -> Option<crate::ledger::Entry> {
+    s.ledger.iter().find(|e| e.room_id == room && e.user_id == user && e.kind == kind).cloned()
+}
+
+#[tokio::test(start_paused = true)]
+async fn membership_mute_and_unmute_with_exact_content() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, MSC3909, MOD, levels(&[]), &[HUSH, "@a:x", "@b:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    h.input(rule("b", "@b:x", "m.mute")).await;
+    let mute = json!({"membership": "mute", "reason": "spam"});
+    assert_eq!(
+        hs.writes().into_iter().filter(|w| matches!(w, Write::Member { .. })).collect::<Vec<_>>(),
+        vec![
+            Write::Member { room: ROOM.into(), user: "@a:x".into(), content: mute.clone() },
+            Write::Member { room: ROOM.into(), user: "@b:x".into(), content: mute },
+        ]
+    );
+    assert!(hs.power_level_events(ROOM).is_empty(), "the membership strategy does not touch power levels");
+    let s = h.status().await;
+    for u in ["@a:x", "@b:x"] {
+        assert_eq!(entry_of(&s, ROOM, u, Kind::MuteMembership).map(|e| e.phase), Some(Phase::Applied), "{u}");
+    }
+
+    // A muted user who leaves is `leave-mute`: still muted, nothing to do.
+    let before = hs.attempts().len();
+    let left = hs.user_leaves(ROOM, "@b:x");
+    assert_eq!(left["content"], json!({"membership": "leave-mute"}));
+    h.input(Input::State { room_id: ROOM.into(), event: left }).await;
+    assert_eq!(hs.attempts().len(), before, "leaving while muted changes nothing");
+
+    h.input(remove_rule("a")).await;
+    h.input(remove_rule("b")).await;
+    let lifts: Vec<Write> = hs.writes().into_iter().filter(|w| matches!(w, Write::Member { .. })).skip(2).collect();
+    assert_eq!(
+        lifts,
+        vec![
+            Write::Member {
+                room: ROOM.into(),
+                user: "@a:x".into(),
+                content: json!({"membership": "join", "reason": "mute lifted"})
+            },
+            Write::Member {
+                room: ROOM.into(),
+                user: "@b:x".into(),
+                content: json!({"membership": "leave", "reason": "mute lifted"})
+            },
+        ]
+    );
+    assert!(hs.attempts().iter().all(|a| a.result.is_ok()), "every transition was valid: {:?}", hs.attempts());
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("join"));
+    assert_eq!(hs.membership(ROOM, "@b:x").as_deref(), Some("leave"));
+    assert!(h.status().await.ledger.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn fifty_mutes_in_one_room_are_one_power_levels_event_and_restore_exactly() {
+    let users: Vec<String> = (0..50).map(|i| format!("@u{i}:x")).collect();
+    let mut members: Vec<&str> = users.iter().map(String::as_str).collect();
+    members.push(HUSH);
+    // Some have explicit levels (10, and 0 = the default but explicit), the rest none.
+    let original = levels(&[("@u1:x", 10), ("@u2:x", 0), ("@u3:x", 10)]);
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, original.clone(), &members);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+
+    // Fifty rules arriving one after another (as one sync batch delivers them).
+    for u in &users {
+        h.engine.handle(rule(u, u, "m.mute"));
+    }
+    h.settle().await;
+    h.sync().await;
+    let events = hs.power_level_events(ROOM);
+    assert!(events.len() <= 2, "{} power-level events for 50 mutes", events.len());
+    assert_eq!(events.len(), 1, "all 50 arrived within one window");
+    for u in &users {
+        assert_eq!(events[0]["users"][u.as_str()], json!(-1), "{u}");
+    }
+    let s = h.status().await;
+    assert_eq!(s.ledger.len(), 50);
+    assert!(s.ledger.iter().all(|e| e.phase == Phase::Applied && e.kind == Kind::MutePowerLevel));
+
+    // Lifting all fifty is one more event, and the content is exactly what it was.
+    for u in &users {
+        h.engine.handle(remove_rule(u));
+    }
+    h.settle().await;
+    h.sync().await;
+    let events = hs.power_level_events(ROOM);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1], original);
+    assert_eq!(hs.power_levels_now(ROOM), original);
+    assert!(h.status().await.ledger.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_glob_rule_over_fifty_members_is_one_event() {
+    let users: Vec<String> = (0..50).map(|i| format!("@spam{i}:x")).collect();
+    let mut members: Vec<&str> = users.iter().map(String::as_str).collect();
+    members.push(HUSH);
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &members);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    h.input(rule("glob", "@spam*:x", "m.mute")).await;
+    let events = hs.power_level_events(ROOM);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["users"].as_object().unwrap().values().filter(|v| **v == json!(-1)).count(), 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limits_and_server_errors_lose_nothing() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[("@a:x", 10)]), &[HUSH, "@a:x", "@b:x"]);
+    hs.create_room(ROOM2, "10", MOD, levels(&[]), &[HUSH, "@a:x", "@b:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM, ROOM2]).await;
+
+    hs.inject(Fault::RateLimited(2_000), 3);
+    hs.inject(Fault::ServerError, 2);
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    h.input(rule("b", "@b:x", "m.ban")).await;
+    let failed = hs.attempts().iter().filter(|a| a.result.is_err()).count();
+    assert_eq!(failed, 5, "every injected fault was met");
+    for room in [ROOM, ROOM2] {
+        assert_eq!(hs.power_levels_now(room)["users"]["@a:x"], json!(-1), "{room}");
+        assert_eq!(hs.membership(room, "@b:x").as_deref(), Some("ban"), "{room}");
+    }
+    let s = h.status().await;
+    assert_eq!(s.ledger.len(), 4);
+    assert!(s.ledger.iter().all(|e| e.phase == Phase::Applied), "{:?}", s.ledger);
+
+    hs.inject(Fault::RateLimited(1_000), 4);
+    h.input(remove_rule("a")).await;
+    h.input(remove_rule("b")).await;
+    assert_eq!(hs.power_levels_now(ROOM), levels(&[("@a:x", 10)]));
+    assert_eq!(hs.power_levels_now(ROOM2), levels(&[]));
+    for room in [ROOM, ROOM2] {
+        assert_eq!(hs.membership(room, "@b:x").as_deref(), Some("leave"), "{room}");
+    }
+    assert!(h.status().await.ledger.is_empty());
+    assert!(h.notices().await.is_empty(), "nothing to report: {:?}", hs.notices(MGMT));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_error_is_reported_and_leaves_no_dangling_entry() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    hs.create_room(ROOM2, MSC3909, MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM, ROOM2]).await;
+
+    hs.inject(Fault::Permanent("M_FORBIDDEN"), 2);
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    assert_eq!(hs.power_levels_now(ROOM), levels(&[]));
+    assert_eq!(hs.membership(ROOM2, "@a:x").as_deref(), Some("join"));
+    let s = h.status().await;
+    assert!(s.ledger.is_empty(), "no entry for a change that never happened: {:?}", s.ledger);
+    let notices = h.notices().await;
+    assert!(
+        notices.iter().any(|n| n.contains("cannot change power levels in !room:x") && n.contains("M_FORBIDDEN")),
+        "{notices:?}"
+    );
+    assert!(notices.iter().any(|n| n.contains("cannot restrict @a:x in !room2:x")), "{notices:?}");
+    assert_eq!(s.last_errors.len(), 2, "{:?}", s.last_errors);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_reports_and_sends_nothing() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[("@a:x", 10)]), &[HUSH, "@a:x", "@b:x"]);
+    hs.create_room(ROOM2, MSC3909, MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mut cfg = config();
+    cfg.dry_run = true;
+    let mut h = Harness::start(&hs, cfg, &[ROOM, ROOM2]).await;
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    h.input(rule("b", "@b:x", "m.ban")).await;
+    let writes = hs.writes();
+    assert!(writes.iter().all(|w| matches!(w, Write::Notice { .. })), "only reports: {writes:?}");
+    let notices = h.notices().await;
+    assert!(
+        notices.iter().any(|n| n == "[dry run] would mute @a:x in !room:x (power level -1); rule !list:x|user|a"),
+        "{notices:?}"
+    );
+    assert!(notices.iter().any(|n| n.contains("[dry run] would mute @a:x in !room2:x (membership)")), "{notices:?}");
+    assert!(notices.iter().any(|n| n.contains("[dry run] would ban @b:x from !room:x")), "{notices:?}");
+    assert!(h.status().await.ledger.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_moderators_change_during_the_mute_is_respected() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[("@a:x", 10)]), &[HUSH, "@a:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1));
+
+    let ev = hs.set_level_as(ROOM, MOD, "@a:x", 25);
+    hs.take_sync();
+    h.input(Input::State { room_id: ROOM.into(), event: ev }).await;
+    let notices = h.notices().await;
+    assert!(notices.iter().any(|n| n.contains("changed to 25 while hush's mute was on")), "{notices:?}");
+
+    let events_before = hs.power_level_events(ROOM).len();
+    h.input(remove_rule("a")).await;
+    assert_eq!(hs.power_level_events(ROOM).len(), events_before, "hush does not overwrite the moderator");
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(25));
+    assert!(h.status().await.ledger.is_empty());
+}
+
+/// Sync may deliver hush's own power-levels event before the write's result reaches the
+/// engine; a moderator's change after it must still be seen.
+#[tokio::test(start_paused = true)]
+async fn own_echo_before_the_write_result_does_not_hide_later_changes() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[("@a:x", 10)]), &[HUSH, "@a:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    h.engine.handle(rule("a", "@a:x", "m.mute"));
+    let done = h.pump_until(|i| matches!(i, Input::PowerLevelsDone { .. })).await;
+    for (room_id, event) in hs.take_sync() {
+        h.engine.handle(Input::State { room_id, event });
+    }
+    h.engine.handle(done);
+    h.settle().await;
+
+    let ev = hs.set_level_as(ROOM, MOD, "@a:x", 25);
+    hs.take_sync();
+    h.input(Input::State { room_id: ROOM.into(), event: ev }).await;
+    h.input(remove_rule("a")).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(25), "the moderator's level stays");
+    let notices = h.notices().await;
+    assert!(notices.iter().any(|n| n.contains("changed to 25 while hush's mute was on")), "{notices:?}");
+}
+
+/// A rule removed while its mute is being written: the mute must still be lifted.
+#[tokio::test(start_paused = true)]
+async fn a_rule_removed_while_its_mute_is_in_flight_is_still_lifted() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[("@a:x", 10)]), &[HUSH, "@a:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    h.engine.handle(rule("a", "@a:x", "m.mute"));
+    let done = h.pump_until(|i| matches!(i, Input::PowerLevelsDone { .. })).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "the write went through");
+    h.engine.handle(remove_rule("a"));
+    h.engine.handle(done);
+    h.settle().await;
+    h.sync().await;
+    assert_eq!(hs.power_levels_now(ROOM), levels(&[("@a:x", 10)]), "the mute is lifted");
+    assert!(h.status().await.ledger.is_empty());
+}
+
+/// The reverse: a rule comes back while its lift is being written: the user ends muted.
+#[tokio::test(start_paused = true)]
+async fn a_rule_restored_while_its_lift_is_in_flight_mutes_again() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    h.engine.handle(remove_rule("a"));
+    let done = h.pump_until(|i| matches!(i, Input::PowerLevelsDone { .. })).await;
+    h.engine.handle(rule("a", "@a:x", "m.mute"));
+    h.engine.handle(done);
+    h.settle().await;
+    h.sync().await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "muted again");
+    let s = h.status().await;
+    let e = entry_of(&s, ROOM, "@a:x", Kind::MutePowerLevel).expect("an entry");
+    assert_eq!((e.phase, e.previous_level, e.overridden), (Phase::Applied, None, false));
+    let notices = h.notices().await;
+    assert!(notices.is_empty(), "{notices:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn refusals_are_reported_once() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "12", MOD, levels(&[("@high:x", 100)]), &[HUSH, "@high:x", "@vip:x", "@a:x"]);
+    hs.create_room(ROOM2, "10", MOD, json!({"users": {HUSH: 20}}), &[HUSH, "@a:x"]);
+    let mut cfg = config();
+    cfg.protected_users = vec!["@vip*".into()];
+    let mut h = Harness::start(&hs, cfg, &[ROOM, ROOM2]).await;
+    for (k, u) in [("1", HUSH), ("2", MOD), ("3", "@high:x"), ("4", "@vip:x"), ("5", "@a:x")] {
+        h.input(rule(k, u, "m.mute")).await;
+    }
+    let notices = h.notices().await;
+    for want in [
+        "Not going to mute @hush:x in !room:x: hush never restricts itself.",
+        "Not going to mute @mod:x in !room:x: room creators cannot be restricted.",
+        "Not going to mute @high:x in !room:x: the user's power level (100) is not below hush's (100).",
+        "Not going to mute @vip:x in !room:x: the user is in protected_users.",
+        "Not going to mute @a:x in !room2:x: hush needs power level 50 to change power levels and has 20.",
+    ] {
+        assert_eq!(notices.iter().filter(|n| *n == want).count(), 1, "{want:?} in {notices:#?}");
+    }
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "the others are muted");
+    // The same facts again report nothing new.
+    let n = notices.len();
+    h.input(Input::RoomLoaded { room_id: ROOM.into(), events: hs.state(ROOM) }).await;
+    assert_eq!(h.notices().await.len(), n);
+}
+
+/// A ban rule removed while the ban is being written: the ban must still be lifted.
+#[tokio::test(start_paused = true)]
+async fn a_rule_removed_while_its_ban_is_in_flight_is_still_lifted() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    h.engine.handle(rule("a", "@a:x", "m.ban"));
+    let done = h.pump_until(|i| matches!(i, Input::MemberWriteDone { .. })).await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("ban"), "the ban went through");
+    for (room_id, event) in hs.take_sync() {
+        h.engine.handle(Input::State { room_id, event });
+    }
+    h.engine.handle(remove_rule("a"));
+    h.engine.handle(done);
+    h.settle().await;
+    h.sync().await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("leave"), "the ban is lifted");
+    assert!(h.status().await.ledger.is_empty());
+}

@@ -1,0 +1,352 @@
+//! An in-memory homeserver for engine tests: rooms with power levels and memberships, MSC3909 transitions checked, every write recorded, faults injectable.
+//!
+//! It implements [`RoomWriter`] the way `matrix::MatrixWriter` talks to a real server:
+//! the member event content it records is exactly what `MatrixWriter` would send. Writes it
+//! accepts become state events (with event ids) that a test feeds back to the engine as
+//! sync would ([`FakeHomeserver::take_sync`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hush_core::power_levels;
+use serde_json::{json, Value};
+
+use crate::enforce::{RoomWriter, WriteError};
+
+/// A fault injected into the next room write (power levels, membership, ban, unban).
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// 429 `M_LIMIT_EXCEEDED` with `retry_after_ms`.
+    RateLimited(u64),
+    /// 502 or a dropped connection.
+    ServerError,
+    /// A refusal with this errcode.
+    Permanent(&'static str),
+}
+
+/// One write request that reached the server, accepted or not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    PowerLevels { room: String, content: Value },
+    Member { room: String, user: String, content: Value },
+    Ban { room: String, user: String },
+    Unban { room: String, user: String },
+    Notice { room: String, text: String },
+}
+
+/// A write request and what the server answered.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub write: Write,
+    pub result: Result<(), WriteError>,
+}
+
+#[derive(Default)]
+struct Room {
+    creator: String,
+    version: String,
+    power_levels: Value,
+    members: HashMap<String, String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    own_user: String,
+    rooms: HashMap<String, Room>,
+    attempts: Vec<Attempt>,
+    faults: VecDeque<Fault>,
+    sync: Vec<(String, Value)>,
+    next_event: u64,
+}
+
+/// The fake; cheap to clone (shared state).
+#[derive(Clone, Default)]
+pub struct FakeHomeserver {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// Whether MSC3909 (and the ordinary rules for the memberships hush sets) allow a
+/// membership change from `from` to `to` done by a moderator to another user.
+pub fn transition_allowed(from: &str, to: &str) -> bool {
+    match (from, to) {
+        ("mute", t) => matches!(t, "leave-mute" | "join" | "leave" | "ban"),
+        ("leave-mute", t) => matches!(t, "invite" | "leave-mute" | "leave" | "ban"),
+        ("join", "mute") => true,
+        (_, "mute") | (_, "leave-mute") => false,
+        // Plain memberships: what a moderator may do to someone else.
+        (_, "ban") => true,
+        ("ban", "leave") => true,
+        ("join" | "invite" | "knock", "leave") => true,
+        ("leave" | "knock", "invite") => true,
+        _ => false,
+    }
+}
+
+impl FakeHomeserver {
+    pub fn new(own_user: &str) -> FakeHomeserver {
+        let hs = FakeHomeserver::default();
+        hs.inner.lock().unwrap().own_user = own_user.to_owned();
+        hs
+    }
+
+    /// Creates a room of `version` by `creator`, with these power levels and members
+    /// (all joined).
+    pub fn create_room(&self, room: &str, version: &str, creator: &str, power_levels: Value, members: &[&str]) {
+        let mut inner = self.inner.lock().unwrap();
+        let mut r = Room { creator: creator.to_owned(), version: version.to_owned(), power_levels, ..Room::default() };
+        r.members.insert(creator.to_owned(), "join".to_owned());
+        for m in members {
+            r.members.insert((*m).to_owned(), "join".to_owned());
+        }
+        inner.rooms.insert(room.to_owned(), r);
+    }
+
+    /// The room's full state as the engine loads it.
+    pub fn state(&self, room: &str) -> Vec<Value> {
+        let inner = self.inner.lock().unwrap();
+        let r = &inner.rooms[room];
+        let mut out = vec![
+            json!({"type": "m.room.create", "state_key": "", "sender": r.creator, "event_id": "$create",
+                   "content": {"room_version": r.version}}),
+            json!({"type": "m.room.power_levels", "state_key": "", "sender": r.creator, "event_id": "$pl0",
+                   "content": r.power_levels}),
+        ];
+        for (user, m) in &r.members {
+            out.push(json!({"type": "m.room.member", "state_key": user, "sender": user,
+                            "event_id": format!("$m0-{user}"), "content": {"membership": m}}));
+        }
+        out
+    }
+
+    pub fn power_levels_now(&self, room: &str) -> Value {
+        self.inner.lock().unwrap().rooms[room].power_levels.clone()
+    }
+
+    pub fn membership(&self, room: &str, user: &str) -> Option<String> {
+        self.inner.lock().unwrap().rooms[room].members.get(user).cloned()
+    }
+
+    /// Makes the next `n` room writes fail with `fault`.
+    pub fn inject(&self, fault: Fault, n: usize) {
+        let mut inner = self.inner.lock().unwrap();
+        for _ in 0..n {
+            inner.faults.push_back(fault.clone());
+        }
+    }
+
+    /// Every write request so far, in order.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.inner.lock().unwrap().attempts.clone()
+    }
+
+    /// The accepted writes.
+    pub fn writes(&self) -> Vec<Write> {
+        self.attempts().into_iter().filter(|a| a.result.is_ok()).map(|a| a.write).collect()
+    }
+
+    /// Accepted `m.room.power_levels` contents sent to `room`.
+    pub fn power_level_events(&self, room: &str) -> Vec<Value> {
+        self.writes()
+            .into_iter()
+            .filter_map(|w| match w {
+                Write::PowerLevels { room: r, content } if r == room => Some(content),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Texts of the notices sent to `room`.
+    pub fn notices(&self, room: &str) -> Vec<String> {
+        self.writes()
+            .into_iter()
+            .filter_map(|w| match w {
+                Write::Notice { room: r, text } if r == room => Some(text),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// State events accepted since the last call, as sync would deliver them: (room, event).
+    pub fn take_sync(&self) -> Vec<(String, Value)> {
+        std::mem::take(&mut self.inner.lock().unwrap().sync)
+    }
+
+    /// Someone else (a moderator, `sender`) sets a user's level; returns the state event.
+    pub fn set_level_as(&self, room: &str, sender: &str, user: &str, level: i64) -> Value {
+        let mut inner = self.inner.lock().unwrap();
+        let content = {
+            let r = inner.rooms.get_mut(room).expect("room");
+            r.power_levels["users"][user] = level.into();
+            r.power_levels.clone()
+        };
+        inner.event(room, sender, "m.room.power_levels", "", content)
+    }
+
+    /// The user changes their own membership (a muted user leaving becomes `leave-mute`).
+    pub fn user_leaves(&self, room: &str, user: &str) -> Value {
+        let mut inner = self.inner.lock().unwrap();
+        let r = inner.rooms.get_mut(room).expect("room");
+        let from = r.members.get(user).cloned().unwrap_or_else(|| "leave".to_owned());
+        let to = if from == "mute" || from == "leave-mute" { "leave-mute" } else { "leave" };
+        r.members.insert(user.to_owned(), to.to_owned());
+        inner.event(room, user, "m.room.member", user, json!({"membership": to}))
+    }
+}
+
+impl Inner {
+    fn event(&mut self, room: &str, sender: &str, ty: &str, state_key: &str, content: Value) -> Value {
+        self.next_event += 1;
+        let ev = json!({"type": ty, "state_key": state_key, "sender": sender,
+                        "event_id": format!("$fake{}", self.next_event), "content": content});
+        self.sync.push((room.to_owned(), ev.clone()));
+        ev
+    }
+
+    fn fault(&mut self) -> Result<(), WriteError> {
+        match self.faults.pop_front() {
+            None => Ok(()),
+            Some(Fault::RateLimited(ms)) => Err(WriteError::RateLimited(Some(Duration::from_millis(ms)))),
+            Some(Fault::ServerError) => Err(WriteError::Transient("502 Bad Gateway".into())),
+            Some(Fault::Permanent(code)) => {
+                Err(WriteError::Permanent { errcode: code.to_owned(), message: "injected".into() })
+            }
+        }
+    }
+
+    fn record(&mut self, write: Write, result: Result<(), WriteError>) -> Result<(), WriteError> {
+        self.attempts.push(Attempt { write, result: result.clone() });
+        result
+    }
+
+    fn forbidden(message: String) -> WriteError {
+        WriteError::Permanent { errcode: "M_FORBIDDEN".into(), message }
+    }
+
+    /// The sender's power in a room: None = unlimited (a creator in version 12+).
+    fn own_level(&self, room: &Room) -> Option<i64> {
+        let privileged = room.version.parse::<u32>().is_ok_and(|v| v >= 12);
+        if privileged && room.creator == self.own_user {
+            None
+        } else {
+            Some(power_levels::user_level(&room.power_levels, &self.own_user))
+        }
+    }
+
+    fn check_power(&self, room: &str, needed: impl Fn(&Value) -> i64) -> Result<(), WriteError> {
+        let Some(r) = self.rooms.get(room) else { return Err(Inner::forbidden(format!("not in {room}"))) };
+        let needed = needed(&r.power_levels);
+        match self.own_level(r) {
+            Some(own) if own < needed => Err(Inner::forbidden(format!("user_level ({own}) < send_level ({needed})"))),
+            _ => Ok(()),
+        }
+    }
+
+    fn membership_write(&mut self, room: &str, user: &str, to: &str, write: Write) -> Result<(), WriteError> {
+        let r = self.fault().and_then(|()| {
+            self.check_power(room, power_levels::ban_level)?;
+            let from = self.rooms[room].members.get(user).cloned().unwrap_or_else(|| "leave".to_owned());
+            if !transition_allowed(&from, to) {
+                return Err(Inner::forbidden(format!("membership {from} -> {to} is not allowed")));
+            }
+            Ok(())
+        });
+        self.record(write.clone(), r)?;
+        let content = match &write {
+            Write::Member { content, .. } => content.clone(),
+            _ => json!({"membership": to}),
+        };
+        self.rooms.get_mut(room).expect("room").members.insert(user.to_owned(), to.to_owned());
+        let sender = self.own_user.clone();
+        self.event(room, &sender, "m.room.member", user, content);
+        Ok(())
+    }
+}
+
+impl RoomWriter for FakeHomeserver {
+    async fn power_levels(&self, room: &str) -> Result<Value, WriteError> {
+        let inner = self.inner.lock().unwrap();
+        inner.rooms.get(room).map(|r| r.power_levels.clone()).ok_or_else(|| Inner::forbidden(format!("not in {room}")))
+    }
+
+    async fn put_power_levels(&self, room: &str, content: &Value) -> Result<String, WriteError> {
+        let mut inner = self.inner.lock().unwrap();
+        let write = Write::PowerLevels { room: room.to_owned(), content: content.clone() };
+        let r = inner.fault().and_then(|()| inner.check_power(room, power_levels::power_levels_send_level));
+        inner.record(write, r)?;
+        inner.rooms.get_mut(room).expect("room").power_levels = content.clone();
+        let sender = inner.own_user.clone();
+        let ev = inner.event(room, &sender, "m.room.power_levels", "", content.clone());
+        Ok(ev["event_id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    async fn set_membership(&self, room: &str, user: &str, membership: &str, reason: &str) -> Result<(), WriteError> {
+        // Exactly what MatrixWriter sends.
+        let mut content = json!({ "membership": membership });
+        if !reason.is_empty() {
+            content["reason"] = reason.into();
+        }
+        let write = Write::Member { room: room.to_owned(), user: user.to_owned(), content };
+        self.inner.lock().unwrap().membership_write(room, user, membership, write)
+    }
+
+    async fn ban(&self, room: &str, user: &str, _reason: &str) -> Result<(), WriteError> {
+        let write = Write::Ban { room: room.to_owned(), user: user.to_owned() };
+        self.inner.lock().unwrap().membership_write(room, user, "ban", write)
+    }
+
+    async fn unban(&self, room: &str, user: &str, _reason: &str) -> Result<(), WriteError> {
+        let write = Write::Unban { room: room.to_owned(), user: user.to_owned() };
+        self.inner.lock().unwrap().membership_write(room, user, "leave", write)
+    }
+
+    async fn notice(&self, room: &str, plain: &str, _html: &str) -> Result<(), WriteError> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.record(Write::Notice { room: room.to_owned(), text: plain.to_owned() }, Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msc3909_transitions() {
+        assert!(transition_allowed("join", "mute"));
+        for to in ["leave-mute", "join", "leave", "ban"] {
+            assert!(transition_allowed("mute", to), "mute -> {to}");
+        }
+        for to in ["invite", "leave-mute", "leave", "ban"] {
+            assert!(transition_allowed("leave-mute", to), "leave-mute -> {to}");
+        }
+        assert!(!transition_allowed("leave-mute", "join"));
+        assert!(!transition_allowed("mute", "invite"));
+        assert!(!transition_allowed("leave", "mute"));
+        assert!(!transition_allowed("invite", "mute"));
+        assert!(!transition_allowed("join", "leave-mute"));
+    }
+
+    #[tokio::test]
+    async fn rejects_invalid_transitions_and_records_attempts() {
+        let hs = FakeHomeserver::new("@hush:x");
+        hs.create_room("!r", "10", "@c:x", json!({"users": {"@hush:x": 100}}), &["@a:x"]);
+        let err = hs.set_membership("!r", "@a:x", "leave-mute", "").await.unwrap_err();
+        assert!(matches!(err, WriteError::Permanent { .. }));
+        hs.set_membership("!r", "@a:x", "mute", "spam").await.unwrap();
+        assert_eq!(hs.membership("!r", "@a:x").as_deref(), Some("mute"));
+        assert_eq!(hs.attempts().len(), 2);
+        assert_eq!(hs.take_sync().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn refuses_power_level_changes_without_power_and_injects_faults() {
+        let hs = FakeHomeserver::new("@hush:x");
+        hs.create_room("!r", "10", "@c:x", json!({"users": {"@hush:x": 20}}), &[]);
+        let err = hs.put_power_levels("!r", &json!({})).await.unwrap_err();
+        assert!(matches!(err, WriteError::Permanent { .. }), "{err:?}");
+        hs.create_room("!s", "10", "@c:x", json!({"users": {"@hush:x": 100}}), &[]);
+        hs.inject(Fault::RateLimited(100), 1);
+        assert!(matches!(hs.put_power_levels("!s", &json!({})).await, Err(WriteError::RateLimited(_))));
+        assert!(hs.put_power_levels("!s", &json!({"users": {}})).await.is_ok());
+    }
+}
