@@ -12,7 +12,8 @@
 //!
 //! 1. **floor**: the moderator's plain client mutes a user in every protected room by
 //!    read-modify-write of `m.room.power_levels` (GET then PUT), one room after the other
-//!    and all rooms at once; timed from the first request until the last PUT returned;
+//!    and all rooms at once; timed by the writer (first request to last PUT returned) and
+//!    by the same poller as hush (below), running alongside;
 //! 2. **start-up**: starts `target/release/hush` with a fresh `data_dir` (cold) and, for
 //!    every further window, restarts it on the same `data_dir` (warm); a rule added while
 //!    hush was down must be enforced right after start. Times: process start to login done
@@ -23,11 +24,10 @@
 //!    moderator sends an `m.mute` rule for a fresh member, then polls the protected rooms
 //!    (one request in flight) until every room's power levels show the mute.
 //!
-//! Two clocks are reported for 1 and 3: `client` (what the moderator's client sees: the
-//! last PUT returning for the floor, the last poll showing the mute for hush, so hush's
-//! figure includes up to one polling round) and `server` (the latest `origin_server_ts`
-//! of the power-levels events minus the wall-clock time the rule or the first request
-//! was sent; same machine, same clock, no polling error).
+//! The poller (`GET .../state/m.room.power_levels/`, one request in flight, rooms in turn)
+//! measures hush and the floor alike, so the `observed` ratio compares like with like; its
+//! resolution is one polling round over the rooms not yet muted. The floor's `writer`
+//! figure is exact and has no polling error; the ratio over it is the stricter one.
 #![recursion_limit = "256"]
 
 use std::io::Read;
@@ -425,13 +425,16 @@ async fn fill_list(w: &World) -> Result<Duration> {
     run_concurrently(w.opts.concurrency * 2, (0..total).collect(), move |i| {
         let (m, list, done) = (m.clone(), list.clone(), done.clone());
         async move {
-            let entity =
-                if i % 100 == 0 { format!("@spam{i}*:example.org") } else { format!("@spammer{i}:example.org") };
-            let recommendation = if i % 4 == 0 { "m.mute" } else { "m.ban" };
+            let entity = if i.is_multiple_of(100) {
+                format!("@spam{i}*:example.org")
+            } else {
+                format!("@spammer{i}:example.org")
+            };
+            let recommendation = if i.is_multiple_of(4) { "m.mute" } else { "m.ban" };
             let content = json!({"entity": entity, "recommendation": recommendation, "reason": "bench filler"});
             m.put_state(&list, "m.policy.rule.user", &format!("filler-{i}"), &content).await?;
             let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if d % 2000 == 0 {
+            if d.is_multiple_of(2000) {
                 eprintln!("  {d}/{total} rules");
             }
             Ok(())
@@ -470,45 +473,43 @@ fn write_config(w: &World, window: Option<u64>) -> Result<PathBuf> {
 
 // ---------------------------------------------------------------- measurements
 
+/// One repetition: the writer's own clock (floor only: the last PUT returned) and what the
+/// poller observed (the last room seen muted).
 #[derive(Debug, Clone, Copy)]
 struct Sample {
-    client_ms: f64,
-    server_ms: f64,
+    writer_ms: Option<f64>,
+    observed_ms: f64,
 }
 
 /// Mutes `user` by hand in every protected room (one room after the other or all at once),
-/// timed; then restores the rooms (not timed).
+/// with the same poller as for hush running alongside; then restores the rooms (not timed).
 async fn floor(w: &World, concurrent: bool) -> Result<Vec<Sample>> {
     let mut out = Vec::new();
     let user = w.floor_user.user_id.to_string();
     for _ in 0..w.opts.reps {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let ts0 = now_ms();
+        tokio::time::sleep(Duration::from_millis(700)).await;
         let t0 = Instant::now();
-        if concurrent {
-            let mut set = tokio::task::JoinSet::new();
-            for room in &w.protected {
-                let (m, room, user) = (w.moderator.clone(), room.clone(), user.clone());
-                set.spawn(async move { m.set_level(&room, &user, Some(-1)).await });
+        let (m, rooms, u) = (w.moderator.clone(), w.protected.clone(), user.clone());
+        let writer = tokio::spawn(async move {
+            if concurrent {
+                let mut set = tokio::task::JoinSet::new();
+                for room in rooms {
+                    let (m, u) = (m.clone(), u.clone());
+                    set.spawn(async move { m.set_level(&room, &u, Some(-1)).await });
+                }
+                while let Some(r) = set.join_next().await {
+                    r??;
+                }
+            } else {
+                for room in &rooms {
+                    m.set_level(room, &u, Some(-1)).await?;
+                }
             }
-            while let Some(r) = set.join_next().await {
-                r??;
-            }
-        } else {
-            for room in &w.protected {
-                w.moderator.set_level(room, &user, Some(-1)).await?;
-            }
-        }
-        let client_ms = ms(t0.elapsed());
-        let mut last_ts = 0;
-        for room in &w.protected {
-            let ev = w.moderator.power_levels(room, true).await?;
-            if !is_muted(&ev["content"], &user) {
-                bail!("floor: {user} not muted in {room}");
-            }
-            last_ts = last_ts.max(ev["origin_server_ts"].as_u64().unwrap_or(0));
-        }
-        out.push(Sample { client_ms, server_ms: last_ts.saturating_sub(ts0) as f64 });
+            anyhow::Ok(t0.elapsed())
+        });
+        let seen = wait_muted(w, &user, t0, &w.moderator.user_id).await?;
+        let writer_ms = ms(writer.await??);
+        out.push(Sample { writer_ms: Some(writer_ms), observed_ms: ms(seen) });
         for room in &w.protected {
             w.moderator.set_level(room, &user, None).await?;
         }
@@ -516,18 +517,10 @@ async fn floor(w: &World, concurrent: bool) -> Result<Vec<Sample>> {
     Ok(out)
 }
 
-/// What the poller saw of one mute across the protected rooms.
-struct Seen {
-    /// Time from `t0` until the last room was seen muted.
-    all: Duration,
-    /// Latest origin_server_ts of the power-levels events carrying the mute.
-    last_ts: u64,
-}
-
-/// Polls (one request in flight) until `user` is muted in every protected room.
-async fn wait_muted(w: &World, user: &str, t0: Instant, pause: Duration) -> Result<Seen> {
+/// Polls (one request in flight, rooms in turn) until `user` is muted in every protected
+/// room by `sender`; returns the time from `t0` until the last room was seen muted.
+async fn wait_muted(w: &World, user: &str, t0: Instant, sender: &OwnedUserId) -> Result<Duration> {
     let mut remaining: Vec<&OwnedRoomId> = w.protected.iter().collect();
-    let mut last_ts = 0;
     let mut all = Duration::ZERO;
     let end = Instant::now() + DEADLINE;
     while !remaining.is_empty() {
@@ -539,20 +532,16 @@ async fn wait_muted(w: &World, user: &str, t0: Instant, pause: Duration) -> Resu
             let ev = w.moderator.power_levels(room, true).await?;
             if is_muted(&ev["content"], user) {
                 all = t0.elapsed();
-                last_ts = last_ts.max(ev["origin_server_ts"].as_u64().unwrap_or(0));
-                if ev["sender"].as_str() != Some(w.bot.user_id.as_str()) {
-                    bail!("the mute of {user} in {room} was not sent by hush: {ev}");
+                if ev["sender"].as_str() != Some(sender.as_str()) {
+                    bail!("the mute of {user} in {room} was not sent by {sender}: {ev}");
                 }
             } else {
                 still.push(room);
             }
         }
         remaining = still;
-        if !remaining.is_empty() && !pause.is_zero() {
-            tokio::time::sleep(pause).await;
-        }
     }
-    Ok(Seen { all, last_ts })
+    Ok(all)
 }
 
 async fn rule_to_mute(w: &World, users: &[Account]) -> Result<Vec<Sample>> {
@@ -560,12 +549,11 @@ async fn rule_to_mute(w: &World, users: &[Account]) -> Result<Vec<Sample>> {
     for u in users {
         // Let the previous batch and its echoes settle.
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let ts0 = now_ms();
         let t0 = Instant::now();
         send_mute_rule(w, u).await?;
-        let seen = wait_muted(w, u.user_id.as_str(), t0, Duration::ZERO).await?;
-        let s = Sample { client_ms: ms(seen.all), server_ms: seen.last_ts.saturating_sub(ts0) as f64 };
-        eprintln!("  {}: client {:.0} ms, server {:.0} ms", u.user_id, s.client_ms, s.server_ms);
+        let seen = wait_muted(w, u.user_id.as_str(), t0, &w.bot.user_id).await?;
+        let s = Sample { writer_ms: None, observed_ms: ms(seen) };
+        eprintln!("  {}: {:.0} ms", u.user_id, s.observed_ms);
         out.push(s);
     }
     Ok(out)
@@ -686,7 +674,7 @@ fn stats(v: impl Iterator<Item = f64>) -> Stats {
     let mut v: Vec<f64> = v.collect();
     v.sort_by(f64::total_cmp);
     Stats {
-        median: if v.len() % 2 == 0 && !v.is_empty() {
+        median: if v.len().is_multiple_of(2) && !v.is_empty() {
             (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
         } else {
             percentile(&v, 0.5)
@@ -697,17 +685,19 @@ fn stats(v: impl Iterator<Item = f64>) -> Stats {
     }
 }
 
-fn row(name: &str, samples: &[Sample], floor: Option<(Stats, Stats)>) -> String {
-    let c = stats(samples.iter().map(|s| s.client_ms));
-    let s = stats(samples.iter().map(|s| s.server_ms));
+fn cell(s: Stats) -> String {
+    format!("{:.0} / {:.0} ({:.0}-{:.0})", s.median, s.p90, s.min, s.max)
+}
+
+/// A table row; `floor` = (observed, writer) medians of the floor the ratios refer to.
+fn row(name: &str, samples: &[Sample], floor: Option<(f64, f64)>) -> String {
+    let observed = stats(samples.iter().map(|s| s.observed_ms));
+    let writer = samples.iter().map(|s| s.writer_ms).collect::<Option<Vec<f64>>>().map(|v| stats(v.into_iter()));
     let ratio = match floor {
-        Some((fc, fs)) => format!("{:.2}x | {:.2}x", c.median / fc.median, s.median / fs.median),
+        Some((fo, fw)) => format!("{:.2}x | {:.2}x", observed.median / fo, observed.median / fw),
         None => "- | -".to_owned(),
     };
-    format!(
-        "| {name} | {:.0} / {:.0} ({:.0}-{:.0}) | {:.0} / {:.0} ({:.0}-{:.0}) | {ratio} |",
-        c.median, c.p90, c.min, c.max, s.median, s.p90, s.min, s.max
-    )
+    format!("| {name} | {} | {} | {ratio} |", writer.map_or("-".to_owned(), cell), cell(observed))
 }
 
 fn window_name(w: Option<u64>) -> String {
@@ -725,6 +715,16 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 // ---------------------------------------------------------------- main
 
 async fn run(opts: Opts) -> Result<String> {
@@ -736,6 +736,7 @@ async fn run(opts: Opts) -> Result<String> {
     eprintln!("work dir {}", work.display());
     let hs = Synapse::start(&work.join("synapse"))?;
     eprintln!("synapse at {}", hs.url);
+    let load_before = loadavg();
     let w = setup(opts.clone(), hs, work.clone()).await?;
 
     eprintln!("filling the policy list with {} rules", w.opts.rules);
@@ -770,21 +771,22 @@ async fn run(opts: Opts) -> Result<String> {
     let floor_conc2 = floor(&w, true).await?;
 
     // The report, as markdown.
-    let fc = stats(floor_conc.iter().map(|s| s.client_ms));
-    let fs = stats(floor_conc.iter().map(|s| s.server_ms));
+    let fo = stats(floor_conc.iter().map(|s| s.observed_ms)).median;
+    let fw = stats(floor_conc.iter().filter_map(|s| s.writer_ms)).median;
     let mut r = String::new();
+    r.push_str(&format!("Machine: {} CPUs; load average {load_before} before, {} after.\n", num_cpus(), loadavg()));
     r.push_str(&format!(
         "{} protected rooms, {} repetitions, policy list of {} rules (+ the benchmark's own), Synapse 1.163.2 on 127.0.0.1.\n\n",
         w.opts.rooms, w.opts.reps, w.opts.rules
     ));
-    r.push_str("Rule sent to the policy list until the mute is in force in every protected room (ms; median / p90 (min-max); ratio = median over the median of the concurrent floor before hush ran):\n\n");
-    r.push_str("| what | client clock | server clock | ratio (client) | ratio (server) |\n|---|---|---|---|---|\n");
+    r.push_str("Rule sent to the policy list until the mute is in force in every protected room, in ms: median / p90 (min-max). `writer` = the plain client's own clock (last PUT returned); `observed` = the moderator's poller (one request in flight) saw the mute in every room. Ratios: hush's observed median over the observed, then over the writer, median of the floor with all rooms at once (before hush ran).\n\n");
+    r.push_str("| what | writer | observed | ratio (observed) | ratio (writer) |\n|---|---|---|---|---|\n");
     r.push_str(&row("floor: plain client, rooms one after the other", &floor_seq, None));
     r.push('\n');
     r.push_str(&row("floor: plain client, all rooms at once", &floor_conc, None));
     r.push('\n');
     for (window, samples) in &latencies {
-        r.push_str(&row(&format!("hush, batch_window_ms {}", window_name(*window)), samples, Some((fc, fs))));
+        r.push_str(&row(&format!("hush, batch_window_ms {}", window_name(*window)), samples, Some((fo, fw))));
         r.push('\n');
     }
     r.push_str(&row("floor again after hush: one after the other", &floor_seq2, None));

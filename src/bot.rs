@@ -35,6 +35,8 @@ pub struct Bot {
     pub management_room: RwLock<Option<OwnedRoomId>>,
     /// Room ids of every configured room (management, lists, protected), as far as resolved.
     pub configured: RwLock<HashSet<OwnedRoomId>>,
+    /// What each followed room is for, by room id (to follow it across an upgrade).
+    pub roles: RwLock<std::collections::HashMap<OwnedRoomId, Vec<Role>>>,
     /// Whether the start-up notice went out to the management room.
     pub announced: AtomicBool,
     /// The engine's inbox: every trigger goes there.
@@ -104,6 +106,10 @@ pub async fn run(config: Config) -> Result<()> {
         timers,
         engine_tx.clone(),
     );
+    let engine = match crate::suspension::from_config(&config, own_user.as_str())? {
+        Some(s) => engine.with_suspension(s),
+        None => engine,
+    };
     let engine_task = tokio::spawn(engine.run(engine_rx, expired));
     let bot = Arc::new(Bot {
         config,
@@ -113,6 +119,7 @@ pub async fn run(config: Config) -> Result<()> {
         started_at_ms: now_ms(),
         management_room: RwLock::new(None),
         configured: RwLock::new(HashSet::new()),
+        roles: RwLock::new(std::collections::HashMap::new()),
         announced: AtomicBool::new(false),
         engine: engine_tx,
         overrides: std::sync::Mutex::new(overrides),
@@ -245,6 +252,7 @@ async fn follow_room(bot: Arc<Bot>, room: String, roles: Vec<Role>, resolved: to
         let attempt = async {
             let room_id = matrix::resolve(&bot.client, &room).await?;
             bot.configured.write().unwrap_or_else(|e| e.into_inner()).insert(room_id.clone());
+            bot.roles.write().unwrap_or_else(|e| e.into_inner()).insert(room_id.clone(), roles.clone());
             if roles.contains(&Role::Management) {
                 *bot.management_room.write().unwrap_or_else(|e| e.into_inner()) = Some(room_id.clone());
             }
@@ -298,10 +306,40 @@ async fn follow_room(bot: Arc<Bot>, room: String, roles: Vec<Role>, resolved: to
 async fn on_state_event(ev: Raw<AnySyncStateEvent>, room: Room, bot: Ctx<Arc<Bot>>) {
     match serde_json::from_str::<serde_json::Value>(ev.json().get()) {
         Ok(event) => {
+            if event.get("type").and_then(|t| t.as_str()) == Some("m.room.tombstone") {
+                follow_upgrade(&bot, room.room_id(), &event);
+            }
             let _ = bot.engine.send(Input::State { room_id: room.room_id().to_string(), event });
         }
         Err(e) => warn!(room = %room.room_id(), "skipping an unreadable state event: {e}"),
     }
+}
+
+/// A followed room was upgraded (tombstone): follow its replacement in the same roles.
+/// A policy list's old room stays followed too (its rules do not move by themselves);
+/// a protected room's old room is dropped (nobody can talk there any more).
+fn follow_upgrade(bot: &Arc<Bot>, old: &matrix_sdk::ruma::RoomId, event: &serde_json::Value) {
+    let Some(new) = event.pointer("/content/replacement_room").and_then(|r| r.as_str()) else { return };
+    let Some(roles) = bot.roles.read().unwrap_or_else(|e| e.into_inner()).get(old).cloned() else { return };
+    info!(%old, %new, ?roles, "a followed room was upgraded; following its replacement");
+    {
+        let mut overrides = bot.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        if roles.contains(&Role::List) {
+            overrides.watch(new);
+        }
+        if roles.contains(&Role::Protected) {
+            overrides.protect(new);
+            overrides.unprotect(old.as_str());
+            let _ = bot.engine.send(Input::Unprotect { room_id: old.to_string() });
+        }
+        if let Err(e) = overrides.save(&bot.config.data_dir) {
+            warn!("cannot save the upgraded room: {e:#}");
+        }
+    }
+    if roles.contains(&Role::Management) {
+        warn!(%old, %new, "the management room was upgraded; hush moves there now, but update management_room in the config");
+    }
+    bot.follow(new.to_owned(), roles);
 }
 
 /// Forwards redactions: a redacted policy rule is a removed rule.

@@ -22,6 +22,8 @@ use crate::enforce::{self, PowerLevelsSent, RoomWriter, WriteError};
 use crate::ledger::{Entry, Kind, Ledger, Phase};
 use crate::rooms::{RoomState, StateChange};
 
+mod accounts;
+
 /// Everything the engine reacts to.
 #[derive(Debug)]
 pub enum Input {
@@ -50,6 +52,8 @@ pub enum Input {
     MemberWriteDone { room_id: String, user_id: String, kind: Kind, lifting: bool, result: Result<(), WriteError> },
     /// Time to send a room's pending power-level edits.
     Flush { room_id: String },
+    /// A report could not reach the management room: report it again when it recurs.
+    ReportFailed { key: String },
     /// A snapshot for `status`/`mutes`.
     Status(tokio::sync::oneshot::Sender<StatusReport>),
     /// Active rules about a user or glob: rules whose entity is exactly `target`, and (for
@@ -59,6 +63,10 @@ pub enum Input {
     Unwatch { room_id: String },
     /// Stop protecting a room (`rooms remove`): hush no longer acts there.
     Unprotect { room_id: String },
+    /// An account suspension (or its lift) was made, or failed for good.
+    Suspension(crate::suspension::Done),
+    /// hush's own account can write again (the probe of this block generation wrote).
+    OwnAccountWritable { generation: u64 },
 }
 
 /// What the engine can tell the management room.
@@ -70,6 +78,8 @@ pub struct StatusReport {
     pub ledger: Vec<Entry>,
     pub last_errors: Vec<String>,
     pub dry_run: bool,
+    /// hush's own account cannot write: the cause and since when (ms since the epoch).
+    pub own_account_blocked: Option<(String, u64)>,
 }
 
 /// The engine's settings.
@@ -111,6 +121,10 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     timer_count: BTreeMap<String, u64>,
     reported: HashSet<String>,
     last_errors: Vec<String>,
+    /// Account suspension, when enabled (see `accounts`).
+    suspensions: Option<crate::suspension::Suspensions>,
+    /// Whether hush's own account can write.
+    own: crate::suspension::OwnAccount,
 }
 
 /// The ledger's rule reference for a policy rule: "list|kind|state key".
@@ -198,6 +212,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             timer_count: BTreeMap::new(),
             reported: HashSet::new(),
             last_errors: Vec::new(),
+            suspensions: None,
+            own: Default::default(),
         }
     }
 
@@ -299,6 +315,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.member_write_done(&room_id, &user_id, kind, lifting, result)
             }
             Input::Flush { room_id } => self.flush(&room_id),
+            Input::ReportFailed { key } => {
+                self.reported.remove(&key);
+            }
             Input::Status(reply) => {
                 let _ = reply.send(self.status());
             }
@@ -328,6 +347,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.pending_pl.remove(&room_id);
                 info!(room = %room_id, "no longer protecting the room");
             }
+            Input::Suspension(done) => self.account_call_done(done),
+            Input::OwnAccountWritable { generation } => self.own_account_writable(generation),
         }
     }
 
@@ -345,6 +366,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             ledger: self.ledger.all().unwrap_or_default(),
             last_errors: self.last_errors.clone(),
             dry_run: self.cfg.dry_run,
+            own_account_blocked: self.own.blocked.clone().map(|c| (c, self.own.since_ms)),
         }
     }
 
@@ -425,6 +447,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             users.extend(entries.into_iter().map(|e| e.user_id));
         }
         self.reconcile_room_users(room_id, &users);
+        // Members hush did not know before may have an account-wide rule.
+        self.reconcile_accounts(&users);
     }
 
     fn state_event(&mut self, room_id: &str, ev: &Value) {
@@ -451,7 +475,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         match room.apply_state(ev) {
             StateChange::Member(user) => {
                 self.index.track_user(&user);
-                self.reconcile_room_users(room_id, &BTreeSet::from([user]));
+                let user = BTreeSet::from([user]);
+                self.reconcile_room_users(room_id, &user);
+                self.reconcile_accounts(&user);
             }
             StateChange::PowerLevels => {
                 // A moderator may have changed a level hush set: look at hush's entries here.
@@ -479,9 +505,14 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         for room in rooms {
             self.reconcile_room_users(&room, &users);
         }
+        self.reconcile_accounts(&users);
     }
 
     fn reconcile_room_users(&mut self, room_id: &str, users: &BTreeSet<String>) {
+        if self.own.blocked.is_some() {
+            // hush cannot write: everyone is looked at again when it can.
+            return;
+        }
         for user in users {
             let actions = self.reconcile_one(room_id, user);
             for a in actions {
@@ -764,7 +795,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 info!(room = room_id, edits = edits.len(), "power levels updated");
             }
             Err(e) => {
-                self.error(format!("cannot change power levels in {room_id}: {e}"));
+                if !self.own_account_error(&e) {
+                    self.error(format!("cannot change power levels in {room_id}: {e}"));
+                }
                 for edit in &edits {
                     let entry = self.ledger.get(room_id, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
                     let _ = match entry {
@@ -854,10 +887,12 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             (Err(_), true) => self.ledger.mark_applied(room_id, user_id, kind),
         };
         if let Err(e) = result {
-            self.error(format!(
-                "cannot {} {user_id} in {room_id}: {e}",
-                if lifting { "lift the restriction of" } else { "restrict" }
-            ));
+            if !self.own_account_error(&e) {
+                self.error(format!(
+                    "cannot {} {user_id} in {room_id}: {e}",
+                    if lifting { "lift the restriction of" } else { "restrict" }
+                ));
+            }
         }
         if let Err(e) = r {
             self.error(format!("ledger write failed in {room_id}: {e:#}"));
@@ -880,17 +915,35 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
 
     /// Tells the management room, once per key per run.
     fn report_once(&mut self, key: &str, text: &str) {
+        if self.own.blocked.is_some() {
+            // hush cannot write to the management room either: keep it for later.
+            debug!(key, "not reporting while hush's own account cannot write");
+            return;
+        }
         if !self.reported.insert(key.to_owned()) {
             return;
         }
         let Some(room) = self.management_room.clone() else { return };
         let writer = self.writer.clone();
         let text = text.to_owned();
+        let inbox = self.inbox.clone();
+        let key = key.to_owned();
         tokio::spawn(async move {
             let html = crate::management::escape_html(&text);
-            if let Err(e) = enforce::with_retries("report", || writer.notice(&room, &text, &html)).await {
-                warn!("cannot report to the management room: {e}");
+            // hush may not have joined the management room yet (start-up): try for a while.
+            let mut wait = Duration::from_secs(1);
+            for attempt in 0..8 {
+                match enforce::with_retries("report", || writer.notice(&room, &text, &html)).await {
+                    Ok(()) => return,
+                    Err(e) if attempt == 7 => warn!("cannot report to the management room: {e}"),
+                    Err(_) => {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(30));
+                    }
+                }
             }
+            // Let a later occurrence be reported again.
+            let _ = inbox.send(Input::ReportFailed { key });
         });
     }
 }

@@ -464,3 +464,163 @@ async fn a_rule_removed_while_its_ban_is_in_flight_is_still_lifted() {
     assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("leave"), "the ban is lifted");
     assert!(h.status().await.ledger.is_empty());
 }
+
+// Account suspension (MSC3823) and hush's own account being suspended.
+
+use crate::suspension::{fake::FakeAdmin, Suspensions};
+
+fn mute_until(key: &str, entity: &str, expiry: u64) -> Input {
+    Input::State {
+        room_id: LIST.into(),
+        event: json!({"type": "m.policy.rule.user", "state_key": key, "sender": MOD, "event_id": format!("$rule-{key}"),
+                      "content": {"entity": entity, "recommendation": "m.mute", "reason": "spam", "expiry": expiry}}),
+    }
+}
+
+async fn with_admin(hs: &FakeHomeserver, cfg: EngineConfig, users: &[&str]) -> (Harness, FakeAdmin) {
+    let mut h = Harness::start(hs, cfg, &[ROOM]).await;
+    let admin = FakeAdmin::new("x", users);
+    h.engine.set_suspension(Suspensions::new(std::sync::Arc::new(admin.clone()), "x"));
+    (h, admin)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exact_mute_suspends_a_local_account_and_its_removal_lifts_it() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x", "@far:y"]);
+    let (mut h, admin) = with_admin(&hs, config(), &["@a:x", HUSH, MOD]).await;
+
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    h.input(rule("far", "@far:y", "m.mute")).await;
+    assert_eq!(admin.calls(), vec![("@a:x".to_owned(), true)], "only the local user; never a remote one");
+    let s = h.status().await;
+    assert_eq!(entry_of(&s, "", "@a:x", Kind::Suspension).map(|e| e.phase), Some(Phase::Applied));
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "the room mute applies too");
+
+    h.input(remove_rule("a")).await;
+    assert_eq!(admin.calls().last(), Some(&("@a:x".to_owned(), false)));
+    assert!(admin.suspended().is_empty());
+    assert!(entry_of(&h.status().await, "", "@a:x", Kind::Suspension).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_temporary_suspension_ends_at_its_expiry() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let (mut h, admin) = with_admin(&hs, config(), &["@a:x"]).await;
+    // An hour from the harness's start (its settling already took some paused minutes).
+    let expiry = 1_700_000_000_000 + 3_600_000;
+    h.engine.handle(mute_until("a", "@a:x", expiry));
+    let done = h.pump_until(|i| matches!(i, Input::Suspension(_))).await;
+    h.engine.handle(done);
+    assert!(admin.suspended().contains("@a:x"));
+    assert_eq!(entry_of(&h.status().await, "", "@a:x", Kind::Suspension).and_then(|e| e.expires_at_ms), Some(expiry));
+    // Each settle lets ten quiet minutes of paused time pass; the timer fires within an hour.
+    for _ in 0..10 {
+        h.settle().await;
+    }
+    assert!(admin.suspended().is_empty(), "lifted at the expiry");
+    assert!(entry_of(&h.status().await, "", "@a:x", Kind::Suspension).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn suspension_safeguards_refuse_and_report_once() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(
+        ROOM,
+        "10",
+        MOD,
+        levels(&[("@g1:x", 0), ("@g2:x", 0)]),
+        &[HUSH, "@vip:x", "@boss:x", "@g1:x", "@g2:x"],
+    );
+    let mut cfg = config();
+    cfg.protected_users = vec!["@vip:x".into()];
+    let (mut h, admin) = with_admin(&hs, cfg, &[HUSH, "@vip:x", "@boss:x", "@g1:x", "@g2:x"]).await;
+    admin.state.lock().unwrap().admins.insert("@boss:x".into());
+    // hush itself: refused by the room reconciliation and by suspension.
+    h.input(rule("h", HUSH, "m.mute")).await;
+    h.input(rule("v", "@vip:x", "m.mute")).await;
+    h.input(rule("b", "@boss:x", "m.mute")).await;
+    h.input(rule("g", "@g*:x", "m.mute")).await;
+    assert!(admin.suspended().is_empty(), "nobody suspended: {:?}", admin.calls());
+    let notices = h.notices().await;
+    for want in [
+        "Not suspending @hush:x: that is hush's own account.",
+        "Not suspending @vip:x: the user is in protected_users.",
+        "Not suspending @boss:x: a homeserver admin.",
+        "Not suspending @g1:x: the rule's entity `@g*:x` is not exactly the user id",
+    ] {
+        assert_eq!(notices.iter().filter(|n| n.starts_with(want)).count(), 1, "{want:?} in {notices:#?}");
+    }
+    assert!(!notices.iter().any(|n| n.starts_with("Not suspending @g2:x")), "one report per glob rule");
+    assert!(h.status().await.ledger.iter().all(|e| e.kind != Kind::Suspension));
+}
+
+#[tokio::test(start_paused = true)]
+async fn admin_errors_are_specific_and_reported_once() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x", "@b:x", "@ghost:x"]);
+    let (mut h, admin) = with_admin(&hs, config(), &["@a:x", "@b:x"]).await;
+    h.input(rule("ghost", "@ghost:x", "m.mute")).await;
+    admin.state.lock().unwrap().not_admin_token = true;
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    h.input(rule("b", "@b:x", "m.mute")).await;
+    let notices = h.notices().await;
+    assert_eq!(notices.iter().filter(|n| n.contains("the homeserver has no user @ghost:x")).count(), 1, "{notices:#?}");
+    assert_eq!(notices.iter().filter(|n| n.contains("is not a homeserver admin's")).count(), 1, "{notices:#?}");
+    assert!(h.status().await.ledger.iter().all(|e| e.kind != Kind::Suspension), "failed calls leave no entry");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_reports_suspensions_and_calls_nothing() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mut cfg = config();
+    cfg.dry_run = true;
+    let (mut h, admin) = with_admin(&hs, cfg, &["@a:x"]).await;
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    assert!(admin.calls().is_empty());
+    let notices = h.notices().await;
+    assert!(notices.iter().any(|n| n.starts_with("[dry run] would suspend the account @a:x")), "{notices:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hush_suspended_pauses_writes_and_resumes_by_itself() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x", "@b:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    hs.set_suspended(true);
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    let s = h.status().await;
+    assert!(s.own_account_blocked.as_ref().is_some_and(|(c, _)| c.starts_with("M_USER_SUSPENDED")), "{s:?}");
+    assert!(s.ledger.is_empty(), "the failed mute left no entry: {:?}", s.ledger);
+    // While blocked, new rules cause no room writes (only the probes try).
+    let before = hs.attempts().iter().filter(|a| !matches!(a.write, Write::PowerLevels { .. })).count();
+    h.input(rule("b", "@b:x", "m.ban")).await;
+    assert_eq!(hs.attempts().iter().filter(|a| !matches!(a.write, Write::PowerLevels { .. })).count(), before);
+    let errors = h.status().await.last_errors;
+    assert_eq!(errors.iter().filter(|e| e.contains("own account")).count(), 1, "one clear error: {errors:#?}");
+
+    hs.set_suspended(false);
+    h.settle().await;
+    h.sync().await;
+    assert!(h.status().await.own_account_blocked.is_none());
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "the pending mute went through");
+    assert_eq!(hs.membership(ROOM, "@b:x").as_deref(), Some("ban"), "the ban decided while blocked too");
+    let notices = h.notices().await;
+    assert!(notices.iter().any(|n| n.contains("It can again")), "{notices:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_room_loaded_after_the_rule_suspends_its_member() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mut h = Harness::start(&hs, config(), &[]).await;
+    let admin = FakeAdmin::new("x", &["@a:x"]);
+    h.engine.set_suspension(Suspensions::new(std::sync::Arc::new(admin.clone()), "x"));
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    assert!(admin.calls().is_empty(), "hush does not know @a:x yet");
+    h.engine.handle(Input::Configure { management_room: None, lists: vec![], protected: vec![ROOM.into()] });
+    h.input(Input::RoomLoaded { room_id: ROOM.into(), events: hs.state(ROOM) }).await;
+    assert_eq!(admin.calls(), vec![("@a:x".to_owned(), true)]);
+}

@@ -58,6 +58,8 @@ struct Inner {
     faults: VecDeque<Fault>,
     sync: Vec<(String, Value)>,
     next_event: u64,
+    /// hush's own account is suspended (MSC3823): every room write fails.
+    suspended: bool,
 }
 
 /// The fake; cheap to clone (shared state).
@@ -135,6 +137,11 @@ impl FakeHomeserver {
         }
     }
 
+    /// Suspends (or unsuspends) hush's own account: room writes fail with `M_USER_SUSPENDED`.
+    pub fn set_suspended(&self, on: bool) {
+        self.inner.lock().unwrap().suspended = on;
+    }
+
     /// Every write request so far, in order.
     pub fn attempts(&self) -> Vec<Attempt> {
         self.inner.lock().unwrap().attempts.clone()
@@ -204,6 +211,9 @@ impl Inner {
     }
 
     fn fault(&mut self) -> Result<(), WriteError> {
+        if self.suspended {
+            return Err(WriteError::Suspended("M_USER_SUSPENDED: account is suspended".into()));
+        }
         match self.faults.pop_front() {
             None => Ok(()),
             Some(Fault::RateLimited(ms)) => Err(WriteError::RateLimited(Some(Duration::from_millis(ms)))),

@@ -12,6 +12,7 @@ pub mod management;
 pub mod matrix;
 pub mod rooms;
 pub mod runtime;
+pub mod suspension;
 
 #[cfg(test)]
 mod engine_tests;

@@ -313,6 +313,23 @@ async fn status(bot: &Bot) -> Reply {
             let mutes = s.ledger.iter().filter(|e| e.kind.is_mute() && !e.overridden).count();
             let bans = s.ledger.iter().filter(|e| e.kind == Kind::Ban && !e.overridden).count();
             let _ = writeln!(plain, "restrictions in force: {mutes} mute(s), {bans} ban(s)");
+            let suspensions = s.ledger.iter().filter(|e| e.kind == Kind::Suspension).count();
+            if bot.config.suspension.enabled || suspensions > 0 {
+                let _ = writeln!(plain, "account suspensions by hush: {suspensions}");
+            }
+            match &s.own_account_blocked {
+                None => {
+                    let _ = writeln!(plain, "own account: can write");
+                }
+                Some((cause, since_ms)) => {
+                    let since = Duration::from_millis(now_ms().saturating_sub(*since_ms));
+                    let _ = writeln!(
+                        plain,
+                        "own account: CANNOT WRITE ({cause}) for {}; writes paused, resuming by itself when it can",
+                        commands::format_duration(Duration::from_secs(since.as_secs().max(1)))
+                    );
+                }
+            }
             let _ = writeln!(plain, "pending timers: {}", s.pending_timers);
             if s.last_errors.is_empty() {
                 let _ = writeln!(plain, "last errors: none");

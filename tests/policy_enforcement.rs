@@ -129,3 +129,108 @@ async fn dry_run_reports_and_changes_nothing() {
     let pl = c.moderator.power_levels(c.protected.room_id()).await.unwrap();
     assert_eq!(level_of(&pl, &user.user_id), Some(10), "dry run changes nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_lists_with_conflicting_rules_ban_beats_mute() {
+    let c = Community::new().await.unwrap();
+    let user = c.member(Some(10)).await.unwrap();
+    let second = c.moderator.create_room("second list", &[&c.bot.user_id], false).await.unwrap();
+    let config = c.config("").to_string_lossy().to_string();
+    // Follow both lists.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("policy_lists: [\"{}\"]", c.list.room_id()),
+        &format!("policy_lists: [\"{}\", \"{}\"]", c.list.room_id(), second.room_id()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let _hush = c.start(std::path::Path::new(&config), 1).await;
+
+    c.rule("mute", user.user_id.as_str(), "m.mute", None).await.unwrap();
+    c.wait_level(&user.user_id, Some(-1)).await;
+    c.moderator
+        .put_state(
+            second.room_id(),
+            "m.policy.rule.user",
+            "ban",
+            serde_json::json!({"entity": user.user_id, "recommendation": "m.ban", "reason": "worse"}),
+        )
+        .await
+        .unwrap();
+    let rid = c.protected.room_id().to_owned();
+    let membership = || async {
+        use matrix_sdk::ruma::api::client::state::get_state_event_for_key;
+        let req =
+            get_state_event_for_key::v3::Request::new(rid.clone(), "m.room.member".into(), user.user_id.to_string());
+        let v: serde_json::Value =
+            serde_json::from_str(c.moderator.client.send(req).await.ok()?.event_or_content.get()).ok()?;
+        v.get("membership")?.as_str().map(str::to_owned)
+    };
+    assert!(
+        poll(DEADLINE, || async { (membership().await.as_deref() == Some("ban")).then_some(()) }).await.is_some(),
+        "ban beats mute"
+    );
+    // The ban's removal unbans; the other list's mute still holds.
+    c.moderator.put_state(second.room_id(), "m.policy.rule.user", "ban", serde_json::json!({})).await.unwrap();
+    assert!(poll(DEADLINE, || async { (membership().await.as_deref() == Some("leave")).then_some(()) })
+        .await
+        .is_some());
+    let pl = c.moderator.power_levels(c.protected.room_id()).await.unwrap();
+    assert_eq!(level_of(&pl, &user.user_id), Some(-1), "the mute from the first list stays");
+    c.remove_rule("mute").await.unwrap();
+    c.wait_level(&user.user_id, Some(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_that_cannot_be_joined_is_reported_and_the_rest_works() {
+    let c = Community::new().await.unwrap();
+    let user = c.member(None).await.unwrap();
+    // A private room hush is not invited to.
+    let closed = c.moderator.create_room("closed list", &[], false).await.unwrap();
+    let config = c.config("");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("policy_lists: [\"{}\"]", c.list.room_id()),
+        &format!("policy_lists: [\"{}\", \"{}\"]", closed.room_id(), c.list.room_id()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let _hush = c.start(&config, 1).await;
+    let report = c
+        .moderator
+        .wait_for_message(c.management.room_id(), &c.bot.user_id, |m| m.body.contains("Cannot follow the policy list"))
+        .await
+        .unwrap();
+    assert!(report.body.contains(closed.room_id().as_str()), "{}", report.body);
+    c.rule("mute", user.user_id.as_str(), "m.mute", None).await.unwrap();
+    c.wait_level(&user.user_id, Some(-1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_several_points_leaves_rooms_as_the_policy_says() {
+    let c = Community::new().await.unwrap();
+    let user = c.member(Some(10)).await.unwrap();
+    let config = c.config("");
+    let mut starts = 1;
+    let mut hush = c.start(&config, starts).await;
+
+    // Killed right after a rule lands (before or while it is enforced).
+    c.rule("mute", user.user_id.as_str(), "m.mute", None).await.unwrap();
+    hush.kill9();
+    starts += 1;
+    hush = c.start(&config, starts).await;
+    c.wait_level(&user.user_id, Some(-1)).await;
+
+    // Killed right after the rule is removed (before or while the mute is lifted).
+    c.remove_rule("mute").await.unwrap();
+    hush.kill9();
+    starts += 1;
+    hush = c.start(&config, starts).await;
+    c.wait_level(&user.user_id, Some(10)).await;
+
+    // Killed once the mute is in force; the rule goes while hush is down.
+    c.rule("mute2", user.user_id.as_str(), "m.mute", None).await.unwrap();
+    c.wait_level(&user.user_id, Some(-1)).await;
+    hush.kill9();
+    c.remove_rule("mute2").await.unwrap();
+    starts += 1;
+    let _hush = c.start(&config, starts).await;
+    let pl = c.wait_level(&user.user_id, Some(10)).await;
+    assert_eq!(level_of(&pl, &user.user_id), Some(10), "the previous level is back exactly");
+}

@@ -1,0 +1,288 @@
+//! The engine's account-wide side: suspending local accounts on exact mute rules (MSC3823), and pausing writes while hush's own account is suspended or locked.
+//!
+//! The decisions and the admin API are in `crate::suspension`; this module is the glue
+//! that needs the engine's state (index, ledger, timers, reports).
+
+use std::collections::BTreeSet;
+
+use hush_core::schedule::Clock;
+use tracing::{error, info, warn};
+
+use super::{rule_list, Engine, Input};
+use crate::enforce::{RoomWriter, WriteError};
+use crate::ledger::{Entry, Kind, Phase};
+use crate::suspension::{self, AdminError, Done, Facts, Outcome, Plan, Refusal, Suspensions};
+
+impl<W: RoomWriter, C: Clock> Engine<W, C> {
+    /// Enables account suspension with this admin API.
+    pub fn with_suspension(mut self, s: Suspensions) -> Self {
+        self.suspensions = Some(s);
+        self
+    }
+
+    /// Enables account suspension on a running engine (tests).
+    #[cfg(test)]
+    pub fn set_suspension(&mut self, s: Suspensions) {
+        self.suspensions = Some(s);
+    }
+
+    /// Decides and acts on the accounts of these users (when suspension is enabled).
+    pub(super) fn reconcile_accounts(&mut self, users: &BTreeSet<String>) {
+        let Some(s) = self.suspensions.as_mut() else { return };
+        let mut todo = Vec::new();
+        for user in users {
+            if s.in_flight.contains(user) {
+                s.deferred.insert(user.clone());
+            } else {
+                todo.push(user.clone());
+            }
+        }
+        let now = self.now();
+        for user in todo {
+            if let Some(plan) = self.account_plan(&user, now) {
+                self.execute_account(&user, plan, now);
+            }
+        }
+    }
+
+    fn account_plan(&self, user: &str, now: u64) -> Option<Plan> {
+        let s = self.suspensions.as_ref()?;
+        let entry = match self.ledger.get("", user, Kind::Suspension) {
+            Ok(e) => e,
+            Err(e) => {
+                error!("cannot read the ledger: {e:#}");
+                return None;
+            }
+        };
+        let decision = self.index.decide(user, now);
+        let rule = decision.as_ref().and_then(|d| self.index.rule(&d.rule));
+        let held = entry.as_ref().is_some_and(|e| match self.lists.get(rule_list(&e.rule)) {
+            Some(loaded) => !loaded,
+            None => !self.lists_known,
+        });
+        let protected = self.cfg.protected_users.iter().any(|p| hush_core::policy::glob::glob_match(p, user));
+        let rule_ref = decision.as_ref().map(|d| super::rule_ref(&d.rule)).unwrap_or_default();
+        Some(suspension::plan(&Facts {
+            user,
+            own_user: &self.cfg.own_user,
+            server_name: &s.server_name,
+            protected,
+            decision: decision.as_ref().map(|d| (d, rule.as_ref())),
+            rule_ref,
+            entry: entry.as_ref(),
+            held,
+        }))
+    }
+
+    fn execute_account(&mut self, user: &str, plan: Plan, now: u64) {
+        if self.cfg.dry_run {
+            let text = match &plan {
+                Plan::Suspend(w) => format!("[dry run] would suspend the account {user}; rule {}", w.rule),
+                Plan::Lift => format!("[dry run] would lift the suspension of {user}"),
+                Plan::Refuse(r) => format!("[dry run] would not suspend {user}: {r}"),
+                _ => return,
+            };
+            info!("{text}");
+            self.report_once(&text, &text);
+            return;
+        }
+        let result = match plan {
+            Plan::Nothing => Ok(()),
+            Plan::Suspend(want) => {
+                let fresh = matches!(self.ledger.get("", user, Kind::Suspension), Ok(None));
+                let entry = Entry {
+                    room_id: String::new(),
+                    user_id: user.to_owned(),
+                    kind: Kind::Suspension,
+                    phase: Phase::Applying,
+                    previous_level: None,
+                    applied_level: None,
+                    rule: want.rule.clone(),
+                    reason: want.reason.clone(),
+                    applied_at_ms: now,
+                    expires_at_ms: want.expires_at_ms,
+                    overridden: false,
+                };
+                info!(user, rule = %want.rule, "suspending the account");
+                self.ledger.begin_apply(&entry).map(|()| {
+                    if let Some(at) = want.expires_at_ms {
+                        self.schedule(user, at);
+                    }
+                    self.spawn_account_call(user, true, fresh);
+                })
+            }
+            Plan::Resuspend => {
+                self.spawn_account_call(user, true, false);
+                Ok(())
+            }
+            Plan::UpdateCause(want) => {
+                if let Some(at) = want.expires_at_ms {
+                    self.schedule(user, at);
+                }
+                self.ledger.update_cause("", user, Kind::Suspension, &want.rule, &want.reason, want.expires_at_ms)
+            }
+            Plan::Lift => {
+                info!(user, "lifting the account suspension");
+                self.ledger.begin_lift("", user, Kind::Suspension).map(|()| self.spawn_account_call(user, false, false))
+            }
+            Plan::Refuse(refusal) => {
+                warn!(user, %refusal, "not suspending");
+                // A glob names many users: one report per rule, not per user.
+                let key = match &refusal {
+                    Refusal::NotExact { entity } => format!("suspend-refuse|{entity}"),
+                    other => format!("suspend-refuse|{user}|{other}"),
+                };
+                self.report_once(
+                    &key,
+                    &format!("Not suspending {user}: {refusal}. The mute in protected rooms applies as usual."),
+                );
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            self.error(format!("ledger write failed for the suspension of {user}: {e:#}"));
+        }
+    }
+
+    fn spawn_account_call(&mut self, user: &str, suspend: bool, fresh: bool) {
+        let Some(s) = self.suspensions.as_mut() else { return };
+        s.in_flight.insert(user.to_owned());
+        let api = s.api.clone();
+        let inbox = self.inbox.clone();
+        let user = user.to_owned();
+        tokio::spawn(async move {
+            let done = suspension::run_call(api, user, suspend, fresh).await;
+            let _ = inbox.send(Input::Suspension(done));
+        });
+    }
+
+    /// An admin call finished: settle the ledger and report what went wrong, once.
+    pub(super) fn account_call_done(&mut self, done: Done) {
+        let Done { user_id: user, suspend, outcome } = done;
+        let again = match self.suspensions.as_mut() {
+            Some(s) => {
+                s.in_flight.remove(&user);
+                s.deferred.remove(&user)
+            }
+            None => false,
+        };
+        let r = match (suspend, outcome) {
+            (true, Outcome::Done) => {
+                info!(user, "account suspended");
+                self.ledger.mark_applied("", &user, Kind::Suspension)
+            }
+            (true, Outcome::AlreadySuspended) => {
+                self.report_once(
+                    &format!("suspend-already|{user}"),
+                    &format!(
+                        "{user} is already suspended, not by hush: hush leaves that suspension alone and will not lift it."
+                    ),
+                );
+                self.ledger.remove("", &user, Kind::Suspension)
+            }
+            (true, Outcome::IsAdmin) => {
+                warn!(user, "not suspending a homeserver admin");
+                self.report_once(
+                    &format!("suspend-admin|{user}"),
+                    &format!(
+                        "Not suspending {user}: a homeserver admin. The mute in protected rooms applies as usual."
+                    ),
+                );
+                self.ledger.remove("", &user, Kind::Suspension)
+            }
+            (true, Outcome::Failed(e)) => {
+                self.admin_error(&user, "suspend", &e);
+                self.ledger.remove("", &user, Kind::Suspension)
+            }
+            (false, Outcome::Failed(e)) => {
+                self.admin_error(&user, "lift the suspension of", &e);
+                self.ledger.mark_applied("", &user, Kind::Suspension)
+            }
+            (false, _) => {
+                info!(user, "account suspension lifted");
+                self.ledger.remove("", &user, Kind::Suspension)
+            }
+        };
+        if let Err(e) = r {
+            self.error(format!("ledger write failed for the suspension of {user}: {e:#}"));
+        }
+        if again {
+            self.reconcile_accounts(&BTreeSet::from([user]));
+        }
+    }
+
+    fn admin_error(&mut self, user: &str, what: &str, e: &AdminError) {
+        // A bad token is one problem, however many users it affects.
+        let key = match e {
+            AdminError::NotAdmin(_) => "admin-token".to_owned(),
+            AdminError::Unsupported => "admin-unsupported".to_owned(),
+            other => format!("admin|{user}|{other}"),
+        };
+        let text = format!("Cannot {what} {user}: {e}.");
+        error!("{text}");
+        self.report_once(&key, &text);
+        self.note_error(text);
+    }
+
+    /// A write failed because hush's own account cannot write: pause writes (once) and
+    /// start probing for the end of it. True when the error was that.
+    pub(super) fn own_account_error(&mut self, e: &WriteError) -> bool {
+        let Some(cause) = suspension::blocks_writes(e) else { return false };
+        if self.own.blocked.is_some() {
+            return true;
+        }
+        let what = if cause.contains("LOCKED") { "locked" } else { "suspended" };
+        error!(
+            cause,
+            "hush's own account is {what} by its homeserver's admin ({cause}): room writes are paused; \
+             reading, the ledger and pending changes are kept, and hush resumes by itself when it can write again"
+        );
+        self.own.blocked = Some(cause.to_owned());
+        self.own.since_ms = self.now();
+        self.own.generation += 1;
+        self.note_error(format!("hush's own account is {what}: {cause}"));
+        let generation = self.own.generation;
+        let room =
+            self.rooms.iter().find(|(_, s)| s.is_some()).map(|(r, _)| r.clone()).or(self.management_room.clone());
+        let writer = self.writer.clone();
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            loop {
+                tokio::time::sleep(suspension::probe_interval(n)).await;
+                n = n.saturating_add(1);
+                let Some(room) = room.as_deref() else { break };
+                // The cheapest write that tells: the room's power levels, unchanged (the
+                // homeserver checks suspension before it looks at the content).
+                let r = match writer.power_levels(room).await {
+                    Ok(pl) => writer.put_power_levels(room, &pl).await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Err(WriteError::Suspended(_) | WriteError::Transient(_) | WriteError::RateLimited(_)) => {}
+                    _ => break,
+                }
+            }
+            let _ = inbox.send(Input::OwnAccountWritable { generation });
+        });
+        true
+    }
+
+    /// The probe could write: resume, and look at everyone again.
+    pub(super) fn own_account_writable(&mut self, generation: u64) {
+        if generation != self.own.generation {
+            return;
+        }
+        let Some(cause) = self.own.blocked.take() else { return };
+        let minutes = self.now().saturating_sub(self.own.since_ms) / 60_000;
+        info!(cause, "hush's own account can write again: resuming");
+        self.report_once(
+            &format!("resumed|{generation}"),
+            &format!(
+                "hush's account could not write for about {minutes} min ({cause}). It can again: catching up on every change."
+            ),
+        );
+        let users = self.all_known_users();
+        self.reconcile_users(users);
+    }
+}

@@ -1,0 +1,705 @@
+//! Account suspension (MSC3823): the homeserver admin API that suspends local accounts, the rule that decides who is suspended, and what hush does when its own account cannot write.
+//!
+//! A mute from a policy list, applied at server level to a user of hush's own
+//! homeserver, is a read-only account (MSC3907): hush suspends the account with an admin
+//! token and lifts the suspension when the rule goes or expires. The decision is pure
+//! ([`plan`]); the calls go through [`AdminApi`] ([`HttpAdminApi`] for real, a fake in
+//! tests); the engine glue (ledger, reports, timers) is in `engine/suspension.rs`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hush_core::policy::{Decision, EntityKind, Restriction, Rule};
+use serde_json::Value;
+use tracing::{debug, info};
+
+use crate::config::Secret;
+use crate::ledger::{Entry, Phase};
+
+/// A boxed, sendable future (the trait is used as `dyn AdminApi`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why an admin call did not go through. Never contains the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminError {
+    /// The homeserver refused the token (403): it is not a server admin's token.
+    NotAdmin(String),
+    /// The homeserver does not know this user (404 `M_NOT_FOUND`).
+    UnknownUser(String),
+    /// The user belongs to another homeserver: refused before any call.
+    RemoteUser(String),
+    /// None of the known suspension endpoints exists on this homeserver.
+    Unsupported,
+    /// Network error, 5xx or 429: may work later.
+    Transient(String),
+    /// Anything else the homeserver answered.
+    Other { status: u16, errcode: String, message: String },
+}
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminError::NotAdmin(m) => {
+                write!(f, "the admin access token is not a homeserver admin's (403: {m})")
+            }
+            AdminError::UnknownUser(u) => write!(f, "the homeserver has no user {u}"),
+            AdminError::RemoteUser(u) => write!(f, "{u} is not a user of this homeserver"),
+            AdminError::Unsupported => write!(
+                f,
+                "the homeserver has no suspension API (tried MSC4323, its unstable prefix and Synapse's admin API)"
+            ),
+            AdminError::Transient(m) => write!(f, "temporary failure: {m}"),
+            AdminError::Other { status, errcode, message } => write!(f, "HTTP {status} {errcode}: {message}"),
+        }
+    }
+}
+
+/// What the homeserver says about an account (None = it did not say).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountInfo {
+    pub admin: Option<bool>,
+    pub suspended: Option<bool>,
+}
+
+/// The homeserver admin calls suspension needs.
+pub trait AdminApi: Send + Sync + 'static {
+    /// Suspends (`true`) or unsuspends (`false`) a local account.
+    fn suspend<'a>(&'a self, user_id: &'a str, suspended: bool) -> BoxFuture<'a, Result<(), AdminError>>;
+    /// Whether the account is an admin and already suspended, where the server can say
+    /// cheaply (Synapse's user admin API); `AccountInfo::default()` when it cannot.
+    fn account<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<AccountInfo, AdminError>>;
+}
+
+/// The server name of a user id (`@local:server` -> `server`).
+pub fn server_of(user_id: &str) -> Option<&str> {
+    user_id.split_once(':').map(|(_, s)| s)
+}
+
+/// Which suspension endpoint a homeserver understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `PUT /_matrix/client/v1/admin/suspend/{userId}` `{"suspended": b}` (MSC4323, spec v1.18).
+    Standard,
+    /// The same under `/_matrix/client/unstable/uk.timedout.msc4323/admin/suspend/{userId}`.
+    Unstable,
+    /// `PUT /_synapse/admin/v1/suspend/{userId}` `{"suspend": b}`.
+    Synapse,
+}
+
+impl Endpoint {
+    const ALL: [Endpoint; 3] = [Endpoint::Standard, Endpoint::Unstable, Endpoint::Synapse];
+
+    fn segments(self) -> &'static [&'static str] {
+        match self {
+            Endpoint::Standard => &["_matrix", "client", "v1", "admin", "suspend"],
+            Endpoint::Unstable => &["_matrix", "client", "unstable", "uk.timedout.msc4323", "admin", "suspend"],
+            Endpoint::Synapse => &["_synapse", "admin", "v1", "suspend"],
+        }
+    }
+
+    fn body(self, suspended: bool) -> Value {
+        match self {
+            Endpoint::Standard | Endpoint::Unstable => serde_json::json!({ "suspended": suspended }),
+            Endpoint::Synapse => serde_json::json!({ "suspend": suspended }),
+        }
+    }
+}
+
+/// One HTTP answer, reduced to what the decisions need.
+struct Answer {
+    status: u16,
+    errcode: Option<String>,
+    message: String,
+    body: Value,
+}
+
+impl Answer {
+    /// The server does not know this endpoint (so try the next one).
+    fn unrecognized(&self) -> bool {
+        self.errcode.as_deref() == Some("M_UNRECOGNIZED")
+            || (self.errcode.is_none() && matches!(self.status, 404 | 405 | 501))
+    }
+
+    fn error(&self, user_id: &str) -> AdminError {
+        let errcode = self.errcode.clone().unwrap_or_else(|| "M_UNKNOWN".to_owned());
+        match self.status {
+            401 | 403 => AdminError::NotAdmin(format!("{errcode}: {}", self.message)),
+            404 => AdminError::UnknownUser(user_id.to_owned()),
+            429 | 500.. => AdminError::Transient(format!("HTTP {} {errcode}: {}", self.status, self.message)),
+            status => AdminError::Other { status, errcode, message: self.message.clone() },
+        }
+    }
+}
+
+/// The real admin API over HTTP, with the admin's access token.
+pub struct HttpAdminApi {
+    http: reqwest::Client,
+    base: reqwest::Url,
+    token: Secret,
+    server_name: String,
+    /// The endpoint that worked last time (tried first).
+    endpoint: Mutex<Option<Endpoint>>,
+}
+
+impl HttpAdminApi {
+    /// `homeserver_url` is the client-server API base; `server_name` is hush's own (from its user id).
+    pub fn new(homeserver_url: &str, token: Secret, server_name: &str) -> anyhow::Result<HttpAdminApi> {
+        let base = reqwest::Url::parse(homeserver_url)?;
+        if base.cannot_be_a_base() {
+            anyhow::bail!("homeserver_url {homeserver_url} cannot be a base URL");
+        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        Ok(HttpAdminApi { http, base, token, server_name: server_name.to_owned(), endpoint: Mutex::new(None) })
+    }
+
+    fn url(&self, segments: &[&str], user_id: &str) -> reqwest::Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments).push(user_id);
+        }
+        url
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        body: Option<&Value>,
+    ) -> Result<Answer, AdminError> {
+        let mut req = self.http.request(method, url).bearer_auth(self.token.expose());
+        if let Some(b) = body {
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.to_string());
+        }
+        // reqwest's errors name the URL, never the headers: the token stays out of them.
+        let resp = req.send().await.map_err(|e| AdminError::Transient(e.without_url().to_string()))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| AdminError::Transient(e.without_url().to_string()))?;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let errcode = body.get("errcode").and_then(Value::as_str).map(str::to_owned);
+        let message = body.get("error").and_then(Value::as_str).unwrap_or_default().to_owned();
+        Ok(Answer { status, errcode, message, body })
+    }
+
+    fn local(&self, user_id: &str) -> Result<(), AdminError> {
+        if server_of(user_id) == Some(self.server_name.as_str()) {
+            Ok(())
+        } else {
+            Err(AdminError::RemoteUser(user_id.to_owned()))
+        }
+    }
+
+    async fn put_suspend(&self, user_id: &str, suspended: bool) -> Result<(), AdminError> {
+        self.local(user_id)?;
+        let remembered = *self.endpoint.lock().unwrap_or_else(|e| e.into_inner());
+        let order: Vec<Endpoint> = match remembered {
+            Some(e) => std::iter::once(e).chain(Endpoint::ALL.into_iter().filter(|x| *x != e)).collect(),
+            None => Endpoint::ALL.to_vec(),
+        };
+        for endpoint in order {
+            let url = self.url(endpoint.segments(), user_id);
+            let answer = self.call(reqwest::Method::PUT, url, Some(&endpoint.body(suspended))).await?;
+            if (200..300).contains(&answer.status) {
+                let mut slot = self.endpoint.lock().unwrap_or_else(|e| e.into_inner());
+                if *slot != Some(endpoint) {
+                    info!(?endpoint, "account suspension: using this admin endpoint");
+                    *slot = Some(endpoint);
+                }
+                return Ok(());
+            }
+            if answer.unrecognized() {
+                debug!(?endpoint, status = answer.status, "suspension endpoint not known here; trying the next");
+                continue;
+            }
+            return Err(answer.error(user_id));
+        }
+        Err(AdminError::Unsupported)
+    }
+
+    async fn get_account(&self, user_id: &str) -> Result<AccountInfo, AdminError> {
+        self.local(user_id)?;
+        let url = self.url(&["_synapse", "admin", "v2", "users"], user_id);
+        let answer = self.call(reqwest::Method::GET, url, None).await?;
+        if (200..300).contains(&answer.status) {
+            return Ok(AccountInfo {
+                admin: answer.body.get("admin").and_then(Value::as_bool),
+                suspended: answer.body.get("suspended").and_then(Value::as_bool),
+            });
+        }
+        if answer.unrecognized() {
+            // Not Synapse: the admin flag cannot be read cheaply.
+            return Ok(AccountInfo::default());
+        }
+        Err(answer.error(user_id))
+    }
+}
+
+impl AdminApi for HttpAdminApi {
+    fn suspend<'a>(&'a self, user_id: &'a str, suspended: bool) -> BoxFuture<'a, Result<(), AdminError>> {
+        Box::pin(self.put_suspend(user_id, suspended))
+    }
+    fn account<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<AccountInfo, AdminError>> {
+        Box::pin(self.get_account(user_id))
+    }
+}
+
+/// What the engine keeps for suspension when it is enabled.
+pub struct Suspensions {
+    pub api: Arc<dyn AdminApi>,
+    /// hush's own server name: only its users are suspended.
+    pub server_name: String,
+    /// Users with an admin call in flight.
+    pub(crate) in_flight: std::collections::HashSet<String>,
+    /// Users to look at again when their call is done.
+    pub(crate) deferred: std::collections::BTreeSet<String>,
+}
+
+impl Suspensions {
+    pub fn new(api: Arc<dyn AdminApi>, server_name: &str) -> Suspensions {
+        Suspensions {
+            api,
+            server_name: server_name.to_owned(),
+            in_flight: Default::default(),
+            deferred: Default::default(),
+        }
+    }
+}
+
+/// Suspension as configured: None when `suspension.enabled` is false.
+pub fn from_config(config: &crate::config::Config, own_user: &str) -> anyhow::Result<Option<Suspensions>> {
+    if !config.suspension.enabled {
+        return Ok(None);
+    }
+    let token = config
+        .suspension
+        .admin_access_token
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("suspension.enabled needs suspension.admin_access_token_file"))?;
+    let server = server_of(own_user).ok_or_else(|| anyhow::anyhow!("{own_user} has no server name"))?;
+    let api = HttpAdminApi::new(&config.homeserver_url, token, server)?;
+    info!(server, "account suspension enabled: exact mute rules on local users suspend their accounts");
+    Ok(Some(Suspensions::new(Arc::new(api), server)))
+}
+
+/// The winning rule, as far as suspension cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    /// The ledger's rule reference.
+    pub rule: String,
+    pub reason: String,
+    pub expires_at_ms: Option<u64>,
+}
+
+/// Everything [`plan`] decides on.
+pub struct Facts<'a> {
+    pub user: &'a str,
+    pub own_user: &'a str,
+    pub server_name: &'a str,
+    pub protected: bool,
+    /// The effective decision and its rule (None = no rule in force).
+    pub decision: Option<(&'a Decision, Option<&'a Rule>)>,
+    /// The ledger reference of the decision's rule.
+    pub rule_ref: String,
+    /// hush's suspension entry for this user.
+    pub entry: Option<&'a Entry>,
+    /// The entry's list is not loaded yet: its rule may still be there.
+    pub held: bool,
+}
+
+/// Why hush will not suspend someone a mute rule names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The rule is a glob or a server rule: suspension needs the exact user id.
+    NotExact {
+        entity: String,
+    },
+    OwnAccount,
+    ProtectedUser,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotExact { entity } => write!(
+                f,
+                "the rule's entity `{entity}` is not exactly the user id (hush suspends only on user rules naming the account exactly, never on globs or server rules)"
+            ),
+            Refusal::OwnAccount => write!(f, "that is hush's own account"),
+            Refusal::ProtectedUser => write!(f, "the user is in protected_users"),
+        }
+    }
+}
+
+/// What to do about one user's account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    Nothing,
+    /// Write an `Applying` entry, then suspend.
+    Suspend(Want),
+    /// The entry is `Applying` (a crash or a failed call): suspend again, no new entry.
+    Resuspend,
+    /// Suspended and still wanted, by another rule or with another expiry.
+    UpdateCause(Want),
+    /// Mark `Lifting` (unless it is already), then unsuspend.
+    Lift,
+    /// Not going to suspend (a rule wants it, a safeguard says no).
+    Refuse(Refusal),
+}
+
+/// Decides what to do about `f.user`'s account. Remote users are never considered: a
+/// mute of a remote user is a mute in rooms only.
+pub fn plan(f: &Facts) -> Plan {
+    let local = server_of(f.user) == Some(f.server_name);
+    let wanted = match f.decision {
+        Some((d, rule)) if d.action == Restriction::Mute && local => {
+            let exact = rule.filter(|r| r.id.kind == EntityKind::User && r.entity.as_deref() == Some(f.user));
+            if exact.is_none() {
+                let entity = rule.and_then(|r| r.entity.clone()).unwrap_or_else(|| "?".to_owned());
+                Err(Refusal::NotExact { entity })
+            } else if f.user == f.own_user {
+                Err(Refusal::OwnAccount)
+            } else if f.protected {
+                Err(Refusal::ProtectedUser)
+            } else {
+                Ok(Some(Want { rule: f.rule_ref.clone(), reason: d.reason.clone(), expires_at_ms: d.expires_at_ms }))
+            }
+        }
+        _ => Ok(None),
+    };
+    match (wanted, f.entry) {
+        (Ok(Some(want)), None) => Plan::Suspend(want),
+        (Ok(Some(want)), Some(e)) => match e.phase {
+            Phase::Applying => Plan::Resuspend,
+            Phase::Lifting => Plan::Suspend(want),
+            Phase::Applied if e.rule != want.rule || e.expires_at_ms != want.expires_at_ms => Plan::UpdateCause(want),
+            Phase::Applied => Plan::Nothing,
+        },
+        (Err(refusal), None) => Plan::Refuse(refusal),
+        // Nothing wants it (or a safeguard now says no): lift what hush did, unless the
+        // rule's list is not loaded yet.
+        (_, Some(_)) if f.held => Plan::Nothing,
+        (_, Some(_)) => Plan::Lift,
+        (Ok(None), None) => Plan::Nothing,
+    }
+}
+
+/// The result of an admin call, back in the engine.
+#[derive(Debug)]
+pub struct Done {
+    pub user_id: String,
+    /// True for a suspension, false for a lift.
+    pub suspend: bool,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// The account was already suspended by someone else: hush leaves it to them.
+    AlreadySuspended,
+    /// The account is a homeserver admin: never suspended.
+    IsAdmin,
+    Failed(AdminError),
+}
+
+/// Suspends (after checking the account is no admin and, when `fresh`, not already
+/// suspended by someone else) or unsuspends, retrying temporary failures with backoff.
+/// `fresh` is false when the ledger already has hush's entry (a retry after a crash or a
+/// half-done lift): the account may be suspended by hush itself then.
+pub async fn run_call(api: Arc<dyn AdminApi>, user_id: String, suspend: bool, fresh: bool) -> Done {
+    let mut backoff = Duration::from_secs(1);
+    let outcome = loop {
+        let result = async {
+            if suspend {
+                let info = api.account(&user_id).await?;
+                if info.admin == Some(true) {
+                    return Ok(Outcome::IsAdmin);
+                }
+                if fresh && info.suspended == Some(true) {
+                    return Ok(Outcome::AlreadySuspended);
+                }
+            }
+            api.suspend(&user_id, suspend).await.map(|()| Outcome::Done)
+        }
+        .await;
+        match result {
+            Ok(o) => break o,
+            Err(AdminError::Transient(e)) if backoff <= Duration::from_secs(60) => {
+                tracing::warn!(user = %user_id, "suspension call: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(e) => break Outcome::Failed(e),
+        }
+    };
+    Done { user_id, suspend, outcome }
+}
+
+/// hush's own account: whether it can write, and since when it cannot.
+#[derive(Debug, Clone, Default)]
+pub struct OwnAccount {
+    /// The errcode and message that stopped writes (None = writes work).
+    pub blocked: Option<String>,
+    pub since_ms: u64,
+    /// Bumped on each block, so a stale probe result is ignored.
+    pub generation: u64,
+}
+
+/// The wait before the n-th probe of hush's own account: 5 s for the first minute, then 30 s.
+pub fn probe_interval(n: u32) -> Duration {
+    if n < 12 {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(30)
+    }
+}
+
+/// Whether a write error means hush's own account cannot write.
+pub fn blocks_writes(e: &crate::enforce::WriteError) -> Option<&str> {
+    match e {
+        crate::enforce::WriteError::Suspended(m) => Some(m),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+pub mod fake {
+    //! An in-memory admin API: accounts, who is admin, what is suspended, every call.
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[derive(Default)]
+    pub struct State {
+        pub users: BTreeSet<String>,
+        pub admins: BTreeSet<String>,
+        pub suspended: BTreeSet<String>,
+        /// (user, suspended) per call to `suspend`.
+        pub calls: Vec<(String, bool)>,
+        pub not_admin_token: bool,
+        pub transient: u32,
+        pub accounts_read: BTreeMap<String, u32>,
+    }
+
+    #[derive(Clone, Default)]
+    pub struct FakeAdmin {
+        pub server: String,
+        pub state: Arc<Mutex<State>>,
+    }
+
+    impl FakeAdmin {
+        pub fn new(server: &str, users: &[&str]) -> FakeAdmin {
+            let f = FakeAdmin { server: server.to_owned(), state: Default::default() };
+            f.state.lock().unwrap().users = users.iter().map(|u| (*u).to_owned()).collect();
+            f
+        }
+        pub fn suspended(&self) -> BTreeSet<String> {
+            self.state.lock().unwrap().suspended.clone()
+        }
+        pub fn calls(&self) -> Vec<(String, bool)> {
+            self.state.lock().unwrap().calls.clone()
+        }
+        fn check(&self, s: &mut State, user: &str) -> Result<(), AdminError> {
+            if server_of(user) != Some(self.server.as_str()) {
+                return Err(AdminError::RemoteUser(user.to_owned()));
+            }
+            if s.transient > 0 {
+                s.transient -= 1;
+                return Err(AdminError::Transient("502".into()));
+            }
+            if s.not_admin_token {
+                return Err(AdminError::NotAdmin("M_FORBIDDEN: You are not a server admin".into()));
+            }
+            if !s.users.contains(user) {
+                return Err(AdminError::UnknownUser(user.to_owned()));
+            }
+            Ok(())
+        }
+    }
+
+    impl AdminApi for FakeAdmin {
+        fn suspend<'a>(&'a self, user_id: &'a str, suspended: bool) -> BoxFuture<'a, Result<(), AdminError>> {
+            Box::pin(async move {
+                let mut s = self.state.lock().unwrap();
+                self.check(&mut s, user_id)?;
+                s.calls.push((user_id.to_owned(), suspended));
+                if suspended {
+                    s.suspended.insert(user_id.to_owned());
+                } else {
+                    s.suspended.remove(user_id);
+                }
+                Ok(())
+            })
+        }
+        fn account<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<AccountInfo, AdminError>> {
+            Box::pin(async move {
+                let mut s = self.state.lock().unwrap();
+                self.check(&mut s, user_id)?;
+                *s.accounts_read.entry(user_id.to_owned()).or_default() += 1;
+                Ok(AccountInfo {
+                    admin: Some(s.admins.contains(user_id)),
+                    suspended: Some(s.suspended.contains(user_id)),
+                })
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hush_core::policy::RuleId;
+
+    fn decision(action: Restriction, expires: Option<u64>) -> Decision {
+        Decision {
+            action,
+            expires_at_ms: expires,
+            rule: RuleId { room_id: "!l:x".into(), kind: EntityKind::User, state_key: "k".into() },
+            reason: "spam".into(),
+            sender: "@mod:x".into(),
+        }
+    }
+
+    fn rule_for(entity: &str, kind: EntityKind) -> Rule {
+        let content = serde_json::json!({"entity": entity, "recommendation": "m.mute", "reason": "spam"});
+        let ty = if kind == EntityKind::Server { "m.policy.rule.server" } else { "m.policy.rule.user" };
+        match hush_core::policy::parse_rule("!l:x", ty, "k", "@mod:x", &content) {
+            hush_core::policy::RuleParse::Rule(r) => r,
+            other => panic!("not a rule: {other:?}"),
+        }
+    }
+
+    fn facts<'a>(user: &'a str, d: Option<(&'a Decision, Option<&'a Rule>)>, entry: Option<&'a Entry>) -> Facts<'a> {
+        Facts {
+            user,
+            own_user: "@hush:x",
+            server_name: "x",
+            protected: false,
+            decision: d,
+            rule_ref: "!l:x|user|k".into(),
+            entry,
+            held: false,
+        }
+    }
+
+    fn entry(phase: Phase, expires: Option<u64>) -> Entry {
+        Entry {
+            room_id: String::new(),
+            user_id: "@a:x".into(),
+            kind: crate::ledger::Kind::Suspension,
+            phase,
+            previous_level: None,
+            applied_level: None,
+            rule: "!l:x|user|k".into(),
+            reason: "spam".into(),
+            applied_at_ms: 1,
+            expires_at_ms: expires,
+            overridden: false,
+        }
+    }
+
+    #[test]
+    fn an_exact_mute_of_a_local_user_suspends_and_nothing_else_does() {
+        let mute = decision(Restriction::Mute, Some(99));
+        let exact = rule_for("@a:x", EntityKind::User);
+        let want = Want { rule: "!l:x|user|k".into(), reason: "spam".into(), expires_at_ms: Some(99) };
+        assert_eq!(plan(&facts("@a:x", Some((&mute, Some(&exact))), None)), Plan::Suspend(want.clone()));
+
+        let ban = decision(Restriction::Ban, None);
+        assert_eq!(plan(&facts("@a:x", Some((&ban, Some(&exact))), None)), Plan::Nothing, "a ban does not suspend");
+        let remote = rule_for("@a:elsewhere", EntityKind::User);
+        assert_eq!(
+            plan(&facts("@a:elsewhere", Some((&mute, Some(&remote))), None)),
+            Plan::Nothing,
+            "remote users are never considered"
+        );
+        let glob = rule_for("@a*:x", EntityKind::User);
+        assert_eq!(
+            plan(&facts("@a:x", Some((&mute, Some(&glob))), None)),
+            Plan::Refuse(Refusal::NotExact { entity: "@a*:x".into() })
+        );
+        let server = rule_for("x", EntityKind::Server);
+        assert!(matches!(
+            plan(&facts("@a:x", Some((&mute, Some(&server))), None)),
+            Plan::Refuse(Refusal::NotExact { .. })
+        ));
+        let own = rule_for("@hush:x", EntityKind::User);
+        assert_eq!(plan(&facts("@hush:x", Some((&mute, Some(&own))), None)), Plan::Refuse(Refusal::OwnAccount));
+        let mut f = facts("@a:x", Some((&mute, Some(&exact))), None);
+        f.protected = true;
+        assert_eq!(plan(&f), Plan::Refuse(Refusal::ProtectedUser));
+    }
+
+    #[test]
+    fn entries_are_kept_updated_retried_and_lifted() {
+        let mute = decision(Restriction::Mute, Some(99));
+        let exact = rule_for("@a:x", EntityKind::User);
+        let d = Some((&mute, Some(&exact)));
+        let applied = entry(Phase::Applied, Some(99));
+        assert_eq!(plan(&facts("@a:x", d, Some(&applied))), Plan::Nothing);
+        let other_expiry = entry(Phase::Applied, Some(50));
+        assert!(matches!(plan(&facts("@a:x", d, Some(&other_expiry))), Plan::UpdateCause(_)));
+        let applying = entry(Phase::Applying, Some(99));
+        assert_eq!(plan(&facts("@a:x", d, Some(&applying))), Plan::Resuspend);
+        let lifting = entry(Phase::Lifting, Some(99));
+        assert!(matches!(plan(&facts("@a:x", d, Some(&lifting))), Plan::Suspend(_)));
+
+        assert_eq!(plan(&facts("@a:x", None, Some(&applied))), Plan::Lift, "the rule went: lift");
+        assert_eq!(plan(&facts("@a:x", None, Some(&lifting))), Plan::Lift, "a half-done lift is finished");
+        let mut held = facts("@a:x", None, Some(&applied));
+        held.held = true;
+        assert_eq!(plan(&held), Plan::Nothing, "held while the list is not loaded");
+        let mut protected = facts("@a:x", d, Some(&applied));
+        protected.protected = true;
+        assert_eq!(plan(&protected), Plan::Lift, "a user made protected is released");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_call_checks_admins_and_prior_suspensions_and_retries_faults() {
+        let fake = fake::FakeAdmin::new("x", &["@a:x", "@admin:x", "@b:x"]);
+        fake.state.lock().unwrap().admins.insert("@admin:x".into());
+        let api: Arc<dyn AdminApi> = Arc::new(fake.clone());
+        assert_eq!(run_call(api.clone(), "@admin:x".into(), true, true).await.outcome, Outcome::IsAdmin);
+        fake.state.lock().unwrap().transient = 2;
+        assert_eq!(run_call(api.clone(), "@a:x".into(), true, true).await.outcome, Outcome::Done);
+        assert_eq!(run_call(api.clone(), "@a:x".into(), true, true).await.outcome, Outcome::AlreadySuspended);
+        assert_eq!(
+            run_call(api.clone(), "@nobody:x".into(), true, true).await.outcome,
+            Outcome::Failed(AdminError::UnknownUser("@nobody:x".into()))
+        );
+        assert_eq!(
+            run_call(api.clone(), "@a:y".into(), true, true).await.outcome,
+            Outcome::Failed(AdminError::RemoteUser("@a:y".into()))
+        );
+        fake.state.lock().unwrap().not_admin_token = true;
+        assert!(matches!(
+            run_call(api.clone(), "@b:x".into(), true, true).await.outcome,
+            Outcome::Failed(AdminError::NotAdmin(_))
+        ));
+        assert_eq!(fake.calls(), vec![("@a:x".to_owned(), true)], "one suspension call went through");
+        // A retry of hush's own half-done suspension (after a crash) is not "someone else's".
+        fake.state.lock().unwrap().not_admin_token = false;
+        assert_eq!(run_call(api.clone(), "@a:x".into(), true, false).await.outcome, Outcome::Done);
+    }
+
+    #[test]
+    fn urls_encode_the_user_id_and_keep_a_base_path() {
+        let api = HttpAdminApi::new("https://hs.example/prefix/", Secret::new("t"), "hs.example").unwrap();
+        assert_eq!(
+            api.url(Endpoint::Synapse.segments(), "@a/b:hs.example").as_str(),
+            "https://hs.example/prefix/_synapse/admin/v1/suspend/@a%2Fb:hs.example"
+        );
+        assert_eq!(
+            api.url(Endpoint::Standard.segments(), "@a:hs.example").as_str(),
+            "https://hs.example/prefix/_matrix/client/v1/admin/suspend/@a:hs.example"
+        );
+    }
+
+    #[tokio::test]
+    async fn remote_users_are_refused_before_any_call() {
+        // An address nothing listens on: a call would fail as Transient, not RemoteUser.
+        let api = HttpAdminApi::new("http://127.0.0.1:9", Secret::new("t"), "x").unwrap();
+        assert_eq!(api.suspend("@a:y", true).await, Err(AdminError::RemoteUser("@a:y".into())));
+        assert_eq!(api.account("@a:y").await, Err(AdminError::RemoteUser("@a:y".into())));
+    }
+}

@@ -1,0 +1,164 @@
+//! Account suspension (MSC3823) against a real Synapse: exact mute rules on local users suspend their accounts, removal and expiry lift it, the safeguards refuse, and hush survives its own suspension.
+#![recursion_limit = "256"]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use matrix_sdk::ruma::UserId;
+
+/// A homeserver admin: registered with the script (shared secret), logged in for a token.
+async fn admin_token(hs: &Homeserver) -> String {
+    let name = unique("admin");
+    let password = format!("pw-{name}");
+    let status = Command::new(repo_root().join("scripts/synapse"))
+        .args(["register"])
+        .arg(&hs.dir)
+        .args([&name, &password, "--admin"])
+        .status()
+        .expect("run scripts/synapse register");
+    assert!(status.success(), "scripts/synapse register --admin failed");
+    let client = matrix_sdk::Client::builder().homeserver_url(&hs.url).build().await.unwrap();
+    let resp = client.matrix_auth().login_username(&name, &password).send().await.expect("admin login");
+    resp.access_token
+}
+
+/// Suspends or unsuspends an account with Synapse's admin API, as a server admin would.
+async fn set_suspended(hs: &Homeserver, token: &str, user: &UserId, on: bool) {
+    let mut url = reqwest::Url::parse(&hs.url).unwrap();
+    url.path_segments_mut().unwrap().pop_if_empty().extend(["_synapse", "admin", "v1", "suspend", user.as_str()]);
+    let resp = reqwest::Client::new()
+        .put(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "suspend": on }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "suspend {user} {on}: {}", resp.status());
+}
+
+/// The config lines that enable suspension with this admin token (in a file, as operators do).
+fn suspension_config(c: &Community, token: &str) -> String {
+    let path: PathBuf = c.bot.dir.path().join("admin_token");
+    std::fs::write(&path, token).unwrap();
+    format!("suspension:\n  enabled: true\n  admin_access_token_file: \"{}\"\n", path.display())
+}
+
+/// Polls until the user's message gets `want` (Ok or an errcode).
+async fn wait_say(user: &TestUser, c: &Community, want: Result<(), &str>) {
+    let want = want.map_err(str::to_owned);
+    let rid = c.protected.room_id().to_owned();
+    let got = poll(DEADLINE, || async {
+        let r = user.try_say(&rid, "hello?").await;
+        (r == want).then_some(())
+    })
+    .await;
+    let last = user.try_say(&rid, "last try").await;
+    assert!(got.is_some(), "{} never got {want:?} when sending; last: {last:?}", user.user_id);
+}
+
+/// Waits for a notice from hush in the management room containing `text`.
+async fn wait_notice(c: &Community, text: &str) -> String {
+    let rid = c.management.room_id().to_owned();
+    let found = poll(DEADLINE, || async {
+        c.moderator.messages_from(&rid, &c.bot.user_id).into_iter().find(|m| m.body.contains(text)).map(|m| m.body)
+    })
+    .await;
+    found.unwrap_or_else(|| {
+        panic!("no notice containing `{text}`; got: {:#?}", c.moderator.messages_from(&rid, &c.bot.user_id))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exact_mute_suspends_a_local_account_and_removal_lifts_it() {
+    let c = Community::new().await.unwrap();
+    let token = admin_token(&c.hs).await;
+    let user = c.member(None).await.unwrap();
+    let config = c.config(&suspension_config(&c, &token));
+    let hush = c.start(&config, 1).await;
+
+    c.rule("mute", user.user_id.as_str(), "m.mute", None).await.unwrap();
+    wait_say(&user, &c, Err("M_USER_SUSPENDED")).await;
+    c.command("!hush status", "account suspensions by hush: 1").await;
+    // Synapse 1.163 has no MSC4323 endpoint: hush fell back to its admin API.
+    assert!(hush.log_text().contains("endpoint=Synapse"), "{}", hush.log_text());
+
+    c.remove_rule("mute").await.unwrap();
+    wait_say(&user, &c, Ok(())).await;
+    c.command("!hush status", "account suspensions by hush: 0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_suspension_ends_on_time() {
+    let c = Community::new().await.unwrap();
+    let token = admin_token(&c.hs).await;
+    let user = c.member(None).await.unwrap();
+    let config = c.config(&suspension_config(&c, &token));
+    let _hush = c.start(&config, 1).await;
+
+    let expiry = now_ms() + 8_000;
+    c.rule("temp", user.user_id.as_str(), "m.mute", Some(expiry)).await.unwrap();
+    wait_say(&user, &c, Err("M_USER_SUSPENDED")).await;
+    wait_say(&user, &c, Ok(())).await;
+    assert!(now_ms() >= expiry, "the suspension is lifted at its expiry, not before");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_safeguards_refuse_globs_hush_itself_and_remote_users() {
+    let c = Community::new().await.unwrap();
+    let token = admin_token(&c.hs).await;
+    let user = c.member(None).await.unwrap();
+    let config = c.config(&suspension_config(&c, &token));
+    let _hush = c.start(&config, 1).await;
+    let server = c.moderator.user_id.server_name().to_string();
+
+    // A glob matching the member: muted in the room (M_FORBIDDEN), never suspended.
+    let local = user.user_id.localpart();
+    let glob = format!("@{}*:{server}", &local[..local.len() - 1]);
+    c.rule("glob", &glob, "m.mute", None).await.unwrap();
+    wait_notice(&c, &format!("Not suspending {}: the rule's entity `{glob}` is not exactly the user id", user.user_id))
+        .await;
+    wait_say(&user, &c, Err("M_FORBIDDEN")).await;
+
+    c.rule("self", c.bot.user_id.as_str(), "m.mute", None).await.unwrap();
+    wait_notice(&c, &format!("Not suspending {}: that is hush's own account", c.bot.user_id)).await;
+
+    c.rule("remote", "@someone:elsewhere.example", "m.mute", None).await.unwrap();
+    let status = c.command("!hush status", "account suspensions by hush: 0").await;
+    assert!(status.body.contains("own account: can write"), "{}", status.body);
+    let notices = c.moderator.messages_from(c.management.room_id(), &c.bot.user_id);
+    assert!(
+        !notices.iter().any(|m| m.body.contains("elsewhere.example") && m.body.contains("suspend")),
+        "a remote user is silently not considered: {notices:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hush_survives_its_own_suspension_and_catches_up() {
+    let c = Community::new().await.unwrap();
+    let token = admin_token(&c.hs).await;
+    let user = c.member(None).await.unwrap();
+    let config = c.config("");
+    let hush = c.start(&config, 1).await;
+
+    set_suspended(&c.hs, &token, &c.bot.user_id, true).await;
+    c.rule("mute", user.user_id.as_str(), "m.mute", None).await.unwrap();
+    let logged = poll(DEADLINE, || async {
+        hush.log_text().contains("hush's own account is suspended by its homeserver's admin").then_some(())
+    })
+    .await;
+    assert!(logged.is_some(), "no clear error in the log:\n{}", hush.log_text());
+    let pl = c.moderator.power_levels(c.protected.room_id()).await.unwrap();
+    assert_eq!(level_of(&pl, &user.user_id), None, "nothing could be written while suspended");
+
+    set_suspended(&c.hs, &token, &c.bot.user_id, false).await;
+    c.wait_level(&user.user_id, Some(-1)).await;
+    wait_notice(&c, "It can again").await;
+    let status = c.command("!hush status", "own account: can write").await;
+    assert!(status.body.contains("restrictions in force: 1 mute(s)"), "{}", status.body);
+    let log = hush.log_text();
+    assert_eq!(log.matches("hush's own account is suspended by").count(), 1, "one error, not a loop:\n{log}");
+}
