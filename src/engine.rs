@@ -165,6 +165,31 @@ fn ledger_kind(k: AppliedKind) -> Kind {
     }
 }
 
+/// A ledger entry for a change about to be made (write-ahead).
+fn applying_entry(
+    room_id: &str,
+    user_id: &str,
+    kind: Kind,
+    previous_level: Option<i64>,
+    applied_level: Option<i64>,
+    wanted: &Wanted,
+    now: u64,
+) -> Entry {
+    Entry {
+        room_id: room_id.to_owned(),
+        user_id: user_id.to_owned(),
+        kind,
+        phase: Phase::Applying,
+        previous_level,
+        applied_level,
+        rule: wanted.rule.clone(),
+        reason: wanted.reason.clone(),
+        applied_at_ms: now,
+        expires_at_ms: wanted.expires_at_ms,
+        overridden: false,
+    }
+}
+
 fn to_applied(e: &Entry) -> Option<Applied> {
     Some(Applied {
         kind: applied_kind(e.kind)?,
@@ -571,19 +596,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
         let result = match action {
             Action::MutePowerLevel { user_id, level, previous, wanted } => {
-                let entry = Entry {
-                    room_id: room_id.to_owned(),
-                    user_id: user_id.clone(),
-                    kind: Kind::MutePowerLevel,
-                    phase: Phase::Applying,
-                    previous_level: previous,
-                    applied_level: Some(level),
-                    rule: wanted.rule.clone(),
-                    reason: wanted.reason.clone(),
-                    applied_at_ms: now,
-                    expires_at_ms: wanted.expires_at_ms,
-                    overridden: false,
-                };
+                let entry =
+                    applying_entry(room_id, &user_id, Kind::MutePowerLevel, previous, Some(level), &wanted, now);
                 info!(room = room_id, user = %user_id, level, ?previous, rule = %wanted.rule, "muting by power level");
                 self.ledger.begin_apply(&entry).map(|()| {
                     if let Some(at) = wanted.expires_at_ms {
@@ -599,19 +613,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 })
             }
             Action::MuteMembership { user_id, wanted } => {
-                let entry = Entry {
-                    room_id: room_id.to_owned(),
-                    user_id: user_id.clone(),
-                    kind: Kind::MuteMembership,
-                    phase: Phase::Applying,
-                    previous_level: None,
-                    applied_level: None,
-                    rule: wanted.rule.clone(),
-                    reason: wanted.reason.clone(),
-                    applied_at_ms: now,
-                    expires_at_ms: wanted.expires_at_ms,
-                    overridden: false,
-                };
+                let entry = applying_entry(room_id, &user_id, Kind::MuteMembership, None, None, &wanted, now);
                 self.ledger.begin_apply(&entry).map(|()| {
                     if let Some(at) = wanted.expires_at_ms {
                         self.schedule(&user_id, at);
@@ -626,19 +628,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 })
             }
             Action::Ban { user_id, wanted } => {
-                let entry = Entry {
-                    room_id: room_id.to_owned(),
-                    user_id: user_id.clone(),
-                    kind: Kind::Ban,
-                    phase: Phase::Applying,
-                    previous_level: None,
-                    applied_level: None,
-                    rule: wanted.rule.clone(),
-                    reason: wanted.reason.clone(),
-                    applied_at_ms: now,
-                    expires_at_ms: wanted.expires_at_ms,
-                    overridden: false,
-                };
+                let entry = applying_entry(room_id, &user_id, Kind::Ban, None, None, &wanted, now);
                 info!(room = room_id, user = %user_id, rule = %wanted.rule, "banning");
                 self.ledger.begin_apply(&entry).map(|()| {
                     if let Some(at) = wanted.expires_at_ms {

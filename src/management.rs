@@ -57,15 +57,15 @@ pub fn split_reply(reply: &Reply, max_bytes: usize) -> Vec<Reply> {
     // HTML escaping can grow text up to six times (`'` -> `&#39;`); budget for it.
     let budget = (max_bytes / 7).max(64);
     for line in reply.plain.lines() {
+        // A line that fits in a piece of its own is never cut: start a new piece for it.
+        if current.len() + line.len() + 1 > budget && !current.is_empty() {
+            pieces.push(std::mem::take(&mut current));
+        }
         let mut line = line;
-        while !line.is_empty() {
-            let room = budget.saturating_sub(current.len() + 1);
-            if room == 0 {
-                pieces.push(std::mem::take(&mut current));
-                continue;
-            }
-            let mut cut = line.len().min(room);
-            while !line.is_char_boundary(cut) {
+        // Only a line longer than a whole piece is cut (at a character boundary).
+        while current.len() + line.len() + 1 > budget {
+            let mut cut = budget.saturating_sub(current.len() + 1).min(line.len());
+            while cut > 0 && !line.is_char_boundary(cut) {
                 cut -= 1;
             }
             if cut == 0 {
@@ -73,11 +73,10 @@ pub fn split_reply(reply: &Reply, max_bytes: usize) -> Vec<Reply> {
                 continue;
             }
             current.push_str(&line[..cut]);
+            pieces.push(std::mem::take(&mut current));
             line = &line[cut..];
-            if !line.is_empty() {
-                pieces.push(std::mem::take(&mut current));
-            }
         }
+        current.push_str(line);
         current.push('\n');
     }
     if !current.trim().is_empty() {

@@ -113,18 +113,7 @@ async fn ban_and_unban_by_command() {
     c.command(&format!("!hush ban {} spam bot", user.user_id), "rule").await;
     let rule = c.rule_content(&format!("m.ban:{}", user.user_id)).await.unwrap();
     assert_eq!(rule["recommendation"], "m.ban");
-    let rid = c.protected.room_id().to_owned();
-    let membership = || async {
-        use matrix_sdk::ruma::api::client::state::get_state_event_for_key;
-        let req =
-            get_state_event_for_key::v3::Request::new(rid.clone(), "m.room.member".into(), user.user_id.to_string());
-        let v: serde_json::Value =
-            serde_json::from_str(c.moderator.client.send(req).await.ok()?.event_or_content.get()).ok()?;
-        v.get("membership")?.as_str().map(str::to_owned)
-    };
-    assert!(poll(DEADLINE, || async { (membership().await.as_deref() == Some("ban")).then_some(()) }).await.is_some());
+    c.wait_membership(&user.user_id, "ban").await;
     c.command(&format!("!hush unban {}", user.user_id), "removed").await;
-    assert!(poll(DEADLINE, || async { (membership().await.as_deref() == Some("leave")).then_some(()) })
-        .await
-        .is_some());
+    c.wait_membership(&user.user_id, "leave").await;
 }

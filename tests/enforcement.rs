@@ -260,9 +260,13 @@ async fn rate_limited_writes_are_retried_and_nothing_is_lost() {
     // Synapse's default rc_message is 0.2/s with a burst of 10. The admin API takes whole
     // numbers only, so: 1/s with a burst of 1. Eight writes at once then meet 429 more
     // often than the SDK's own three attempts absorb, and hush's retry loop takes over.
+    // The limit also throttles joins, so it is applied once hush is in every room.
     let token = admin_token(&c.hs).await.unwrap();
-    override_ratelimit(&c.hs, &token, &c.bot.user_id, 1, 1).await.unwrap();
     let hush = c.start(&config, 1).await;
+    for r in &rooms {
+        c.moderator.wait_for_join(r, &c.bot.user_id).await.unwrap();
+    }
+    override_ratelimit(&c.hs, &token, &c.bot.user_id, 1, 1).await.unwrap();
 
     c.rule("mute", user.user_id.as_str(), "m.mute", None).await.unwrap();
     for r in &rooms {

@@ -179,3 +179,42 @@ async fn time_to_mute_50_users_in_1_and_in_20_rooms() {
     summary("hush: 1 room, 50 users (rule sent -> seen)", &h1);
     summary("hush: 20 rooms x 50 users (rule sent -> seen)", &h20);
 }
+
+/// What a ledger entry costs: one durable write before a change and one after.
+#[test]
+#[ignore = "a measurement, run by hand (see BENCHMARKS.md)"]
+fn ledger_write_cost() {
+    use hush::ledger::{Entry, Kind, Ledger, Phase};
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("ledger.sqlite3")).unwrap();
+    let n = 500;
+    let start = Instant::now();
+    for i in 0..n {
+        let e = Entry {
+            room_id: "!room:localhost".into(),
+            user_id: format!("@u{i}:localhost"),
+            kind: Kind::MutePowerLevel,
+            phase: Phase::Applying,
+            previous_level: None,
+            applied_level: Some(-1),
+            rule: "!list|m.policy.rule.user|k".into(),
+            reason: "spam".into(),
+            applied_at_ms: 0,
+            expires_at_ms: None,
+            overridden: false,
+        };
+        ledger.begin_apply(&e).unwrap();
+    }
+    let apply = start.elapsed();
+    let start = Instant::now();
+    for i in 0..n {
+        ledger.mark_applied("!room:localhost", &format!("@u{i}:localhost"), Kind::MutePowerLevel).unwrap();
+    }
+    let mark = start.elapsed();
+    println!(
+        "\nledger ({}): begin_apply {:.2} ms each, mark_applied {:.2} ms each",
+        dir.path().display(),
+        apply.as_secs_f64() * 1000.0 / n as f64,
+        mark.as_secs_f64() * 1000.0 / n as f64
+    );
+}

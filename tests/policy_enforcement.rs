@@ -91,26 +91,9 @@ async fn a_ban_rule_bans_and_its_removal_unbans() {
     let config = c.config("");
     let _hush = c.start(&config, 1).await;
     c.rule("ban", user.user_id.as_str(), "m.ban", None).await.unwrap();
-    let rid = c.protected.room_id().to_owned();
-    let membership = |c: &Community, u: &TestUser| {
-        let client = c.moderator.client.clone();
-        let rid = rid.clone();
-        let uid = u.user_id.clone();
-        async move {
-            use matrix_sdk::ruma::api::client::state::get_state_event_for_key;
-            let req = get_state_event_for_key::v3::Request::new(rid, "m.room.member".into(), uid.to_string());
-            let v: serde_json::Value =
-                serde_json::from_str(client.send(req).await.ok()?.event_or_content.get()).ok()?;
-            v.get("membership")?.as_str().map(str::to_owned)
-        }
-    };
-    let banned =
-        poll(DEADLINE, || async { (membership(&c, &user).await.as_deref() == Some("ban")).then_some(()) }).await;
-    assert!(banned.is_some(), "the user is banned");
+    c.wait_membership(&user.user_id, "ban").await;
     c.remove_rule("ban").await.unwrap();
-    let unbanned =
-        poll(DEADLINE, || async { (membership(&c, &user).await.as_deref() == Some("leave")).then_some(()) }).await;
-    assert!(unbanned.is_some(), "the ban is lifted");
+    c.wait_membership(&user.user_id, "leave").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,24 +138,10 @@ async fn two_lists_with_conflicting_rules_ban_beats_mute() {
         )
         .await
         .unwrap();
-    let rid = c.protected.room_id().to_owned();
-    let membership = || async {
-        use matrix_sdk::ruma::api::client::state::get_state_event_for_key;
-        let req =
-            get_state_event_for_key::v3::Request::new(rid.clone(), "m.room.member".into(), user.user_id.to_string());
-        let v: serde_json::Value =
-            serde_json::from_str(c.moderator.client.send(req).await.ok()?.event_or_content.get()).ok()?;
-        v.get("membership")?.as_str().map(str::to_owned)
-    };
-    assert!(
-        poll(DEADLINE, || async { (membership().await.as_deref() == Some("ban")).then_some(()) }).await.is_some(),
-        "ban beats mute"
-    );
+    c.wait_membership(&user.user_id, "ban").await;
     // The ban's removal unbans; the other list's mute still holds.
     c.moderator.put_state(second.room_id(), "m.policy.rule.user", "ban", serde_json::json!({})).await.unwrap();
-    assert!(poll(DEADLINE, || async { (membership().await.as_deref() == Some("leave")).then_some(()) })
-        .await
-        .is_some());
+    c.wait_membership(&user.user_id, "leave").await;
     let pl = c.moderator.power_levels(c.protected.room_id()).await.unwrap();
     assert_eq!(level_of(&pl, &user.user_id), Some(-1), "the mute from the first list stays");
     c.remove_rule("mute").await.unwrap();

@@ -575,6 +575,26 @@ impl Community {
         serde_json::from_str(resp.event_or_content.get()).ok()
     }
 
+    /// A user's membership in the protected room, fresh from the homeserver.
+    pub async fn membership(&self, user: &UserId) -> Option<String> {
+        use matrix_sdk::ruma::api::client::state::get_state_event_for_key;
+        let req = get_state_event_for_key::v3::Request::new(
+            self.protected.room_id().to_owned(),
+            "m.room.member".into(),
+            user.to_string(),
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(self.moderator.client.send(req).await.ok()?.event_or_content.get()).ok()?;
+        v.get("membership")?.as_str().map(str::to_owned)
+    }
+
+    /// Waits until the user's membership in the protected room is `want`.
+    pub async fn wait_membership(&self, user: &UserId, want: &str) {
+        let seen =
+            poll(DEADLINE, || async { (self.membership(user).await.as_deref() == Some(want)).then_some(()) }).await;
+        assert!(seen.is_some(), "{user} never reached membership `{want}`; now {:?}", self.membership(user).await);
+    }
+
     pub async fn wait_level(&self, user: &UserId, want: Option<i64>) -> serde_json::Value {
         let what = format!("{user} at {want:?}");
         self.moderator
