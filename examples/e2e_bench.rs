@@ -62,7 +62,8 @@ struct Opts {
     /// `None` = the key left out of the config (hush's default, 250 ms).
     windows: Vec<Option<u64>>,
     hush: PathBuf,
-    /// Concurrent requests while filling the list and joining rooms.
+    /// Requests in flight while filling the list and joining rooms (1 is the fastest for
+    /// Synapse on SQLite, which slows down with concurrent writes).
     concurrency: usize,
     keep: bool,
 }
@@ -78,7 +79,7 @@ fn parse_opts() -> Result<Opts> {
         rules: 20_000,
         windows: vec![None, Some(0)],
         hush: repo_root().join("target/release/hush"),
-        concurrency: 8,
+        concurrency: 1,
         keep: false,
     };
     let mut args = std::env::args().skip(1);
@@ -422,7 +423,7 @@ async fn fill_list(w: &World) -> Result<Duration> {
     let t = Instant::now();
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (m, list, total) = (w.moderator.clone(), w.list.clone(), w.opts.rules);
-    run_concurrently(w.opts.concurrency * 2, (0..total).collect(), move |i| {
+    run_concurrently(w.opts.concurrency, (0..total).collect(), move |i| {
         let (m, list, done) = (m.clone(), list.clone(), done.clone());
         async move {
             let entity = if i.is_multiple_of(100) {
