@@ -5,9 +5,7 @@ mod common;
 
 use anyhow::{bail, Context, Result};
 use common::*;
-use matrix_sdk::ruma::api::client::account::register;
-use matrix_sdk::ruma::api::client::uiaa;
-use matrix_sdk::ruma::{OwnedUserId, RoomId, UserId};
+use matrix_sdk::ruma::{RoomId, UserId};
 use matrix_sdk::Client;
 
 /// `m.room.power_levels` events in the room's timeline sent by `sender`.
@@ -33,42 +31,6 @@ async fn power_level_events_by(client: &Client, room_id: &RoomId, sender: &UserI
             _ => return Ok(count),
         }
     }
-}
-
-/// Registers `n` accounts named `<prefix>...` and joins each to the (public) room; no sync.
-async fn joined_accounts(hs: &Homeserver, prefix: &str, n: usize, rooms: &[&RoomId]) -> Result<Vec<OwnedUserId>> {
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut out = Vec::new();
-    for i in 0..n {
-        let url = hs.url.clone();
-        let name = format!("{prefix}{i}");
-        let rooms: Vec<_> = rooms.iter().map(|r| (*r).to_owned()).collect();
-        tasks.spawn(async move {
-            let client = Client::builder().homeserver_url(&url).build().await?;
-            let mut req = register::v3::Request::new();
-            req.username = Some(name.clone());
-            req.password = Some(format!("pw-{name}"));
-            req.auth = Some(uiaa::AuthData::Dummy(uiaa::Dummy::new()));
-            client.matrix_auth().register(req).await.context("register")?;
-            for r in rooms {
-                client.join_room_by_id(&r).await.with_context(|| format!("join {r}"))?;
-            }
-            anyhow::Ok(client.user_id().context("no user id")?.to_owned())
-        });
-        // A few at a time: Synapse hashes each password.
-        if tasks.len() >= 8 {
-            out.push(tasks.join_next().await.expect("a task")??);
-        }
-    }
-    while let Some(r) = tasks.join_next().await {
-        out.push(r??);
-    }
-    let mut all = Vec::new();
-    for i in 0..n {
-        let name = format!("@{prefix}{i}:");
-        all.extend(out.iter().filter(|u| u.as_str().starts_with(&name)).cloned());
-    }
-    Ok(all)
 }
 
 async fn make_public(c: &Community, room_id: &RoomId) -> Result<()> {
@@ -117,7 +79,7 @@ async fn fifty_mutes_in_one_room_are_at_most_two_power_level_events() {
     let rid = c.protected.room_id().to_owned();
     make_public(&c, &rid).await.unwrap();
     let prefix = unique("fifty");
-    let users = joined_accounts(&c.hs, &prefix, 50, &[&rid]).await.unwrap();
+    let users = joined_accounts(&c.hs, &prefix, 50, std::slice::from_ref(&rid)).await.unwrap();
     assert_eq!(users.len(), 50);
     let config = c.config("");
     let _hush = c.start(&config, 1).await;

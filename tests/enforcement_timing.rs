@@ -8,42 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use common::*;
-use matrix_sdk::ruma::api::client::account::register;
-use matrix_sdk::ruma::api::client::uiaa;
 use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId};
-use matrix_sdk::Client;
 use serde_json::Value;
-
-async fn accounts(hs: &Homeserver, prefix: &str, n: usize, rooms: &[OwnedRoomId]) -> Result<Vec<OwnedUserId>> {
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut out = Vec::new();
-    for i in 0..n {
-        let url = hs.url.clone();
-        let name = format!("{prefix}{i}");
-        let rooms = rooms.to_vec();
-        tasks.spawn(async move {
-            let client = Client::builder().homeserver_url(&url).build().await?;
-            let mut req = register::v3::Request::new();
-            req.username = Some(name.clone());
-            req.password = Some(format!("pw-{name}"));
-            req.auth = Some(uiaa::AuthData::Dummy(uiaa::Dummy::new()));
-            client.matrix_auth().register(req).await.context("register")?;
-            for r in rooms {
-                client.join_room_by_id(&r).await.with_context(|| format!("join {r}"))?;
-            }
-            anyhow::Ok(client.user_id().context("no user id")?.to_owned())
-        });
-        if tasks.len() >= 8 {
-            out.push(tasks.join_next().await.expect("a task")??);
-        }
-    }
-    while let Some(r) = tasks.join_next().await {
-        out.push(r??);
-    }
-    Ok(out)
-}
 
 fn with_levels(pl: &Value, users: &[OwnedUserId], level: Option<i64>) -> Value {
     let mut pl = pl.clone();
@@ -133,8 +100,8 @@ async fn time_to_mute_50_users_in_1_and_in_20_rooms() {
         c.moderator.put_state(r, "m.room.join_rules", "", serde_json::json!({"join_rule": "public"})).await.unwrap();
     }
     let (pa, pb) = (unique("ta"), unique("tb"));
-    let set_a = accounts(&c.hs, &pa, 50, &one).await.unwrap();
-    let set_b = accounts(&c.hs, &pb, 50, &twenty).await.unwrap();
+    let set_a = joined_accounts(&c.hs, &pa, 50, &one).await.unwrap();
+    let set_b = joined_accounts(&c.hs, &pb, 50, &twenty).await.unwrap();
 
     // The floor: the moderator's plain client sends the same events (read, modify, write).
     let (mut f1, mut f20s, mut f20c) = (Vec::new(), Vec::new(), Vec::new());

@@ -97,6 +97,37 @@ pub async fn register_account(hs: &Homeserver, prefix: &str) -> Result<(OwnedUse
     Ok((user_id, password))
 }
 
+/// Registers `n` accounts (unique names from `prefix`) and joins each to the (public)
+/// rooms; no sync. A few at a time: Synapse hashes each password.
+pub async fn joined_accounts(
+    hs: &Homeserver,
+    prefix: &str,
+    n: usize,
+    rooms: &[OwnedRoomId],
+) -> Result<Vec<OwnedUserId>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let hs = Homeserver { url: hs.url.clone(), dir: hs.dir.clone() };
+        let prefix = prefix.to_owned();
+        let rooms = rooms.to_vec();
+        tasks.spawn(async move {
+            let (client, user_id, _) = register(&hs, &prefix).await?;
+            for r in rooms {
+                client.join_room_by_id(&r).await.with_context(|| format!("join {r}"))?;
+            }
+            anyhow::Ok(user_id)
+        });
+        if tasks.len() >= 8 {
+            out.push(tasks.join_next().await.expect("a task")??);
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        out.push(r??);
+    }
+    Ok(out)
+}
+
 async fn register(hs: &Homeserver, prefix: &str) -> Result<(Client, OwnedUserId, String)> {
     let name = unique(prefix);
     let password = format!("pw-{name}");
