@@ -278,8 +278,19 @@ async fn follow_room(bot: Arc<Bot>, room: String, roles: Vec<Role>, resolved: to
                 if roles.contains(&Role::List) {
                     let _ = bot.engine.send(Input::ListLoaded { room_id: id.clone(), events: events.clone() });
                 }
+                let tombstone = events
+                    .iter()
+                    .find(|e| {
+                        e.get("type").and_then(|t| t.as_str()) == Some("m.room.tombstone")
+                            && e.get("state_key").and_then(|k| k.as_str()) == Some("")
+                    })
+                    .cloned();
                 if roles.contains(&Role::Protected) {
                     let _ = bot.engine.send(Input::RoomLoaded { room_id: id.clone(), events });
+                }
+                // Upgraded while hush was not looking: follow the replacement now.
+                if let Some(t) = tombstone {
+                    follow_upgrade(&bot, &room_id, &t);
                 }
             }
             anyhow::Ok(())
@@ -316,26 +327,36 @@ async fn on_state_event(ev: Raw<AnySyncStateEvent>, room: Room, bot: Ctx<Arc<Bot
 }
 
 /// A followed room was upgraded (tombstone): follow its replacement in the same roles.
-/// A policy list's old room stays followed too (its rules do not move by themselves);
-/// a protected room's old room is dropped (nobody can talk there any more).
+/// A policy list's old room stays followed too (its rules do not move by themselves), and
+/// is recorded as watched so it stays followed when the list's alias moves to the new
+/// room; a protected room's old room is dropped (nobody can talk there any more), and
+/// what hush did there that the upgrade copied is carried over to the new room.
 fn follow_upgrade(bot: &Arc<Bot>, old: &matrix_sdk::ruma::RoomId, event: &serde_json::Value) {
     let Some(new) = event.pointer("/content/replacement_room").and_then(|r| r.as_str()) else { return };
     let Some(roles) = bot.roles.read().unwrap_or_else(|e| e.into_inner()).get(old).cloned() else { return };
-    info!(%old, %new, ?roles, "a followed room was upgraded; following its replacement");
-    {
+    let already = {
         let mut overrides = bot.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        let already = overrides.watched.iter().chain(&overrides.protected).any(|r| r == new);
         if roles.contains(&Role::List) {
+            overrides.watch(old.as_str());
             overrides.watch(new);
         }
         if roles.contains(&Role::Protected) {
             overrides.protect(new);
             overrides.unprotect(old.as_str());
-            let _ = bot.engine.send(Input::Unprotect { room_id: old.to_string() });
+            let _ = bot.engine.send(Input::RoomUpgraded { old: old.to_string(), new: new.to_owned() });
         }
         if let Err(e) = overrides.save(&bot.config.data_dir) {
             warn!("cannot save the upgraded room: {e:#}");
         }
+        already
+    };
+    if already {
+        // A restart: the replacement is followed from rooms.json already.
+        debug!(%old, %new, "the replacement of an upgraded room is already followed");
+        return;
     }
+    info!(%old, %new, ?roles, "a followed room was upgraded; following its replacement");
     if roles.contains(&Role::Management) {
         warn!(%old, %new, "the management room was upgraded; hush moves there now, but update management_room in the config");
     }

@@ -63,6 +63,10 @@ pub enum Input {
     Unwatch { room_id: String },
     /// Stop protecting a room (`rooms remove`): hush no longer acts there.
     Unprotect { room_id: String },
+    /// A protected room was upgraded (tombstone): what hush did in `old` that the upgrade
+    /// copied is carried over to `new`, and `old` is no longer protected. `new` is loaded
+    /// by a `RoomLoaded` that follows.
+    RoomUpgraded { old: String, new: String },
     /// An account suspension (or its lift) was made, or failed for good.
     Suspension(crate::suspension::Done),
     /// hush's own account can write again (the probe of this block generation wrote).
@@ -118,6 +122,9 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     /// Users whose reconciliation waited for a write, by room: reconciled when it is done.
     deferred: HashMap<String, BTreeSet<String>>,
     flush_scheduled: HashSet<String>,
+    /// When each room's last power-levels write was sent (engine clock, ms): the next one
+    /// waits until a batch window has passed since.
+    last_pl_flush: HashMap<String, u64>,
     timer_count: BTreeMap<String, u64>,
     reported: HashSet<String>,
     last_errors: Vec<String>,
@@ -234,6 +241,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             writing: HashMap::new(),
             deferred: HashMap::new(),
             flush_scheduled: HashSet::new(),
+            last_pl_flush: HashMap::new(),
             timer_count: BTreeMap::new(),
             reported: HashSet::new(),
             last_errors: Vec::new(),
@@ -367,14 +375,30 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.reconcile_users(users);
             }
             Input::Unprotect { room_id } => {
-                self.rooms.remove(&room_id);
-                self.buffered.remove(&room_id);
-                self.pending_pl.remove(&room_id);
+                self.unprotect(&room_id);
                 info!(room = %room_id, "no longer protecting the room");
+            }
+            Input::RoomUpgraded { old, new } => {
+                self.unprotect(&old);
+                match self.ledger.carry_over(&old, &new) {
+                    Ok((moved, dropped)) => info!(
+                        %old, %new, moved, dropped,
+                        "protected room upgraded: hush's power-level mutes and bans carried over to the new room"
+                    ),
+                    Err(e) => error!(%old, %new, "cannot carry the ledger over to the upgraded room: {e:#}"),
+                }
             }
             Input::Suspension(done) => self.account_call_done(done),
             Input::OwnAccountWritable { generation } => self.own_account_writable(generation),
         }
+    }
+
+    /// Forgets a protected room's view and pending edits (its ledger entries stay).
+    fn unprotect(&mut self, room_id: &str) {
+        self.rooms.remove(room_id);
+        self.buffered.remove(room_id);
+        self.pending_pl.remove(room_id);
+        self.last_pl_flush.remove(room_id);
     }
 
     fn status(&self) -> StatusReport {
@@ -716,16 +740,26 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.report_once(&text, &text);
     }
 
+    /// Queues one user's level change. The first change after a quiet batch window goes
+    /// out at once (after the inputs already queued, so one rule over many members is
+    /// still one event); later ones wait until a window has passed since the last write,
+    /// or until the write in flight is done, and go out together.
     fn queue_level(&mut self, room_id: &str, user_id: &str, level: Option<i64>) {
         self.pending_pl.entry(room_id.to_owned()).or_default().insert(user_id.to_owned(), level);
         if self.pl_in_flight.contains(room_id) || !self.flush_scheduled.insert(room_id.to_owned()) {
             return;
         }
+        let window = self.cfg.batch_window.as_millis() as u64;
+        let due = self.last_pl_flush.get(room_id).map_or(0, |last| last.saturating_add(window));
+        let wait = Duration::from_millis(due.saturating_sub(self.now()));
         let inbox = self.inbox.clone();
-        let window = self.cfg.batch_window;
         let room_id = room_id.to_owned();
+        if wait.is_zero() {
+            let _ = inbox.send(Input::Flush { room_id });
+            return;
+        }
         tokio::spawn(async move {
-            tokio::time::sleep(window).await;
+            tokio::time::sleep(wait).await;
             let _ = inbox.send(Input::Flush { room_id });
         });
     }
@@ -742,6 +776,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let edits: Vec<UserLevelEdit> =
             pending.into_iter().map(|(user_id, level)| UserLevelEdit { user_id, level }).collect();
         self.pl_in_flight.insert(room_id.to_owned());
+        self.last_pl_flush.insert(room_id.to_owned(), self.now());
         self.writing.entry(room_id.to_owned()).or_default().extend(edits.iter().map(|e| e.user_id.clone()));
         let writer = self.writer.clone();
         let inbox = self.inbox.clone();

@@ -624,3 +624,64 @@ async fn a_room_loaded_after_the_rule_suspends_its_member() {
     h.input(Input::RoomLoaded { room_id: ROOM.into(), events: hs.state(ROOM) }).await;
     assert_eq!(admin.calls(), vec![("@a:x".to_owned(), true)]);
 }
+
+/// An upgrade copies power levels and bans into the replacement room: hush's mutes and
+/// bans there are still hush's, so removing the rules lifts them in the new room, exactly.
+#[tokio::test(start_paused = true)]
+async fn an_upgraded_room_keeps_what_hush_did_and_lifts_it_there() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[("@a:x", 10)]), &[HUSH, "@a:x", "@b:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    h.input(rule("b", "@b:x", "m.ban")).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1));
+    assert_eq!(hs.membership(ROOM, "@b:x").as_deref(), Some("ban"));
+
+    // The moderator upgrades: the new room has the old power levels (with the mute) and
+    // the ban, as Synapse copies them; @a follows the tombstone.
+    hs.create_room(ROOM2, "11", MOD, hs.power_levels_now(ROOM), &[HUSH, "@a:x"]);
+    hs.put_membership(ROOM2, "@b:x", "ban");
+    h.input(Input::RoomUpgraded { old: ROOM.into(), new: ROOM2.into() }).await;
+    h.input(Input::RoomLoaded { room_id: ROOM2.into(), events: hs.state(ROOM2) }).await;
+    let s = h.status().await;
+    assert!(s.ledger.iter().all(|e| e.room_id == ROOM2), "{:?}", s.ledger);
+    let mute = entry_of(&s, ROOM2, "@a:x", Kind::MutePowerLevel).expect("the mute carried over");
+    assert_eq!(mute.previous_level, Some(10));
+    assert!(entry_of(&s, ROOM2, "@b:x", Kind::Ban).is_some(), "the ban carried over");
+    assert!(!s.protected_rooms.iter().any(|(r, _)| r == ROOM), "the old room is no longer protected");
+
+    let old_events = hs.power_level_events(ROOM).len();
+    h.input(remove_rule("a")).await;
+    h.input(remove_rule("b")).await;
+    assert_eq!(hs.power_levels_now(ROOM2)["users"]["@a:x"], json!(10), "restored exactly in the new room");
+    assert_ne!(hs.membership(ROOM2, "@b:x").as_deref(), Some("ban"), "unbanned in the new room");
+    assert_eq!(hs.power_level_events(ROOM).len(), old_events, "the old room is left alone");
+    assert!(h.status().await.ledger.is_empty());
+}
+
+/// The first power-level change after a quiet spell is not held back by the batch window;
+/// changes that follow within the window go out together, once the window has passed.
+#[tokio::test(start_paused = true)]
+async fn the_first_change_goes_out_at_once_and_the_next_ones_are_gathered() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x", "@b:x", "@c:x"]);
+    let window = Duration::from_secs(300);
+    let mut h = Harness::start(&hs, EngineConfig { batch_window: window, ..config() }, &[ROOM]).await;
+
+    let t0 = tokio::time::Instant::now();
+    h.engine.handle(rule("a", "@a:x", "m.mute"));
+    let done = h.pump_until(|i| matches!(i, Input::PowerLevelsDone { .. })).await;
+    assert!(t0.elapsed() < window, "the first mute did not wait for the window: {:?}", t0.elapsed());
+    h.engine.handle(done);
+    assert_eq!(hs.power_level_events(ROOM).len(), 1);
+
+    h.engine.handle(rule("b", "@b:x", "m.mute"));
+    h.engine.handle(rule("c", "@c:x", "m.mute"));
+    let done = h.pump_until(|i| matches!(i, Input::PowerLevelsDone { .. })).await;
+    assert!(t0.elapsed() >= window, "the next write waited for the window: {:?}", t0.elapsed());
+    h.engine.handle(done);
+    let events = hs.power_level_events(ROOM);
+    assert_eq!(events.len(), 2, "b and c went out together");
+    assert_eq!(events[1]["users"]["@b:x"], json!(-1));
+    assert_eq!(events[1]["users"]["@c:x"], json!(-1));
+}

@@ -191,6 +191,13 @@ impl FakeHomeserver {
     }
 
     /// The user changes their own membership (a muted user leaving becomes `leave-mute`).
+    /// Sets a membership as part of the room's initial state (no sync event), as a room
+    /// upgrade copies bans.
+    pub fn put_membership(&self, room: &str, user: &str, membership: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.rooms.get_mut(room).expect("room").members.insert(user.to_owned(), membership.to_owned());
+    }
+
     pub fn user_leaves(&self, room: &str, user: &str) -> Value {
         let mut inner = self.inner.lock().unwrap();
         let r = inner.rooms.get_mut(room).expect("room");

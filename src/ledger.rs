@@ -214,6 +214,22 @@ impl Ledger {
         Ok(())
     }
 
+    /// A protected room was upgraded. The homeserver copies power levels and bans into the
+    /// replacement, so hush's power-level mutes and bans there are still hush's to undo:
+    /// they move to `new`, phase and previous level included. MSC3909 mute memberships are
+    /// not copied by an upgrade, so their entries are dropped (the member is muted again on
+    /// joining the new room). Returns (moved, dropped). One transaction: all or nothing.
+    pub fn carry_over(&self, old: &str, new: &str) -> Result<(usize, usize)> {
+        let tx = self.conn.unchecked_transaction()?;
+        let moved = tx.execute(
+            "UPDATE OR REPLACE changes SET room_id = ?2 WHERE room_id = ?1 AND kind IN (?3, ?4)",
+            params![old, new, Kind::MutePowerLevel.as_str(), Kind::Ban.as_str()],
+        )?;
+        let dropped = tx.execute("DELETE FROM changes WHERE room_id = ?1", params![old])?;
+        tx.commit()?;
+        Ok((moved, dropped))
+    }
+
     pub fn get(&self, room_id: &str, user_id: &str, kind: Kind) -> Result<Option<Entry>> {
         Ok(self
             .conn

@@ -203,3 +203,72 @@ async fn kill_9_at_several_points_leaves_rooms_as_the_policy_says() {
     let pl = c.wait_level(&user.user_id, Some(10)).await;
     assert_eq!(level_of(&pl, &user.user_id), Some(10), "the previous level is back exactly");
 }
+
+/// A moderator upgrades a protected room: hush follows the tombstone, keeps protecting the
+/// replacement (also after a restart), and what it did before the upgrade (copied by the
+/// homeserver) is still lifted exactly when the rule goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_protected_room_is_followed_and_hush_s_mutes_move_with_it() {
+    let c = Community::new().await.unwrap();
+    let early = c.member(Some(10)).await.unwrap();
+    let later = c.member(None).await.unwrap();
+    let config = c.config("");
+    let hush = c.start(&config, 1).await;
+    c.rule("mute-early", early.user_id.as_str(), "m.mute", None).await.unwrap();
+    c.wait_level(&early.user_id, Some(-1)).await;
+
+    // The room is invite-only: the moderator invites hush and the members to the new room.
+    let new = c.moderator.upgrade_room(c.protected.room_id(), "12").await.unwrap();
+    for u in [&c.bot.user_id, &early.user_id, &later.user_id] {
+        c.moderator.invite(&new, u).await.unwrap();
+    }
+    early.join(&new).await.unwrap();
+    later.join(&new).await.unwrap();
+    c.moderator.wait_for_join(&new, &c.bot.user_id).await.unwrap();
+    let pl = c.moderator.power_levels(&new).await.unwrap();
+    assert_eq!(level_of(&pl, &early.user_id), Some(-1), "the upgrade copied the mute: {pl}");
+
+    // A new rule is enforced in the new room.
+    c.rule("mute-later", later.user_id.as_str(), "m.mute", None).await.unwrap();
+    let what = format!("{} muted in the new room", later.user_id);
+    c.moderator.wait_for_power_levels(&new, &what, |pl| level_of(pl, &later.user_id) == Some(-1)).await.unwrap();
+
+    // The mute from before the upgrade is still hush's: removing its rule restores 10.
+    c.remove_rule("mute-early").await.unwrap();
+    let what = format!("{} back at 10 in the new room", early.user_id);
+    c.moderator.wait_for_power_levels(&new, &what, |pl| level_of(pl, &early.user_id) == Some(10)).await.unwrap();
+
+    // After a restart hush protects the new room, not the old one.
+    assert!(hush.terminate().await.unwrap().success());
+    let _hush = c.start(&config, 2).await;
+    c.remove_rule("mute-later").await.unwrap();
+    let what = format!("{} unmuted in the new room after a restart", later.user_id);
+    c.moderator.wait_for_power_levels(&new, &what, |pl| level_of(pl, &later.user_id).is_none()).await.unwrap();
+}
+
+/// A moderator upgrades a policy list: hush follows the new list, and the rules left in the
+/// old one still hold (an upgrade does not move them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_policy_list_is_followed_and_its_old_rules_still_hold() {
+    let c = Community::new().await.unwrap();
+    let old_target = c.member(None).await.unwrap();
+    let new_target = c.member(None).await.unwrap();
+    let config = c.config("");
+    let _hush = c.start(&config, 1).await;
+    c.rule("old", old_target.user_id.as_str(), "m.mute", None).await.unwrap();
+    c.wait_level(&old_target.user_id, Some(-1)).await;
+
+    let new_list = c.moderator.upgrade_room(c.list.room_id(), "12").await.unwrap();
+    c.moderator.invite(&new_list, &c.bot.user_id).await.unwrap();
+    c.moderator.wait_for_join(&new_list, &c.bot.user_id).await.unwrap();
+    let rule =
+        serde_json::json!({"entity": new_target.user_id.as_str(), "recommendation": "m.mute", "reason": "new list"});
+    c.moderator.put_state(&new_list, "m.policy.rule.user", "new", rule).await.unwrap();
+    c.wait_level(&new_target.user_id, Some(-1)).await;
+    let pl = c.moderator.power_levels(c.protected.room_id()).await.unwrap();
+    assert_eq!(level_of(&pl, &old_target.user_id), Some(-1), "the old list's rule still holds: {pl}");
+
+    // Both lists stay live: removing the old list's rule lifts its mute.
+    c.remove_rule("old").await.unwrap();
+    c.wait_level(&old_target.user_id, None).await;
+}

@@ -435,6 +435,22 @@ impl TestUser {
         Ok(serde_json::from_str(self.client.send(req).await?.event_or_content.get())?)
     }
 
+    /// Upgrades a room to `version` (as a moderator does from their client); returns the
+    /// replacement room.
+    pub async fn upgrade_room(&self, room_id: &RoomId, version: &str) -> Result<OwnedRoomId> {
+        use matrix_sdk::ruma::api::client::room::upgrade_room;
+        let req = upgrade_room::v3::Request::new(room_id.to_owned(), version.try_into()?);
+        Ok(self.client.send(req).await.with_context(|| format!("upgrade {room_id}"))?.replacement_room)
+    }
+
+    /// Invites `user` to `room_id`.
+    pub async fn invite(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
+        use matrix_sdk::ruma::api::client::membership::invite_user::{self, v3::InviteUserId};
+        let req = invite_user::v3::Request::new(room_id.to_owned(), InviteUserId::new(user.to_owned()).into());
+        self.client.send(req).await.with_context(|| format!("invite {user} to {room_id}"))?;
+        Ok(())
+    }
+
     /// Tries to send a message; Err carries the homeserver's errcode.
     pub async fn try_say(&self, room_id: &RoomId, text: &str) -> std::result::Result<(), String> {
         use matrix_sdk::ruma::api::client::message::send_message_event;
