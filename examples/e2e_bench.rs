@@ -484,6 +484,8 @@ fn write_config(w: &World, window: Option<u64>) -> Result<PathBuf> {
 struct Sample {
     writer_ms: Option<f64>,
     observed_ms: f64,
+    /// hush only: until the moderator's rule PUT returned (part of hush's time, not the floor's).
+    rule_put_ms: Option<f64>,
 }
 
 /// Mutes `user` by hand in every protected room (one room after the other or all at once),
@@ -514,7 +516,7 @@ async fn floor(w: &World, concurrent: bool) -> Result<Vec<Sample>> {
         });
         let seen = wait_muted(w, &user, t0, &w.moderator.user_id).await?;
         let writer_ms = ms(writer.await??);
-        out.push(Sample { writer_ms: Some(writer_ms), observed_ms: ms(seen) });
+        out.push(Sample { writer_ms: Some(writer_ms), observed_ms: ms(seen), rule_put_ms: None });
         for room in &w.protected {
             w.moderator.set_level(room, &user, None).await?;
         }
@@ -556,8 +558,9 @@ async fn rule_to_mute(w: &World, users: &[Account]) -> Result<Vec<Sample>> {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let t0 = Instant::now();
         send_mute_rule(w, u).await?;
+        let rule_put_ms = Some(ms(t0.elapsed()));
         let seen = wait_muted(w, u.user_id.as_str(), t0, &w.bot.user_id).await?;
-        let s = Sample { writer_ms: None, observed_ms: ms(seen) };
+        let s = Sample { writer_ms: None, observed_ms: ms(seen), rule_put_ms };
         eprintln!("  {}: {:.0} ms", u.user_id, s.observed_ms);
         out.push(s);
     }
@@ -702,7 +705,13 @@ fn row(name: &str, samples: &[Sample], floor: Option<(f64, f64)>) -> String {
         Some((fo, fw)) => format!("{:.2}x | {:.2}x", observed.median / fo, observed.median / fw),
         None => "- | -".to_owned(),
     };
-    format!("| {name} | {} | {} | {ratio} |", writer.map_or("-".to_owned(), cell), cell(observed))
+    let put = samples.iter().map(|s| s.rule_put_ms).collect::<Option<Vec<f64>>>().map(|v| stats(v.into_iter()));
+    format!(
+        "| {name} | {} | {} | {ratio} | {} |",
+        writer.map_or("-".to_owned(), cell),
+        cell(observed),
+        put.map_or("-".to_owned(), cell)
+    )
 }
 
 fn window_name(w: Option<u64>) -> String {
@@ -785,7 +794,7 @@ async fn run(opts: Opts) -> Result<String> {
         w.opts.rooms, w.opts.reps, w.opts.rules
     ));
     r.push_str("Rule sent to the policy list until the mute is in force in every protected room, in ms: median / p90 (min-max). `writer` = the plain client's own clock (last PUT returned); `observed` = the moderator's poller (one request in flight) saw the mute in every room. Ratios: hush's observed median over the observed, then over the writer, median of the floor with all rooms at once (before hush ran).\n\n");
-    r.push_str("| what | writer | observed | ratio (observed) | ratio (writer) |\n|---|---|---|---|---|\n");
+    r.push_str("| what | writer | observed | ratio (observed) | ratio (writer) | of which the rule's PUT |\n|---|---|---|---|---|---|\n");
     r.push_str(&row("floor: plain client, rooms one after the other", &floor_seq, None));
     r.push('\n');
     r.push_str(&row("floor: plain client, all rooms at once", &floor_conc, None));

@@ -274,10 +274,7 @@ async fn follow_room(bot: Arc<Bot>, room: String, roles: Vec<Role>, resolved: to
                 announce_start(&bot, &room_id).await;
             }
             if roles.contains(&Role::List) || roles.contains(&Role::Protected) {
-                let events = matrix::room_state(&bot.client, &room_id).await?;
-                if roles.contains(&Role::List) {
-                    let _ = bot.engine.send(Input::ListLoaded { room_id: id.clone(), events: events.clone() });
-                }
+                let mut events = matrix::room_state(&bot.client, &room_id).await?;
                 let tombstone = events
                     .iter()
                     .find(|e| {
@@ -285,7 +282,17 @@ async fn follow_room(bot: Arc<Bot>, room: String, roles: Vec<Role>, resolved: to
                             && e.get("state_key").and_then(|k| k.as_str()) == Some("")
                     })
                     .cloned();
-                if roles.contains(&Role::Protected) {
+                // A list's state can be large: copied only for a room that is both.
+                let (is_list, is_protected) = (roles.contains(&Role::List), roles.contains(&Role::Protected));
+                let for_list = match (is_list, is_protected) {
+                    (true, true) => Some(events.clone()),
+                    (true, false) => Some(std::mem::take(&mut events)),
+                    _ => None,
+                };
+                if let Some(events) = for_list {
+                    let _ = bot.engine.send(Input::ListLoaded { room_id: id.clone(), events });
+                }
+                if is_protected {
                     let _ = bot.engine.send(Input::RoomLoaded { room_id: id.clone(), events });
                 }
                 // Upgraded while hush was not looking: follow the replacement now.
@@ -315,7 +322,7 @@ async fn follow_room(bot: Arc<Bot>, room: String, roles: Vec<Role>, resolved: to
 
 /// Forwards every state event from sync to the engine (it keeps what concerns it).
 async fn on_state_event(ev: Raw<AnySyncStateEvent>, room: Room, bot: Ctx<Arc<Bot>>) {
-    match serde_json::from_str::<serde_json::Value>(ev.json().get()) {
+    match matrix::state_event(ev.json().get()) {
         Ok(event) => {
             if event.get("type").and_then(|t| t.as_str()) == Some("m.room.tombstone") {
                 follow_upgrade(&bot, room.room_id(), &event);

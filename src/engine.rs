@@ -260,7 +260,13 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         loop {
             tokio::select! {
                 input = inputs.recv() => match input {
-                    Some(i) => self.handle(i),
+                    Some(i) => {
+                        let large = matches!(&i, Input::ListLoaded { events, .. } if events.len() >= 1000);
+                        self.handle(i);
+                        if large {
+                            trim_heap();
+                        }
+                    }
                     None => break,
                 },
                 Some(expired) = timers.recv() => self.handle(Input::Timers(expired)),
@@ -272,7 +278,19 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     fn now(&self) -> u64 {
         self.clock.now_ms()
     }
+}
 
+/// Gives the heap freed after loading a large list back to the system: glibc keeps it
+/// otherwise, and a 20,000-rule list would leave ~40 MiB of resident memory unused.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only returns glibc's free pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+impl<W: RoomWriter, C: Clock> Engine<W, C> {
     fn schedule_ledger_expiries(&mut self) {
         match self.ledger.all() {
             Ok(entries) => {
