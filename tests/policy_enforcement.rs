@@ -272,3 +272,24 @@ async fn an_upgraded_policy_list_is_followed_and_its_old_rules_still_hold() {
     c.remove_rule("old").await.unwrap();
     c.wait_level(&old_target.user_id, None).await;
 }
+
+/// The upgrade happens while hush is down: at start it finds the tombstone in the old
+/// room's state, follows the replacement and still lifts its mute there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_upgraded_while_hush_was_down_is_followed_at_start() {
+    let c = Community::new().await.unwrap();
+    let user = c.member(None).await.unwrap();
+    let config = c.config("");
+    let hush = c.start(&config, 1).await;
+    c.rule("mute", user.user_id.as_str(), "m.mute", None).await.unwrap();
+    c.wait_level(&user.user_id, Some(-1)).await;
+    assert!(hush.terminate().await.unwrap().success());
+
+    let new = c.moderator.upgrade_room(c.protected.room_id(), "12").await.unwrap();
+    c.moderator.invite(&new, &c.bot.user_id).await.unwrap();
+    let _hush = c.start(&config, 2).await;
+    c.moderator.wait_for_join(&new, &c.bot.user_id).await.unwrap();
+    c.remove_rule("mute").await.unwrap();
+    let what = format!("{} unmuted in the new room", user.user_id);
+    c.moderator.wait_for_power_levels(&new, &what, |pl| level_of(pl, &user.user_id).is_none()).await.unwrap();
+}
