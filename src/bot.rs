@@ -133,11 +133,12 @@ pub async fn run(config: Config) -> Result<()> {
     // Join and load what we can now; the rest is retried in the background until it works.
     let followers = tokio::spawn(follow_configured_rooms(bot.clone()));
     info!(user_id = %bot.own_user, homeserver = %bot.config.homeserver_url, "hush is running");
-    matrix::sync_until(&client, stop_rx).await;
+    let synced = matrix::sync_until(&client, stop_rx).await;
     followers.abort();
     // The ledger is written synchronously before and after every change, so stopping
     // here loses nothing: an interrupted change is settled at the next start.
     engine_task.abort();
+    synced?;
     info!("stopped");
     Ok(())
 }

@@ -48,21 +48,17 @@ fn store_path(data_dir: &Path) -> PathBuf {
 }
 
 /// Builds a client, restores the saved session or logs in, and saves the session.
+///
+/// A saved session the homeserver refuses (the device was logged out or deleted) is
+/// replaced by a fresh password login; the old device's store (its encryption keys) is
+/// kept aside as `store.refused-<time>`, because a store belongs to one device.
 pub async fn connect(config: &Config) -> Result<Client> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     restrict_permissions(&config.data_dir, 0o700);
-    let client = Client::builder()
-        .homeserver_url(&config.homeserver_url)
-        .sqlite_store(store_path(&config.data_dir), None)
-        // The SDK retries 5xx and 429 forever by default; bound it so a permanent
-        // failure surfaces and our own loops decide what to do.
-        .request_config(RequestConfig::new().retry_limit(3).timeout(Duration::from_secs(60)))
-        .build()
-        .await
-        .context("cannot open the client store")?;
 
     let saved = load_session(&config.data_dir)?;
+    let had_session = saved.is_some();
     let reuse = saved.filter(|s| {
         s.homeserver_url == config.homeserver_url
             && s.session.meta.user_id.as_str() == config.user_id
@@ -71,14 +67,38 @@ pub async fn connect(config: &Config) -> Result<Client> {
                 Credentials::AccessToken(t) => s.from_access_token && s.session.tokens.access_token == t.expose(),
             }
     });
-    let auth = client.matrix_auth();
     if let Some(saved) = reuse {
+        let client = build_client(config).await?;
         info!(device_id = %saved.session.meta.device_id, "restoring the saved session");
-        auth.restore_session(saved.session, RoomLoadSettings::default())
+        client
+            .matrix_auth()
+            .restore_session(saved.session, RoomLoadSettings::default())
             .await
             .context("cannot restore the saved session")?;
-        return Ok(client);
+        match client.whoami().await {
+            Ok(_) => return Ok(client),
+            Err(e) if is_unknown_token(&e) && matches!(config.credentials, Credentials::Password(_)) => {
+                warn!("the homeserver refused the saved session (its device was logged out); logging in again");
+                drop(client);
+                set_store_aside(&config.data_dir)?;
+            }
+            Err(e) if is_unknown_token(&e) => {
+                anyhow::bail!("the homeserver refused the configured access token: {}", classify(&e))
+            }
+            // Unreachable or failing homeserver: the session may well be fine; sync retries.
+            Err(e) => {
+                warn!("cannot check the saved session yet: {}", classify(&e));
+                return Ok(client);
+            }
+        }
+    } else if had_session && store_path(&config.data_dir).exists() {
+        // The saved session is for other credentials (they changed in the config): the
+        // store belongs to that device and the SDK would refuse it for the new one. (A
+        // store without any session is from a login that failed: it holds no device.)
+        set_store_aside(&config.data_dir)?;
     }
+    let client = build_client(config).await?;
+    let auth = client.matrix_auth();
     let (session, from_access_token) = match &config.credentials {
         Credentials::Password(password) => {
             info!(user_id = %config.user_id, "logging in with a password");
@@ -125,6 +145,41 @@ pub async fn connect(config: &Config) -> Result<Client> {
     Ok(client)
 }
 
+async fn build_client(config: &Config) -> Result<Client> {
+    Client::builder()
+        .homeserver_url(&config.homeserver_url)
+        .sqlite_store(store_path(&config.data_dir), None)
+        // The SDK retries 5xx and 429 forever by default; bound it so a permanent
+        // failure surfaces and our own loops decide what to do.
+        .request_config(RequestConfig::new().retry_limit(3).timeout(Duration::from_secs(60)))
+        .build()
+        .await
+        .context("cannot open the client store")
+}
+
+/// Whether the homeserver said the access token is not (or no longer) valid.
+fn is_unknown_token(e: &matrix_sdk::HttpError) -> bool {
+    matches!(e.client_api_error_kind(), Some(matrix_sdk::ruma::api::error::ErrorKind::UnknownToken { .. }))
+}
+
+/// Moves the store of a device hush can no longer use out of the way (kept, not deleted:
+/// it holds that device's encryption keys) and forgets its session.
+fn set_store_aside(data_dir: &Path) -> Result<()> {
+    let store = store_path(data_dir);
+    if store.exists() {
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let aside = data_dir.join(format!("store.refused-{secs}"));
+        std::fs::rename(&store, &aside)
+            .with_context(|| format!("cannot move {} to {}", store.display(), aside.display()))?;
+        warn!(store = %aside.display(), "the previous device's store is kept aside");
+    }
+    match std::fs::remove_file(session_path(data_dir)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).context("cannot remove the refused session"),
+    }
+}
+
 fn load_session(data_dir: &Path) -> Result<Option<StoredSession>> {
     let path = session_path(data_dir);
     match std::fs::read_to_string(&path) {
@@ -158,26 +213,31 @@ fn restrict_permissions(path: &Path, mode: u32) {
 
 /// Syncs until `shutdown` turns true, backing off (1 s doubling to 60 s) while the
 /// homeserver is unreachable. Event handlers registered on the client do the work.
-pub async fn sync_until(client: &Client, mut shutdown: watch::Receiver<bool>) {
+/// Returns an error when the session is logged out: retrying cannot help, and the next
+/// start logs in again (systemd restarts hush on failure).
+pub async fn sync_until(client: &Client, mut shutdown: watch::Receiver<bool>) -> Result<()> {
     let mut backoff = Duration::from_secs(1);
     let settings = SyncSettings::default().timeout(Duration::from_secs(30));
     loop {
         if *shutdown.borrow() {
-            return;
+            return Ok(());
         }
         tokio::select! {
             result = client.sync_once(settings.clone()) => match result {
                 Ok(_) => backoff = Duration::from_secs(1),
+                Err(matrix_sdk::Error::Http(e)) if is_unknown_token(&e) => {
+                    anyhow::bail!("the homeserver logged this session out ({}); restart hush to log in again", classify(&e));
+                }
                 Err(e) => {
                     warn!("sync failed, retrying in {}s: {e}", backoff.as_secs());
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.changed() => return Ok(()),
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => return Ok(()),
         }
     }
 }

@@ -137,3 +137,46 @@ async fn works_in_an_encrypted_room_and_restarts_without_a_new_device() {
     assert_eq!(devices.devices().count(), 1, "a restart reuses the device");
     assert!(hush.terminate().await.unwrap().success());
 }
+
+/// Someone logs hush's device out (an admin cleaning up sessions, or "sign out all other
+/// devices" in another client): the next start logs in again with the password instead of
+/// failing, and hush keeps working in the encrypted management room with its new device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logged_out_session_logs_in_again_at_the_next_start() {
+    let s = setup(true).await;
+    let hush = s.bot.start(&s.config);
+    s.wait_started().await;
+    assert!(hush.terminate().await.unwrap().success());
+
+    let data = s.bot.dir.path().join("data");
+    let session: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("session.json")).unwrap()).unwrap();
+    let token = session["session"]["access_token"].as_str().expect("a saved access token").to_owned();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/_matrix/client/v3/logout", s.hs.url))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "logout: {}", resp.status());
+
+    let hush = s.bot.start(&s.config);
+    let rid = s.room.room_id();
+    poll(DEADLINE, || async {
+        (s.moderator.messages_from(rid, &s.bot.user_id).iter().filter(|m| m.body.contains("started")).count() == 2)
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("hush did not come back after its session was logged out; log:\n{}", hush.log_text()));
+    s.moderator.say(&s.room, "!hush status").await.unwrap();
+    s.moderator.wait_for_message(rid, &s.bot.user_id, |m| m.body.contains("uptime")).await.unwrap();
+    assert!(hush.log_text().contains("logging in again"), "{}", hush.log_text());
+    let kept = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("store.refused-"));
+    assert!(kept, "the old device's store is kept aside");
+    assert!(hush.terminate().await.unwrap().success());
+}
