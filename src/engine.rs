@@ -460,19 +460,25 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let now = self.now();
         // A reload replaces the list: rules no longer in its state are gone.
         let mut changed: BTreeSet<String> = self.index.remove_list(room_id, now).changed.into_iter().collect();
+        // Local users named by its rules, and those suspended before, wherever they are.
+        let mut accounts = self.suspended_accounts();
         for ev in events {
             changed.extend(self.apply_policy_event(room_id, ev, now));
+            accounts.extend(self.named_accounts(room_id, ev, false));
         }
         let first = !self.lists.insert(room_id.to_owned(), true).unwrap_or(false);
         for ev in self.buffered.remove(room_id).unwrap_or_default() {
             changed.extend(self.apply_policy_event(room_id, &ev, now));
+            accounts.extend(self.named_accounts(room_id, &ev, false));
         }
         info!(list = room_id, rules = events.len(), "policy list loaded");
         if first {
             // Held entries of this list can now be judged: look at everyone.
             changed.extend(self.all_known_users());
         }
+        accounts.retain(|u| !changed.contains(u));
         self.reconcile_users(changed);
+        self.reconcile_accounts(&accounts);
     }
 
     fn apply_policy_event(&mut self, room_id: &str, ev: &Value, now: u64) -> Vec<String> {
@@ -522,11 +528,15 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         match self.lists.get(room_id) {
             Some(true) => {
                 let now = self.now();
-                let changed = self.apply_policy_event(room_id, ev, now);
+                // Before applying: the ledger still names whom the replaced rule suspended.
+                let mut accounts = self.named_accounts(room_id, ev, true);
+                let changed: BTreeSet<String> = self.apply_policy_event(room_id, ev, now).into_iter().collect();
                 if !changed.is_empty() {
                     debug!(list = room_id, users = changed.len(), "policy change affects users");
                 }
-                self.reconcile_users(changed.into_iter().collect());
+                accounts.retain(|u| !changed.contains(u));
+                self.reconcile_users(changed);
+                self.reconcile_accounts(&accounts);
             }
             Some(false) => self.buffered.entry(room_id.to_owned()).or_default().push(ev.clone()),
             None => {}

@@ -612,17 +612,18 @@ async fn hush_suspended_pauses_writes_and_resumes_by_itself() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_room_loaded_after_the_rule_suspends_its_member() {
+async fn the_rule_suspends_at_once_and_a_room_loaded_later_does_not_again() {
     let hs = FakeHomeserver::new(HUSH);
     hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
     let mut h = Harness::start(&hs, config(), &[]).await;
     let admin = FakeAdmin::new("x", &["@a:x"]);
     h.engine.set_suspension(Suspensions::new(std::sync::Arc::new(admin.clone()), "x"));
     h.input(rule("a", "@a:x", "m.mute")).await;
-    assert!(admin.calls().is_empty(), "hush does not know @a:x yet");
+    assert_eq!(admin.calls(), vec![("@a:x".to_owned(), true)], "named exactly: suspended before any room knows them");
     h.engine.handle(Input::Configure { management_room: None, lists: vec![], protected: vec![ROOM.into()] });
     h.input(Input::RoomLoaded { room_id: ROOM.into(), events: hs.state(ROOM) }).await;
-    assert_eq!(admin.calls(), vec![("@a:x".to_owned(), true)]);
+    assert_eq!(admin.calls(), vec![("@a:x".to_owned(), true)], "one call");
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "and muted in the room");
 }
 
 /// An upgrade copies power levels and bans into the replacement room: hush's mutes and
@@ -684,4 +685,27 @@ async fn the_first_change_goes_out_at_once_and_the_next_ones_are_gathered() {
     assert_eq!(events.len(), 2, "b and c went out together");
     assert_eq!(events[1]["users"]["@b:x"], json!(-1));
     assert_eq!(events[1]["users"]["@c:x"], json!(-1));
+}
+
+/// A local spammer in no protected room is still suspended by an exact mute rule, from a
+/// live rule or a list load, and the removal lifts it: the index never tracked them.
+#[tokio::test(start_paused = true)]
+async fn a_local_user_in_no_protected_room_is_suspended_and_lifted() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH]);
+    let (mut h, admin) = with_admin(&hs, config(), &["@lurker:x", "@other:x", HUSH, MOD]).await;
+
+    h.input(rule("lurker", "@lurker:x", "m.mute")).await;
+    assert!(admin.suspended().contains("@lurker:x"), "suspended though in no protected room");
+    h.input(remove_rule("lurker")).await;
+    assert!(admin.suspended().is_empty(), "the removal lifts it");
+
+    // The list (re)loaded with a rule for another local user, e.g. after a restart.
+    let loaded = json!({"type": "m.policy.rule.user", "state_key": "other", "sender": MOD, "event_id": "$other",
+                        "content": {"entity": "@other:x", "recommendation": "m.mute", "reason": "spam"}});
+    h.input(Input::ListLoaded { room_id: LIST.into(), events: vec![loaded] }).await;
+    assert!(admin.suspended().contains("@other:x"));
+    h.input(Input::ListLoaded { room_id: LIST.into(), events: vec![] }).await;
+    assert!(admin.suspended().is_empty(), "a reload without the rule lifts it");
+    assert!(h.status().await.ledger.is_empty());
 }

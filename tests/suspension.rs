@@ -166,3 +166,26 @@ async fn hush_survives_its_own_suspension_and_catches_up() {
     let log = hush.log_text();
     assert_eq!(log.matches("hush's own account is suspended by").count(), 1, "one error, not a loop:\n{log}");
 }
+
+/// A local spammer who is in none of the protected rooms is suspended all the same (a
+/// server-level mute follows the user, not the rooms), and the removal lifts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_user_in_no_protected_room_is_suspended_too() {
+    let c = Community::new().await.unwrap();
+    let token = admin_token(&c.hs).await;
+    let lurker = register_user(&c.hs, "lurker").await.unwrap();
+    let own_room = lurker.create_room("elsewhere", &[], false).await.unwrap();
+    let rid = own_room.room_id().to_owned();
+    let config = c.config(&suspension_config(&c, &token));
+    let _hush = c.start(&config, 1).await;
+
+    c.rule("lurker", lurker.user_id.as_str(), "m.mute", None).await.unwrap();
+    let suspended = poll(DEADLINE, || async {
+        (lurker.try_say(&rid, "hi").await == Err("M_USER_SUSPENDED".to_owned())).then_some(())
+    })
+    .await;
+    assert!(suspended.is_some(), "the lurker was never suspended");
+    c.remove_rule("lurker").await.unwrap();
+    let lifted = poll(DEADLINE, || async { lurker.try_say(&rid, "back").await.ok() }).await;
+    assert!(lifted.is_some(), "the suspension was never lifted");
+}

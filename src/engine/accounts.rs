@@ -45,6 +45,50 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
     }
 
+    /// Accounts a policy event concerns by name, including users in no protected room
+    /// (the index only reports changes for the members it tracks): the local user the
+    /// event names exactly, and every user hush suspended for the rule at this state key
+    /// (`with_ledger`; skipped while a whole list loads, see `suspended_accounts`). Empty
+    /// without suspension.
+    pub(super) fn named_accounts(&self, room_id: &str, ev: &serde_json::Value, with_ledger: bool) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let Some(s) = self.suspensions.as_ref() else { return out };
+        let is_user_rule = ev
+            .get("type")
+            .and_then(|t| t.as_str())
+            .and_then(hush_core::policy::classify_event_type)
+            .is_some_and(|(_, kind)| kind == hush_core::policy::EntityKind::User);
+        if !is_user_rule {
+            return out;
+        }
+        let entity = ev.pointer("/content/entity").and_then(|e| e.as_str()).unwrap_or_default();
+        let exact = entity.starts_with('@') && !entity.contains(['*', '?']);
+        if exact && suspension::server_of(entity) == Some(s.server_name.as_str()) {
+            out.insert(entity.to_owned());
+        }
+        if with_ledger {
+            let key = ev.get("state_key").and_then(|k| k.as_str()).unwrap_or_default();
+            let suffix = format!("|{key}");
+            out.extend(
+                self.ledger
+                    .for_room("")
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|e| rule_list(&e.rule) == room_id && e.rule.ends_with(&suffix))
+                    .map(|e| e.user_id),
+            );
+        }
+        out
+    }
+
+    /// Every account hush has suspended (empty without suspension).
+    pub(super) fn suspended_accounts(&self) -> BTreeSet<String> {
+        if self.suspensions.is_none() {
+            return BTreeSet::new();
+        }
+        self.ledger.for_room("").unwrap_or_default().into_iter().map(|e| e.user_id).collect()
+    }
+
     fn account_plan(&self, user: &str, now: u64) -> Option<Plan> {
         let s = self.suspensions.as_ref()?;
         let entry = match self.ledger.get("", user, Kind::Suspension) {
