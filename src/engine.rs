@@ -125,6 +125,9 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     /// When each room's last power-levels write was sent (engine clock, ms): the next one
     /// waits until a batch window has passed since.
     last_pl_flush: HashMap<String, u64>,
+    /// Room and account writes started by the input being handled, spawned once its
+    /// ledger transaction is committed.
+    after_commit: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
     timer_count: BTreeMap<String, u64>,
     reported: HashSet<String>,
     last_errors: Vec<String>,
@@ -242,6 +245,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             deferred: HashMap::new(),
             flush_scheduled: HashSet::new(),
             last_pl_flush: HashMap::new(),
+            after_commit: Vec::new(),
             timer_count: BTreeMap::new(),
             reported: HashSet::new(),
             last_errors: Vec::new(),
@@ -311,7 +315,29 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     }
 
     /// Handles one input.
+    /// Handles one input. Its ledger writes are one transaction, committed before any
+    /// room or account write it started is sent (write-ahead, one fsync per input).
     pub fn handle(&mut self, input: Input) {
+        let batch = self.ledger.begin_batch();
+        if let Err(e) = &batch {
+            // Each statement then commits by itself, as durable, only slower.
+            warn!("{e:#}");
+        }
+        self.handle_input(input);
+        if batch.is_ok() {
+            if let Err(e) = self.ledger.commit_batch() {
+                // The writes below would go out with no durable record of what to undo:
+                // stop instead, as a kill -9 would; the next start settles from the ledger.
+                error!("{e:#}: stopping rather than change rooms without a record");
+                std::process::exit(1);
+            }
+        }
+        for write in self.after_commit.drain(..) {
+            tokio::spawn(write);
+        }
+    }
+
+    fn handle_input(&mut self, input: Input) {
         match input {
             Input::Configure { management_room, lists, protected } => {
                 if management_room.is_some() {
@@ -810,10 +836,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let inbox = self.inbox.clone();
         let room_id = room_id.to_owned();
         debug!(room = %room_id, edits = edits.len(), "sending power levels");
-        tokio::spawn(async move {
+        self.after_commit.push(Box::pin(async move {
             let result = enforce::send_power_levels(&writer, &room_id, &edits).await;
             let _ = inbox.send(Input::PowerLevelsDone { room_id, edits, result });
-        });
+        }));
     }
 
     fn power_levels_done(
@@ -911,7 +937,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let writer = self.writer.clone();
         let inbox = self.inbox.clone();
         let (room_id, user_id, reason) = (room_id.to_owned(), user_id.to_owned(), reason.to_owned());
-        tokio::spawn(async move {
+        self.after_commit.push(Box::pin(async move {
             let what = format!("{op} {user_id} in {room_id}");
             let result = enforce::with_retries(&what, || async {
                 match op {
@@ -922,7 +948,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             })
             .await;
             let _ = inbox.send(Input::MemberWriteDone { room_id, user_id, kind, lifting, result });
-        });
+        }));
     }
 
     fn member_write_done(

@@ -5,6 +5,9 @@
 //! `Lifting` before and deletes after. After a crash, an entry still `Applying` or
 //! `Lifting` is settled at start-up by comparing with the room's real state, so nothing
 //! hush did is forgotten and no previous level is lost.
+//!
+//! The engine gathers the entries of one input into one transaction (`begin_batch`,
+//! `commit_batch`) and sends the writes that input started only after the commit.
 
 use std::path::Path;
 
@@ -220,14 +223,38 @@ impl Ledger {
     /// not copied by an upgrade, so their entries are dropped (the member is muted again on
     /// joining the new room). Returns (moved, dropped). One transaction: all or nothing.
     pub fn carry_over(&self, old: &str, new: &str) -> Result<(usize, usize)> {
-        let tx = self.conn.unchecked_transaction()?;
-        let moved = tx.execute(
-            "UPDATE OR REPLACE changes SET room_id = ?2 WHERE room_id = ?1 AND kind IN (?3, ?4)",
-            params![old, new, Kind::MutePowerLevel.as_str(), Kind::Ban.as_str()],
-        )?;
-        let dropped = tx.execute("DELETE FROM changes WHERE room_id = ?1", params![old])?;
-        tx.commit()?;
-        Ok((moved, dropped))
+        // A savepoint: atomic inside the engine's batch and on its own.
+        self.conn.execute_batch("SAVEPOINT carry_over")?;
+        let result = (|| {
+            let moved = self.conn.execute(
+                "UPDATE OR REPLACE changes SET room_id = ?2 WHERE room_id = ?1 AND kind IN (?3, ?4)",
+                params![old, new, Kind::MutePowerLevel.as_str(), Kind::Ban.as_str()],
+            )?;
+            let dropped = self.conn.execute("DELETE FROM changes WHERE room_id = ?1", params![old])?;
+            anyhow::Ok((moved, dropped))
+        })();
+        match result {
+            Ok(counts) => {
+                self.conn.execute_batch("RELEASE carry_over")?;
+                Ok(counts)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK TO carry_over; RELEASE carry_over");
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts gathering writes into one transaction: one commit (one fsync) for all the
+    /// entries of one engine input instead of one each.
+    pub fn begin_batch(&self) -> Result<()> {
+        self.conn.execute_batch("BEGIN").context("cannot start a ledger transaction")
+    }
+
+    /// Makes the gathered writes durable (WAL, `synchronous=FULL`). Nothing that depends on
+    /// them may reach a room before this returns Ok.
+    pub fn commit_batch(&self) -> Result<()> {
+        self.conn.execute_batch("COMMIT").context("cannot commit the ledger")
     }
 
     pub fn get(&self, room_id: &str, user_id: &str, kind: Kind) -> Result<Option<Entry>> {

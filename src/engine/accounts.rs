@@ -194,10 +194,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let api = s.api.clone();
         let inbox = self.inbox.clone();
         let user = user.to_owned();
-        tokio::spawn(async move {
+        self.after_commit.push(Box::pin(async move {
             let done = suspension::run_call(api, user, suspend, fresh).await;
             let _ = inbox.send(Input::Suspension(done));
-        });
+        }));
     }
 
     /// An admin call finished: settle the ledger and report what went wrong, once.
