@@ -16,6 +16,19 @@ struct Setup {
 }
 
 impl Setup {
+    /// Waits until the bot has announced its `n`-th start (restarts included); panics with
+    /// its log if it does not.
+    async fn wait_starts(&self, n: usize, hush: &BotProcess) {
+        let rid = self.room.room_id();
+        poll(DEADLINE, || async {
+            (self.moderator.messages_from(rid, &self.bot.user_id).iter().filter(|m| m.body.contains("started")).count()
+                == n)
+                .then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("hush did not announce start {n}; log:\n{}", hush.log_text()));
+    }
+
     /// Waits for the bot's start-up notice in the management room: from then on it takes commands.
     async fn wait_started(&self) {
         self.moderator
@@ -112,12 +125,7 @@ async fn works_in_an_encrypted_room_and_restarts_without_a_new_device() {
 
     let hush = s.bot.start(&s.config);
     let rid = s.room.room_id();
-    poll(DEADLINE, || async {
-        (s.moderator.messages_from(rid, &s.bot.user_id).iter().filter(|m| m.body.contains("started")).count() == 2)
-            .then_some(())
-    })
-    .await
-    .expect("the restarted bot announces itself");
+    s.wait_starts(2, &hush).await;
     s.moderator.say(&s.room, "!hush help status").await.unwrap();
     let usage = s
         .moderator
@@ -164,12 +172,7 @@ async fn a_logged_out_session_logs_in_again_at_the_next_start() {
 
     let hush = s.bot.start(&s.config);
     let rid = s.room.room_id();
-    poll(DEADLINE, || async {
-        (s.moderator.messages_from(rid, &s.bot.user_id).iter().filter(|m| m.body.contains("started")).count() == 2)
-            .then_some(())
-    })
-    .await
-    .unwrap_or_else(|| panic!("hush did not come back after its session was logged out; log:\n{}", hush.log_text()));
+    s.wait_starts(2, &hush).await;
     s.moderator.say(&s.room, "!hush status").await.unwrap();
     s.moderator.wait_for_message(rid, &s.bot.user_id, |m| m.body.contains("uptime")).await.unwrap();
     assert!(hush.log_text().contains("logging in again"), "{}", hush.log_text());
