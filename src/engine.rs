@@ -282,19 +282,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     fn now(&self) -> u64 {
         self.clock.now_ms()
     }
-}
 
-/// Gives the heap freed after loading a large list back to the system: glibc keeps it
-/// otherwise, and a 20,000-rule list would leave ~40 MiB of resident memory unused.
-fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim has no preconditions; it only returns glibc's free pages.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-impl<W: RoomWriter, C: Clock> Engine<W, C> {
     fn schedule_ledger_expiries(&mut self) {
         match self.ledger.all() {
             Ok(entries) => {
@@ -314,7 +302,6 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
     }
 
-    /// Handles one input.
     /// Handles one input. Its ledger writes are one transaction, committed before any
     /// room or account write it started is sent (write-ahead, one fsync per input).
     pub fn handle(&mut self, input: Input) {
@@ -1024,5 +1011,15 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             // Let a later occurrence be reported again.
             let _ = inbox.send(Input::ReportFailed { key });
         });
+    }
+}
+
+/// Gives the heap freed after loading a large list back to the system: glibc keeps it
+/// otherwise, and a 20,000-rule list would leave ~40 MiB of resident memory unused.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only returns glibc's free pages.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
