@@ -276,13 +276,7 @@ async fn follow_room(bot: Arc<Bot>, room: String, roles: Vec<Role>, resolved: to
             }
             if roles.contains(&Role::List) || roles.contains(&Role::Protected) {
                 let mut events = matrix::room_state(&bot.client, &room_id).await?;
-                let tombstone = events
-                    .iter()
-                    .find(|e| {
-                        e.get("type").and_then(|t| t.as_str()) == Some("m.room.tombstone")
-                            && e.get("state_key").and_then(|k| k.as_str()) == Some("")
-                    })
-                    .cloned();
+                let tombstone = events.iter().find_map(|e| crate::rooms::tombstone_replacement(e).transpose());
                 // A list's state can be large: copied only for a room that is both.
                 let (is_list, is_protected) = (roles.contains(&Role::List), roles.contains(&Role::Protected));
                 let for_list = match (is_list, is_protected) {
@@ -297,8 +291,8 @@ async fn follow_room(bot: Arc<Bot>, room: String, roles: Vec<Role>, resolved: to
                     let _ = bot.engine.send(Input::RoomLoaded { room_id: id.clone(), events });
                 }
                 // Upgraded while hush was not looking: follow the replacement now.
-                if let Some(t) = tombstone {
-                    follow_upgrade(&bot, &room_id, &t);
+                if let Some(replacement) = tombstone {
+                    follow_upgrade(&bot, &room_id, replacement);
                 }
             }
             anyhow::Ok(())
@@ -325,8 +319,8 @@ async fn follow_room(bot: Arc<Bot>, room: String, roles: Vec<Role>, resolved: to
 async fn on_state_event(ev: Raw<AnySyncStateEvent>, room: Room, bot: Ctx<Arc<Bot>>) {
     match matrix::state_event(ev.json().get()) {
         Ok(event) => {
-            if event.get("type").and_then(|t| t.as_str()) == Some("m.room.tombstone") {
-                follow_upgrade(&bot, room.room_id(), &event);
+            if let Some(replacement) = crate::rooms::tombstone_replacement(&event).transpose() {
+                follow_upgrade(&bot, room.room_id(), replacement);
             }
             let _ = bot.engine.send(Input::State { room_id: room.room_id().to_string(), event });
         }
@@ -339,8 +333,15 @@ async fn on_state_event(ev: Raw<AnySyncStateEvent>, room: Room, bot: Ctx<Arc<Bot
 /// is recorded as watched so it stays followed when the list's alias moves to the new
 /// room; a protected room's old room is dropped (nobody can talk there any more), and
 /// what hush did there that the upgrade copied is carried over to the new room.
-fn follow_upgrade(bot: &Arc<Bot>, old: &matrix_sdk::ruma::RoomId, event: &serde_json::Value) {
-    let Some(new) = event.pointer("/content/replacement_room").and_then(|r| r.as_str()) else { return };
+fn follow_upgrade(bot: &Arc<Bot>, old: &matrix_sdk::ruma::RoomId, replacement: Result<String, String>) {
+    let new = match replacement {
+        Ok(new) => new,
+        Err(why) => {
+            warn!(room = %old, state_key = "", "ignoring a malformed m.room.tombstone: {why}");
+            return;
+        }
+    };
+    let new = new.as_str();
     let Some(roles) = bot.roles.read().unwrap_or_else(|e| e.into_inner()).get(old).cloned() else { return };
     let already = {
         let mut overrides = bot.overrides.lock().unwrap_or_else(|e| e.into_inner());

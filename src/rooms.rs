@@ -5,6 +5,22 @@ use std::collections::HashMap;
 use hush_core::reconcile::{Membership, MuteStrategy};
 use serde_json::Value;
 
+/// The room an `m.room.tombstone` state event points to: `Ok(None)` for any other event,
+/// `Err` (saying why) for a tombstone whose `replacement_room` is missing or not a room id.
+pub fn tombstone_replacement(ev: &Value) -> Result<Option<String>, String> {
+    let is_tombstone = ev.get("type").and_then(Value::as_str) == Some("m.room.tombstone")
+        && ev.get("state_key").and_then(Value::as_str) == Some("");
+    if !is_tombstone {
+        return Ok(None);
+    }
+    match ev.pointer("/content/replacement_room") {
+        Some(Value::String(r)) if matrix_sdk::ruma::RoomId::parse(r).is_ok() => Ok(Some(r.clone())),
+        Some(Value::String(r)) => Err(format!("its replacement_room `{r}` is not a room id")),
+        Some(_) => Err("its replacement_room is not a string".to_owned()),
+        None => Err("it has no replacement_room".to_owned()),
+    }
+}
+
 /// A protected room as hush sees it.
 #[derive(Debug, Clone)]
 pub struct RoomState {
@@ -148,6 +164,24 @@ pub enum StateChange {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tombstones_name_a_valid_replacement_or_say_what_is_wrong() {
+        use super::tombstone_replacement as t;
+        use serde_json::json;
+        let ts = |content: Value| json!({"type": "m.room.tombstone", "state_key": "", "content": content});
+        assert_eq!(t(&ts(json!({"replacement_room": "!new:x"}))), Ok(Some("!new:x".to_owned())));
+        assert_eq!(t(&ts(json!({"replacement_room": "!v12roomid"}))), Ok(Some("!v12roomid".to_owned())));
+        assert_eq!(t(&json!({"type": "m.room.name", "state_key": "", "content": {}})), Ok(None));
+        let other_key = json!({"type": "m.room.tombstone", "state_key": "x", "content": {"replacement_room": "!n:x"}});
+        assert_eq!(t(&other_key), Ok(None), "a tombstone has an empty state key");
+        assert_eq!(t(&ts(json!({"body": "moved"}))), Err("it has no replacement_room".to_owned()));
+        assert_eq!(t(&ts(json!({"replacement_room": 5}))), Err("its replacement_room is not a string".to_owned()));
+        assert_eq!(
+            t(&ts(json!({"replacement_room": "#alias:x"}))),
+            Err("its replacement_room `#alias:x` is not a room id".to_owned())
+        );
+    }
+
     use super::*;
     use serde_json::json;
 
