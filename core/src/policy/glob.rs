@@ -25,6 +25,14 @@ pub fn is_glob(s: &str) -> bool {
     s.bytes().any(|b| b == b'*' || b == b'?')
 }
 
+/// Whether a rule entity (user id or server name glob) is so broad that it must be taken
+/// to match everyone: a glob whose literal characters are all ASCII punctuation, such as
+/// `*`, `@*:*`, `@*:*.*`, `@?*:*` or `*.*`. Such a rule names no one in particular, so
+/// hush never acts on it, nor lets a command write it, without a moderator's confirmation.
+pub fn matches_everyone(pattern: &str) -> bool {
+    is_glob(pattern) && pattern.chars().all(|c| c == '*' || c == '?' || c.is_ascii_punctuation())
+}
+
 /// Match `text` against the glob `pattern`: `*` is zero or more characters, `?` exactly one
 /// character (a whole UTF-8 scalar, not a byte); everything else is literal, compared
 /// ASCII-case-insensitively. Worst case O(|pattern| x |text|), no recursion, no allocation.
@@ -526,6 +534,16 @@ impl GlobSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_that_match_everyone() {
+        for p in ["*", "@*:*", "@*:*.*", "@*:*.*.*", "@?*:*", "*:*", "@*", "*.*", "?*", "@**:**"] {
+            assert!(matches_everyone(p), "{p}");
+        }
+        for p in ["@spam:example.org", "@*:spam.example", "@spam*:*", "*.org", "@a*:*", "example.org", "", "@:."] {
+            assert!(!matches_everyone(p), "{p}");
+        }
+    }
 
     /// Reference matcher: plain recursion over characters.
     fn reference(p: &[char], t: &[char]) -> bool {
