@@ -82,9 +82,11 @@ mod index_tests;
 #[doc(hidden)]
 pub mod naive;
 mod rule;
+mod trust;
 
 pub use index::{Applied, Decision, ListCounts, Outcome, PolicyIndex};
 pub use rule::{
     classify_event_type, decode_sha256, encode_sha256, host_without_port, parse_rule, sha256_of, EntityKind,
     ParseWarning, Recommendation, Restriction, Rule, RuleError, RuleFamily, RuleId, RuleParse, MAX_RULE_TEXT,
 };
+pub use trust::ListTrust;
