@@ -26,7 +26,11 @@ pub fn tombstone_replacement(ev: &Value) -> Result<Option<String>, String> {
 pub struct RoomState {
     pub room_id: String,
     pub version: String,
+    /// The room's creators in every room version: the `m.room.create` sender (and the
+    /// legacy `creator` field), plus `additional_creators` from room version 12 on.
     pub creators: Vec<String>,
+    /// Whether creators have unlimited power and no `users` entry (room version 12+).
+    pub creators_privileged: bool,
     pub power_levels: Value,
     pub members: HashMap<String, Membership>,
     /// The power-levels event hush sent last and has not yet seen come back through
@@ -52,6 +56,7 @@ impl RoomState {
             room_id: room_id.to_owned(),
             version: "1".to_owned(),
             creators: Vec::new(),
+            creators_privileged: false,
             power_levels: Value::Object(Default::default()),
             members: HashMap::new(),
             awaiting_own_power_levels: None,
@@ -72,10 +77,14 @@ impl RoomState {
             ("m.room.create", Some("")) => {
                 self.version = content.get("room_version").and_then(Value::as_str).unwrap_or("1").to_owned();
                 self.creators.clear();
-                if creators_are_privileged(&self.version) {
-                    if let Some(sender) = ev.get("sender").and_then(Value::as_str) {
-                        self.creators.push(sender.to_owned());
+                self.creators_privileged = creators_are_privileged(&self.version);
+                let legacy = content.get("creator").and_then(Value::as_str).filter(|_| !self.creators_privileged);
+                for c in ev.get("sender").and_then(Value::as_str).into_iter().chain(legacy) {
+                    if !self.creators.iter().any(|x| x == c) {
+                        self.creators.push(c.to_owned());
                     }
+                }
+                if self.creators_privileged {
                     if let Some(Value::Array(more)) = content.get("additional_creators") {
                         self.creators.extend(more.iter().filter_map(Value::as_str).map(str::to_owned));
                     }
@@ -144,7 +153,7 @@ impl RoomState {
 
     /// hush's own level here; None when it is a creator (unlimited).
     pub fn own_level(&self, own_user: &str) -> Option<i64> {
-        if self.creators.iter().any(|c| c == own_user) {
+        if self.creators_privileged && self.creators.iter().any(|c| c == own_user) {
             None
         } else {
             Some(hush_core::power_levels::user_level(&self.power_levels, own_user))
@@ -205,11 +214,15 @@ mod tests {
     }
 
     #[test]
-    fn old_versions_have_no_privileged_creators() {
+    fn old_versions_have_creators_without_privilege() {
         let state = vec![
-            json!({"type": "m.room.create", "state_key": "", "sender": "@c:x", "content": {"room_version": "10"}}),
+            json!({"type": "m.room.create", "state_key": "", "sender": "@c:x", "content": {"room_version": "10", "creator": "@c:x"}}),
+            json!({"type": "m.room.power_levels", "state_key": "", "sender": "@c:x", "content": {"users": {"@c:x": 100}}}),
         ];
-        assert!(RoomState::from_state("!r", &state).creators.is_empty());
+        let r = RoomState::from_state("!r", &state);
+        assert_eq!(r.creators, vec!["@c:x"]);
+        assert!(!r.creators_privileged);
+        assert_eq!(r.own_level("@c:x"), Some(100));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! hush-core: the functional core of hush (policy model, matcher, timer wheel, reconciler, command parser); no network.
 
 pub mod commands;
+pub mod guard;
 pub mod policy;
 pub mod power_levels;
 pub mod reconcile;

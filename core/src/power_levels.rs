@@ -105,6 +105,31 @@ pub fn ban_level(content: &Value) -> i64 {
     content.get("ban").and_then(int).unwrap_or(50)
 }
 
+/// The level from which a user counts as one of the room's moderators: the lowest of
+/// `kick`, `ban` and `redact` (each 50 by default). hush never restricts such a user.
+pub fn moderator_level(content: &Value) -> i64 {
+    let level = |key: &str| content.get(key).and_then(int).unwrap_or(50);
+    level("kick").min(level("ban")).min(level("redact"))
+}
+
+/// Users whose standing may differ between two `m.room.power_levels` contents: those whose
+/// `users` entry changed, or `None` (everyone) when a default or a moderation level
+/// (`users_default`, `kick`, `ban`, `redact`) changed.
+pub fn users_with_changed_standing(old: &Value, new: &Value) -> Option<Vec<String>> {
+    for key in ["users_default", "kick", "ban", "redact"] {
+        if old.get(key).and_then(int) != new.get(key).and_then(int) {
+            return None;
+        }
+    }
+    let users = |c: &Value| c.get("users").and_then(Value::as_object).cloned().unwrap_or_default();
+    let (o, n) = (users(old), users(new));
+    let mut changed: Vec<String> =
+        o.keys().chain(n.keys()).filter(|u| o.get(*u).and_then(int) != n.get(*u).and_then(int)).cloned().collect();
+    changed.sort();
+    changed.dedup();
+    Some(changed)
+}
+
 /// One change to a `users` entry: set it to a level, or remove it (restore "absent").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserLevelEdit {
@@ -148,6 +173,22 @@ pub fn apply_edits(content: &Value, edits: &[UserLevelEdit]) -> Option<Value> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn standing_changes_are_the_changed_entries_or_everyone() {
+        let old = json!({"users": {"@a:x": 50, "@b:x": 0}, "ban": 50});
+        let new = json!({"users": {"@a:x": 0, "@b:x": 0, "@c:x": 10}, "ban": 50});
+        assert_eq!(users_with_changed_standing(&old, &new), Some(vec!["@a:x".to_owned(), "@c:x".to_owned()]));
+        assert_eq!(users_with_changed_standing(&old, &json!({"users": {"@a:x": 50, "@b:x": 0}, "ban": 40})), None);
+        assert_eq!(users_with_changed_standing(&old, &old), Some(vec![]));
+    }
+
+    #[test]
+    fn moderator_level_is_the_lowest_of_kick_ban_and_redact() {
+        assert_eq!(moderator_level(&json!({})), 50);
+        assert_eq!(moderator_level(&json!({"kick": 40, "ban": 60})), 40);
+        assert_eq!(moderator_level(&json!({"kick": 90, "ban": 80, "redact": "30"})), 30);
+    }
 
     #[test]
     fn mute_level_is_below_every_message_level() {

@@ -55,8 +55,11 @@ pub struct RoomFacts<'a> {
     pub strategy: MuteStrategy,
     /// The current `m.room.power_levels` content.
     pub power_levels: &'a Value,
-    /// Room creators (room version 12+: unlimited power, no `users` entry).
+    /// The room's creators, in every room version (the `m.room.create` sender, and from
+    /// room version 12 on `additional_creators`): never restricted.
     pub creators: &'a [String],
+    /// Whether creators have unlimited power and no `users` entry (room version 12+).
+    pub creators_privileged: bool,
     pub own_user: &'a str,
     /// hush's own level; None when hush is a creator (unlimited).
     pub own_level: Option<i64>,
@@ -65,11 +68,14 @@ pub struct RoomFacts<'a> {
 impl RoomFacts<'_> {
     /// A user's level; None for creators (unlimited).
     fn level_of(&self, user_id: &str) -> Option<i64> {
-        if self.creators.iter().any(|c| c == user_id) {
+        if self.creators_privileged && self.is_creator(user_id) {
             None
         } else {
             Some(power_levels::user_level(self.power_levels, user_id))
         }
+    }
+    fn is_creator(&self, user_id: &str) -> bool {
+        self.creators.iter().any(|c| c == user_id)
     }
     fn own_can(&self, needed: i64) -> bool {
         self.own_level.is_none_or(|l| l >= needed)
@@ -122,12 +128,28 @@ pub struct Applied {
     pub overridden: bool,
 }
 
+/// What the shell knows of a user beyond this room, for the refusals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shield {
+    /// Matches `protected_users`.
+    pub protected_user: bool,
+    /// A moderator of the management room.
+    pub management_moderator: bool,
+}
+
 /// Why hush will not act on a member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     Itself,
     Creator,
     ProtectedUser,
+    ManagementModerator,
+    /// The user's level is at or above the lowest of the room's `kick`, `ban` and `redact`
+    /// levels: one of the room's moderators.
+    RoomModerator {
+        level: i64,
+        moderator_level: i64,
+    },
     /// The target's level is at or above hush's own.
     NotBelowHush {
         target: i64,
@@ -150,6 +172,11 @@ impl std::fmt::Display for Refusal {
             Refusal::Itself => write!(f, "hush never restricts itself"),
             Refusal::Creator => write!(f, "room creators cannot be restricted"),
             Refusal::ProtectedUser => write!(f, "the user is in protected_users"),
+            Refusal::ManagementModerator => write!(f, "the user is a moderator of the management room"),
+            Refusal::RoomModerator { level, moderator_level } => write!(
+                f,
+                "the user is a moderator of the room (power level {level}, at or above {moderator_level}, the lowest of kick, ban and redact)"
+            ),
             Refusal::NotBelowHush { target, own } => {
                 write!(f, "the user's power level ({target}) is not below hush's ({own})")
             }
@@ -224,45 +251,63 @@ pub enum Action {
 }
 
 /// The actions that bring one member of one room to what the policy wants.
+///
+/// A user hush must never restrict ([`refusal`]) is treated as if no rule applied: nothing
+/// new is done to them, what hush did before is lifted (a moderator promoted while muted
+/// gets the mute lifted), and a [`Action::Refuse`] says why.
 pub fn reconcile_member(
     room: &RoomFacts<'_>,
     user_id: &str,
     membership: Membership,
     wanted: Option<&Wanted>,
     applied: &[Applied],
-    protected: bool,
+    shield: Shield,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
+    let mut wanted = wanted;
+    if let Some(w) = wanted {
+        if let Some(r) = refusal(room, user_id, shield) {
+            let concerned = membership.is_present() || membership == Membership::LeaveMute || !applied.is_empty();
+            if concerned {
+                actions.push(Action::Refuse { user_id: user_id.to_owned(), restriction: w.restriction, refusal: r });
+            }
+            wanted = None;
+        }
+    }
     let want = wanted.map(|w| w.restriction);
-    ban_actions(
-        room,
-        user_id,
-        membership,
-        wanted.filter(|_| want == Some(Restriction::Ban)),
-        applied,
-        protected,
-        &mut actions,
-    );
+    ban_actions(room, user_id, membership, wanted.filter(|_| want == Some(Restriction::Ban)), applied, &mut actions);
     // A banned user's mute is left as it is: it is lifted when neither rule applies.
     if want != Some(Restriction::Ban) {
-        mute_actions(room, user_id, membership, wanted, applied, protected, &mut actions);
+        mute_actions(room, user_id, membership, wanted, applied, &mut actions);
     }
     actions
 }
 
-fn refusal(room: &RoomFacts<'_>, user_id: &str, protected: bool) -> Option<Refusal> {
+/// Why hush must not restrict `user_id` in this room, if it must not: hush itself, the
+/// room's creators, `protected_users`, moderators of the management room, the room's
+/// moderators (at or above [`power_levels::moderator_level`]), and anyone at or above
+/// hush's own level.
+pub fn refusal(room: &RoomFacts<'_>, user_id: &str, shield: Shield) -> Option<Refusal> {
     if user_id == room.own_user {
         return Some(Refusal::Itself);
     }
-    if room.creators.iter().any(|c| c == user_id) {
+    if room.is_creator(user_id) {
         return Some(Refusal::Creator);
     }
-    if protected {
+    if shield.protected_user {
         return Some(Refusal::ProtectedUser);
     }
-    if let (Some(target), Some(own)) = (room.level_of(user_id), room.own_level) {
-        if target >= own {
-            return Some(Refusal::NotBelowHush { target, own });
+    if shield.management_moderator {
+        return Some(Refusal::ManagementModerator);
+    }
+    let level = room.level_of(user_id)?;
+    let moderator_level = power_levels::moderator_level(room.power_levels);
+    if level >= moderator_level {
+        return Some(Refusal::RoomModerator { level, moderator_level });
+    }
+    if let Some(own) = room.own_level {
+        if level >= own {
+            return Some(Refusal::NotBelowHush { target: level, own });
         }
     }
     None
@@ -274,7 +319,6 @@ fn ban_actions(
     membership: Membership,
     wanted: Option<&Wanted>,
     applied: &[Applied],
-    protected: bool,
     out: &mut Vec<Action>,
 ) {
     let entry = applied.iter().find(|a| a.kind == AppliedKind::Ban);
@@ -302,10 +346,6 @@ fn ban_actions(
         }
         (Some(w), None) => {
             if !membership.is_present() && membership != Membership::LeaveMute {
-                return;
-            }
-            if let Some(r) = refusal(room, user_id, protected) {
-                out.push(Action::Refuse { user_id: user(), restriction: Restriction::Ban, refusal: r });
                 return;
             }
             let needed = power_levels::ban_level(room.power_levels);
@@ -337,7 +377,6 @@ fn mute_actions(
     membership: Membership,
     wanted: Option<&Wanted>,
     applied: &[Applied],
-    protected: bool,
     out: &mut Vec<Action>,
 ) {
     let wanted = wanted.filter(|w| w.restriction == Restriction::Mute);
@@ -348,10 +387,6 @@ fn mute_actions(
         None => {
             let Some(w) = wanted else { return };
             if !membership.is_present() {
-                return;
-            }
-            if let Some(r) = refusal(room, user_id, protected) {
-                out.push(Action::Refuse { user_id: user_id.to_owned(), restriction: Restriction::Mute, refusal: r });
                 return;
             }
             match room.strategy {
@@ -500,7 +535,15 @@ mod tests {
     const HUSH: &str = "@hush:x";
 
     fn facts<'a>(pl: &'a Value, creators: &'a [String], strategy: MuteStrategy) -> RoomFacts<'a> {
-        RoomFacts { room_id: "!r", strategy, power_levels: pl, creators, own_user: HUSH, own_level: Some(100) }
+        RoomFacts {
+            room_id: "!r",
+            strategy,
+            power_levels: pl,
+            creators,
+            creators_privileged: false,
+            own_user: HUSH,
+            own_level: Some(100),
+        }
     }
 
     fn pl() -> Value {
@@ -531,7 +574,7 @@ mod tests {
     fn mutes_by_power_level_remembering_the_previous_entry() {
         let pl = pl();
         let room = facts(&pl, &[], MuteStrategy::PowerLevel);
-        let a = reconcile_member(&room, "@ten:x", Membership::Join, Some(&mute(None)), &[], false);
+        let a = reconcile_member(&room, "@ten:x", Membership::Join, Some(&mute(None)), &[], Shield::default());
         assert_eq!(
             a,
             vec![Action::MutePowerLevel {
@@ -541,7 +584,7 @@ mod tests {
                 wanted: mute(None)
             }]
         );
-        let a = reconcile_member(&room, "@new:x", Membership::Join, Some(&mute(None)), &[], false);
+        let a = reconcile_member(&room, "@new:x", Membership::Join, Some(&mute(None)), &[], Shield::default());
         assert!(matches!(&a[..], [Action::MutePowerLevel { previous: None, level: -1, .. }]));
     }
 
@@ -551,7 +594,7 @@ mod tests {
         pl["users"]["@ten:x"] = json!(-1);
         let room = facts(&pl, &[], MuteStrategy::PowerLevel);
         let e = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applied, Some(10));
-        let a = reconcile_member(&room, "@ten:x", Membership::Join, None, &[e], false);
+        let a = reconcile_member(&room, "@ten:x", Membership::Join, None, &[e], Shield::default());
         assert_eq!(a, vec![Action::UnmutePowerLevel { user_id: "@ten:x".into(), restore: Some(10) }]);
     }
 
@@ -561,9 +604,16 @@ mod tests {
         pl["users"]["@ten:x"] = json!(25);
         let room = facts(&pl, &[], MuteStrategy::PowerLevel);
         let e = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applied, Some(10));
-        let a = reconcile_member(&room, "@ten:x", Membership::Join, Some(&mute(None)), std::slice::from_ref(&e), false);
+        let a = reconcile_member(
+            &room,
+            "@ten:x",
+            Membership::Join,
+            Some(&mute(None)),
+            std::slice::from_ref(&e),
+            Shield::default(),
+        );
         assert!(matches!(&a[..], [Action::MarkOverridden { .. }]), "{a:?}");
-        let a = reconcile_member(&room, "@ten:x", Membership::Join, None, &[e], false);
+        let a = reconcile_member(&room, "@ten:x", Membership::Join, None, &[e], Shield::default());
         assert!(matches!(&a[..], [Action::MarkOverridden { .. }, Action::Forget { .. }]), "{a:?}");
     }
 
@@ -579,7 +629,7 @@ mod tests {
             Membership::Join,
             Some(&mute(None)),
             std::slice::from_ref(&applying),
-            false,
+            Shield::default(),
         );
         assert!(matches!(&a[..], [Action::MutePowerLevel { previous: None, .. }]), "{a:?}");
         // Crashed after it went out: just record it.
@@ -592,16 +642,23 @@ mod tests {
             Membership::Join,
             Some(&mute(None)),
             std::slice::from_ref(&applying),
-            false,
+            Shield::default(),
         );
         assert!(matches!(&a[..], [Action::MarkApplied { .. }]), "{a:?}");
         // The rule expired while down and the mute is in force: restore.
-        let a = reconcile_member(&room, "@new:x", Membership::Join, None, std::slice::from_ref(&applying), false);
+        let a = reconcile_member(
+            &room,
+            "@new:x",
+            Membership::Join,
+            None,
+            std::slice::from_ref(&applying),
+            Shield::default(),
+        );
         assert_eq!(a, vec![Action::UnmutePowerLevel { user_id: "@new:x".into(), restore: None }]);
         // Interrupted while lifting, and the lift went through: forget.
         let lifting = applied(AppliedKind::MutePowerLevel, AppliedPhase::Lifting, None);
         let room = facts(&pl0, &[], MuteStrategy::PowerLevel);
-        let a = reconcile_member(&room, "@new:x", Membership::Join, None, &[lifting], false);
+        let a = reconcile_member(&room, "@new:x", Membership::Join, None, &[lifting], Shield::default());
         assert!(matches!(&a[..], [Action::Forget { .. }]), "{a:?}");
     }
 
@@ -611,24 +668,35 @@ mod tests {
         let creators = vec!["@creator:x".to_owned()];
         let room = facts(&pl, &creators, MuteStrategy::PowerLevel);
         let w = mute(None);
-        let refusal = |user: &str, protected: bool| match &reconcile_member(
+        let refusal = |user: &str, shield: Shield| match &reconcile_member(
             &room,
             user,
             Membership::Join,
             Some(&w),
             &[],
-            protected,
+            shield,
         )[..]
         {
             [Action::Refuse { refusal, .. }] => refusal.clone(),
             other => panic!("{other:?}"),
         };
-        assert_eq!(refusal(HUSH, false), Refusal::Itself);
-        assert_eq!(refusal("@creator:x", false), Refusal::Creator);
-        assert_eq!(refusal("@a:x", true), Refusal::ProtectedUser);
-        assert_eq!(refusal("@mod:x", false), Refusal::NotBelowHush { target: 100, own: 100 });
+        assert_eq!(refusal(HUSH, Shield::default()), Refusal::Itself);
+        assert_eq!(refusal("@creator:x", Shield::default()), Refusal::Creator);
+        let none = Shield::default();
+        assert_eq!(refusal("@a:x", Shield { protected_user: true, ..none }), Refusal::ProtectedUser);
+        assert_eq!(refusal("@a:x", Shield { management_moderator: true, ..none }), Refusal::ManagementModerator);
+        assert_eq!(refusal("@mod:x", none), Refusal::RoomModerator { level: 100, moderator_level: 50 });
+        // Only where moderators need more than hush has does hush's own level decide.
+        let mut high = pl.clone();
+        high["kick"] = json!(100);
+        high["ban"] = json!(100);
+        high["redact"] = json!(100);
+        high["users"][HUSH] = json!(60);
+        high["users"]["@a:x"] = json!(70);
+        let r = RoomFacts { power_levels: &high, own_level: Some(60), ..room.clone() };
+        assert_eq!(super::refusal(&r, "@a:x", none), Some(Refusal::NotBelowHush { target: 70, own: 60 }));
         let weak = RoomFacts { own_level: Some(20), ..room.clone() };
-        let a = reconcile_member(&weak, "@a:x", Membership::Join, Some(&w), &[], false);
+        let a = reconcile_member(&weak, "@a:x", Membership::Join, Some(&w), &[], Shield::default());
         assert!(
             matches!(
                 &a[..],
@@ -639,12 +707,91 @@ mod tests {
     }
 
     #[test]
-    fn a_creator_bot_can_restrict_anyone_but_creators() {
+    fn creators_of_every_room_version_are_never_restricted() {
+        // Room versions 1-11: the creator has an ordinary `users` entry (or none at all).
+        let pl = json!({"users": {HUSH: 100}, "users_default": 0});
+        let creators = vec!["@founder:x".to_owned()];
+        let room = facts(&pl, &creators, MuteStrategy::PowerLevel);
+        for w in [mute(None), ban()] {
+            let a = reconcile_member(&room, "@founder:x", Membership::Join, Some(&w), &[], Shield::default());
+            assert!(matches!(&a[..], [Action::Refuse { refusal: Refusal::Creator, .. }]), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn room_moderators_by_custom_kick_ban_or_redact_levels() {
+        let pl = json!({"users": {HUSH: 100, "@helper:x": 20, "@member:x": 19}, "kick": 20, "ban": 80, "redact": 60});
+        let room = facts(&pl, &[], MuteStrategy::PowerLevel);
+        let a = reconcile_member(&room, "@helper:x", Membership::Join, Some(&ban()), &[], Shield::default());
+        assert_eq!(
+            a,
+            vec![Action::Refuse {
+                user_id: "@helper:x".into(),
+                restriction: Restriction::Ban,
+                refusal: Refusal::RoomModerator { level: 20, moderator_level: 20 }
+            }]
+        );
+        let a = reconcile_member(&room, "@member:x", Membership::Join, Some(&ban()), &[], Shield::default());
+        assert!(matches!(&a[..], [Action::Ban { .. }]), "{a:?}");
+        // A refused user who is not in the room is not worth a report.
+        assert!(
+            reconcile_member(&room, "@helper:x", Membership::Leave, Some(&ban()), &[], Shield::default()).is_empty()
+        );
+    }
+
+    #[test]
+    fn a_moderator_promoted_during_a_restriction_gets_it_lifted() {
+        // Muted by membership, then made a moderator of the management room: lifted.
         let pl = pl();
-        let creators = vec![HUSH.to_owned()];
-        let room = RoomFacts { own_level: None, ..facts(&pl, &creators, MuteStrategy::PowerLevel) };
-        let a = reconcile_member(&room, "@mod:x", Membership::Join, Some(&mute(None)), &[], false);
+        let room = facts(&pl, &[], MuteStrategy::Membership);
+        let e = applied(AppliedKind::MuteMembership, AppliedPhase::Applied, None);
+        let shield = Shield { management_moderator: true, ..Shield::default() };
+        let a = reconcile_member(&room, "@a:x", Membership::Mute, Some(&mute(None)), std::slice::from_ref(&e), shield);
+        assert_eq!(
+            a,
+            vec![
+                Action::Refuse {
+                    user_id: "@a:x".into(),
+                    restriction: Restriction::Mute,
+                    refusal: Refusal::ManagementModerator
+                },
+                Action::UnmuteMembership { user_id: "@a:x".into(), to: Membership::Join },
+            ]
+        );
+        // Banned by hush, then given a moderator's level in the room: unbanned.
+        let mut pl = pl;
+        pl["users"]["@b:x"] = json!(50);
+        let room = facts(&pl, &[], MuteStrategy::PowerLevel);
+        let e = Applied { applied_level: None, ..applied(AppliedKind::Ban, AppliedPhase::Applied, None) };
+        let a = reconcile_member(&room, "@b:x", Membership::Ban, Some(&ban()), &[e], Shield::default());
+        assert!(matches!(&a[..], [Action::Refuse { .. }, Action::Unban { .. }]), "{a:?}");
+        // Muted by power level, then promoted to 50 by a moderator: their level stands,
+        // and hush forgets its mute instead of restoring the old level over the promotion.
+        let mut pl = pl;
+        pl["users"]["@c:x"] = json!(50);
+        let room = facts(&pl, &[], MuteStrategy::PowerLevel);
+        let e = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applied, Some(0));
+        let a = reconcile_member(&room, "@c:x", Membership::Join, Some(&mute(None)), &[e], Shield::default());
+        assert!(
+            matches!(&a[..], [Action::Refuse { .. }, Action::MarkOverridden { .. }, Action::Forget { .. }]),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn a_creator_bot_can_restrict_anyone_but_creators() {
+        let mut pl = pl();
+        pl["kick"] = json!(100);
+        pl["ban"] = json!(100);
+        pl["redact"] = json!(100);
+        pl["users"]["@high:x"] = json!(99);
+        let creators = vec![HUSH.to_owned(), "@other-creator:x".to_owned()];
+        let room =
+            RoomFacts { own_level: None, creators_privileged: true, ..facts(&pl, &creators, MuteStrategy::PowerLevel) };
+        let a = reconcile_member(&room, "@high:x", Membership::Join, Some(&mute(None)), &[], Shield::default());
         assert!(matches!(&a[..], [Action::MutePowerLevel { .. }]), "{a:?}");
+        let a = reconcile_member(&room, "@other-creator:x", Membership::Join, Some(&ban()), &[], Shield::default());
+        assert!(matches!(&a[..], [Action::Refuse { refusal: Refusal::Creator, .. }]), "{a:?}");
     }
 
     #[test]
@@ -652,7 +799,7 @@ mod tests {
         let mut pl = pl();
         pl["users"]["@a:x"] = json!(-10);
         let room = facts(&pl, &[], MuteStrategy::PowerLevel);
-        assert!(reconcile_member(&room, "@a:x", Membership::Join, Some(&mute(None)), &[], false).is_empty());
+        assert!(reconcile_member(&room, "@a:x", Membership::Join, Some(&mute(None)), &[], Shield::default()).is_empty());
     }
 
     #[test]
@@ -662,7 +809,7 @@ mod tests {
         let room = facts(&pl, &[], MuteStrategy::PowerLevel);
         let e = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applied, None);
         let longer = mute(Some(5_000));
-        let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&longer), &[e], false);
+        let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&longer), &[e], Shield::default());
         assert_eq!(
             a,
             vec![Action::UpdateCause { user_id: "@a:x".into(), kind: AppliedKind::MutePowerLevel, wanted: longer }]
@@ -673,14 +820,15 @@ mod tests {
     fn membership_strategy_follows_msc3909() {
         let pl = pl();
         let room = facts(&pl, &[], MuteStrategy::Membership);
-        let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&mute(None)), &[], false);
+        let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&mute(None)), &[], Shield::default());
         assert!(matches!(&a[..], [Action::MuteMembership { .. }]));
         let e = applied(AppliedKind::MuteMembership, AppliedPhase::Applied, None);
-        let a = reconcile_member(&room, "@a:x", Membership::Mute, None, std::slice::from_ref(&e), false);
+        let a = reconcile_member(&room, "@a:x", Membership::Mute, None, std::slice::from_ref(&e), Shield::default());
         assert_eq!(a, vec![Action::UnmuteMembership { user_id: "@a:x".into(), to: Membership::Join }]);
-        let a = reconcile_member(&room, "@a:x", Membership::LeaveMute, None, std::slice::from_ref(&e), false);
+        let a =
+            reconcile_member(&room, "@a:x", Membership::LeaveMute, None, std::slice::from_ref(&e), Shield::default());
         assert_eq!(a, vec![Action::UnmuteMembership { user_id: "@a:x".into(), to: Membership::Leave }]);
-        let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&mute(None)), &[e], false);
+        let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&mute(None)), &[e], Shield::default());
         assert!(matches!(&a[..], [Action::MarkOverridden { .. }]));
     }
 
@@ -688,19 +836,19 @@ mod tests {
     fn bans_and_unbans_only_its_own() {
         let pl = pl();
         let room = facts(&pl, &[], MuteStrategy::PowerLevel);
-        let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&ban()), &[], false);
+        let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&ban()), &[], Shield::default());
         assert_eq!(a, vec![Action::Ban { user_id: "@a:x".into(), wanted: ban() }]);
         // Banned by someone else: not hush's.
-        assert!(reconcile_member(&room, "@a:x", Membership::Ban, None, &[], false).is_empty());
+        assert!(reconcile_member(&room, "@a:x", Membership::Ban, None, &[], Shield::default()).is_empty());
         let e = Applied {
             kind: AppliedKind::Ban,
             applied_level: None,
             ..applied(AppliedKind::Ban, AppliedPhase::Applied, None)
         };
-        let a = reconcile_member(&room, "@a:x", Membership::Ban, None, std::slice::from_ref(&e), false);
+        let a = reconcile_member(&room, "@a:x", Membership::Ban, None, std::slice::from_ref(&e), Shield::default());
         assert_eq!(a, vec![Action::Unban { user_id: "@a:x".into() }]);
         // A moderator unbanned while the rule holds: respected.
-        let a = reconcile_member(&room, "@a:x", Membership::Leave, Some(&ban()), &[e], false);
+        let a = reconcile_member(&room, "@a:x", Membership::Leave, Some(&ban()), &[e], Shield::default());
         assert!(matches!(&a[..], [Action::MarkOverridden { .. }]));
     }
 
@@ -710,7 +858,14 @@ mod tests {
         pl["users"]["@a:x"] = json!(-1);
         let room = facts(&pl, &[], MuteStrategy::PowerLevel);
         let m = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applied, None);
-        let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&ban()), std::slice::from_ref(&m), false);
+        let a = reconcile_member(
+            &room,
+            "@a:x",
+            Membership::Join,
+            Some(&ban()),
+            std::slice::from_ref(&m),
+            Shield::default(),
+        );
         assert_eq!(a, vec![Action::Ban { user_id: "@a:x".into(), wanted: ban() }]);
     }
 
@@ -718,7 +873,9 @@ mod tests {
     fn absent_members_are_left_alone() {
         let pl = pl();
         let room = facts(&pl, &[], MuteStrategy::PowerLevel);
-        assert!(reconcile_member(&room, "@a:x", Membership::Leave, Some(&mute(None)), &[], false).is_empty());
-        assert!(reconcile_member(&room, "@a:x", Membership::Ban, Some(&ban()), &[], false).is_empty());
+        assert!(
+            reconcile_member(&room, "@a:x", Membership::Leave, Some(&mute(None)), &[], Shield::default()).is_empty()
+        );
+        assert!(reconcile_member(&room, "@a:x", Membership::Ban, Some(&ban()), &[], Shield::default()).is_empty());
     }
 }

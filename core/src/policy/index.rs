@@ -33,6 +33,16 @@ pub struct Decision {
     pub sender: String,
 }
 
+/// A rule [`PolicyIndex::decide_where`] asks about: its identity and what it would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate<'a> {
+    /// The list's room id.
+    pub list: &'a str,
+    pub kind: EntityKind,
+    pub state_key: &'a str,
+    pub restriction: Restriction,
+}
+
 /// What applying one state event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -700,6 +710,13 @@ impl PolicyIndex {
     /// (ban beats mute; within one restriction the latest expiry wins and permanent beats
     /// any expiry; remaining ties go to the smallest (room, kind, state key)).
     pub fn decide(&self, user_id: &str, now_ms: u64) -> Option<Decision> {
+        self.decide_where(user_id, now_ms, |_| true)
+    }
+
+    /// [`PolicyIndex::decide`] among the rules `allow` accepts: per-list trust (a list that
+    /// may not ban), rules a moderator has not confirmed yet. A rule refused here is as if
+    /// it did not exist, so a weaker rule from elsewhere can decide instead.
+    pub fn decide_where(&self, user_id: &str, now_ms: u64, allow: impl Fn(Candidate<'_>) -> bool) -> Option<Decision> {
         let mut best: Option<(Restriction, u64, u32)> = None;
         let mut consider = |s: u32| {
             let Some(sl) = self.slots.get(s) else {
@@ -709,6 +726,10 @@ impl PolicyIndex {
                 return;
             };
             if !sl.active(now_ms) {
+                return;
+            }
+            let list = self.lists.get(sl.list as usize).and_then(|l| l.as_deref()).unwrap_or_default();
+            if !allow(Candidate { list, kind: sl.kind(), state_key: sl.state_key(), restriction: r }) {
                 return;
             }
             let better = match best {

@@ -638,3 +638,18 @@ fn unanchored_glob_change_detection_through_the_blob() {
     assert!(expected.len() > 100);
     assert_eq!(a.changed, expected);
 }
+
+#[test]
+fn decide_where_skips_the_rules_it_refuses_and_lets_weaker_ones_decide() {
+    let mut f = Fixture::new(&["@spam:evil.org"]);
+    f.user("b", ban("@spam:evil.org"));
+    f.put(L2, "m.policy.rule.server", "s", mute("evil.org"));
+    assert_eq!(f.action("@spam:evil.org"), Some(Restriction::Ban));
+    // List 1 may not ban: the server mute of list 2 decides.
+    let no_bans_from_l1 = |c: Candidate<'_>| !(c.list == L1 && c.restriction == Restriction::Ban);
+    let d = f.idx.decide_where("@spam:evil.org", NOW, no_bans_from_l1).unwrap();
+    assert_eq!((d.action, d.rule.room_id.as_str(), d.rule.kind), (Restriction::Mute, L2, EntityKind::Server));
+    // A held rule (by identity) is as if it did not exist.
+    let not_held = |c: Candidate<'_>| !(c.list == L2 && c.kind == EntityKind::Server && c.state_key == "s");
+    assert_eq!(f.idx.decide_where("@spam:evil.org", NOW, |c| no_bans_from_l1(c) && not_held(c)), None);
+}

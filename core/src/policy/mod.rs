@@ -84,7 +84,7 @@ pub mod naive;
 mod rule;
 mod trust;
 
-pub use index::{Applied, Decision, ListCounts, Outcome, PolicyIndex};
+pub use index::{Applied, Candidate, Decision, ListCounts, Outcome, PolicyIndex};
 pub use rule::{
     classify_event_type, decode_sha256, encode_sha256, host_without_port, parse_rule, sha256_of, EntityKind,
     ParseWarning, Recommendation, Restriction, Rule, RuleError, RuleFamily, RuleId, RuleParse, MAX_RULE_TEXT,
