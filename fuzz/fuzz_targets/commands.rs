@@ -1,10 +1,12 @@
 //! Fuzzes the management-room command parser with arbitrary plain and formatted bodies:
-//! it must never panic, and what it accepts must be valid ids and durations in range.
+//! it must never panic, and what it accepts must be valid ids and durations in range, and
+//! never a mute or ban of every user.
 #![no_main]
 
 use hush_core::commands::{
-    format_duration, parse, parse_duration, parse_room, parse_target, Command, Parsed, MAX_DURATION,
+    format_duration, is_hold_id, parse, parse_duration, parse_room, parse_target, Command, Parsed, MAX_DURATION,
 };
+use hush_core::policy::glob::matches_everyone;
 use libfuzzer_sys::fuzz_target;
 
 /// Checks what a parse returned: ids are valid, durations in range, errors render.
@@ -20,6 +22,7 @@ fn check(parsed: Parsed) {
         Parsed::Command(c) => match c {
             Command::Mute { target, duration, reason } | Command::Ban { target, duration, reason } => {
                 assert!(parse_target(target.as_str()).is_ok(), "{target:?}");
+                assert!(!matches_everyone(target.as_str()), "{target:?}");
                 if let Some(d) = duration {
                     assert!(!d.is_zero() && d <= MAX_DURATION, "{d:?}");
                     assert_eq!(parse_duration(&format_duration(d)), Ok(d));
@@ -31,7 +34,11 @@ fn check(parsed: Parsed) {
             Command::Unmute { target } | Command::Unban { target } => {
                 assert!(parse_target(target.as_str()).is_ok(), "{target:?}");
             }
-            Command::Watch { room }
+            Command::Confirm { id } | Command::Reject { id } => {
+                assert!(is_hold_id(&id), "{id:?}");
+            }
+            Command::Watch { room, .. }
+            | Command::Preview { room }
             | Command::Unwatch { room }
             | Command::RoomsAdd { room }
             | Command::RoomsRemove { room } => {
@@ -54,6 +61,7 @@ fuzz_target!(|input: (u8, &str, &str, &str, &str)| {
         0 => body.to_owned(),
         1 => format!("!hush {body}"),
         2 => format!("!hush mute {text} {body}"),
+        _ if mode & 0x40 != 0 => format!("!hush watch {text} --actions {body}"),
         _ => format!("!hush rooms add {text} {body}"),
     };
     let formatted = match (mode >> 2) % 4 {

@@ -72,8 +72,9 @@ fn check_server(server: &str, glob: bool) -> Result<(), String> {
 
 /// Parses a user id (`@alice:example.org`) or user glob (`@*:spam.example`, `@bot??:*`).
 /// The localpart is lenient (any non-empty text without `:`, whitespace or control
-/// characters, as historical ids allow); the server name is checked. A glob that would
-/// match every user (`@*:*`) is refused. The id is returned unchanged.
+/// characters, as historical ids allow); the server name is checked. The id is returned
+/// unchanged. A glob that matches every user (`@*:*`) is accepted here, so that `unban`
+/// can remove such a rule; `mute` and `ban` refuse it (see `matches_everyone`).
 pub fn parse_target(tok: &str) -> Result<Target, String> {
     let glob = is_glob(tok);
     let Some(rest) = tok.strip_prefix('@') else {
@@ -111,18 +112,19 @@ pub fn parse_target(tok: &str) -> Result<Target, String> {
     }
     check_server(server, glob).map_err(|why| format!("`{}` is not a {what}: {why}", show(tok)))?;
     if glob {
-        let wild = |s: &str| s.chars().all(|c| c == '*' || c == '?');
-        if wild(local) && wild(server) {
-            return Err(format!(
-                "`{}` would match every user: name a server or part of a name, \
-                 e.g. @*:spam.example",
-                show(tok)
-            ));
-        }
         Ok(Target::Glob(tok.to_owned()))
     } else {
         Ok(Target::User(tok.to_owned()))
     }
+}
+
+/// The longest id of a held rule, in characters.
+const MAX_HOLD_ID_CHARS: usize = 32;
+
+/// Whether `s` can be the id of a held rule (or batch of rules), as `confirm` and `reject`
+/// take it: 1 to 32 ASCII letters, digits or `-`. Ids hush gives out must pass this.
+pub fn is_hold_id(s: &str) -> bool {
+    (1..=MAX_HOLD_ID_CHARS).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
 }
 
 /// Parses a room id (`!opaque`, with or without `:server`: room version 12 ids have none)
@@ -183,7 +185,17 @@ mod tests {
 
     #[test]
     fn globs() {
-        for g in ["@*:spam.example", "@bot??:*", "@*:*.evil.com", "@*spam*:example.org", "@a:ex?mple.org"] {
+        for g in [
+            "@*:spam.example",
+            "@bot??:*",
+            "@*:*.evil.com",
+            "@*spam*:example.org",
+            "@a:ex?mple.org",
+            // Globs that match everyone are ids too; `mute` and `ban` refuse them.
+            "@*:*",
+            "@?*:**",
+            "@*:*.*",
+        ] {
             assert_eq!(parse_target(g), Ok(Target::Glob(g.to_owned())), "{g}");
         }
     }
@@ -213,8 +225,6 @@ mod tests {
             ("@alice:[zz]", "`@alice:[zz]` is not a user id: `[zz]` is not an IPv6 address"),
             ("@alice:[::1]x", "`@alice:[::1]x` is not a user id: the server name goes on after `]`"),
             ("@*:evil/", "`@*:evil/` is not a user glob: the server part has `/`"),
-            ("@*:*", "`@*:*` would match every user: name a server or part of a name, e.g. @*:spam.example"),
-            ("@?*:**", "`@?*:**` would match every user: name a server or part of a name, e.g. @*:spam.example"),
             ("", "`` is not a user id: write @user:server, a glob such as @*:example.org, or mention the user (a pill)"),
         ];
         for (input, message) in cases {
@@ -222,6 +232,16 @@ mod tests {
         }
         let long = format!("@{}:example.org", "a".repeat(250));
         assert!(parse_target(&long).unwrap_err().ends_with("is longer than 255 bytes, the limit for user ids"));
+    }
+
+    #[test]
+    fn hold_ids() {
+        for id in ["a", "3f9a", "AB-12-cd", &"x".repeat(32)] {
+            assert!(is_hold_id(id), "{id}");
+        }
+        for id in ["", "a b", "a_b", "é", "3f9a.", &"x".repeat(33), "`a`", "a\u{0}"] {
+            assert!(!is_hold_id(id), "{id:?}");
+        }
     }
 
     #[test]

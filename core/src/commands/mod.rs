@@ -12,6 +12,16 @@
 //! - A user is `@localpart:server`, a glob of that shape containing `*` or `?`, a pill
 //!   (a matrix.to or `matrix:u/` link, as Element sends in the formatted body), a
 //!   Markdown link to such a URL, or such a URL itself. Ids are never altered.
+//! - A pill or Markdown link acts on the user or room it points to, whatever its text
+//!   (usually a display name). But if its text is itself a user id or glob (or a room id
+//!   or alias) that is not the link's target, compared ASCII case-insensitively, the
+//!   command is refused and the error shows both: the moderator must never read one name
+//!   while hush acts on another. (A room alias and a room id are not compared.)
+//! - `mute`/`ban` refuse a glob that matches every user (`@*:*`, `@*:*.*`, `*`: its
+//!   literal characters are all punctuation, see
+//!   [`matches_everyone`](crate::policy::glob::matches_everyone)): such a rule would
+//!   restrict every user of every server, and every other bot following the list would
+//!   follow it. `unmute`/`unban` accept it, so that such a rule can be removed.
 //! - `mute`/`ban`: after the user comes an optional duration, then the reason (the rest
 //!   of the message, internal spaces kept). A duration is one or more tokens such as
 //!   `30s`, `20m`, `2h`, `7d`, `1w`, `1h30m`, `1h 30m` or `2 hours`. A token that starts
@@ -19,6 +29,14 @@
 //!   is read as a duration and is an error if it is not one: a moderator who typed
 //!   `10mins` meant a temporary mute, and must not get a permanent one. Ordinals
 //!   (`2nd`) and other words start the reason, so `mute @a:b spam` has reason `spam`.
+//! - `confirm <id>` / `reject <id>` release or drop a rule (or batch) the safety guard
+//!   held; the id is 1 to 32 ASCII letters, digits or `-` ([`is_hold_id`]), kept as given.
+//! - `watch <room> [--actions ban,mute,suspend]` (also `--actions=ban,mute`, the flag
+//!   before or after the room, action names case-insensitive, a space after a comma
+//!   allowed): the actions the list may make hush do. Without `--actions` the bot applies
+//!   its default for other lists (ban and mute, never suspend). An unknown, repeated or
+//!   empty option or action is an error that names it.
+//! - `preview <room>` names a policy list to evaluate without following it.
 //! - Every other command takes exactly the arguments of its usage; extra ones are errors.
 
 mod duration;
@@ -33,8 +51,10 @@ mod tests;
 use std::fmt;
 use std::time::Duration;
 
+use crate::policy::ListTrust;
+
 pub use duration::{format_duration, parse_duration, MAX_DURATION};
-pub use ident::{parse_room, parse_target};
+pub use ident::{is_hold_id, parse_room, parse_target};
 pub use parse::parse;
 pub use usage::{help_html, help_text, html_escape, topic_help, topic_help_html, usage, COMMAND_NAMES};
 
@@ -68,8 +88,17 @@ pub enum Command {
     Ban { target: Target, duration: Option<Duration>, reason: Option<String> },
     /// `unban <user-or-glob>`
     Unban { target: Target },
-    /// `watch <room>`
-    Watch { room: RoomRef },
+    /// `confirm <id>`: release a held rule (or batch of rules) the safety guard stopped.
+    /// The id is as given ([`is_hold_id`]).
+    Confirm { id: String },
+    /// `reject <id>`: drop a held rule (or batch); hush will not enforce it.
+    Reject { id: String },
+    /// `watch <room> [--actions ban,mute,suspend]`: follow a policy list. `actions` is
+    /// `None` without `--actions`: the default for other lists then applies
+    /// ([`ListTrust::OTHER_LIST`]: ban and mute, never suspend).
+    Watch { room: RoomRef, actions: Option<ListTrust> },
+    /// `preview <room>`: what a policy list would do, without following it.
+    Preview { room: RoomRef },
     /// `unwatch <room>`
     Unwatch { room: RoomRef },
     /// `rooms add <room>`
@@ -90,7 +119,10 @@ impl Command {
             Command::Unmute { .. } => "unmute",
             Command::Ban { .. } => "ban",
             Command::Unban { .. } => "unban",
+            Command::Confirm { .. } => "confirm",
+            Command::Reject { .. } => "reject",
             Command::Watch { .. } => "watch",
+            Command::Preview { .. } => "preview",
             Command::Unwatch { .. } => "unwatch",
         }
     }

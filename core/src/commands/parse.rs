@@ -3,10 +3,12 @@
 use std::time::Duration;
 
 use super::duration::{check_total, is_number, looks_like_duration, number, token_secs, unit_secs};
-use super::ident::{parse_room, parse_target, show};
-use super::pill::{extract, resolve_href, Link, Pill};
+use super::ident::{is_hold_id, parse_room, parse_target, show};
+use super::pill::{check_link_text, extract, resolve_href, Link, Pill};
 use super::usage::{usage as usage_of, ALL_USAGE, COMMAND_NAMES};
 use super::{Command, Parsed, RoomRef, Target, UsageError};
+use crate::policy::glob::matches_everyone;
+use crate::policy::ListTrust;
 
 /// Punctuation a moderator may put right after a duration (`1h, spam`).
 const TRAILING: [char; 3] = [',', ';', ':'];
@@ -140,7 +142,13 @@ fn command(prefix: &str, args: &mut Args<'_>) -> Result<Command, UsageError> {
         }
         "unmute" => (Command::Unmute { target: args.target(name)? }, "only a user or glob"),
         "unban" => (Command::Unban { target: args.target(name)? }, "only a user or glob"),
-        "watch" => (Command::Watch { room: args.room(name, name)? }, "only one room"),
+        "confirm" => (Command::Confirm { id: args.hold_id(name)? }, "only one id"),
+        "reject" => (Command::Reject { id: args.hold_id(name)? }, "only one id"),
+        "watch" => {
+            let (room, actions) = args.watch(name)?;
+            (Command::Watch { room, actions }, "only one room and `--actions`")
+        }
+        "preview" => (Command::Preview { room: args.room(name, name)? }, "only one room"),
         "unwatch" => (Command::Unwatch { room: args.room(name, name)? }, "only one room"),
         _ => match args.next() {
             None => (Command::Rooms, "no arguments"),
@@ -168,6 +176,21 @@ fn command(prefix: &str, args: &mut Args<'_>) -> Result<Command, UsageError> {
         return Err(err(name, format!("`{shown}` takes {takes}; unexpected `{}`", show(extra))));
     }
     Ok(cmd)
+}
+
+/// The value of `--actions`: comma-separated action names, case-insensitive.
+fn parse_actions(value: &str) -> Result<ListTrust, String> {
+    let names: Vec<String> =
+        value.split(',').map(|a| a.trim().to_ascii_lowercase()).filter(|a| !a.is_empty()).collect();
+    let known = ListTrust::NAMES.join(", ");
+    if names.is_empty() {
+        return Err(format!("`--actions` needs a list of actions, e.g. --actions ban,mute (the actions are: {known})"));
+    }
+    // Named here rather than by `ListTrust::parse`, to echo the user's text cut and clean.
+    if let Some(bad) = names.iter().find(|n| !ListTrust::NAMES.contains(&n.as_str())) {
+        return Err(format!("in `--actions`: unknown action `{}` (the actions are: {known})", show(bad)));
+    }
+    ListTrust::parse(names.iter().map(String::as_str)).map_err(|e| format!("in `--actions`: {e}"))
 }
 
 /// A user or room as found in the arguments: a resolved link or a plain token.
@@ -253,18 +276,20 @@ impl<'a> Args<'a> {
     }
 
     /// The next user or room: a pill whose text is here (the longest, then the first), a
-    /// Markdown link `[text](url)`, or a token.
-    fn entity(&mut self) -> Option<Found<'a>> {
+    /// Markdown link `[text](url)`, or a token. A link whose text names someone or
+    /// something else than its target is an error ([`check_link_text`]).
+    fn entity(&mut self, cmd: &'static str) -> Result<Option<Found<'a>>, UsageError> {
         self.skip_ws();
         let rest = self.rest();
         if rest.is_empty() {
-            return None;
+            return Ok(None);
         }
         let pill =
             self.pills.iter().rev().filter_map(|p| pill_len(rest, &p.text).map(|n| (n, p))).max_by_key(|(n, _)| *n);
         if let Some((n, p)) = pill {
+            check_link_text(&p.text, &p.link).map_err(|m| err(cmd, m))?;
             self.pos += n;
-            return Some(Found::Link(p.link.clone()));
+            return Ok(Some(Found::Link(p.link.clone())));
         }
         if rest.starts_with('[') {
             let link = rest.find("](").and_then(|mid| {
@@ -274,18 +299,21 @@ impl<'a> Args<'a> {
                 if !ends_word(&rest[end..]) {
                     return None;
                 }
-                Some((resolve_href(&rest[url_start..end - 1])?, end))
+                Some((&rest[1..mid], resolve_href(&rest[url_start..end - 1])?, end))
             });
-            if let Some((link, end)) = link {
+            if let Some((text, link, end)) = link {
+                check_link_text(text, &link).map_err(|m| err(cmd, m))?;
                 self.pos += end;
-                return Some(Found::Link(link));
+                return Ok(Some(Found::Link(link)));
             }
         }
-        self.next().map(Found::Token)
+        Ok(self.next().map(Found::Token))
     }
 
+    /// The user or glob of a command. `mute` and `ban` refuse a glob that matches every
+    /// user: `unmute` and `unban` accept it, so that such a rule can be removed.
     fn target(&mut self, cmd: &'static str) -> Result<Target, UsageError> {
-        let tok = match self.entity() {
+        let tok = match self.entity(cmd)? {
             None => return Err(err(cmd, format!("`{cmd}` needs a user or glob, e.g. @spammer:example.org"))),
             Some(Found::Link(Link::User(u))) => return Ok(Target::User(u)),
             Some(Found::Link(Link::Room(r))) => {
@@ -302,11 +330,91 @@ impl<'a> Args<'a> {
         if looks_like_duration(tok) {
             return Err(err(cmd, format!("`{}` is not a user: the user or glob comes first", show(tok))));
         }
+        if matches!(cmd, "mute" | "ban") && matches_everyone(tok) {
+            return Err(err(
+                cmd,
+                format!(
+                    "`{}` matches every user: such a {cmd} rule would restrict every user of every \
+                     server, and would be followed by every other bot that follows the list; name a \
+                     server or part of a name, e.g. @*:spam.example",
+                    show(tok)
+                ),
+            ));
+        }
         parse_target(tok).map_err(|m| err(cmd, m))
     }
 
+    /// The id of a held rule, for `confirm` and `reject` ([`is_hold_id`]).
+    fn hold_id(&mut self, cmd: &'static str) -> Result<String, UsageError> {
+        let Some(tok) = self.next() else {
+            return Err(err(
+                cmd,
+                format!("`{cmd}` needs the id of a held rule, as hush gave it when it held the rule"),
+            ));
+        };
+        let id = strip_ticks(tok);
+        if !is_hold_id(id) {
+            return Err(err(
+                cmd,
+                format!("`{}` is not the id of a held rule: ids are 1 to 32 letters, digits or `-`", show(id)),
+            ));
+        }
+        Ok(id.to_owned())
+    }
+
+    /// `watch`'s room and optional `--actions ban,mute,suspend` (also `--actions=...`),
+    /// in either order. The action list may be written with spaces after its commas.
+    fn watch(&mut self, cmd: &'static str) -> Result<(RoomRef, Option<ListTrust>), UsageError> {
+        let mut room = None;
+        let mut actions = None;
+        loop {
+            match self.peek() {
+                Some(tok) if tok.starts_with("--") => {
+                    self.next();
+                    let (flag, inline) = match tok.split_once('=') {
+                        Some((flag, value)) => (flag, Some(value)),
+                        None => (tok, None),
+                    };
+                    if !flag.eq_ignore_ascii_case("--actions") {
+                        return Err(err(
+                            cmd,
+                            format!(
+                                "unknown option `{}`: `{cmd}` takes only `--actions`, e.g. --actions ban,mute",
+                                show(flag)
+                            ),
+                        ));
+                    }
+                    if actions.is_some() {
+                        return Err(err(cmd, "`--actions` is given twice".to_owned()));
+                    }
+                    let mut value = match inline {
+                        Some(v) => v.to_owned(),
+                        None => self.next().filter(|v| !v.starts_with("--")).unwrap_or_default().to_owned(),
+                    };
+                    // `--actions ban, mute`
+                    while value.ends_with(',') {
+                        match self.peek() {
+                            Some(more) if more.chars().all(|c| c.is_alphabetic() || c == ',') => {
+                                value.push_str(more);
+                                self.next();
+                            }
+                            _ => break,
+                        }
+                    }
+                    actions = Some(parse_actions(&value).map_err(|m| err(cmd, m))?);
+                }
+                Some(_) if room.is_none() => room = Some(self.room(cmd, cmd)?),
+                _ => break,
+            }
+        }
+        match room {
+            Some(room) => Ok((room, actions)),
+            None => Err(err(cmd, format!("`{cmd}` needs a room: an id (!…) or alias (#name:server)"))),
+        }
+    }
+
     fn room(&mut self, cmd: &'static str, shown: &str) -> Result<RoomRef, UsageError> {
-        let tok = match self.entity() {
+        let tok = match self.entity(cmd)? {
             None => return Err(err(cmd, format!("`{shown}` needs a room: an id (!…) or alias (#name:server)"))),
             Some(Found::Link(Link::Room(r))) => return Ok(r),
             Some(Found::Link(Link::User(u))) => {

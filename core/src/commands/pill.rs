@@ -1,6 +1,6 @@
 //! Pills: user and room links (matrix.to, `matrix:` URIs) in a formatted body or a body.
 
-use super::ident::{parse_room, parse_target};
+use super::ident::{parse_room, parse_target, show};
 use super::{RoomRef, Target};
 
 /// At most this many links of one formatted body are looked at.
@@ -92,6 +92,44 @@ pub(crate) fn resolve_href(href: &str) -> Option<Link> {
         return None; // a permalink to an event
     }
     identifier(&percent_decode(path)?)
+}
+
+/// Checks a link's visible text against its target. A display name (`Spammer`) says
+/// nothing about whom the link points to, and the target is what the moderator picked. But
+/// a text that is itself a user id or glob must name the link's user (compared ASCII
+/// case-insensitively), and a room id or alias must name the link's room when the link is
+/// a room of the same kind (an alias and a room id cannot be compared here): otherwise the
+/// moderator reads one name and hush would act on another, which a crafted link pasted
+/// into the management room makes easy. The error shows both.
+pub(crate) fn check_link_text(text: &str, link: &Link) -> Result<(), String> {
+    let text = text.trim();
+    // `[`@a:b`](url)`: the text written as inline code.
+    let text = text.strip_prefix('`').and_then(|t| t.strip_suffix('`')).unwrap_or(text).trim();
+    let target = match link {
+        Link::User(u) => u.as_str(),
+        Link::Room(r) => r.as_str(),
+    };
+    let instead = if parse_target(text).is_ok() {
+        if matches!(link, Link::User(u) if u.eq_ignore_ascii_case(text)) {
+            return Ok(());
+        }
+        "the user id"
+    } else if let Ok(room) = parse_room(text) {
+        let same = match (&room, link) {
+            (_, Link::User(_)) => false,
+            (RoomRef::Id(a), Link::Room(RoomRef::Id(b))) | (RoomRef::Alias(a), Link::Room(RoomRef::Alias(b))) => {
+                a.eq_ignore_ascii_case(b)
+            }
+            _ => true,
+        };
+        if same {
+            return Ok(());
+        }
+        "the room id or alias"
+    } else {
+        return Ok(());
+    };
+    Err(format!("the link's text says `{}` but it points to `{}`; type {instead} instead", show(text), show(target)))
 }
 
 /// Decodes the HTML character references a formatted body may use.
@@ -298,6 +336,66 @@ mod tests {
             "%",
         ] {
             assert_eq!(resolve_href(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn link_text_must_not_name_someone_else() {
+        let bob = Link::User("@bob:example.org".to_owned());
+        let lobby = Link::Room(RoomRef::Alias("#lobby:example.org".to_owned()));
+        let lobby_id = Link::Room(RoomRef::Id("!abc:example.org".to_owned()));
+        for (text, link) in [
+            ("Bob", &bob),
+            ("@Bob", &bob),
+            ("@bob:example.org", &bob),
+            (" @BOB:Example.ORG ", &bob),
+            ("`@bob:example.org`", &bob),
+            ("Lobby", &lobby),
+            ("#Lobby:example.org", &lobby),
+            ("#lobby:example.org", &lobby_id),
+            ("!xyz:example.org", &lobby),
+        ] {
+            assert_eq!(check_link_text(text, link), Ok(()), "{text}");
+        }
+        let cases = [
+            (
+                "@spammer:evil.example",
+                &bob,
+                "the link's text says `@spammer:evil.example` but it points to `@bob:example.org`; \
+                 type the user id instead",
+            ),
+            (
+                "@*:example.org",
+                &bob,
+                "the link's text says `@*:example.org` but it points to `@bob:example.org`; type the user id instead",
+            ),
+            (
+                "@bob:example.org",
+                &lobby,
+                "the link's text says `@bob:example.org` but it points to `#lobby:example.org`; \
+                 type the user id instead",
+            ),
+            (
+                "#other:example.org",
+                &lobby,
+                "the link's text says `#other:example.org` but it points to `#lobby:example.org`; \
+                 type the room id or alias instead",
+            ),
+            (
+                "!xyz:example.org",
+                &lobby_id,
+                "the link's text says `!xyz:example.org` but it points to `!abc:example.org`; \
+                 type the room id or alias instead",
+            ),
+            (
+                "#lobby:example.org",
+                &bob,
+                "the link's text says `#lobby:example.org` but it points to `@bob:example.org`; \
+                 type the room id or alias instead",
+            ),
+        ];
+        for (text, link, message) in cases {
+            assert_eq!(check_link_text(text, link), Err(message.to_owned()), "{text}");
         }
     }
 

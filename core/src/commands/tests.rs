@@ -5,6 +5,7 @@ use std::time::Duration;
 use proptest::strategy::Strategy;
 
 use super::*;
+use crate::policy::ListTrust;
 
 const P: &str = "!hush";
 
@@ -18,6 +19,17 @@ fn cmd(body: &str) -> Command {
 fn cmd_html(body: &str, html: &str) -> Command {
     match parse(P, body, Some(html)) {
         Parsed::Command(c) => c,
+        other => panic!("{body:?}: {other:?}"),
+    }
+}
+
+/// Asserts the error of `body` with the formatted body `html`: its command and message.
+fn error_html(body: &str, html: &str, command: Option<&str>, message: &str) {
+    match parse(P, body, Some(html)) {
+        Parsed::Invalid(e) => {
+            assert_eq!(e.command, command, "{body:?}");
+            assert_eq!(e.message, message, "{body:?}");
+        }
         other => panic!("{body:?}: {other:?}"),
     }
 }
@@ -159,9 +171,12 @@ fn extra_arguments() {
     error(
         "!hush watch #a:example.org #b:example.org",
         Some("watch"),
-        "`watch` takes only one room; unexpected `#b:example.org`",
+        "`watch` takes only one room and `--actions`; unexpected `#b:example.org`",
     );
     error("!hush unwatch !abc x", Some("unwatch"), "`unwatch` takes only one room; unexpected `x`");
+    error("!hush preview !abc x", Some("preview"), "`preview` takes only one room; unexpected `x`");
+    error("!hush confirm ab12 now", Some("confirm"), "`confirm` takes only one id; unexpected `now`");
+    error("!hush reject ab12 cd34", Some("reject"), "`reject` takes only one id; unexpected `cd34`");
     error("!hush rooms add #a:example.org x", Some("rooms"), "`rooms add` takes only one room; unexpected `x`");
     error("!hush rooms remove #a:example.org x", Some("rooms"), "`rooms remove` takes only one room; unexpected `x`");
     error("!hush help mute ban", Some("help"), "`help` takes at most one command name; unexpected `ban`");
@@ -185,13 +200,13 @@ fn help_unknown_topic() {
         "!hush help mtue",
         Some("help"),
         "`mtue` is not a command; did you mean `mute`?; the commands are mute, unmute, ban, \
-         unban, mutes, watch, unwatch, rooms, status, help",
+         unban, mutes, confirm, reject, watch, preview, unwatch, rooms, status, help",
     );
     error(
         "!hush help xyzzy",
         Some("help"),
-        "`xyzzy` is not a command; the commands are mute, unmute, ban, unban, mutes, watch, \
-         unwatch, rooms, status, help",
+        "`xyzzy` is not a command; the commands are mute, unmute, ban, unban, mutes, confirm, \
+         reject, watch, preview, unwatch, rooms, status, help",
     );
     error("!hush help rooms list", Some("help"), "`help` takes at most one command name; unexpected `list`");
 }
@@ -313,11 +328,6 @@ fn target_errors() {
     );
     error("!hush mute @alice 1h", m, "`@alice` has no server: write the full user id, e.g. @alice:example.org");
     error(
-        "!hush ban @*:* spam",
-        Some("ban"),
-        "`@*:*` would match every user: name a server or part of a name, e.g. @*:spam.example",
-    );
-    error(
         "!hush mute *:evil.com",
         m,
         "`*:evil.com` is not a user glob: user ids and globs start with @, e.g. @*:evil.com",
@@ -334,6 +344,37 @@ fn target_errors() {
         m,
         "`https://matrix.to/#/#lobby:example.org` is not a link to a user",
     );
+}
+
+#[test]
+fn globs_that_match_everyone() {
+    for (command, glob) in [
+        ("mute", "@*:*"),
+        ("ban", "@*:*"),
+        ("ban", "@*:*.*"),
+        ("mute", "@?*:**"),
+        ("ban", "*"),
+        ("mute", "*:*"),
+        ("ban", "@*"),
+        ("mute", "`@*:*.*`"),
+    ] {
+        let shown = glob.trim_matches('`');
+        error(
+            &format!("!hush {command} {glob} 1h spam"),
+            Some(command),
+            &format!(
+                "`{shown}` matches every user: such a {command} rule would restrict every user of every \
+                 server, and would be followed by every other bot that follows the list; name a server \
+                 or part of a name, e.g. @*:spam.example"
+            ),
+        );
+    }
+    // Narrower globs are fine.
+    assert_eq!(cmd("!hush ban @*:*.evil.example"), ban(glob("@*:*.evil.example"), None, None));
+    assert_eq!(cmd("!hush mute @a*:*"), mute(glob("@a*:*"), None, None));
+    // Such a rule, once written (by another tool, or before this guard), can be removed.
+    assert_eq!(cmd("!hush unban @*:*.*"), Command::Unban { target: glob("@*:*.*") });
+    assert_eq!(cmd("!hush unmute @*:*"), Command::Unmute { target: glob("@*:*") });
 }
 
 #[test]
@@ -418,6 +459,74 @@ fn pill_not_at_the_target_is_ignored() {
 }
 
 #[test]
+fn pill_text_naming_another_user_is_refused() {
+    let html = "!hush ban <a href=\"https://matrix.to/#/@headmod:example.org\">@spammer:evil.example</a> spam";
+    error_html(
+        "!hush ban @spammer:evil.example spam",
+        html,
+        Some("ban"),
+        "the link's text says `@spammer:evil.example` but it points to `@headmod:example.org`; \
+         type the user id instead",
+    );
+    // A glob as the text, a matrix: link, and another command.
+    let html = "!hush unmute <a href='matrix:u/headmod:example.org'>@*:evil.example</a>";
+    error_html(
+        "!hush unmute @*:evil.example",
+        html,
+        Some("unmute"),
+        "the link's text says `@*:evil.example` but it points to `@headmod:example.org`; \
+         type the user id instead",
+    );
+    // The same id in another case is the same user: the link's target is used.
+    let html = "!hush mute <a href=\"https://matrix.to/#/@bob:example.org\">@Bob:Example.org</a>";
+    assert_eq!(cmd_html("!hush mute @Bob:Example.org", html), mute(user("@bob:example.org"), None, None));
+    // A display name says nothing about the target: the link's target is used.
+    let html = "!hush ban <a href=\"https://matrix.to/#/@headmod:example.org\">Spammer</a>";
+    assert_eq!(cmd_html("!hush ban Spammer", html), ban(user("@headmod:example.org"), None, None));
+}
+
+#[test]
+fn markdown_link_text_naming_another_user_is_refused() {
+    error(
+        "!hush ban [@a:example.org](https://matrix.to/#/@b:example.org) spam",
+        Some("ban"),
+        "the link's text says `@a:example.org` but it points to `@b:example.org`; type the user id instead",
+    );
+    error(
+        "!hush mute [`@a:example.org`](matrix:u/b:example.org)",
+        Some("mute"),
+        "the link's text says `@a:example.org` but it points to `@b:example.org`; type the user id instead",
+    );
+    // Element keeps the Markdown in the body and puts the link in the formatted body.
+    error_html(
+        "!hush ban [@a:example.org](https://matrix.to/#/@b:example.org)",
+        "!hush ban <a href=\"https://matrix.to/#/@b:example.org\">@a:example.org</a>",
+        Some("ban"),
+        "the link's text says `@a:example.org` but it points to `@b:example.org`; type the user id instead",
+    );
+    assert_eq!(
+        cmd("!hush ban [@B:example.org](https://matrix.to/#/@b:example.org)"),
+        ban(user("@b:example.org"), None, None)
+    );
+    assert_eq!(cmd("!hush ban [Bee](https://matrix.to/#/@b:example.org)"), ban(user("@b:example.org"), None, None));
+}
+
+#[test]
+fn room_link_text_naming_another_room_is_refused() {
+    error(
+        "!hush watch [#ours:example.org](https://matrix.to/#/#theirs:example.org)",
+        Some("watch"),
+        "the link's text says `#ours:example.org` but it points to `#theirs:example.org`; \
+         type the room id or alias instead",
+    );
+    // An alias and a room id cannot be compared: the link's target is used.
+    assert_eq!(
+        cmd("!hush preview [#ours:example.org](https://matrix.to/#/!abc:example.org)"),
+        Command::Preview { room: RoomRef::Id("!abc:example.org".to_owned()) }
+    );
+}
+
+#[test]
 fn room_pill_where_a_user_is_needed() {
     let html = "!hush mute <a href=\"https://matrix.to/#/#lobby:example.org\">Lobby</a>";
     match parse(P, "!hush mute Lobby", Some(html)) {
@@ -439,7 +548,7 @@ fn markdown_links_and_bare_urls() {
     assert_eq!(cmd("!hush unmute matrix:u/alice:example.org"), Command::Unmute { target: user("@alice:example.org") });
     assert_eq!(
         cmd("!hush watch [policies](https://matrix.to/#/#policies:example.org)"),
-        Command::Watch { room: alias("#policies:example.org") }
+        Command::Watch { room: alias("#policies:example.org"), actions: None }
     );
     // Not a link to a user: the `[` word is read as a token.
     error(
@@ -455,7 +564,8 @@ fn markdown_links_and_bare_urls() {
 #[test]
 fn room_commands() {
     let v12 = "!hZ8vz5bYd8JmVZGsnXqOM5Pq7oDvW0-1Ht6cZ6uUd8c";
-    assert_eq!(cmd(&format!("!hush watch {v12}")), Command::Watch { room: RoomRef::Id(v12.to_owned()) });
+    assert_eq!(cmd(&format!("!hush watch {v12}")), Command::Watch { room: RoomRef::Id(v12.to_owned()), actions: None });
+    assert_eq!(cmd("!hush preview #partner:example.org"), Command::Preview { room: alias("#partner:example.org") });
     assert_eq!(cmd("!hush unwatch #policies:example.org"), Command::Unwatch { room: alias("#policies:example.org") });
     assert_eq!(cmd("!hush rooms add #lobby:example.org"), Command::RoomsAdd { room: alias("#lobby:example.org") });
     assert_eq!(
@@ -479,6 +589,8 @@ fn room_commands() {
 fn room_errors() {
     error("!hush watch", Some("watch"), "`watch` needs a room: an id (!…) or alias (#name:server)");
     error("!hush unwatch", Some("unwatch"), "`unwatch` needs a room: an id (!…) or alias (#name:server)");
+    error("!hush preview", Some("preview"), "`preview` needs a room: an id (!…) or alias (#name:server)");
+    error("!hush preview lobby", Some("preview"), "`lobby` is not a room: give a room id (!…) or alias (#name:server)");
     error("!hush rooms add", Some("rooms"), "`rooms add` needs a room: an id (!…) or alias (#name:server)");
     error("!hush rooms remove", Some("rooms"), "`rooms remove` needs a room: an id (!…) or alias (#name:server)");
     error(
@@ -512,6 +624,119 @@ fn room_errors() {
     }
 }
 
+#[test]
+fn watch_actions() {
+    let partner = || alias("#partner:example.org");
+    let watch =
+        |ban, mute, suspend| Command::Watch { room: partner(), actions: Some(ListTrust { ban, mute, suspend }) };
+    assert_eq!(cmd("!hush watch #partner:example.org --actions ban"), watch(true, false, false));
+    assert_eq!(cmd("!hush watch #partner:example.org --actions=ban,mute"), watch(true, true, false));
+    assert_eq!(cmd("!hush watch #partner:example.org --ACTIONS Mute,BAN,suspend"), watch(true, true, true));
+    assert_eq!(cmd("!hush watch --actions ban #partner:example.org"), watch(true, false, false));
+    assert_eq!(cmd("!hush watch #partner:example.org --actions ban, mute"), watch(true, true, false));
+    assert_eq!(cmd("!hush watch #partner:example.org --actions ban,mute,"), watch(true, true, false));
+    assert_eq!(
+        cmd_html(
+            "!hush watch Partner list --actions mute",
+            "!hush watch <a href=\"https://matrix.to/#/#partner:example.org\">Partner list</a> --actions mute"
+        ),
+        watch(false, true, false)
+    );
+}
+
+#[test]
+fn watch_action_errors() {
+    let w = Some("watch");
+    error(
+        "!hush watch #p:example.org --actions ban,kick",
+        w,
+        "in `--actions`: unknown action `kick` (the actions are: ban, mute, suspend)",
+    );
+    error(
+        "!hush watch #p:example.org --actions=kick",
+        w,
+        "in `--actions`: unknown action `kick` (the actions are: ban, mute, suspend)",
+    );
+    error("!hush watch #p:example.org --actions ban,ban", w, "in `--actions`: action `ban` is given twice");
+    for body in [
+        "!hush watch #p:example.org --actions",
+        "!hush watch #p:example.org --actions=",
+        "!hush watch #p:example.org --actions ,",
+    ] {
+        error(
+            body,
+            w,
+            "`--actions` needs a list of actions, e.g. --actions ban,mute (the actions are: ban, mute, suspend)",
+        );
+    }
+    error(
+        "!hush watch #p:example.org --actions --actions ban",
+        w,
+        "`--actions` needs a list of actions, e.g. --actions ban,mute (the actions are: ban, mute, suspend)",
+    );
+    error("!hush watch #p:example.org --actions ban --actions mute", w, "`--actions` is given twice");
+    error(
+        "!hush watch #p:example.org --trust ban",
+        w,
+        "unknown option `--trust`: `watch` takes only `--actions`, e.g. --actions ban,mute",
+    );
+    error(
+        "!hush watch #p:example.org --actions=ban --force",
+        w,
+        "unknown option `--force`: `watch` takes only `--actions`, e.g. --actions ban,mute",
+    );
+    error("!hush watch --actions ban", w, "`watch` needs a room: an id (!…) or alias (#name:server)");
+    error(
+        "!hush watch #p:example.org --actions ban mute",
+        w,
+        "`watch` takes only one room and `--actions`; unexpected `mute`",
+    );
+    error(
+        "!hush watch #p:example.org --actions ban\u{7}",
+        w,
+        "in `--actions`: unknown action `ban` (the actions are: ban, mute, suspend)",
+    );
+    // `--actions` is `watch`'s alone.
+    error(
+        "!hush unwatch #p:example.org --actions ban",
+        Some("unwatch"),
+        "`unwatch` takes only one room; unexpected `--actions ban`",
+    );
+}
+
+#[test]
+fn confirm_and_reject() {
+    assert_eq!(cmd("!hush confirm 3f9a"), Command::Confirm { id: "3f9a".to_owned() });
+    assert_eq!(cmd("!hush CONFIRM Ab-12"), Command::Confirm { id: "Ab-12".to_owned() });
+    assert_eq!(cmd("!hush reject `3f9a`"), Command::Reject { id: "3f9a".to_owned() });
+    let long = "x".repeat(32);
+    assert_eq!(cmd(&format!("!hush reject {long}")), Command::Reject { id: long });
+    error(
+        "!hush confirm",
+        Some("confirm"),
+        "`confirm` needs the id of a held rule, as hush gave it when it held the rule",
+    );
+    error(
+        "!hush reject",
+        Some("reject"),
+        "`reject` needs the id of a held rule, as hush gave it when it held the rule",
+    );
+    for (bad, shown) in [
+        ("3f9a.", "3f9a."),
+        ("ab_c", "ab_c"),
+        ("é1", "é1"),
+        ("@a:b", "@a:b"),
+        (&*"x".repeat(33), &*"x".repeat(33)),
+        ("a\u{7}", "a"),
+    ] {
+        error(
+            &format!("!hush confirm {bad}"),
+            Some("confirm"),
+            &format!("`{shown}` is not the id of a held rule: ids are 1 to 32 letters, digits or `-`"),
+        );
+    }
+}
+
 // ---- renderings ----
 
 #[test]
@@ -531,6 +756,10 @@ fn usage_error_renders_with_the_prefix() {
 fn command_names() {
     assert_eq!(cmd("!hush rooms add #a:b.c").name(), "rooms");
     assert_eq!(cmd("!hush mute @a:b").name(), "mute");
+    assert_eq!(cmd("!hush confirm a1").name(), "confirm");
+    assert_eq!(cmd("!hush reject a1").name(), "reject");
+    assert_eq!(cmd("!hush preview !a").name(), "preview");
+    assert_eq!(cmd("!hush watch !a --actions ban").name(), "watch");
     assert_eq!(user("@a:b").to_string(), "@a:b");
     assert_eq!(alias("#a:b").to_string(), "#a:b");
 }
@@ -554,6 +783,8 @@ proptest::proptest! {
                     "mute", "ban", "unmute", "unban", "help", "rooms", "add", "remove", "watch",
                     "status", "1h", "30", "minutes", "0s", "2x", "1.5h", "@a:b", "@*:*", "#r:s",
                     "!r", "[A](https://matrix.to/#/@a:b)", "Alice", "`@a:b`", "matrix:u/a:b", ",",
+                    "confirm", "reject", "preview", "--actions", "--actions=ban,mute", "ban,", "suspend",
+                    "@*:*.*", "*", "[@c:d](https://matrix.to/#/@a:b)", "a1-b2",
                 ]).prop_map(str::to_owned),
                 "\\PC{0,12}",
             ],
@@ -571,6 +802,7 @@ proptest::proptest! {
             match c {
                 Command::Mute { target, duration, .. } | Command::Ban { target, duration, .. } => {
                     proptest::prop_assert!(parse_target(target.as_str()).is_ok());
+                    proptest::prop_assert!(!crate::policy::glob::matches_everyone(target.as_str()));
                     if let Some(d) = duration {
                         proptest::prop_assert!(d > Duration::ZERO && d <= MAX_DURATION);
                         proptest::prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
@@ -579,9 +811,12 @@ proptest::proptest! {
                 Command::Unmute { target } | Command::Unban { target } => {
                     proptest::prop_assert!(parse_target(target.as_str()).is_ok());
                 }
-                Command::Watch { room } | Command::Unwatch { room }
+                Command::Watch { room, .. } | Command::Preview { room } | Command::Unwatch { room }
                 | Command::RoomsAdd { room } | Command::RoomsRemove { room } => {
                     proptest::prop_assert!(parse_room(room.as_str()).is_ok());
+                }
+                Command::Confirm { id } | Command::Reject { id } => {
+                    proptest::prop_assert!(is_hold_id(&id));
                 }
                 _ => {}
             }

@@ -14,10 +14,16 @@ pub(crate) struct Spec {
     pub examples: &'static [&'static str],
 }
 
-const TARGETS: &str = "A user is @user:server, a pill, or a glob with * and ? such as @*:spam.example.";
+const TARGETS: &str = "A user is @user:server, a pill, or a glob with * and ? such as @*:spam.example. \
+     A pill whose text is a different user id than the one it links to is refused.";
+const EVERYONE: &str = "A glob that matches every user (@*:*, @*:*.*) is refused: the rule would \
+     restrict every user of every server, and every other bot that follows the list would follow it.";
+const ROOMS: &str = "A room is a room id (!…) or an alias (#name:server), or a pill.";
 const DURATIONS: &str = "A duration is e.g. 30s, 20m, 2h, 7d, 1w, 1h30m, `1h 30m` or `2 hours`, at most \
      100 years; without one the rule is permanent. A word after the user starts the reason; a \
      word starting with a digit must be a duration.";
+
+const HOLD_IDS: &str = "The id is the one hush gave when it held the rule: 1 to 32 letters, digits or -.";
 
 pub(crate) const SPECS: &[Spec] = &[
     Spec {
@@ -25,7 +31,7 @@ pub(crate) const SPECS: &[Spec] = &[
         usage: "mute <user-or-glob> [duration] [reason...]",
         summary: "Mute a user, or every user a glob matches, in the protected rooms: writes an \
                   m.mute rule to the default policy list (with an expiry if a duration is given).",
-        details: "",
+        details: EVERYONE,
         examples: &[
             "mute @spammer:example.org 2h flooding the lobby",
             "mute @troll:example.org 1h30m",
@@ -45,7 +51,7 @@ pub(crate) const SPECS: &[Spec] = &[
         usage: "ban <user-or-glob> [duration] [reason...]",
         summary: "Ban a user, or every user a glob matches, from the protected rooms: writes an \
                   m.ban rule to the default policy list (with an expiry if a duration is given).",
-        details: "",
+        details: EVERYONE,
         examples: &["ban @spammer:example.org 7d spam links", "ban @*:evil.example"],
     },
     Spec {
@@ -64,24 +70,54 @@ pub(crate) const SPECS: &[Spec] = &[
         examples: &["mutes"],
     },
     Spec {
+        name: "confirm",
+        usage: "confirm <id>",
+        summary: "Release a held rule (or batch of rules) the safety guard stopped.",
+        details: HOLD_IDS,
+        examples: &["confirm 3f9a"],
+    },
+    Spec {
+        name: "reject",
+        usage: "reject <id>",
+        summary: "Drop a held rule (or batch of rules): hush will not enforce it.",
+        details: HOLD_IDS,
+        examples: &["reject 3f9a"],
+    },
+    Spec {
         name: "watch",
-        usage: "watch <room>",
-        summary: "Follow a policy list (a room id or alias); survives restarts.",
-        details: "A room is a room id (!…) or an alias (#name:server), or a pill.",
-        examples: &["watch #community-policies:example.org"],
+        usage: "watch <room> [--actions ban,mute,suspend]",
+        summary: "Follow a policy list (a room id or alias); survives restarts. Without \
+                  --actions, the list may ban and mute (never suspend).",
+        details: "--actions lists what the list may make hush do: ban, mute, suspend (suspend \
+                  local accounts on exact mute rules); rules for other actions are ignored. \
+                  `--actions=ban,mute` works too. A room is a room id (!…) or an alias \
+                  (#name:server), or a pill.",
+        examples: &[
+            "watch #community-policies:example.org",
+            "watch #partner-bans:example.org --actions ban",
+            "watch #our-policies:example.org --actions ban,mute,suspend",
+        ],
+    },
+    Spec {
+        name: "preview",
+        usage: "preview <room>",
+        summary: "What a policy list would do here, without following it: rule counts, and how \
+                  many members of each protected room it would mute, ban or suspend.",
+        details: ROOMS,
+        examples: &["preview #partner-bans:example.org"],
     },
     Spec {
         name: "unwatch",
         usage: "unwatch <room>",
         summary: "Stop following a policy list; survives restarts.",
-        details: "A room is a room id (!…) or an alias (#name:server), or a pill.",
+        details: ROOMS,
         examples: &["unwatch #old-policies:example.org"],
     },
     Spec {
         name: "rooms",
         usage: "rooms\nrooms add <room>\nrooms remove <room>",
         summary: "List the protected rooms, or add or remove one; survives restarts.",
-        details: "A room is a room id (!…) or an alias (#name:server), or a pill.",
+        details: ROOMS,
         examples: &["rooms", "rooms add #lobby:example.org", "rooms remove #old-lobby:example.org"],
     },
     Spec {
@@ -102,8 +138,10 @@ pub(crate) const SPECS: &[Spec] = &[
 ];
 
 /// The canonical command names, in help order.
-pub const COMMAND_NAMES: &[&str] =
-    &["mute", "unmute", "ban", "unban", "mutes", "watch", "unwatch", "rooms", "status", "help"];
+pub const COMMAND_NAMES: &[&str] = &[
+    "mute", "unmute", "ban", "unban", "mutes", "confirm", "reject", "watch", "preview", "unwatch", "rooms", "status",
+    "help",
+];
 
 /// Every synopsis, one per line, without the prefix (the usage of a missing or unknown
 /// command). A test keeps it equal to the synopses of [`SPECS`].
@@ -112,7 +150,10 @@ unmute <user-or-glob>
 ban <user-or-glob> [duration] [reason...]
 unban <user-or-glob>
 mutes
-watch <room>
+confirm <id>
+reject <id>
+watch <room> [--actions ban,mute,suspend]
+preview <room>
 unwatch <room>
 rooms
 rooms add <room>
