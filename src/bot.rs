@@ -23,6 +23,7 @@ use crate::ledger::Ledger;
 use crate::management::{self, Reply};
 use crate::matrix;
 use crate::runtime::RoomOverrides;
+use hush_core::policy::ListTrust;
 
 /// Everything the event handlers share.
 pub struct Bot {
@@ -46,6 +47,12 @@ pub struct Bot {
 }
 
 impl Bot {
+    /// The actions given with `watch --actions` for this list, if any.
+    pub fn watched_actions(&self, room: &str, room_id: &str) -> Option<ListTrust> {
+        let overrides = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        overrides.actions_of(room).or_else(|| overrides.actions_of(room_id))
+    }
+
     /// Starts following a room in the background (joined, loaded, retried until it works).
     pub fn follow(self: &Arc<Self>, room: String, roles: Vec<Role>) {
         let (tx, _rx) = tokio::sync::oneshot::channel();
@@ -99,6 +106,10 @@ pub async fn run(config: Config) -> Result<()> {
             membership_room_versions: config.mute.membership_room_versions.clone(),
             batch_window: Duration::from_millis(config.mute.batch_window_ms),
             dry_run: config.dry_run,
+            safety: hush_core::guard::Limits::default(), // MERGE-H3
+
+            moderator_power_level: config.moderator_power_level,
+            command_prefix: config.command_prefix.clone(),
         },
         matrix::MatrixWriter { client: client.clone() },
         hush_core::schedule::SystemClock,
@@ -258,9 +269,10 @@ async fn follow_room(bot: Arc<Bot>, room: String, roles: Vec<Role>, resolved: to
                 *bot.management_room.write().unwrap_or_else(|e| e.into_inner()) = Some(room_id.clone());
             }
             let id = room_id.to_string();
+            let trust = if roles.contains(&Role::List) { list_trust(&bot, &room, &room_id).await } else { None };
             let _ = bot.engine.send(Input::Configure {
                 management_room: roles.contains(&Role::Management).then(|| id.clone()),
-                lists: if roles.contains(&Role::List) { vec![id.clone()] } else { vec![] },
+                lists: trust.map(|t| (id.clone(), t)).into_iter().collect(),
                 protected: if roles.contains(&Role::Protected) { vec![id.clone()] } else { vec![] },
             });
             if let Some(tx) = resolved.take() {
@@ -273,6 +285,8 @@ async fn follow_room(bot: Arc<Bot>, room: String, roles: Vec<Role>, resolved: to
             }
             if roles.contains(&Role::Management) {
                 announce_start(&bot, &room_id).await;
+                let events = matrix::room_state(&bot.client, &room_id).await?;
+                let _ = bot.engine.send(Input::ManagementLoaded { room_id: id.clone(), events });
             }
             if roles.contains(&Role::List) || roles.contains(&Role::Protected) {
                 let mut events = matrix::room_state(&bot.client, &room_id).await?;
@@ -313,6 +327,23 @@ async fn follow_room(bot: Arc<Bot>, room: String, roles: Vec<Role>, resolved: to
             }
         }
     }
+}
+
+/// What a followed list may make hush do: as configured, else everything for the
+/// community's own list (`default_policy_list`, by name or by room id) and bans and mutes
+/// for any other.
+async fn list_trust(bot: &Bot, room: &str, room_id: &matrix_sdk::ruma::RoomId) -> Option<ListTrust> {
+    if let Some(actions) = bot.watched_actions(room, room_id.as_str()) {
+        return Some(actions);
+    }
+    let configured = bot.config.list_trust(room);
+    if configured != ListTrust::OTHER_LIST || bot.config.default_policy_list.is_none() {
+        return Some(configured);
+    }
+    let default = bot.config.default_policy_list.as_deref().unwrap_or_default();
+    let is_default = default == room_id.as_str()
+        || matrix::resolve(&bot.client, default).await.is_ok_and(|id| id.as_str() == room_id.as_str());
+    Some(if is_default { ListTrust::DEFAULT_LIST } else { configured })
 }
 
 /// Forwards every state event from sync to the engine (it keeps what concerns it).
@@ -458,7 +489,7 @@ async fn on_room_message(ev: OriginalSyncRoomMessageEvent, room: Room, bot: Ctx<
             return;
         }
     }
-    let reply = management::handle(&bot.0, parsed).await;
+    let reply = management::handle(&bot.0, parsed, ev.sender.as_str()).await;
     send_reply(&room, &ev, reply).await;
 }
 

@@ -8,10 +8,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use hush_core::policy::{Decision, EntityKind, PolicyIndex, Restriction as PolicyRestriction, Rule, RuleId};
+use hush_core::guard::{self, Limits, RoomHits};
+use hush_core::policy::glob::matches_everyone;
+use hush_core::policy::{
+    Candidate, Decision, EntityKind, ListTrust, Outcome, PolicyIndex, Restriction as PolicyRestriction, Rule, RuleId,
+};
 use hush_core::power_levels::UserLevelEdit;
 use hush_core::reconcile::{
-    reconcile_member, Action, Applied, AppliedKind, AppliedPhase, Membership, Restriction, RoomFacts, Wanted,
+    reconcile_member, refusal, Action, Applied, AppliedKind, AppliedPhase, Membership, Restriction, RoomFacts, Shield,
+    Wanted,
 };
 use hush_core::schedule::{Clock, Expired, TimerHandle};
 use serde_json::Value;
@@ -19,6 +24,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::enforce::{self, PowerLevelsSent, RoomWriter, WriteError};
+use crate::holds::{self, Guarded, Holds, Status};
 use crate::ledger::{Entry, Kind, Ledger, Phase};
 use crate::rooms::{RoomState, StateChange};
 
@@ -27,8 +33,19 @@ mod accounts;
 /// Everything the engine reacts to.
 #[derive(Debug)]
 pub enum Input {
-    /// Room ids behind the configuration, as they are resolved (added to what is known).
-    Configure { management_room: Option<String>, lists: Vec<String>, protected: Vec<String> },
+    /// Room ids behind the configuration, as they are resolved (added to what is known),
+    /// each list with what it may make hush do.
+    Configure { management_room: Option<String>, lists: Vec<(String, ListTrust)>, protected: Vec<String> },
+    /// The management room's full state: its moderators are never restricted.
+    ManagementLoaded { room_id: String, events: Vec<Value> },
+    /// A moderator releases a held rule (or batch): `Ok` says what now happens.
+    Confirm { id: String, reply: tokio::sync::oneshot::Sender<Result<String, String>> },
+    /// A moderator drops a held rule (or batch).
+    Reject { id: String, reply: tokio::sync::oneshot::Sender<Result<String, String>> },
+    /// Why hush must never restrict this user, if it must not (for commands naming them).
+    Exempt { user: String, reply: tokio::sync::oneshot::Sender<Option<String>> },
+    /// What a policy list's state would do in the protected rooms, without following it.
+    Preview { room_id: String, events: Vec<Value>, trust: ListTrust, reply: tokio::sync::oneshot::Sender<String> },
     /// Every configured policy list has been resolved (so an entry from a list that is
     /// not among them comes from a list that is no longer followed).
     ListsKnown,
@@ -84,6 +101,8 @@ pub struct StatusReport {
     pub dry_run: bool,
     /// hush's own account cannot write: the cause and since when (ms since the epoch).
     pub own_account_blocked: Option<(String, u64)>,
+    /// Holds waiting for a moderator: id, and one line per rule.
+    pub held: Vec<(String, Vec<String>)>,
 }
 
 /// The engine's settings.
@@ -94,6 +113,12 @@ pub struct EngineConfig {
     pub membership_room_versions: Vec<String>,
     pub batch_window: Duration,
     pub dry_run: bool,
+    /// The mass-action guard's limits.
+    pub safety: Limits,
+    /// Who moderates the management room (None: the level needed to send power levels there).
+    pub moderator_power_level: Option<i64>,
+    /// The command prefix, for notices that say what to type.
+    pub command_prefix: String,
 }
 
 /// The engine state; see the module doc.
@@ -108,6 +133,15 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     management_room: Option<String>,
     /// Followed lists: loaded or not yet.
     lists: BTreeMap<String, bool>,
+    /// What each followed list may make hush do.
+    trust: HashMap<String, ListTrust>,
+    /// The management room's state (its moderators are never restricted).
+    management: Option<RoomState>,
+    /// Rules the guard holds and what moderators decided about them.
+    holds: Holds,
+    /// The room actions the input being handled asks for, by (room, user): judged by the
+    /// guard as one batch, then carried out.
+    plan: BTreeMap<(String, String), Vec<Action>>,
     lists_known: bool,
     /// Live events of lists and rooms that are not loaded yet, replayed after the load.
     buffered: HashMap<String, Vec<Value>>,
@@ -140,6 +174,14 @@ pub struct Engine<W: RoomWriter, C: Clock> {
 /// The ledger's rule reference for a policy rule: "list|kind|state key".
 pub fn rule_ref(id: &RuleId) -> String {
     format!("{}|{}|{}", id.room_id, id.kind.as_str(), id.state_key)
+}
+
+/// The rule a ledger reference names.
+fn parse_rule_ref(r: &str) -> Option<RuleId> {
+    let mut parts = r.splitn(3, '|');
+    let (room_id, kind, state_key) = (parts.next()?, parts.next()?, parts.next()?);
+    let kind = EntityKind::ALL.into_iter().find(|k| k.as_str() == kind)?;
+    Some(RuleId { room_id: room_id.to_owned(), kind, state_key: state_key.to_owned() })
 }
 
 fn rule_list(rule: &str) -> &str {
@@ -225,6 +267,14 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         timers: TimerHandle<String>,
         inbox: mpsc::UnboundedSender<Input>,
     ) -> Self {
+        let holds = match ledger.all_guarded() {
+            Ok(rows) => Holds::new(rows),
+            Err(e) => {
+                // Without them a held rule would be enforced: stop, as for any ledger failure.
+                error!("cannot read the held rules from the ledger: {e:#}");
+                std::process::exit(1);
+            }
+        };
         Engine {
             cfg,
             writer,
@@ -235,6 +285,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             inbox,
             management_room: None,
             lists: BTreeMap::new(),
+            trust: HashMap::new(),
+            management: None,
+            holds,
+            plan: BTreeMap::new(),
             lists_known: false,
             buffered: HashMap::new(),
             policy_events: HashMap::new(),
@@ -311,6 +365,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             warn!("{e:#}");
         }
         self.handle_input(input);
+        self.settle();
         if batch.is_ok() {
             if let Err(e) = self.ledger.commit_batch() {
                 // The writes below would go out with no durable record of what to undo:
@@ -330,7 +385,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 if management_room.is_some() {
                     self.management_room = management_room;
                 }
-                for l in lists {
+                for (l, trust) in lists {
+                    self.trust.insert(l.clone(), trust);
                     self.lists.entry(l).or_insert(false);
                 }
                 for r in protected {
@@ -391,8 +447,12 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             Input::Unwatch { room_id } => {
                 let now = self.now();
                 self.lists.remove(&room_id);
+                self.trust.remove(&room_id);
                 self.buffered.remove(&room_id);
-                let mut users: BTreeSet<String> = self.index.remove_list(&room_id, now).changed.into_iter().collect();
+                let removed = self.index.remove_list(&room_id, now);
+                let filtered = self.filters_decisions();
+                let mut users: BTreeSet<String> =
+                    if filtered { removed.candidates } else { removed.changed }.into_iter().collect();
                 // Entries caused by the list are no longer held: look at them too.
                 users.extend(
                     self.ledger
@@ -420,6 +480,26 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 }
             }
             Input::Suspension(done) => self.account_call_done(done),
+            Input::ManagementLoaded { room_id, events } => {
+                let room = RoomState::from_state(&room_id, &events);
+                let before = self.management_moderators();
+                self.management = Some(room);
+                let mut users = before;
+                users.extend(self.management_moderators());
+                self.reconcile_users(users);
+            }
+            Input::Confirm { id, reply } => {
+                let _ = reply.send(self.decide_hold(&id, Status::Confirmed));
+            }
+            Input::Reject { id, reply } => {
+                let _ = reply.send(self.decide_hold(&id, Status::Rejected));
+            }
+            Input::Exempt { user, reply } => {
+                let _ = reply.send(self.exemption(&user));
+            }
+            Input::Preview { room_id, events, trust, reply } => {
+                let _ = reply.send(self.preview(&room_id, &events, trust));
+            }
             Input::OwnAccountWritable { generation } => self.own_account_writable(generation),
         }
     }
@@ -447,6 +527,12 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             last_errors: self.last_errors.clone(),
             dry_run: self.cfg.dry_run,
             own_account_blocked: self.own.blocked.clone().map(|c| (c, self.own.since_ms)),
+            held: self
+                .holds
+                .waiting()
+                .into_iter()
+                .map(|(id, rules)| (id, rules.into_iter().map(|g| g.why.clone()).collect()))
+                .collect(),
         }
     }
 
@@ -472,18 +558,23 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     fn list_loaded(&mut self, room_id: &str, events: &[Value]) {
         let now = self.now();
         // A reload replaces the list: rules no longer in its state are gone.
-        let mut changed: BTreeSet<String> = self.index.remove_list(room_id, now).changed.into_iter().collect();
+        let removed = self.index.remove_list(room_id, now);
+        let filtered = self.filters_decisions();
+        let mut changed: BTreeSet<String> =
+            if filtered { removed.candidates } else { removed.changed }.into_iter().collect();
         // Local users named by its rules, and those suspended before, wherever they are.
         let mut accounts = self.suspended_accounts();
+        let mut untrusted = Vec::new();
         for ev in events {
-            changed.extend(self.apply_policy_event(room_id, ev, now));
+            changed.extend(self.apply_policy_event(room_id, ev, now, &mut untrusted));
             accounts.extend(self.named_accounts(room_id, ev, false));
         }
         let first = !self.lists.insert(room_id.to_owned(), true).unwrap_or(false);
         for ev in self.buffered.remove(room_id).unwrap_or_default() {
-            changed.extend(self.apply_policy_event(room_id, &ev, now));
+            changed.extend(self.apply_policy_event(room_id, &ev, now, &mut untrusted));
             accounts.extend(self.named_accounts(room_id, &ev, false));
         }
+        self.report_untrusted(room_id, untrusted);
         info!(list = room_id, rules = events.len(), "policy list loaded");
         if first {
             // Held entries of this list can now be judged: look at everyone.
@@ -494,7 +585,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.reconcile_accounts(&accounts);
     }
 
-    fn apply_policy_event(&mut self, room_id: &str, ev: &Value, now: u64) -> Vec<String> {
+    /// Applies one policy event; rules the list may not cause are added to `untrusted`.
+    fn apply_policy_event(&mut self, room_id: &str, ev: &Value, now: u64, untrusted: &mut Vec<Rule>) -> Vec<String> {
         let (Some(ty), Some(state_key)) =
             (ev.get("type").and_then(Value::as_str), ev.get("state_key").and_then(Value::as_str))
         else {
@@ -514,7 +606,67 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             // parse_rule already logged it with room, type and state key.
             self.note_error(format!("ignored a malformed rule: {w}"));
         }
+        if matches!(applied.outcome, Outcome::Stored | Outcome::Removed) {
+            if let Some((_, kind)) = hush_core::policy::classify_event_type(ty) {
+                let id = RuleId { room_id: room_id.to_owned(), kind, state_key: state_key.to_owned() };
+                let rule = self.index.rule(&id);
+                if let Some(g) = self.holds.forget_if_changed(room_id, kind, state_key, rule.as_ref()) {
+                    info!(list = room_id, state_key, hold = %g.hold_id, "a guarded rule changed: judged afresh");
+                    if let Err(e) = self.ledger.remove_guarded(room_id, kind, state_key) {
+                        self.error(format!("cannot forget the guarded rule `{state_key}`: {e:#}"));
+                    }
+                    // Their decision may read the same without the guard (same identity,
+                    // same restriction), so the index does not report them: look again.
+                    let mut changed = applied.candidates;
+                    changed.extend(self.index.tracked_users_matching(&id));
+                    return changed;
+                }
+                let trust = self.trust_of(room_id);
+                if let Some(r) = rule.filter(|r| r.recommendation.restriction().is_some_and(|x| !trust.allows(x))) {
+                    untrusted.push(r);
+                }
+            }
+        }
+        if self.filters_decisions() {
+            // The index reports changes of the unfiltered decision; a rule hidden by trust
+            // or a hold can leave that as it was while the filtered one changes.
+            return applied.candidates;
+        }
         applied.changed
+    }
+
+    /// Whether decisions are filtered beyond the index's own (a list not trusted for
+    /// everything, a rule held or rejected).
+    fn filters_decisions(&self) -> bool {
+        self.holds.any_blocking() || self.trust.values().any(|t| !t.ban || !t.mute)
+    }
+
+    /// Tells the management room, once, about rules a list may not cause.
+    fn report_untrusted(&mut self, list: &str, rules: Vec<Rule>) {
+        let trust = self.trust_of(list);
+        match &rules[..] {
+            [] => {}
+            [r] => self.report_once(
+                &format!("untrusted|{list}|{}|{}", r.id.kind, r.id.state_key),
+                &format!(
+                    "Ignoring the {} rule `{}` ({}) in {list}: this list may cause only: {trust} (policy_lists[].actions).",
+                    r.recommendation.as_str(),
+                    r.id.state_key,
+                    r.entity.as_deref().unwrap_or("(hashed)")
+                ),
+            ),
+            many => {
+                let keys: Vec<&str> = many.iter().take(5).map(|r| r.id.state_key.as_str()).collect();
+                self.report_once(
+                    &format!("untrusted|{list}|load"),
+                    &format!(
+                        "Ignoring {} rules in {list} that ask for what this list may not cause (it may cause only: {trust}; policy_lists[].actions), such as `{}`.",
+                        many.len(),
+                        keys.join("`, `")
+                    ),
+                )
+            }
+        }
     }
 
     fn room_loaded(&mut self, room_id: &str, events: &[Value]) {
@@ -543,7 +695,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 let now = self.now();
                 // Before applying: the ledger still names whom the replaced rule suspended.
                 let mut accounts = self.named_accounts(room_id, ev, true);
-                let changed: BTreeSet<String> = self.apply_policy_event(room_id, ev, now).into_iter().collect();
+                let mut untrusted = Vec::new();
+                let changed: BTreeSet<String> =
+                    self.apply_policy_event(room_id, ev, now, &mut untrusted).into_iter().collect();
+                self.report_untrusted(room_id, untrusted);
                 if !changed.is_empty() {
                     debug!(list = room_id, users = changed.len(), "policy change affects users");
                 }
@@ -554,6 +709,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             Some(false) => self.buffered.entry(room_id.to_owned()).or_default().push(ev.clone()),
             None => {}
         }
+        if self.management_room.as_deref() == Some(room_id) {
+            self.management_state(ev);
+        }
         let room = match self.rooms.get_mut(room_id) {
             Some(Some(room)) => room,
             Some(None) => {
@@ -562,6 +720,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             }
             None => return,
         };
+        let levels_before = room.power_levels.clone();
         match room.apply_state(ev) {
             StateChange::Member(user) => {
                 self.index.track_user(&user);
@@ -570,12 +729,38 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.reconcile_accounts(&user);
             }
             StateChange::PowerLevels => {
-                // A moderator may have changed a level hush set: look at hush's entries here.
-                let users: BTreeSet<String> =
+                // A moderator may have changed a level hush set: look at hush's entries here,
+                // and at everyone whose standing changed (a moderator demoted may now be
+                // restricted, a member promoted is no longer).
+                let mut users: BTreeSet<String> =
                     self.ledger.for_room(room_id).unwrap_or_default().into_iter().map(|e| e.user_id).collect();
+                let levels_after = &room.power_levels;
+                match hush_core::power_levels::users_with_changed_standing(&levels_before, levels_after) {
+                    Some(changed) => users.extend(changed),
+                    None => users.extend(room.members.keys().cloned()),
+                }
                 self.reconcile_room_users(room_id, &users);
+                self.reconcile_accounts(&users);
             }
             StateChange::Stale | StateChange::Other => {}
+        }
+    }
+
+    /// A state event of the management room: a moderator gained or lost that standing.
+    fn management_state(&mut self, ev: &Value) {
+        let ty = ev.get("type").and_then(Value::as_str);
+        if self.management.is_none() || !matches!(ty, Some("m.room.power_levels" | "m.room.member")) {
+            return;
+        }
+        let before = self.management_moderators();
+        if let Some(room) = self.management.as_mut() {
+            room.apply_state(ev);
+        }
+        let after = self.management_moderators();
+        let changed: BTreeSet<String> = before.symmetric_difference(&after).cloned().collect();
+        if !changed.is_empty() {
+            debug!(users = changed.len(), "management room moderators changed");
+            self.reconcile_users(changed);
         }
     }
 
@@ -605,9 +790,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
         for user in users {
             let actions = self.reconcile_one(room_id, user);
-            for a in actions {
-                self.execute(room_id, a);
-            }
+            // A later plan for the same member in the same input replaces the earlier one:
+            // nothing was carried out in between, so it sees the same state or newer.
+            self.plan.insert((room_id.to_owned(), user.clone()), actions);
         }
     }
 
@@ -627,7 +812,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             }
         };
         let applied: Vec<Applied> = entries.iter().filter_map(to_applied).collect();
-        let mut wanted = self.index.decide(user, now).map(|d| to_wanted(&d));
+        let mut wanted = self.decision_for(user, now, &entries).map(|d| to_wanted(&d));
         if wanted.is_none() {
             // Hold what a not-yet-loaded list caused: its rule may well still be there.
             let held = |list: &str| match self.lists.get(list) {
@@ -641,17 +826,428 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 reason: e.reason.clone(),
             });
         }
-        let strategy = room.strategy(&self.cfg.membership_room_versions);
-        let facts = RoomFacts {
-            room_id,
-            strategy,
+        let facts = self.facts(room);
+        reconcile_member(&facts, user, room.membership(user), wanted.as_ref(), &applied, self.shield(user))
+    }
+
+    /// What the reconciler knows of a protected room.
+    fn facts<'a>(&'a self, room: &'a RoomState) -> RoomFacts<'a> {
+        RoomFacts {
+            room_id: &room.room_id,
+            strategy: room.strategy(&self.cfg.membership_room_versions),
             power_levels: &room.power_levels,
             creators: &room.creators,
+            creators_privileged: room.creators_privileged,
             own_user: &self.cfg.own_user,
             own_level: room.own_level(&self.cfg.own_user),
-        };
-        let protected = self.cfg.protected_users.iter().any(|p| hush_core::policy::glob::glob_match(p, user));
-        reconcile_member(&facts, user, room.membership(user), wanted.as_ref(), &applied, protected)
+        }
+    }
+
+    /// What hush knows of a user beyond any one protected room.
+    fn shield(&self, user: &str) -> Shield {
+        Shield {
+            protected_user: self.cfg.protected_users.iter().any(|p| hush_core::policy::glob::glob_match(p, user)),
+            management_moderator: self.is_management_moderator(user),
+        }
+    }
+
+    fn trust_of(&self, list: &str) -> ListTrust {
+        self.trust.get(list).copied().unwrap_or(ListTrust::OTHER_LIST)
+    }
+
+    /// Whether the rule's list may cause what it asks for.
+    fn trusted(&self, c: &Candidate<'_>) -> bool {
+        self.trust_of(c.list).allows(c.restriction)
+    }
+
+    /// The policy's decision for a user, among the rules their lists may cause and that
+    /// the guard does not hold. Holding never lifts: a held rule already in force for this
+    /// user (hush's ledger names it) still decides for them.
+    fn decision_for(&self, user: &str, now: u64, entries: &[Entry]) -> Option<Decision> {
+        let fresh = self.index.decide_where(user, now, |c| self.trusted(&c) && !self.holds.blocks(&c));
+        if !self.holds.any_blocking() {
+            return fresh;
+        }
+        match self.index.decide_where(user, now, |c| self.trusted(&c)) {
+            Some(full)
+                if Some(&full) != fresh.as_ref()
+                    && entries.iter().any(|e| !e.overridden && e.rule == rule_ref(&full.rule)) =>
+            {
+                Some(full)
+            }
+            _ => fresh,
+        }
+    }
+
+    /// The management room's moderators: those who may command hush there.
+    fn management_moderators(&self) -> BTreeSet<String> {
+        let Some(room) = &self.management else { return BTreeSet::new() };
+        room.members
+            .iter()
+            .filter(|(_, m)| m.is_present())
+            .map(|(u, _)| u)
+            .chain(&room.creators)
+            .filter(|u| self.is_management_moderator(u))
+            .cloned()
+            .collect()
+    }
+
+    fn is_management_moderator(&self, user: &str) -> bool {
+        let Some(room) = &self.management else { return false };
+        if room.creators_privileged && room.creators.iter().any(|c| c == user) {
+            return true;
+        }
+        let needed = self
+            .cfg
+            .moderator_power_level
+            .unwrap_or_else(|| hush_core::power_levels::power_levels_send_level(&room.power_levels));
+        hush_core::power_levels::user_level(&room.power_levels, user) >= needed
+    }
+
+    /// Why a user may never be restricted by hush in some room or account, if so: the
+    /// same refusals as the reconciler's, judged in every protected room and the
+    /// management room (for commands naming the user, and for suspension).
+    fn exemption(&self, user: &str) -> Option<String> {
+        let shield = self.shield(user);
+        if user == self.cfg.own_user {
+            return Some("that is hush itself".to_owned());
+        }
+        if shield.protected_user {
+            return Some("the user is in protected_users".to_owned());
+        }
+        if shield.management_moderator {
+            return Some("the user is a moderator of the management room".to_owned());
+        }
+        self.rooms.iter().find_map(|(room_id, room)| {
+            let room = room.as_ref()?;
+            refusal(&self.facts(room), user, Shield::default()).map(|r| format!("{r} (in {room_id})"))
+        })
+    }
+
+    /// Judges the input's planned room actions as one batch (the mass-action guard), then
+    /// carries them out. Restrictions hush already recorded (re-applied after a crash) are
+    /// not new; rules a moderator confirmed pass.
+    fn settle(&mut self) {
+        if self.plan.is_empty() {
+            return;
+        }
+        let mut plan = std::mem::take(&mut self.plan);
+        let held = self.guard(&plan);
+        if !held.is_empty() {
+            // Plan the members these rules would have hit again, with the rules held.
+            for (room, user) in held {
+                let actions = self.reconcile_one(&room, &user);
+                plan.insert((room, user), actions);
+            }
+        }
+        for ((room, _), actions) in plan {
+            for a in actions {
+                self.execute(&room, a);
+            }
+        }
+    }
+
+    /// The mass-action guard over one batch: holds the rules of a batch that would newly
+    /// restrict more members than `safety` allows, and rules that match everyone whatever
+    /// the count, and tells the management room once. Returns the (room, member) pairs
+    /// whose plan used a rule it held.
+    fn guard(&mut self, plan: &BTreeMap<(String, String), Vec<Action>>) -> Vec<(String, String)> {
+        let mut new: Vec<(&str, &str, RuleId, Restriction)> = Vec::new();
+        for ((room, user), actions) in plan {
+            for a in actions {
+                let (kind, wanted) = match a {
+                    Action::Ban { wanted, .. } => (Kind::Ban, wanted),
+                    Action::MutePowerLevel { wanted, .. } => (Kind::MutePowerLevel, wanted),
+                    Action::MuteMembership { wanted, .. } => (Kind::MuteMembership, wanted),
+                    _ => continue,
+                };
+                if self.ledger.get(room, user, kind).ok().flatten().is_some() {
+                    continue;
+                }
+                if let Some(id) = parse_rule_ref(&wanted.rule) {
+                    new.push((room, user, id, wanted.restriction));
+                }
+            }
+        }
+        if new.is_empty() {
+            return Vec::new();
+        }
+        let rules: BTreeMap<RuleId, Option<Rule>> =
+            new.iter().map(|(_, _, id, _)| (id.clone(), self.index.rule(id))).collect();
+        let unconfirmed = |id: &RuleId| rules.get(id).and_then(Option::as_ref).is_none_or(|r| !self.holds.confirmed(r));
+        let mut to_hold: BTreeMap<RuleId, String> = BTreeMap::new();
+        for (id, rule) in &rules {
+            let entity = rule.as_ref().and_then(|r| r.entity.as_deref());
+            if unconfirmed(id) && entity.is_some_and(matches_everyone) {
+                let whom = if id.kind == EntityKind::Server { "every server" } else { "every user of every server" };
+                to_hold.insert(id.clone(), format!("`{}` matches {whom}", entity.unwrap_or_default()));
+            }
+        }
+        let counted: Vec<&(&str, &str, RuleId, Restriction)> =
+            new.iter().filter(|(_, _, id, _)| unconfirmed(id) && !to_hold.contains_key(id)).collect();
+        let mut per_room: BTreeMap<&str, (BTreeSet<&str>, usize, usize)> = BTreeMap::new();
+        for (room, user, _, restriction) in &counted {
+            let e = per_room.entry(room).or_default();
+            if e.0.insert(user) {
+                match restriction {
+                    Restriction::Ban => e.1 += 1,
+                    Restriction::Mute => e.2 += 1,
+                }
+            }
+        }
+        let distinct: BTreeSet<&str> = counted.iter().map(|(_, u, _, _)| *u).collect();
+        let hits: Vec<RoomHits> = per_room
+            .iter()
+            .map(|(room, (users, _, _))| RoomHits {
+                room_id: room.to_string(),
+                members: self.present_members(room),
+                hit: users.len(),
+            })
+            .collect();
+        if let Some(why) = guard::judge(&self.cfg.safety, distinct.len(), &hits) {
+            for (_, _, id, _) in &counted {
+                to_hold.entry(id.clone()).or_insert_with(|| why.clone());
+            }
+        }
+        if to_hold.is_empty() {
+            return Vec::new();
+        }
+        // What the held rules would have done, for the notice.
+        let mut effect: BTreeMap<&str, (BTreeSet<&str>, usize, usize)> = BTreeMap::new();
+        for (room, user, id, restriction) in &new {
+            if !to_hold.contains_key(id) {
+                continue;
+            }
+            let e = effect.entry(room).or_default();
+            if e.0.insert(user) {
+                match restriction {
+                    Restriction::Ban => e.1 += 1,
+                    Restriction::Mute => e.2 += 1,
+                }
+            }
+        }
+        let hold_id = self.holds.next_id();
+        let now = self.now();
+        let mut text = format!(
+            "Held {hold_id}: {} rule(s) not enforced, because the safety guard stopped them. Nothing is done for them until a moderator decides.\n",
+            to_hold.len()
+        );
+        for (id, why) in &to_hold {
+            let rule = rules.get(id).and_then(Option::as_ref);
+            let (rec, entity) = rule.map_or(("?".to_owned(), "(hashed)".to_owned()), |r| {
+                (r.recommendation.as_str().to_owned(), r.entity.clone().unwrap_or_else(|| "(hashed)".to_owned()))
+            });
+            text.push_str(&format!(
+                "  {rec} {} rule `{}` ({entity}) in {}: {why}\n",
+                id.kind, id.state_key, id.room_id
+            ));
+            let g = Guarded {
+                list: id.room_id.clone(),
+                kind: id.kind,
+                state_key: id.state_key.clone(),
+                fingerprint: rule.map(holds::fingerprint).unwrap_or_default(),
+                status: Status::Held,
+                hold_id: hold_id.clone(),
+                held_at_ms: now,
+                why: format!("{rec} `{entity}` in {}: {why}", id.room_id),
+            };
+            if let Err(e) = self.ledger.put_guarded(&g) {
+                self.error(format!("cannot record the held rule `{}`: {e:#}", id.state_key));
+            }
+            self.holds.put(g);
+        }
+        for (room, (users, bans, mutes)) in &effect {
+            let names: Vec<&str> = users.iter().take(5).copied().collect();
+            let more = users.len().saturating_sub(names.len());
+            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            text.push_str(&format!(
+                "  {room}: would ban {bans} and mute {mutes} of {} members: {}{more}\n",
+                self.present_members(room),
+                names.join(", ")
+            ));
+        }
+        let p = &self.cfg.command_prefix;
+        text.push_str(&format!("Type `{p} confirm {hold_id}` to enforce, or `{p} reject {hold_id}` to drop."));
+        warn!(hold = %hold_id, rules = to_hold.len(), "the safety guard held rules");
+        self.report_once(&format!("hold|{hold_id}"), &text);
+        new.iter()
+            .filter(|(_, _, id, _)| to_hold.contains_key(id))
+            .map(|(room, user, _, _)| (room.to_string(), user.to_string()))
+            .collect()
+    }
+
+    /// What a list's rules would do in the protected rooms if hush followed it with this
+    /// trust, judged as the engine would (refusals, the guard), without following it.
+    fn preview(&self, list: &str, events: &[Value], trust: ListTrust) -> String {
+        let now = self.now();
+        let mut index = PolicyIndex::new();
+        let (mut bans, mut mutes, mut other, mut malformed) = (0usize, 0usize, 0usize, 0usize);
+        let mut by_kind: BTreeMap<EntityKind, usize> = BTreeMap::new();
+        let mut everyone = Vec::new();
+        for ev in events {
+            let (Some(ty), Some(key)) =
+                (ev.get("type").and_then(Value::as_str), ev.get("state_key").and_then(Value::as_str))
+            else {
+                continue;
+            };
+            let empty = Value::Object(Default::default());
+            let sender = ev.get("sender").and_then(Value::as_str).unwrap_or_default();
+            let applied = index.apply(list, ty, key, sender, ev.get("content").unwrap_or(&empty), now);
+            if applied.warning.is_some() {
+                malformed += 1;
+            }
+            if applied.outcome != Outcome::Stored {
+                continue;
+            }
+            let Some((_, kind)) = hush_core::policy::classify_event_type(ty) else { continue };
+            let Some(rule) = index.rule(&RuleId { room_id: list.to_owned(), kind, state_key: key.to_owned() }) else {
+                continue;
+            };
+            if !rule.is_active(now) {
+                continue;
+            }
+            *by_kind.entry(kind).or_default() += 1;
+            match rule.recommendation.restriction() {
+                Some(PolicyRestriction::Ban) => bans += 1,
+                Some(PolicyRestriction::Mute) => mutes += 1,
+                None => other += 1,
+            }
+            if rule.entity.as_deref().is_some_and(matches_everyone) && kind != EntityKind::Room {
+                everyone.push(format!("`{}` ({})", key, rule.entity.clone().unwrap_or_default()));
+            }
+        }
+        let mut text = format!("Preview of {list} (not followed; with actions: {trust}):\n");
+        let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        text.push_str(&format!(
+            "  rules in force: {} ({}); {bans} ban, {mutes} mute, {other} other{}\n",
+            by_kind.values().sum::<usize>(),
+            if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") },
+            if malformed > 0 { format!("; {malformed} malformed, skipped") } else { String::new() }
+        ));
+        let mut distinct = BTreeSet::new();
+        let mut hits = Vec::new();
+        let mut accounts = BTreeSet::new();
+        for (room_id, room) in &self.rooms {
+            let Some(room) = room else {
+                text.push_str(&format!("  {room_id}: not loaded yet\n"));
+                continue;
+            };
+            let facts = self.facts(room);
+            let (mut banned, mut muted, mut refused) = (Vec::new(), Vec::new(), Vec::new());
+            let mut members: Vec<&String> =
+                room.members.iter().filter(|(_, m)| m.is_present()).map(|(u, _)| u).collect();
+            members.sort();
+            for user in &members {
+                let Some(d) = index.decide_where(user, now, |c| trust.allows(c.restriction)) else { continue };
+                if refusal(&facts, user, self.shield(user)).is_some() {
+                    refused.push(user.as_str());
+                    continue;
+                }
+                distinct.insert(user.as_str());
+                match d.action {
+                    PolicyRestriction::Ban => banned.push(user.as_str()),
+                    PolicyRestriction::Mute => {
+                        muted.push(user.as_str());
+                        let exact = index.rule(&d.rule).is_some_and(|r| {
+                            r.id.kind == EntityKind::User && r.entity.as_deref() == Some(user.as_str())
+                        });
+                        let local = self
+                            .suspensions
+                            .as_ref()
+                            .is_some_and(|s| crate::suspension::server_of(user) == Some(s.server_name.as_str()));
+                        if trust.suspend && exact && local {
+                            accounts.insert(user.as_str());
+                        }
+                    }
+                }
+            }
+            let names = |v: &[&str]| {
+                let shown: Vec<&str> = v.iter().take(5).copied().collect();
+                let more = v.len().saturating_sub(shown.len());
+                if v.is_empty() {
+                    String::new()
+                } else if more > 0 {
+                    format!(" ({} and {more} more)", shown.join(", "))
+                } else {
+                    format!(" ({})", shown.join(", "))
+                }
+            };
+            text.push_str(&format!(
+                "  {room_id}: of {} members, would ban {}{}, mute {}{}; never restricted: {}{}\n",
+                members.len(),
+                banned.len(),
+                names(&banned),
+                muted.len(),
+                names(&muted),
+                refused.len(),
+                names(&refused)
+            ));
+            hits.push(RoomHits { room_id: room_id.clone(), members: members.len(), hit: banned.len() + muted.len() });
+        }
+        if !accounts.is_empty() {
+            text.push_str(&format!("  would suspend {} local account(s)\n", accounts.len()));
+        }
+        if !everyone.is_empty() {
+            text.push_str(&format!(
+                "  the guard would hold {} rule(s) that match everyone: {}\n",
+                everyone.len(),
+                everyone.join(", ")
+            ));
+        }
+        match guard::judge(&self.cfg.safety, distinct.len(), &hits) {
+            Some(why) => {
+                text.push_str(&format!("  the guard would hold these rules until a moderator confirms them: {why}\n"))
+            }
+            None if everyone.is_empty() => text.push_str("  the guard would let this through\n"),
+            None => {}
+        }
+        text.trim_end().to_owned()
+    }
+
+    /// Members present in a protected room (joined, invited, knocking, muted).
+    fn present_members(&self, room_id: &str) -> usize {
+        match self.rooms.get(room_id) {
+            Some(Some(room)) => room.members.values().filter(|m| m.is_present()).count(),
+            _ => 0,
+        }
+    }
+
+    /// A moderator confirmed or rejected a hold.
+    fn decide_hold(&mut self, id: &str, status: Status) -> Result<String, String> {
+        let rules = self.holds.of_hold(id);
+        if rules.is_empty() {
+            let waiting: Vec<String> = self.holds.waiting().into_keys().collect();
+            return Err(if waiting.is_empty() {
+                format!("There is no hold `{id}`, and nothing is held.")
+            } else {
+                format!("There is no hold `{id}`. Waiting: {}.", waiting.join(", "))
+            });
+        }
+        let waiting: Vec<Guarded> = rules.into_iter().filter(|g| g.status == Status::Held).collect();
+        if waiting.is_empty() {
+            return Err(format!("Hold {id} was already decided."));
+        }
+        let mut users = BTreeSet::new();
+        for mut g in waiting.iter().cloned() {
+            g.status = status;
+            if let Err(e) = self.ledger.put_guarded(&g) {
+                return Err(format!("cannot record the decision: {e:#}"));
+            }
+            if status == Status::Confirmed {
+                let rule = RuleId { room_id: g.list.clone(), kind: g.kind, state_key: g.state_key.clone() };
+                users.extend(self.index.tracked_users_matching(&rule));
+            }
+            self.holds.put(g);
+        }
+        info!(hold = id, ?status, rules = waiting.len(), "a moderator decided a hold");
+        let what: Vec<String> = waiting.iter().map(|g| g.why.clone()).collect();
+        if status == Status::Confirmed {
+            let n = users.len();
+            self.reconcile_users(users);
+            Ok(format!("Confirmed {id}: enforcing {} rule(s) for {n} member(s): {}.", waiting.len(), what.join("; ")))
+        } else {
+            Ok(format!("Rejected {id}: hush will not enforce {} rule(s): {}.", waiting.len(), what.join("; ")))
+        }
     }
 
     fn execute(&mut self, room_id: &str, action: Action) {

@@ -12,7 +12,10 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use hush_core::policy::EntityKind;
 use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::holds::{Guarded, Status};
 
 /// What kind of change hush made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -120,6 +123,17 @@ CREATE TABLE IF NOT EXISTS changes (
     expires_at_ms  INTEGER,
     overridden     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (room_id, user_id, kind)
+);
+CREATE TABLE IF NOT EXISTS guarded_rules (
+    list        TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    state_key   TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    hold_id     TEXT NOT NULL,
+    held_at_ms  INTEGER NOT NULL,
+    why         TEXT NOT NULL,
+    PRIMARY KEY (list, kind, state_key)
 );
 ";
 
@@ -243,6 +257,66 @@ impl Ledger {
                 Err(e)
             }
         }
+    }
+
+    /// Records what the safety guard held, or what a moderator decided about it.
+    pub fn put_guarded(&self, g: &Guarded) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO guarded_rules (list, kind, state_key, fingerprint, status, hold_id, held_at_ms, why)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                g.list,
+                g.kind.as_str(),
+                g.state_key,
+                g.fingerprint,
+                g.status.as_str(),
+                g.hold_id,
+                g.held_at_ms as i64,
+                g.why
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a guarded rule (the rule changed or went).
+    pub fn remove_guarded(&self, list: &str, kind: EntityKind, state_key: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM guarded_rules WHERE list = ?1 AND kind = ?2 AND state_key = ?3",
+            params![list, kind.as_str(), state_key],
+        )?;
+        Ok(())
+    }
+
+    /// Every guarded rule; rows that do not parse are skipped with a warning.
+    pub fn all_guarded(&self) -> Result<Vec<Guarded>> {
+        let mut stmt = self.conn.prepare_cached("SELECT * FROM guarded_rules ORDER BY list, kind, state_key")?;
+        let rows = stmt.query_map(params![], |row| {
+            let kind_text: String = row.get("kind")?;
+            let status: String = row.get("status")?;
+            let kind = EntityKind::ALL.into_iter().find(|k| k.as_str() == kind_text);
+            let g = match (kind, Status::parse(&status)) {
+                (Some(kind), Some(status)) => Some(Guarded {
+                    list: row.get("list")?,
+                    kind,
+                    state_key: row.get("state_key")?,
+                    fingerprint: row.get("fingerprint")?,
+                    status,
+                    hold_id: row.get("hold_id")?,
+                    held_at_ms: row.get::<_, i64>("held_at_ms")? as u64,
+                    why: row.get("why")?,
+                }),
+                _ => {
+                    tracing::warn!(kind = %kind_text, status, "skipping an unreadable guarded rule in the ledger");
+                    None
+                }
+            };
+            Ok(g)
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.extend(r?);
+        }
+        Ok(out)
     }
 
     /// Starts gathering writes into one transaction: one commit (one fsync) for all the

@@ -5,8 +5,10 @@
 
 pub mod bot;
 pub mod config;
+mod config_tmp;
 pub mod enforce;
 pub mod engine;
+pub mod holds;
 pub mod ledger;
 pub mod management;
 pub mod matrix;

@@ -9,7 +9,7 @@ use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hush_core::commands::{self, html_escape, Command, Parsed, RoomRef, Target};
-use hush_core::policy::{EntityKind, Recommendation, Rule};
+use hush_core::policy::{EntityKind, ListTrust, Recommendation, Rule};
 use matrix_sdk::RoomState;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -109,8 +109,8 @@ fn fmt_left(until_ms: u64, now: u64) -> String {
     }
 }
 
-/// Executes a parsed command from a moderator and says what happened.
-pub async fn handle(bot: &std::sync::Arc<Bot>, parsed: Parsed) -> Reply {
+/// Executes a parsed command from a moderator (`sender`) and says what happened.
+pub async fn handle(bot: &std::sync::Arc<Bot>, parsed: Parsed, sender: &str) -> Reply {
     let prefix = bot.config.command_prefix.clone();
     match parsed {
         Parsed::NotACommand => Reply::error(String::new()),
@@ -133,9 +133,18 @@ pub async fn handle(bot: &std::sync::Arc<Bot>, parsed: Parsed) -> Reply {
             }
             Command::Unmute { target } => lift(bot, Recommendation::Mute, &target).await,
             Command::Unban { target } => lift(bot, Recommendation::Ban, &target).await,
-            Command::Watch { room } => change_rooms(bot, Change::Watch, &room).await,
+            Command::Watch { room, actions } => watch(bot, &room, actions).await,
             Command::Unwatch { room } => change_rooms(bot, Change::Unwatch, &room).await,
-            Command::RoomsAdd { room } => change_rooms(bot, Change::Protect, &room).await,
+            Command::RoomsAdd { room } => match may_protect(bot, &room, sender).await {
+                Ok(()) => change_rooms(bot, Change::Protect, &room).await,
+                Err(why) => Reply::error(why),
+            },
+            Command::Confirm { id } => decide_hold(bot, &id, true).await,
+            Command::Reject { id } => decide_hold(bot, &id, false).await,
+            Command::Preview { room } => match preview(bot, &room, None).await {
+                Ok(text) => Reply::ok(text),
+                Err(e) => Reply::error(e),
+            },
             Command::RoomsRemove { room } => change_rooms(bot, Change::Unprotect, &room).await,
             Command::Rooms => rooms(bot).await,
         },
@@ -179,6 +188,11 @@ async fn restrict(
         Err(e) => return Reply::error(format!("Cannot {verb}: the policy list {list} cannot be resolved: {e:#}")),
     };
     let entity = target.as_str();
+    if let Some(why) = exemption(bot, entity).await {
+        return Reply::error(format!(
+            "Not going to {verb} {entity}: {why}. hush never restricts such a user, and would not write a rule that every bot following the list would enforce."
+        ));
+    }
     let reason = reason.unwrap_or_default();
     let mut content = json!({"entity": entity, "recommendation": recommendation.as_str(), "reason": reason});
     let expiry = duration.map(|d| now_ms().saturating_add(d.as_millis() as u64));
@@ -210,9 +224,17 @@ async fn lift(bot: &Bot, recommendation: Recommendation, target: &Target) -> Rep
     if rules.is_empty() {
         return Reply::error(format!("No active {} rule applies to {target}.", recommendation.as_str()));
     }
+    let writable = writable_list_ids(bot).await;
     let mut removed = Vec::new();
     let mut remaining = Vec::new();
     for rule in rules {
+        if !writable.iter().any(|l| l == &rule.id.room_id) {
+            remaining.push(format!(
+                "`{}` in {} (a list hush does not write to: ask its moderators, or mark it `write: true` in policy_lists)",
+                rule.id.state_key, rule.id.room_id
+            ));
+            continue;
+        }
         let exact = rule.id.kind == EntityKind::User && rule.entity.as_deref() == Some(target.as_str());
         let where_ = format!("`{}` in {}", rule.id.state_key, rule.id.room_id);
         if !exact {
@@ -250,6 +272,111 @@ async fn lift(bot: &Bot, recommendation: Recommendation, target: &Target) -> Rep
         Reply::error(text)
     } else {
         Reply::ok(text)
+    }
+}
+
+/// Why hush must never restrict `user`, if so (asked of the engine, which sees every
+/// protected room and the management room).
+async fn exemption(bot: &Bot, user: &str) -> Option<String> {
+    let (tx, rx) = oneshot::channel();
+    bot.engine.send(Input::Exempt { user: user.to_owned(), reply: tx }).ok()?;
+    rx.await.ok().flatten()
+}
+
+/// The room ids of the lists hush writes to: `default_policy_list` and lists marked
+/// `write: true`. `unmute`/`unban` remove rules from these only.
+async fn writable_list_ids(bot: &Bot) -> Vec<String> {
+    let mut out = Vec::new();
+    for list in bot.config.writable_lists() {
+        if let Ok(id) = crate::matrix::resolve(&bot.client, &list).await {
+            out.push(id.to_string());
+        }
+    }
+    out
+}
+
+async fn decide_hold(bot: &Bot, id: &str, confirm: bool) -> Reply {
+    let (tx, rx) = oneshot::channel();
+    let input = if confirm {
+        Input::Confirm { id: id.to_owned(), reply: tx }
+    } else {
+        Input::Reject { id: id.to_owned(), reply: tx }
+    };
+    if bot.engine.send(input).is_err() {
+        return Reply::error("The engine is not running.".to_owned());
+    }
+    match rx.await {
+        Ok(Ok(text)) => Reply::ok(text),
+        Ok(Err(text)) => Reply::error(text),
+        Err(_) => Reply::error("The engine is not running.".to_owned()),
+    }
+}
+
+/// Reads a room's state for a look: joins it if needed (and leaves again if hush joined
+/// only for this). Returns the room id and its state.
+async fn peek(bot: &Bot, room: &str) -> Result<(matrix_sdk::ruma::OwnedRoomId, Vec<serde_json::Value>), String> {
+    let room_id =
+        crate::matrix::resolve(&bot.client, room).await.map_err(|e| format!("Cannot resolve {room}: {e:#}"))?;
+    let joined = bot.client.get_room(&room_id).is_some_and(|r| r.state() == RoomState::Joined);
+    if !joined {
+        crate::matrix::join(&bot.client, room_id.as_str()).await.map_err(|e| format!("Cannot read {room}: {e:#}"))?;
+    }
+    let state =
+        crate::matrix::room_state(&bot.client, &room_id).await.map_err(|e| format!("Cannot read {room}: {e:#}"));
+    let followed = bot.configured.read().unwrap_or_else(|e| e.into_inner()).contains(&room_id);
+    if !joined && !followed {
+        if let Some(r) = bot.client.get_room(&room_id) {
+            let _ = r.leave().await;
+        }
+    }
+    Ok((room_id, state?))
+}
+
+/// `preview`: what a list would do, without following it.
+async fn preview(bot: &Bot, room: &RoomRef, actions: Option<ListTrust>) -> Result<String, String> {
+    let (room_id, events) = peek(bot, room.as_str()).await?;
+    let trust = actions.unwrap_or_else(|| bot.config.list_trust(room.as_str()));
+    let (tx, rx) = oneshot::channel();
+    bot.engine
+        .send(Input::Preview { room_id: room_id.to_string(), events, trust, reply: tx })
+        .map_err(|_| "The engine is not running.".to_owned())?;
+    rx.await.map_err(|_| "The engine is not running.".to_owned())
+}
+
+/// `watch`: the preview first, then follow. Rules beyond the safety guard are held when
+/// the list loads, until a moderator confirms them.
+async fn watch(bot: &std::sync::Arc<Bot>, room: &RoomRef, actions: Option<ListTrust>) -> Reply {
+    let look = match preview(bot, room, actions).await {
+        Ok(text) => text,
+        Err(e) => return Reply::error(e),
+    };
+    if let Some(trust) = actions {
+        let mut overrides = bot.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        overrides.set_actions(room.as_str(), trust);
+    }
+    let reply = change_rooms(bot, Change::Watch, room).await;
+    if !reply.ok {
+        return reply;
+    }
+    Reply::ok(format!("{}\n{look}", reply.plain))
+}
+
+/// `rooms add` is for the room's own moderators: the commanding moderator must be at least
+/// at the room's ban level there.
+async fn may_protect(bot: &Bot, room: &RoomRef, sender: &str) -> Result<(), String> {
+    let (room_id, events) = peek(bot, room.as_str()).await?;
+    let state = crate::rooms::RoomState::from_state(room_id.as_str(), &events);
+    if state.creators_privileged && state.creators.iter().any(|c| c == sender) {
+        return Ok(());
+    }
+    let level = hush_core::power_levels::user_level(&state.power_levels, sender);
+    let needed = hush_core::power_levels::ban_level(&state.power_levels);
+    if level >= needed {
+        Ok(())
+    } else {
+        Err(format!(
+            "Not protecting {room}: you ({sender}) have power level {level} there, and protecting a room is for those who may ban in it (level {needed})."
+        ))
     }
 }
 
@@ -327,6 +454,14 @@ async fn status(bot: &Bot) -> Reply {
                         "own account: CANNOT WRITE ({cause}) for {}; writes paused, resuming by itself when it can",
                         commands::format_duration(Duration::from_secs(since.as_secs().max(1)))
                     );
+                }
+            }
+            if s.held.is_empty() {
+                let _ = writeln!(plain, "held by the safety guard: nothing");
+            } else {
+                let _ = writeln!(plain, "held by the safety guard (confirm or reject):");
+                for (id, rules) in &s.held {
+                    let _ = writeln!(plain, "  {id}: {}", rules.join("; "));
                 }
             }
             let _ = writeln!(plain, "pending timers: {}", s.pending_timers);

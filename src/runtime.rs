@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use hush_core::policy::ListTrust;
 use serde::{Deserialize, Serialize};
 
 /// The run-time changes, as stored.
@@ -20,6 +21,9 @@ pub struct RoomOverrides {
     pub protected: Vec<String>,
     #[serde(default)]
     pub unprotected: Vec<String>,
+    /// Lists watched with `--actions`: what each may make hush do (action names).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub actions: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 fn add(list: &mut Vec<String>, item: &str) {
@@ -57,12 +61,29 @@ impl RoomOverrides {
         Ok(())
     }
 
+    /// Records what a watched list may make hush do (`watch --actions`).
+    pub fn set_actions(&mut self, room: &str, trust: ListTrust) {
+        let names = [(trust.ban, "ban"), (trust.mute, "mute"), (trust.suspend, "suspend")]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| name.to_owned())
+            .collect();
+        self.actions.insert(room.to_owned(), names);
+    }
+
+    /// What a list watched with `--actions` may make hush do; None: as configured or by default.
+    pub fn actions_of(&self, room: &str) -> Option<ListTrust> {
+        let names = self.actions.get(room)?;
+        ListTrust::parse(names.iter().map(String::as_str)).ok()
+    }
+
     pub fn watch(&mut self, room: &str) {
         remove(&mut self.unwatched, room);
         add(&mut self.watched, room);
     }
 
     pub fn unwatch(&mut self, room: &str) {
+        self.actions.remove(room);
         remove(&mut self.watched, room);
         add(&mut self.unwatched, room);
     }

@@ -297,6 +297,9 @@ pub struct Facts<'a> {
     pub own_user: &'a str,
     pub server_name: &'a str,
     pub protected: bool,
+    /// Why the user may never be restricted (a moderator or creator of a protected room,
+    /// a moderator of the management room), judged by the engine.
+    pub exempt: Option<String>,
     /// The effective decision and its rule (None = no rule in force).
     pub decision: Option<(&'a Decision, Option<&'a Rule>)>,
     /// The ledger reference of the decision's rule.
@@ -316,6 +319,8 @@ pub enum Refusal {
     },
     OwnAccount,
     ProtectedUser,
+    /// A moderator or creator somewhere hush protects or is commanded from.
+    Exempt(String),
 }
 
 impl std::fmt::Display for Refusal {
@@ -327,6 +332,7 @@ impl std::fmt::Display for Refusal {
             ),
             Refusal::OwnAccount => write!(f, "that is hush's own account"),
             Refusal::ProtectedUser => write!(f, "the user is in protected_users"),
+            Refusal::Exempt(why) => f.write_str(why),
         }
     }
 }
@@ -361,6 +367,8 @@ pub fn plan(f: &Facts) -> Plan {
                 Err(Refusal::OwnAccount)
             } else if f.protected {
                 Err(Refusal::ProtectedUser)
+            } else if let Some(why) = &f.exempt {
+                Err(Refusal::Exempt(why.clone()))
             } else {
                 Ok(Some(Want { rule: f.rule_ref.clone(), reason: d.reason.clone(), expires_at_ms: d.expires_at_ms }))
             }
@@ -575,6 +583,7 @@ mod tests {
             own_user: "@hush:x",
             server_name: "x",
             protected: false,
+            exempt: None,
             decision: d,
             rule_ref: "!l:x|user|k".into(),
             entry,
@@ -628,6 +637,15 @@ mod tests {
         let mut f = facts("@a:x", Some((&mute, Some(&exact))), None);
         f.protected = true;
         assert_eq!(plan(&f), Plan::Refuse(Refusal::ProtectedUser));
+        let why = "the user is a moderator of the management room".to_owned();
+        let mut f = facts("@a:x", Some((&mute, Some(&exact))), None);
+        f.exempt = Some(why.clone());
+        assert_eq!(plan(&f), Plan::Refuse(Refusal::Exempt(why.clone())));
+        // Suspended before they became a moderator: lifted.
+        let applied = entry(Phase::Applied, None);
+        let mut f = facts("@a:x", Some((&mute, Some(&exact))), Some(&applied));
+        f.exempt = Some(why);
+        assert_eq!(plan(&f), Plan::Lift);
     }
 
     #[test]

@@ -767,7 +767,6 @@ mod tests {
         assert!(matches!(&a[..], [Action::Refuse { .. }, Action::Unban { .. }]), "{a:?}");
         // Muted by power level, then promoted to 50 by a moderator: their level stands,
         // and hush forgets its mute instead of restoring the old level over the promotion.
-        let mut pl = pl;
         pl["users"]["@c:x"] = json!(50);
         let room = facts(&pl, &[], MuteStrategy::PowerLevel);
         let e = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applied, Some(0));

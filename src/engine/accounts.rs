@@ -42,6 +42,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             if let Some(plan) = self.account_plan(&user, now) {
                 self.execute_account(&user, plan, now);
             }
+            if let Some((key, text)) = self.untrusted_suspension(&user, now) {
+                self.report_once(&key, &text);
+            }
         }
     }
 
@@ -98,7 +101,13 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 return None;
             }
         };
-        let decision = self.index.decide(user, now);
+        // Bans from any trusted list (a ban wins and does not suspend); mutes only from lists
+        // that may suspend.
+        let decision = self.index.decide_where(user, now, |c| {
+            self.trusted(&c)
+                && !self.holds.blocks(&c)
+                && (c.restriction == hush_core::policy::Restriction::Ban || self.trust_of(c.list).suspend)
+        });
         let rule = decision.as_ref().and_then(|d| self.index.rule(&d.rule));
         let held = entry.as_ref().is_some_and(|e| match self.lists.get(rule_list(&e.rule)) {
             Some(loaded) => !loaded,
@@ -111,11 +120,38 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             own_user: &self.cfg.own_user,
             server_name: &s.server_name,
             protected,
+            exempt: self.exemption(user).filter(|_| !protected && user != self.cfg.own_user),
             decision: decision.as_ref().map(|d| (d, rule.as_ref())),
             rule_ref,
             entry: entry.as_ref(),
             held,
         }))
+    }
+
+    /// A local user named exactly by a mute rule of a list that may not suspend: what to
+    /// say once per rule, so moderators know why the account is not suspended.
+    fn untrusted_suspension(&self, user: &str, now: u64) -> Option<(String, String)> {
+        let server_name = &self.suspensions.as_ref()?.server_name;
+        if suspension::server_of(user) != Some(server_name.as_str()) {
+            return None;
+        }
+        let d = self.index.decide_where(user, now, |c| self.trusted(&c) && !self.holds.blocks(&c))?;
+        if self.trust_of(&d.rule.room_id).suspend {
+            return None;
+        }
+        let exact = self
+            .index
+            .rule(&d.rule)
+            .is_some_and(|r| r.id.kind == hush_core::policy::EntityKind::User && r.entity.as_deref() == Some(user));
+        (d.action == hush_core::policy::Restriction::Mute && exact).then(|| {
+            let list = &d.rule.room_id;
+            (
+                format!("suspend-untrusted|{list}|{}", d.rule.state_key),
+                format!(
+                    "Not suspending {user}: the list {list} may not suspend (add `suspend` to its actions in policy_lists to allow it). The mute in protected rooms applies as usual."
+                ),
+            )
+        })
     }
 
     fn execute_account(&mut self, user: &str, plan: Plan, now: u64) {

@@ -64,6 +64,10 @@ pub struct Applied {
     /// Tracked users whose [`PolicyIndex::decide`] at the given `now_ms` changed (in
     /// restriction, expiry or provenance), sorted.
     pub changed: Vec<String>,
+    /// Every tracked user the old or the new rule matches, changed or not: what a caller
+    /// that filters decisions ([`PolicyIndex::decide_where`]) must look at again, since a
+    /// rule hidden from it can leave the unfiltered decision as it was.
+    pub candidates: Vec<String>,
     /// The parse warning, when the event was a malformed rule.
     pub warning: Option<ParseWarning>,
     /// What happened to the stored rules.
@@ -72,7 +76,7 @@ pub struct Applied {
 
 impl Applied {
     fn nothing(outcome: Outcome, warning: Option<ParseWarning>) -> Self {
-        Applied { changed: Vec::new(), warning, outcome }
+        Applied { changed: Vec::new(), candidates: Vec::new(), warning, outcome }
     }
 }
 
@@ -652,7 +656,8 @@ impl PolicyIndex {
             .filter(|(u, b)| self.decide(u, now_ms) != *b)
             .map(|(u, _)| u.to_string())
             .collect();
-        Applied { changed, warning, outcome }
+        let candidates = cands.iter().map(|u| u.to_string()).collect();
+        Applied { changed, candidates, warning, outcome }
     }
 
     /// Forget every rule of a list (when it is unwatched). Returns the tracked users whose
@@ -702,7 +707,9 @@ impl PolicyIndex {
             .filter(|(u, b)| self.decide(u, now_ms) != *b)
             .map(|(u, _)| u.to_string())
             .collect();
-        Applied { changed, warning: None, outcome: if slots.is_empty() { Outcome::Nothing } else { Outcome::Removed } }
+        let candidates = cands.iter().map(|u| u.to_string()).collect();
+        let outcome = if slots.is_empty() { Outcome::Nothing } else { Outcome::Removed };
+        Applied { changed, candidates, warning: None, outcome }
     }
 
     /// The effective decision for `user_id` at `now_ms`: the strongest active restriction
