@@ -206,6 +206,45 @@ fn malformed_rule_is_ignored_and_removes_the_previous_one() {
 }
 
 #[test]
+fn entity_longer_than_a_matrix_id_is_skipped() {
+    let long_user = format!("@{}:x.org", "a".repeat(MAX_ENTITY_LEN - 7));
+    let longer_user = format!("@{}:x.org", "a".repeat(MAX_ENTITY_LEN - 6));
+    assert_eq!((long_user.len(), longer_user.len()), (255, 256));
+    let long_server = format!("{}.org", "s".repeat(MAX_ENTITY_LEN - 4));
+    let longer_server = format!("{}.org", "s".repeat(MAX_ENTITY_LEN - 3));
+    let on_long = format!("@a:{long_server}");
+    let on_longer = format!("@a:{longer_server}");
+    let mut f = Fixture::new(&[&long_user, &longer_user, &on_long, &on_longer]);
+    // 255 bytes: stored and enforced.
+    let a = f.user("u", ban(&long_user));
+    assert_eq!((a.outcome, changed(&a), &a.warning), (Outcome::Stored, vec![long_user.as_str()], &None));
+    let a = f.put(L1, "m.policy.rule.server", "s", ban(&long_server));
+    assert_eq!((a.outcome, changed(&a), &a.warning), (Outcome::Stored, vec![on_long.as_str()], &None));
+    assert_eq!(f.idx.len(), 2);
+    // 256 bytes, user and server rule at fresh keys: warning, nothing stored, nobody changes.
+    for (ty, entity) in [("m.policy.rule.user", &longer_user), ("m.policy.rule.server", &longer_server)] {
+        let a = f.put(L1, ty, "new", ban(entity));
+        assert_eq!((a.outcome, a.changed.len()), (Outcome::Nothing, 0), "{ty}");
+        let w = a.warning.expect("warning");
+        assert_eq!((w.room_id.as_str(), w.event_type.as_str(), w.state_key.as_str()), (L1, ty, "new"));
+        assert_eq!(w.error, RuleError::EntityTooLong { len: 256 });
+        assert!(w.to_string().contains("256 bytes long"), "{w}");
+    }
+    assert_eq!(f.idx.len(), 2);
+    assert_eq!(f.action(&longer_user), None);
+    assert_eq!(f.action(&on_longer), None);
+    // 256 bytes replacing a valid rule: malformed, so the earlier rule goes, as for any
+    // malformed replacement.
+    let a = f.user("u", ban(&longer_user));
+    assert_eq!((a.outcome, changed(&a)), (Outcome::Removed, vec![long_user.as_str()]));
+    assert_eq!(a.warning.map(|w| w.error), Some(RuleError::EntityTooLong { len: 256 }));
+    let a = f.put(L1, "m.policy.rule.server", "s", ban(&longer_server));
+    assert_eq!((a.outcome, changed(&a)), (Outcome::Removed, vec![on_long.as_str()]));
+    assert_eq!(a.warning.map(|w| w.error), Some(RuleError::EntityTooLong { len: 256 }));
+    assert!(f.idx.is_empty());
+}
+
+#[test]
 fn expiry_boundary_and_timers() {
     let mut f = Fixture::new(&["@a:x.org", "@b:x.org"]);
     let t = NOW + 60_000;
