@@ -677,3 +677,52 @@ fn unanchored_glob_change_detection_through_the_blob() {
     assert!(expected.len() > 100);
     assert_eq!(a.changed, expected);
 }
+
+/// Work (matcher steps, bytes of tracked ids scanned, globs verified: deterministic
+/// counters, no clock) of applying and removing adversarial globs with change detection
+/// against tracked ids made of long runs of `a`.
+fn adversarial_change_work(local_len: usize) -> (u64, u64, usize) {
+    let globs = [
+        "@*a*a*a*a*b:*",
+        "@*a*?*a*b*:*",
+        "*a*a*a*a*a*a*.*",
+        "*a?a?a?a?b*",
+        "?*?*?*?*?*b:*",
+        "@*aaa*:*",
+        "@*aa*b*:*",
+        "*aaaaaaaaaaaab*",
+        "*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*z*",
+    ];
+    let mut idx = PolicyIndex::new();
+    for i in 0..60 {
+        let b = if i % 2 == 0 { "b" } else { "" };
+        assert!(idx.track_user(&format!("@{i:02}{}{b}:a.org", "a".repeat(local_len))));
+    }
+    for i in 0..200 {
+        idx.track_user(&format!("@user{i}:example.org"));
+    }
+    glob::work::take();
+    let mut changed = 0;
+    for (i, g) in globs.iter().enumerate() {
+        changed += idx.apply(L1, "m.policy.rule.user", &format!("g{i}"), MOD, &ban(g), NOW).changed.len();
+    }
+    for i in 0..globs.len() {
+        changed += idx.apply(L1, "m.policy.rule.user", &format!("g{i}"), MOD, &json!({}), NOW).changed.len();
+    }
+    let (steps, verified) = glob::work::take();
+    (steps, verified, changed)
+}
+
+#[test]
+fn adversarial_globs_cost_work_linear_in_the_id_length() {
+    let (short_steps, short_verified, short_changed) = adversarial_change_work(60);
+    let (long_steps, long_verified, long_changed) = adversarial_change_work(240);
+    // Same users matched and changed, the same globs verified: only the ids are longer.
+    assert_eq!((short_changed, short_verified), (long_changed, long_verified));
+    assert!(short_changed >= 2 * 60, "{short_changed}");
+    // Ids 4x as long (and the other tracked ids unchanged): at most 4x the work. A
+    // super-linear path (a chain walked once per occurrence of its 3-byte window, a line
+    // rescanned per occurrence of the fragment) would be near 16x.
+    assert!(long_steps <= 4 * short_steps, "{short_steps} -> {long_steps}");
+    assert!(long_steps >= 2 * short_steps, "{short_steps} -> {long_steps}: the measure should see the ids");
+}

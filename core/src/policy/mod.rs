@@ -59,7 +59,9 @@
 //! [`PolicyIndex::apply`] takes `now_ms` and reports the tracked users whose
 //! `decide(user, now_ms)` differs before and after the event (restriction, expiry or
 //! provenance). Only users matched by the rule in force before or after at that identity
-//! are re-decided: an exact rule finds its user with one ordered-set lookup, a glob with a
+//! are decided, once, before the change; afterwards only those whose decision came from the
+//! rule that left are decided again, the others just test the rule that entered. They are
+//! found as follows: an exact rule finds its user with one ordered-set lookup, a glob with a
 //! range of the tracked set sorted by id (literal prefix) or by reversed id (literal
 //! suffix), and a glob with neither by a SIMD substring search (`memchr::memmem`) for its
 //! longest literal over one buffer holding every tracked id lower-cased; only a glob
