@@ -1,7 +1,9 @@
 //! Policy engine benchmarks: index build, full evaluation vs the naive scan, one rule change,
-//! and index memory measured with a counting global allocator.
+//! index memory measured with a counting global allocator, and a list change of 100
+//! adversarial globs against 5,000 tracked members.
 //!
-//! Run: `cargo bench -p hush-core --bench policy`
+//! Run: `cargo bench -p hush-core --bench policy` (only the adversarial globs:
+//! `cargo bench -p hush-core --bench policy -- adversarial_globs`)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -306,5 +308,167 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(policy, benches);
+// ---------------------------------------------------------------------------------------
+// Adversarial globs (issue 12): globs written to make a backtracking matcher work hard,
+// against members some of whose ids are long runs of `a`.
+
+const ADV_MEMBERS: usize = 5_000;
+const ADV_GLOBS: usize = 100;
+const ADV_LIST: &str = "!adversarial:example.org";
+const FIRST: [&str; 12] =
+    ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "oscar"];
+const LAST: [&str; 6] = ["smith", "nguyen", "garcia", "kowalski", "okafor", "tanaka"];
+const HOMESERVERS: [&str; 6] =
+    ["matrix.org", "example.com", "t2bot.io", "libera.chat", "mozilla.org", "chat.example-university.edu"];
+
+/// Member ids: 90% of realistic shapes (plain, first.last, bridged puppets, numbered), 10%
+/// long runs of `a` (up to the 255-byte limit), half of them with a `b` before the `:`.
+fn adversarial_member(i: usize, rng: &mut Rng) -> String {
+    let hs = HOMESERVERS[rng.below(HOMESERVERS.len())];
+    match i % 20 {
+        0 | 1 => {
+            let server = format!("{}.example", "a".repeat(4 + rng.below(40)));
+            let local = 255 - 2 - server.len() - usize::from(i % 20 == 1);
+            let local = local - rng.below(local / 2);
+            let b = if i % 20 == 1 { "b" } else { "" };
+            format!("@{}{b}:{server}", "a".repeat(local))
+        }
+        2..=7 => format!("@{}{i}:{hs}", FIRST[rng.below(FIRST.len())]),
+        8..=11 => format!("@{}.{}{}:{hs}", FIRST[rng.below(FIRST.len())], LAST[rng.below(LAST.len())], i % 97),
+        12 | 13 => format!("@telegram_{}:t2bot.io", 100_000_000 + rng.below(900_000_000)),
+        14 => format!("@_discord_{}:t2bot.io", 100_000_000_000_000_000u64 + rng.next() % 800_000_000_000_000_000),
+        15 => format!("@irc_{}_{}:libera.chat", FIRST[rng.below(FIRST.len())], i),
+        _ => format!("@user{i}:hs{}.example", i % SERVERS),
+    }
+}
+
+/// 100 distinct globs from five families: `@*a*a*a*a*b:*`, `@*a*?*a*b*:*`,
+/// `*a*a*a*a*a*a*c*`, mixes of `?` and `*`, and `*aaaa…ab*` (a long literal after a `*`:
+/// the case where greedy backtracking redoes the most work).
+fn adversarial_globs() -> Vec<String> {
+    const ENDS: &[u8] = b"bcdefghjkmnpqrstuvwxyz";
+    let mut out: Vec<String> = Vec::new();
+    let mut n = 0usize;
+    while out.len() < ADV_GLOBS {
+        let x = ENDS[(n / 5) % ENDS.len()] as char;
+        let k = 2 + (n / 5) % 7;
+        let g = match n % 5 {
+            0 => format!("@{}*{x}:*", "*a".repeat(k)),
+            1 => format!("@*a*{}a*{x}*:*", "?*".repeat(k - 1)),
+            2 => format!("{}*{x}*", "*a".repeat(k + 2)),
+            3 => format!("?*a?{}*{x}*", "a*?".repeat(k - 1)),
+            _ => format!("*{}{x}*", "a".repeat(8 * k)),
+        };
+        if !out.contains(&g) {
+            out.push(g);
+        }
+        n += 1;
+    }
+    out
+}
+
+fn adversarial(c: &mut Criterion) {
+    let mut rng = Rng(0xADBE_EF00_1234_5678);
+    let mut members: Vec<String> = Vec::with_capacity(ADV_MEMBERS);
+    let mut i = 0;
+    while members.len() < ADV_MEMBERS {
+        let m = adversarial_member(i, &mut rng);
+        if !members.contains(&m) {
+            members.push(m);
+        }
+        i += 1;
+    }
+    assert!(members.iter().all(|m| m.len() <= 255));
+    let globs = adversarial_globs();
+    let rule = |g: &str| json!({"entity": g, "recommendation": "m.ban", "reason": "adversarial"});
+    let mut idx = PolicyIndex::new();
+    for m in &members {
+        idx.track_user(m);
+    }
+    let add_all = |idx: &mut PolicyIndex| -> usize {
+        let mut changed = std::collections::BTreeSet::new();
+        for (i, g) in globs.iter().enumerate() {
+            changed.extend(
+                idx.apply(ADV_LIST, "m.policy.rule.user", &format!("g{i}"), "@mod:example.org", &rule(g), NOW).changed,
+            );
+        }
+        changed.len()
+    };
+    let remove_all = |idx: &mut PolicyIndex| {
+        for i in 0..globs.len() {
+            idx.apply(ADV_LIST, "m.policy.rule.user", &format!("g{i}"), "@mod:example.org", &json!({}), NOW);
+        }
+    };
+
+    // Check against the naive evaluator once.
+    let changed = add_all(&mut idx);
+    let naive_idx = naive(
+        &globs
+            .iter()
+            .enumerate()
+            .map(|(i, g)| Event {
+                room: ADV_LIST,
+                ty: "m.policy.rule.user",
+                key: format!("g{i}"),
+                sender: "@mod:example.org",
+                content: rule(g),
+            })
+            .collect::<Vec<_>>(),
+    );
+    let banned = members.iter().filter(|m| idx.decide(m, NOW).is_some()).count();
+    for m in &members {
+        assert_eq!(idx.decide(m, NOW), naive_idx.decide(m, NOW), "{m}");
+    }
+    assert_eq!(changed, banned);
+    let extra = "@*a*?*a*?*a*?*a*b:*";
+    let one = idx.apply(ADV_LIST, "m.policy.rule.user", "extra", "@mod:example.org", &rule(extra), NOW);
+    idx.apply(ADV_LIST, "m.policy.rule.user", "extra", "@mod:example.org", &json!({}), NOW);
+    remove_all(&mut idx);
+    println!(
+        "adversarial globs: {} rules, {ADV_MEMBERS} tracked members ({} bytes of ids); the 100 rules change {changed} \
+         members (index agrees with naive on all), one more rule `{extra}` changes {}",
+        globs.len(),
+        members.iter().map(String::len).sum::<usize>(),
+        one.changed.len()
+    );
+
+    let mut g = c.benchmark_group("policy");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(5));
+    g.bench_function("adversarial_globs_5k_tracked/apply_100_rules", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let t = Instant::now();
+                black_box(add_all(&mut idx));
+                total += t.elapsed();
+                remove_all(&mut idx);
+            }
+            total
+        })
+    });
+    add_all(&mut idx);
+    g.bench_function("adversarial_globs_5k_tracked/apply_one_more_with_100_present", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let t = Instant::now();
+                black_box(idx.apply(ADV_LIST, "m.policy.rule.user", "extra", "@mod:example.org", &rule(extra), NOW));
+                total += t.elapsed();
+                idx.apply(ADV_LIST, "m.policy.rule.user", "extra", "@mod:example.org", &json!({}), NOW);
+            }
+            total
+        })
+    });
+    // The matcher's worst case, for scale: a 255-byte glob `*aaaa…ab` against a 255-byte id
+    // of `a`s, where greedy backtracking retries the 253-byte literal at every position.
+    let worst_glob = format!("*{}b", "a".repeat(253));
+    let worst_id = format!("@{}:a.example", "a".repeat(244));
+    assert_eq!((worst_glob.len(), worst_id.len()), (255, 255));
+    g.bench_function("glob_match_worst_case_255_byte_glob_and_id", |b| {
+        b.iter(|| black_box(hush_core::policy::glob::glob_match(black_box(&worst_glob), black_box(&worst_id))))
+    });
+    g.finish();
+}
+
+criterion_group!(policy, adversarial, benches);
 criterion_main!(policy);

@@ -10,9 +10,12 @@
 //!   the text;
 //! - else (globs like `*`, `@?:*`) a short list checked for every text.
 //!
-//! A probe hit is a candidate that is verified with [`glob_match`]. The cost of matching one
-//! text is therefore O(text length) hash steps plus the candidates sharing an anchor, not
-//! one comparison per glob, and inserting or removing a glob is O(1): no automaton rebuild.
+//! A probe hit is a candidate; unless it needs a byte the text lacks (each glob keeps the
+//! set of its literal bytes), it is verified with [`glob_match`], each glob at most once per
+//! text even when its 3-byte window recurs in the text. The cost of matching one text is
+//! therefore O(text length) hash steps plus O(glob length x text length) per candidate,
+//! linear in the text (globs are at most 255 bytes: [`super::MAX_ENTITY_LEN`]), not one
+//! comparison per glob, and inserting or removing a glob is O(1): no automaton rebuild.
 //! The rolling hash is polynomial modulo 2^61-1 with a random base chosen per set, so
 //! collisions cannot be forced by whoever writes rules or picks user ids, and a collision
 //! could only cost a wasted verification, never a wrong answer.
@@ -33,20 +36,62 @@ pub fn matches_everyone(pattern: &str) -> bool {
     is_glob(pattern) && pattern.chars().all(|c| c == '*' || c == '?' || c.is_ascii_punctuation())
 }
 
+/// Deterministic work counters for tests: steps of the glob matcher, globs verified, and
+/// bytes scanned when tracked ids are searched. Compiled out of non-test builds.
+pub(crate) mod work {
+    #[cfg(test)]
+    thread_local! {
+        static STEPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+        static VERIFIED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Count `n` steps of work.
+    #[inline(always)]
+    pub(crate) fn steps(n: usize) {
+        #[cfg(test)]
+        STEPS.with(|s| s.set(s.get() + n as u64));
+        #[cfg(not(test))]
+        let _ = n;
+    }
+
+    /// Count one glob verified against one text.
+    #[inline(always)]
+    pub(crate) fn verified() {
+        #[cfg(test)]
+        VERIFIED.with(|s| s.set(s.get() + 1));
+    }
+
+    /// (steps, verifications) since the last call, on this thread.
+    #[cfg(test)]
+    pub(crate) fn take() -> (u64, u64) {
+        (STEPS.with(|s| s.replace(0)), VERIFIED.with(|s| s.replace(0)))
+    }
+}
+
 /// Match `text` against the glob `pattern`: `*` is zero or more characters, `?` exactly one
 /// character (a whole UTF-8 scalar, not a byte); everything else is literal, compared
-/// ASCII-case-insensitively. Worst case O(|pattern| x |text|), no recursion, no allocation.
+/// ASCII-case-insensitively. Worst case O(|pattern| x |text|), no recursion, no allocation:
+/// with rule entities capped at 255 bytes ([`super::MAX_ENTITY_LEN`]) that is linear in the
+/// length of the id, at most 256 steps per byte of it whatever the pattern.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     glob_match_bytes(pattern.as_bytes(), text.as_bytes())
 }
 
 /// Byte-level core of [`glob_match`]; `pattern` and `text` must be valid UTF-8 for `?` to
 /// mean "one character".
+///
+/// Greedy, backtracking only to the last `*` (a match found for the part before a `*`
+/// never needs revisiting: the `*` can absorb whatever a later choice would have left).
+/// Bound: every iteration advances the pattern index or backtracks; a backtrack moves the
+/// start of the last `*`'s extent one byte right, and that start never moves left (a new
+/// `*` starts where the text index is), so there are at most |text| backtracks, with at
+/// most |pattern| + 1 iterations after each: (|pattern| + 1) x (|text| + 1) in all.
 pub(crate) fn glob_match_bytes(p: &[u8], t: &[u8]) -> bool {
     let (mut pi, mut ti) = (0usize, 0usize);
     // (pattern index after the last `*`, text index the `*` currently extends to)
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
+        work::steps(1);
         if let Some(&c) = p.get(pi) {
             match c {
                 b'*' => {
@@ -79,7 +124,9 @@ pub(crate) fn glob_match_bytes(p: &[u8], t: &[u8]) -> bool {
             None => return false,
         }
     }
-    p[pi.min(p.len())..].iter().all(|&c| c == b'*')
+    let rest = &p[pi.min(p.len())..];
+    work::steps(rest.len() + 1);
+    rest.iter().all(|&c| c == b'*')
 }
 
 /// Index just past the character at `i` (or past the rest of a character if `i` is inside one).
@@ -282,9 +329,45 @@ enum Place {
     Free,
 }
 
+/// Set of the ASCII bytes, lower-cased, of a text or of a glob's literals. Every literal of
+/// a glob must occur in a text it matches, so a glob needing a byte the text lacks is
+/// rejected with two AND operations instead of a match.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ByteSet([u64; 2]);
+
+impl ByteSet {
+    fn add(&mut self, b: u8) {
+        if b < 128 {
+            let b = b.to_ascii_lowercase();
+            self.0[usize::from(b >> 6)] |= 1 << (b & 63);
+        }
+    }
+    fn of_text(t: &[u8]) -> Self {
+        work::steps(t.len());
+        let mut set = ByteSet::default();
+        for &b in t {
+            set.add(b);
+        }
+        set
+    }
+    fn of_literals(p: &[u8]) -> Self {
+        let mut set = ByteSet::default();
+        for &b in p.iter().filter(|&&b| b != b'*' && b != b'?') {
+            set.add(b);
+        }
+        set
+    }
+    #[inline]
+    fn within(self, text: ByteSet) -> bool {
+        self.0[0] & !text.0[0] == 0 && self.0[1] & !text.0[1] == 0
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     pattern: Box<str>,
+    /// The bytes its literals need ([`ByteSet`]).
+    needs: ByteSet,
     value: u32,
     next: u32,
     place: Place,
@@ -344,7 +427,13 @@ impl GlobSet {
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
-                self.entries.push(Entry { pattern: Box::from(""), value: NONE, next: NONE, place: Place::Free });
+                self.entries.push(Entry {
+                    pattern: Box::from(""),
+                    needs: ByteSet::default(),
+                    value: NONE,
+                    next: NONE,
+                    place: Place::Free,
+                });
                 (self.entries.len() - 1) as u32
             }
         };
@@ -379,7 +468,8 @@ impl GlobSet {
                 }
             },
         };
-        self.entries[id as usize] = Entry { pattern: Box::from(pattern), value, next, place };
+        self.entries[id as usize] =
+            Entry { pattern: Box::from(pattern), needs: ByteSet::of_literals(bytes), value, next, place };
         self.len += 1;
         id
     }
@@ -426,7 +516,8 @@ impl GlobSet {
             }
             Place::Always => self.always.retain(|&e| e != id),
         }
-        self.entries[id as usize] = Entry { pattern: Box::from(""), value: NONE, next: NONE, place: Place::Free };
+        self.entries[id as usize] =
+            Entry { pattern: Box::from(""), needs: ByteSet::default(), value: NONE, next: NONE, place: Place::Free };
         self.free.push(id);
         self.len -= 1;
     }
@@ -461,30 +552,42 @@ impl GlobSet {
     }
 
     #[inline]
-    fn walk(&self, mut cur: u32, text: &str, f: &mut impl FnMut(u32)) {
+    fn walk(&self, mut cur: u32, text: &str, has: &mut Option<ByteSet>, f: &mut impl FnMut(u32)) {
         while let Some(e) = self.entries.get(cur as usize) {
-            if glob_match(&e.pattern, text) {
-                f(e.value);
-            }
+            self.verify(e, text, has, f);
             cur = e.next;
         }
     }
 
-    /// Call `f(value)` for every glob matching `text` (ASCII case-insensitively). A value
-    /// may be reported more than once in the unlikely case of a hash collision or a
-    /// repeated 3-byte window.
+    /// Report `e` if it matches `text`; `has` caches the text's [`ByteSet`].
+    #[inline]
+    fn verify(&self, e: &Entry, text: &str, has: &mut Option<ByteSet>, f: &mut impl FnMut(u32)) {
+        if !e.needs.within(*has.get_or_insert_with(|| ByteSet::of_text(text.as_bytes()))) {
+            return;
+        }
+        work::verified();
+        if glob_match(&e.pattern, text) {
+            f(e.value);
+        }
+    }
+
+    /// Call `f(value)` for every glob matching `text` (ASCII case-insensitively). Each glob
+    /// is verified at most once (twice only after a hash collision between two prefixes or
+    /// two suffixes of `text`, which may then report its value twice), so the work is
+    /// O(|text|) hashing plus O(|glob| x |text|) per candidate glob: linear in the text.
     pub(crate) fn for_each_match(&self, text: &str, mut f: impl FnMut(u32)) {
         if self.len == 0 {
             return;
         }
         let bytes = text.as_bytes();
+        let mut has = None;
         if !self.prefix.heads.is_empty() {
             let mut h = 0;
             for (i, &b) in bytes.iter().take(self.prefix.max_len).enumerate() {
                 h = roll(h, self.base, b);
                 if self.prefix.has_len(i + 1) && self.prefix.filter.may_contain(h) {
                     if let Some(&head) = self.prefix.heads.get(&h) {
-                        self.walk(head, text, &mut f);
+                        self.walk(head, text, &mut has, &mut f);
                     }
                 }
             }
@@ -495,31 +598,35 @@ impl GlobSet {
                 h = roll(h, self.base, b);
                 if self.suffix.has_len(i + 1) && self.suffix.filter.may_contain(h) {
                     if let Some(&head) = self.suffix.heads.get(&h) {
-                        self.walk(head, text, &mut f);
+                        self.walk(head, text, &mut has, &mut f);
                     }
                 }
             }
         }
         if !self.grams.is_empty() {
+            // A window may recur in the text (`aaa` 250 times in `@aaaa…`): walk each chain
+            // once, or the work would grow with the square of the text length.
+            let mut hits: Vec<(u32, u32)> = Vec::new();
             for w in bytes.windows(3) {
                 let g = gram_key(w);
                 if !self.gram_filter.may_contain(u64::from(g)) {
                     continue;
                 }
                 if let Some(&(head, _)) = self.grams.get(&g) {
-                    self.walk(head, text, &mut f);
+                    hits.push((g, head));
                 }
+            }
+            if hits.len() > 1 {
+                hits.sort_unstable();
+                hits.dedup_by_key(|h| h.0);
+            }
+            for (_, head) in hits {
+                self.walk(head, text, &mut has, &mut f);
             }
         }
         for &id in &self.always {
-            self.walk_one(id, text, &mut f);
-        }
-    }
-
-    fn walk_one(&self, id: u32, text: &str, f: &mut impl FnMut(u32)) {
-        if let Some(e) = self.entries.get(id as usize) {
-            if glob_match(&e.pattern, text) {
-                f(e.value);
+            if let Some(e) = self.entries.get(id as usize) {
+                self.verify(e, text, &mut has, &mut f);
             }
         }
     }
@@ -665,6 +772,96 @@ mod tests {
         assert_eq!(matches(&set, "@spam41x:evil.org"), vec![41]);
     }
 
+    /// Upper bound on the steps of one [`glob_match`] call (see `glob_match_bytes`).
+    fn step_bound(p: &str, t: &str) -> u64 {
+        (p.len() as u64 + 1) * (t.len() as u64 + 2)
+    }
+
+    fn steps_of(p: &str, t: &str) -> (bool, u64) {
+        work::take();
+        let m = glob_match(p, t);
+        (m, work::take().0)
+    }
+
+    /// Globs written to make a backtracking matcher work, all at most 255 bytes.
+    fn adversarial_globs() -> Vec<String> {
+        let mut v: Vec<String> =
+            ["@*a*a*a*a*b:*", "@*a*?*a*b*:*", "*a*a*a*a*a*a*c*", "*a?a?a?a?b*", "?*?*?*?*?*b", "@*aaa*:*"]
+                .map(String::from)
+                .to_vec();
+        v.push(format!("@{}*b", "*a".repeat(126))); // 255 bytes of `*a`
+        v.push(format!("*{}b", "a".repeat(253))); // the greedy worst case: 255 bytes
+        v.push(format!("*{}b*", "a?".repeat(100)));
+        v.push(format!("{}:*", "?".repeat(200)));
+        assert!(v.iter().all(|p| p.len() <= crate::policy::MAX_ENTITY_LEN));
+        v
+    }
+
+    fn adversarial_texts(n: usize) -> Vec<String> {
+        let a = "a".repeat(n);
+        vec![a.clone(), format!("@{a}:a.org"), format!("@{a}b:a.org"), format!("{a}b"), format!("@{a}é:x")]
+    }
+
+    #[test]
+    fn matcher_work_is_linear_in_the_text_for_any_pattern() {
+        for p in adversarial_globs() {
+            for n in [0, 1, 16, 64, 253, 4096] {
+                for t in adversarial_texts(n) {
+                    let (m, steps) = steps_of(&p, &t);
+                    assert_eq!(m, glob_match_bytes(p.as_bytes(), t.as_bytes()));
+                    assert!(steps <= step_bound(&p, &t), "{p} on {} bytes: {steps} steps", t.len());
+                    // With patterns capped at 255 bytes: at most 256 steps per byte, plus a constant.
+                    assert!(steps <= 256 * t.len() as u64 + 512, "{p}");
+                }
+            }
+        }
+        // The globs of the issue cost about one step per byte of the id, not per pattern byte.
+        for p in ["@*a*a*a*a*b:*", "@*a*?*a*b*:*", "*a*a*a*a*a*a*c*"] {
+            for n in [16, 253, 4096] {
+                for t in adversarial_texts(n) {
+                    let (_, steps) = steps_of(p, &t);
+                    assert!(steps <= 2 * t.len() as u64 + 32, "{p} on {} bytes: {steps} steps", t.len());
+                }
+            }
+        }
+        // The worst case is reached (so the bound is not loose) and is still linear.
+        let p = format!("*{}b", "a".repeat(20));
+        let (_, s1) = steps_of(&p, &"a".repeat(1000));
+        let (_, s4) = steps_of(&p, &"a".repeat(4000));
+        assert!(s1 > 20 * 900, "{s1}");
+        // 4x the text, 4x the work (up to a term in the pattern length alone).
+        assert!(s4 <= 4 * s1 + 4 * 22 * 22, "{s1} {s4}");
+    }
+
+    #[test]
+    fn set_verifies_each_glob_at_most_once_per_text() {
+        let mut set = GlobSet::new();
+        let mut globs = adversarial_globs();
+        // Anchored by a 3-byte window that recurs in the text (`aaa`, `a.a`), by a prefix, by
+        // a suffix, and globs that every text is checked against.
+        globs.extend(
+            ["*aaa*", "@*aaa*:*", "*a.a*", "@*a?aaa*b:*", "@aaaa*", "@aa*", "*a:a.org", "*", "@*:*"].map(String::from),
+        );
+        for (i, g) in globs.iter().enumerate() {
+            set.insert(g, i as u32);
+        }
+        for n in [3, 64, 253, 2000] {
+            for t in adversarial_texts(n).into_iter().chain([format!("@{}.a.a.a.a:a.org", "a".repeat(n))]) {
+                work::take();
+                let mut got = Vec::new();
+                set.for_each_match(&t, |v| got.push(v));
+                let (steps, verified) = work::take();
+                assert!(verified <= globs.len() as u64, "{verified} verifications on {} bytes", t.len());
+                let bound: u64 = globs.iter().map(|g| step_bound(g, &t)).sum::<u64>() + t.len() as u64;
+                assert!(steps <= bound, "{steps} > {bound}");
+                got.sort_unstable();
+                let want: Vec<u32> =
+                    globs.iter().enumerate().filter(|(_, g)| glob_match(g, &t)).map(|(i, _)| i as u32).collect();
+                assert_eq!(got, want, "{t}");
+            }
+        }
+    }
+
     mod props {
         use super::*;
         use proptest::prelude::*;
@@ -687,6 +884,18 @@ mod tests {
 
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            #[test]
+            fn matcher_work_is_bounded(
+                p in proptest::collection::vec(prop_oneof![Just('*'), Just('?'), Just('a'), Just('b'), Just(':')], 0..=255),
+                a in 0usize..600,
+                tail in "[ab:é]{0,4}",
+            ) {
+                let p: String = p.into_iter().collect();
+                let t = format!("{}{tail}", "a".repeat(a));
+                let (_, steps) = steps_of(&p, &t);
+                prop_assert!(steps <= step_bound(&p, &t), "{} steps", steps);
+            }
 
             #[test]
             fn matcher_agrees_with_reference(p in pattern(), t in text()) {

@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::glob::{choose_end, is_glob, End, GlobSet, PremixedMap};
+use super::glob::{self, choose_end, is_glob, End, GlobSet, PremixedMap};
 use super::rule::{
     classify_event_type, host_without_port, parse_rule, sha256_of, EntityKind, ParseWarning, Recommendation,
     Restriction, Rule, RuleFamily, RuleId, RuleParse,
 };
 
 const NONE: u32 = u32::MAX;
+/// The winner of a decision: (restriction, internal expiry, slot).
+type Winner = (Restriction, u64, u32);
 /// Internal expiry of a permanent rule.
 const PERMANENT: u64 = u64::MAX;
 
@@ -329,7 +331,35 @@ struct KindIndex {
 struct Folded(Arc<str>);
 
 fn cmp_folded(a: &[u8], b: &[u8]) -> Ordering {
-    a.iter().map(u8::to_ascii_lowercase).cmp(b.iter().map(u8::to_ascii_lowercase)).then_with(|| a.cmp(b))
+    // Skip the part that folds equally eight bytes at a time: ids sharing a long prefix
+    // (such as `@aaaa…`) would otherwise be folded and compared byte by byte at every step
+    // of a tree search.
+    let mut i = 0;
+    while let (Some(x), Some(y)) = (a.get(i..i + 8), b.get(i..i + 8)) {
+        let (x, y) = (word(x), word(y));
+        if x != y && lower8(x) != lower8(y) {
+            break;
+        }
+        i += 8;
+    }
+    a[i..].iter().map(u8::to_ascii_lowercase).cmp(b[i..].iter().map(u8::to_ascii_lowercase)).then_with(|| a.cmp(b))
+}
+
+fn word(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(b);
+    u64::from_le_bytes(w)
+}
+
+/// `to_ascii_lowercase` of each of eight bytes at once.
+fn lower8(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let low7 = x & (0x7f * ONES);
+    // High bit of each byte: set if its low 7 bits are >= 'A', and if they are > 'Z'.
+    let ge_a = low7 + (0x80 - u64::from(b'A')) * ONES;
+    let gt_z = low7 + (0x7f - u64::from(b'Z')) * ONES;
+    let upper = (ge_a ^ gt_z) & !x & (0x80 * ONES);
+    x | (upper >> 2)
 }
 
 impl Ord for Folded {
@@ -446,16 +476,20 @@ impl Tracked {
 
     /// Users whose lower-cased id contains `fragment` (lower-case, non-empty) and pass
     /// `filter`: one memmem pass over the blob instead of a walk over every id.
+    /// Linear in the blob: after a hit the search resumes at the next line, so an id
+    /// holding the fragment many times (`aa` in `@aaaa…`) is looked at once, and every
+    /// byte is scanned once (the line's start is searched for back to where the search
+    /// began, which is always the start of a line).
     fn containing(&self, fragment: &[u8], out: &mut Vec<Arc<str>>, filter: impl Fn(&str) -> bool) {
         let blob = &self.blob;
-        let mut last_line = usize::MAX;
-        for pos in memchr::memmem::find_iter(blob, fragment) {
-            let start = memchr::memrchr(b'\n', &blob[..pos]).map_or(0, |i| i + 1);
-            if start == last_line {
-                continue;
-            }
-            last_line = start;
+        let finder = memchr::memmem::Finder::new(fragment);
+        let mut from = 0;
+        while let Some(hit) = blob.get(from..).and_then(|rest| finder.find(rest)) {
+            let pos = from + hit;
+            let start = memchr::memrchr(b'\n', &blob[from..pos]).map_or(from, |i| from + i + 1);
             let end = memchr::memchr(b'\n', &blob[pos..]).map_or(blob.len(), |i| pos + i);
+            glob::work::steps(end + 1 - from);
+            from = end + 1;
             let Ok(line) = std::str::from_utf8(&blob[start..end]) else {
                 continue;
             };
@@ -566,8 +600,9 @@ impl PolicyIndex {
     /// for each tracked user matched by the old or new rule (found through an exact
     /// lookup, a prefix/suffix range of the tracked set, or for unanchored globs a SIMD
     /// substring search of all tracked ids for the glob's longest literal; a server rule
-    /// tests the distinct servers of tracked users). Start-up tip: apply the lists' state
-    /// before tracking users, then nothing needs re-deciding.
+    /// tests the distinct servers of tracked users), and a second one only for those the
+    /// old rule decided. Start-up tip: apply the lists' state before tracking users, then
+    /// nothing needs re-deciding.
     pub fn apply(
         &mut self,
         room_id: &str,
@@ -629,7 +664,11 @@ impl PolicyIndex {
             cands.sort_unstable();
             cands.dedup();
         }
-        let before: Vec<Option<Decision>> = cands.iter().map(|u| self.decide(u, now_ms)).collect();
+        let before: Vec<Option<Winner>> = cands.iter().map(|u| self.winner(u, now_ms, |_| true)).collect();
+        // What the decision of a candidate decided by the leaving rule was; the others are
+        // compared slot to slot below.
+        let before_old: Vec<Option<Decision>> =
+            before.iter().map(|w| w.filter(|w| Some(w.2) == old_eff).map(|w| self.decision(w))).collect();
 
         // Mutate.
         if let Some(s) = old_eff {
@@ -646,14 +685,23 @@ impl PolicyIndex {
             (None, Some(_)) => Outcome::Removed,
             (None, None) => Outcome::Nothing,
         };
-        if let Some(s) = self.find(key, list, kind, state_key, None) {
+        let new_eff = self.find(key, list, kind, state_key, None);
+        if let Some(s) = new_eff {
             self.index(s);
         }
 
+        // Only the rule in force at this identity left the matching structures and only
+        // the one in force now entered them. A user the leaving rule did not decide keeps
+        // the same winner unless the entering rule beats it: one match, not a decision.
         let changed = cands
             .iter()
-            .zip(before)
-            .filter(|(u, b)| self.decide(u, now_ms) != *b)
+            .zip(before.into_iter().zip(before_old))
+            .filter(|(u, (b, b_old))| match b_old {
+                // Decided by the rule that left: decide again.
+                Some(old) => self.decide(u, now_ms).as_ref() != Some(old),
+                // Otherwise the winner stays unless the entering rule beats it.
+                None => new_eff.is_some_and(|n| self.applies_to_user(n, u) && self.better(*b, n, now_ms) != *b),
+            })
             .map(|(u, _)| u.to_string())
             .collect();
         let candidates = cands.iter().map(|u| u.to_string()).collect();
@@ -717,39 +765,29 @@ impl PolicyIndex {
     /// (ban beats mute; within one restriction the latest expiry wins and permanent beats
     /// any expiry; remaining ties go to the smallest (room, kind, state key)).
     pub fn decide(&self, user_id: &str, now_ms: u64) -> Option<Decision> {
-        self.decide_where(user_id, now_ms, |_| true)
+        self.winner(user_id, now_ms, |_| true).map(|w| self.decision(w))
     }
 
     /// [`PolicyIndex::decide`] among the rules `allow` accepts: per-list trust (a list that
     /// may not ban), rules a moderator has not confirmed yet. A rule refused here is as if
     /// it did not exist, so a weaker rule from elsewhere can decide instead.
     pub fn decide_where(&self, user_id: &str, now_ms: u64, allow: impl Fn(Candidate<'_>) -> bool) -> Option<Decision> {
-        let mut best: Option<(Restriction, u64, u32)> = None;
+        self.winner(user_id, now_ms, allow).map(|w| self.decision(w))
+    }
+
+    /// The winning slot of [`PolicyIndex::decide_where`].
+    fn winner(&self, user_id: &str, now_ms: u64, allow: impl Fn(Candidate<'_>) -> bool) -> Option<Winner> {
+        let mut best: Option<Winner> = None;
         let mut consider = |s: u32| {
-            let Some(sl) = self.slots.get(s) else {
-                return;
-            };
-            let Some(r) = sl.restriction() else {
-                return;
-            };
-            if !sl.active(now_ms) {
-                return;
+            if let Some(sl) = self.slots.get(s) {
+                if let Some(restriction) = sl.restriction() {
+                    let list = self.lists.get(sl.list as usize).and_then(|l| l.as_deref()).unwrap_or_default();
+                    if !allow(Candidate { list, kind: sl.kind(), state_key: sl.state_key(), restriction }) {
+                        return;
+                    }
+                }
             }
-            let list = self.lists.get(sl.list as usize).and_then(|l| l.as_deref()).unwrap_or_default();
-            if !allow(Candidate { list, kind: sl.kind(), state_key: sl.state_key(), restriction: r }) {
-                return;
-            }
-            let better = match best {
-                None => true,
-                Some((br, be, bs)) => match (r, sl.expiry).cmp(&(br, be)) {
-                    Ordering::Greater => true,
-                    Ordering::Less => false,
-                    Ordering::Equal => self.tie_break(s, bs) == Ordering::Less,
-                },
-            };
-            if better {
-                best = Some((r, sl.expiry, s));
-            }
+            best = self.better(best, s, now_ms)
         };
         self.for_each_match(EntityKind::User, user_id, &mut consider);
         if let Some(server) = server_of(user_id) {
@@ -758,16 +796,56 @@ impl PolicyIndex {
                 self.for_each_match(EntityKind::Server, host, &mut consider);
             }
         }
-        best.map(|(action, expiry, s)| {
-            let sl = &self.slots[s];
-            Decision {
-                action,
-                expires_at_ms: (expiry != PERMANENT).then_some(expiry),
-                rule: self.rule_id(sl),
-                reason: sl.reason().to_owned(),
-                sender: self.strings.get(sl.sender).to_owned(),
-            }
-        })
+        best
+    }
+
+    /// `best`, or slot `s` if it restricts, is active and beats it.
+    fn better(&self, best: Option<Winner>, s: u32, now_ms: u64) -> Option<Winner> {
+        let Some(sl) = self.slots.get(s) else {
+            return best;
+        };
+        let Some(r) = sl.restriction() else {
+            return best;
+        };
+        if !sl.active(now_ms) {
+            return best;
+        }
+        let wins = match best {
+            None => true,
+            Some((br, be, bs)) => match (r, sl.expiry).cmp(&(br, be)) {
+                Ordering::Greater => true,
+                Ordering::Less => false,
+                Ordering::Equal => self.tie_break(s, bs) == Ordering::Less,
+            },
+        };
+        if wins {
+            Some((r, sl.expiry, s))
+        } else {
+            best
+        }
+    }
+
+    fn decision(&self, (action, expiry, s): Winner) -> Decision {
+        let sl = &self.slots[s];
+        Decision {
+            action,
+            expires_at_ms: (expiry != PERMANENT).then_some(expiry),
+            rule: self.rule_id(sl),
+            reason: sl.reason().to_owned(),
+            sender: self.strings.get(sl.sender).to_owned(),
+        }
+    }
+
+    /// Whether the effective slot `s` takes part in `user_id`'s decision: a user rule
+    /// matching the id, a server rule matching its server part (with or without port).
+    fn applies_to_user(&self, s: u32, user_id: &str) -> bool {
+        let m = self.slot_matcher(s);
+        match m.kind {
+            EntityKind::User => m.matches(user_id),
+            EntityKind::Server => server_of(user_id)
+                .is_some_and(|srv| m.matches(srv) || host_without_port(srv).is_some_and(|h| m.matches(h))),
+            EntityKind::Room => false,
+        }
     }
 
     /// Effective rules of any recommendation matching `entity` of `kind` (a user id, a room
@@ -1279,6 +1357,39 @@ impl PolicyIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lower8_folds_every_byte_in_every_lane() {
+        for lane in 0..8 {
+            for b in 0..=255u8 {
+                let mut bytes = [b'Q', b'z', 0xC3, b'@', b'a', 0x7f, b'Z', b'['];
+                bytes[lane] = b;
+                let want = bytes.map(|c| c.to_ascii_lowercase());
+                assert_eq!(lower8(u64::from_le_bytes(bytes)).to_le_bytes(), want, "{bytes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn cmp_folded_is_folded_then_raw() {
+        let ids = [
+            "@aaaaaaaaaaaaaaaaB:x",
+            "@AAAAAAAAAAAAAAAAb:x",
+            "@aaaaaaaaaaaaaaaab:x",
+            "@aaaaaaaaaaaaaaaa:x",
+            "@aaaaaaaa",
+            "",
+            "@AAAAAAAAAAAAAAAAC",
+            "é@aaaaaaaaÀ",
+        ];
+        for a in ids {
+            for b in ids {
+                let (x, y) = (a.as_bytes(), b.as_bytes());
+                let want = x.to_ascii_lowercase().cmp(&y.to_ascii_lowercase()).then_with(|| x.cmp(y));
+                assert_eq!(cmp_folded(x, y), want, "{a} {b}");
+            }
+        }
+    }
 
     #[test]
     fn slot_is_64_bytes() {

@@ -206,6 +206,45 @@ fn malformed_rule_is_ignored_and_removes_the_previous_one() {
 }
 
 #[test]
+fn entity_longer_than_a_matrix_id_is_skipped() {
+    let long_user = format!("@{}:x.org", "a".repeat(MAX_ENTITY_LEN - 7));
+    let longer_user = format!("@{}:x.org", "a".repeat(MAX_ENTITY_LEN - 6));
+    assert_eq!((long_user.len(), longer_user.len()), (255, 256));
+    let long_server = format!("{}.org", "s".repeat(MAX_ENTITY_LEN - 4));
+    let longer_server = format!("{}.org", "s".repeat(MAX_ENTITY_LEN - 3));
+    let on_long = format!("@a:{long_server}");
+    let on_longer = format!("@a:{longer_server}");
+    let mut f = Fixture::new(&[&long_user, &longer_user, &on_long, &on_longer]);
+    // 255 bytes: stored and enforced.
+    let a = f.user("u", ban(&long_user));
+    assert_eq!((a.outcome, changed(&a), &a.warning), (Outcome::Stored, vec![long_user.as_str()], &None));
+    let a = f.put(L1, "m.policy.rule.server", "s", ban(&long_server));
+    assert_eq!((a.outcome, changed(&a), &a.warning), (Outcome::Stored, vec![on_long.as_str()], &None));
+    assert_eq!(f.idx.len(), 2);
+    // 256 bytes, user and server rule at fresh keys: warning, nothing stored, nobody changes.
+    for (ty, entity) in [("m.policy.rule.user", &longer_user), ("m.policy.rule.server", &longer_server)] {
+        let a = f.put(L1, ty, "new", ban(entity));
+        assert_eq!((a.outcome, a.changed.len()), (Outcome::Nothing, 0), "{ty}");
+        let w = a.warning.expect("warning");
+        assert_eq!((w.room_id.as_str(), w.event_type.as_str(), w.state_key.as_str()), (L1, ty, "new"));
+        assert_eq!(w.error, RuleError::EntityTooLong { len: 256 });
+        assert!(w.to_string().contains("256 bytes long"), "{w}");
+    }
+    assert_eq!(f.idx.len(), 2);
+    assert_eq!(f.action(&longer_user), None);
+    assert_eq!(f.action(&on_longer), None);
+    // 256 bytes replacing a valid rule: malformed, so the earlier rule goes, as for any
+    // malformed replacement.
+    let a = f.user("u", ban(&longer_user));
+    assert_eq!((a.outcome, changed(&a)), (Outcome::Removed, vec![long_user.as_str()]));
+    assert_eq!(a.warning.map(|w| w.error), Some(RuleError::EntityTooLong { len: 256 }));
+    let a = f.put(L1, "m.policy.rule.server", "s", ban(&longer_server));
+    assert_eq!((a.outcome, changed(&a)), (Outcome::Removed, vec![on_long.as_str()]));
+    assert_eq!(a.warning.map(|w| w.error), Some(RuleError::EntityTooLong { len: 256 }));
+    assert!(f.idx.is_empty());
+}
+
+#[test]
 fn expiry_boundary_and_timers() {
     let mut f = Fixture::new(&["@a:x.org", "@b:x.org"]);
     let t = NOW + 60_000;
@@ -652,4 +691,53 @@ fn decide_where_skips_the_rules_it_refuses_and_lets_weaker_ones_decide() {
     // A held rule (by identity) is as if it did not exist.
     let not_held = |c: Candidate<'_>| !(c.list == L2 && c.kind == EntityKind::Server && c.state_key == "s");
     assert_eq!(f.idx.decide_where("@spam:evil.org", NOW, |c| no_bans_from_l1(c) && not_held(c)), None);
+}
+
+/// Work (matcher steps, bytes of tracked ids scanned, globs verified: deterministic
+/// counters, no clock) of applying and removing adversarial globs with change detection
+/// against tracked ids made of long runs of `a`.
+fn adversarial_change_work(local_len: usize) -> (u64, u64, usize) {
+    let globs = [
+        "@*a*a*a*a*b:*",
+        "@*a*?*a*b*:*",
+        "*a*a*a*a*a*a*.*",
+        "*a?a?a?a?b*",
+        "?*?*?*?*?*b:*",
+        "@*aaa*:*",
+        "@*aa*b*:*",
+        "*aaaaaaaaaaaab*",
+        "*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*z*",
+    ];
+    let mut idx = PolicyIndex::new();
+    for i in 0..60 {
+        let b = if i % 2 == 0 { "b" } else { "" };
+        assert!(idx.track_user(&format!("@{i:02}{}{b}:a.org", "a".repeat(local_len))));
+    }
+    for i in 0..200 {
+        idx.track_user(&format!("@user{i}:example.org"));
+    }
+    glob::work::take();
+    let mut changed = 0;
+    for (i, g) in globs.iter().enumerate() {
+        changed += idx.apply(L1, "m.policy.rule.user", &format!("g{i}"), MOD, &ban(g), NOW).changed.len();
+    }
+    for i in 0..globs.len() {
+        changed += idx.apply(L1, "m.policy.rule.user", &format!("g{i}"), MOD, &json!({}), NOW).changed.len();
+    }
+    let (steps, verified) = glob::work::take();
+    (steps, verified, changed)
+}
+
+#[test]
+fn adversarial_globs_cost_work_linear_in_the_id_length() {
+    let (short_steps, short_verified, short_changed) = adversarial_change_work(60);
+    let (long_steps, long_verified, long_changed) = adversarial_change_work(240);
+    // Same users matched and changed, the same globs verified: only the ids are longer.
+    assert_eq!((short_changed, short_verified), (long_changed, long_verified));
+    assert!(short_changed >= 2 * 60, "{short_changed}");
+    // Ids 4x as long (and the other tracked ids unchanged): at most 4x the work. A
+    // super-linear path (a chain walked once per occurrence of its 3-byte window, a line
+    // rescanned per occurrence of the fragment) would be near 16x.
+    assert!(long_steps <= 4 * short_steps, "{short_steps} -> {long_steps}");
+    assert!(long_steps >= 2 * short_steps, "{short_steps} -> {long_steps}: the measure should see the ids");
 }

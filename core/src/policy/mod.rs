@@ -18,7 +18,8 @@
 //!   `org.matrix.msc4204.takedown` are enforced as a ban; anything else is kept (status,
 //!   [`PolicyIndex::rules_matching`]) but never restricts anyone.
 //! - Removal: empty content (`{}`, which is what a redaction leaves; `null` too).
-//! - Malformed content (not an object, `entity` not a non-empty string, no usable
+//! - Malformed content (not an object, `entity` not a non-empty string or longer than
+//!   [`MAX_ENTITY_LEN`] (255) bytes, the Matrix limit for an id, no usable
 //!   `recommendation`, bad MSC4205 hash, neither entity nor hash) is treated as if the rule
 //!   did not exist, so it also removes an earlier valid rule at the same type and state
 //!   key; a `tracing::warn!` names room, type and state key, and the [`ParseWarning`] is
@@ -58,7 +59,9 @@
 //! [`PolicyIndex::apply`] takes `now_ms` and reports the tracked users whose
 //! `decide(user, now_ms)` differs before and after the event (restriction, expiry or
 //! provenance). Only users matched by the rule in force before or after at that identity
-//! are re-decided: an exact rule finds its user with one ordered-set lookup, a glob with a
+//! are decided, once, before the change; afterwards only those whose decision came from the
+//! rule that left are decided again, the others just test the rule that entered. They are
+//! found as follows: an exact rule finds its user with one ordered-set lookup, a glob with a
 //! range of the tracked set sorted by id (literal prefix) or by reversed id (literal
 //! suffix), and a glob with neither by a SIMD substring search (`memchr::memmem`) for its
 //! longest literal over one buffer holding every tracked id lower-cased; only a glob
@@ -87,6 +90,7 @@ mod trust;
 pub use index::{Applied, Candidate, Decision, ListCounts, Outcome, PolicyIndex};
 pub use rule::{
     classify_event_type, decode_sha256, encode_sha256, host_without_port, parse_rule, sha256_of, EntityKind,
-    ParseWarning, Recommendation, Restriction, Rule, RuleError, RuleFamily, RuleId, RuleParse, MAX_RULE_TEXT,
+    ParseWarning, Recommendation, Restriction, Rule, RuleError, RuleFamily, RuleId, RuleParse, MAX_ENTITY_LEN,
+    MAX_RULE_TEXT,
 };
 pub use trust::ListTrust;

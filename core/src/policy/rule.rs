@@ -222,6 +222,12 @@ pub enum RuleError {
     EntityNotString,
     /// `entity` is the empty string.
     EntityEmpty,
+    /// `entity` is longer than any Matrix id can be ([`MAX_ENTITY_LEN`] bytes): no user,
+    /// room or server could match it, and a bounded entity keeps glob matching linear.
+    EntityTooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
     /// No `recommendation`.
     RecommendationMissing,
     /// `recommendation` is not a string.
@@ -247,6 +253,9 @@ impl fmt::Display for RuleError {
             RuleError::ContentNotObject => f.write_str("content is not an object"),
             RuleError::EntityNotString => f.write_str("`entity` is not a string"),
             RuleError::EntityEmpty => f.write_str("`entity` is empty"),
+            RuleError::EntityTooLong { len } => {
+                write!(f, "`entity` is {len} bytes long; a Matrix id is at most {MAX_ENTITY_LEN}")
+            }
             RuleError::RecommendationMissing => f.write_str("`recommendation` is missing"),
             RuleError::RecommendationNotString => f.write_str("`recommendation` is not a string"),
             RuleError::HashesNotObject => f.write_str("`org.matrix.msc4205.hashes` is not an object"),
@@ -303,6 +312,12 @@ pub enum RuleParse {
 /// A whole Matrix event is at most 65,536 bytes, so no real rule comes near it; the index
 /// relies on it to store offsets in 16 bits.
 pub const MAX_RULE_TEXT: usize = 65_535;
+
+/// Longest accepted `entity`, in bytes: the Matrix limit for a user id, which room ids,
+/// room aliases and server names share. A longer entity names nothing that can exist (a
+/// glob that long can always be written shorter), so the rule is skipped as malformed.
+/// Glob matching costs O(entity length x id length): this bound keeps it linear in the id.
+pub const MAX_ENTITY_LEN: usize = 255;
 
 const HASHES_KEY: &str = "org.matrix.msc4205.hashes";
 const EXPIRY_KEYS: [&str; 2] = ["expiry", "support.feline.policy.expiry.rev.2"];
@@ -376,6 +391,7 @@ fn parse_content(content: &Value) -> Result<Option<Body>, RuleError> {
     let entity = match obj.get("entity") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => return Err(RuleError::EntityEmpty),
+        Some(Value::String(s)) if s.len() > MAX_ENTITY_LEN => return Err(RuleError::EntityTooLong { len: s.len() }),
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(RuleError::EntityNotString),
     };
@@ -603,7 +619,11 @@ mod tests {
                 json!({"entity": "@a:b", "recommendation": "m.ban", HASHES_KEY: {"sha256": ""}}),
                 RuleError::Sha256WrongLength(0),
             ),
-            (json!({"entity": "x".repeat(MAX_RULE_TEXT), "recommendation": "m.ban"}), RuleError::TooLong),
+            (
+                json!({"entity": "x".repeat(MAX_RULE_TEXT), "recommendation": "m.ban"}),
+                RuleError::EntityTooLong { len: MAX_RULE_TEXT },
+            ),
+            (json!({"entity": "x", "recommendation": "r".repeat(MAX_RULE_TEXT)}), RuleError::TooLong),
             (
                 json!({"entity": "x", "recommendation": "m.ban", "reason": "r".repeat(MAX_RULE_TEXT)}),
                 RuleError::TooLong,
@@ -612,6 +632,49 @@ mod tests {
         for (content, expected) in cases {
             assert_eq!(error(content.clone()), expected, "{content}");
         }
+    }
+
+    /// An entity of exactly `len` bytes: a user id or a server name.
+    fn entity_of_len(kind: EntityKind, len: usize) -> String {
+        let e = match kind {
+            EntityKind::User => format!("@{}:example.org", "a".repeat(len - 13)),
+            _ => format!("{}.example.org", "a".repeat(len - 12)),
+        };
+        assert_eq!(e.len(), len);
+        e
+    }
+
+    #[test]
+    fn entity_is_at_most_255_bytes() {
+        for (t, kind) in [("m.policy.rule.user", EntityKind::User), ("m.policy.rule.server", EntityKind::Server)] {
+            let ok = entity_of_len(kind, MAX_ENTITY_LEN);
+            let r = rule(t, json!({"entity": ok, "recommendation": "m.ban"}));
+            assert_eq!(r.entity.as_deref(), Some(ok.as_str()));
+            let long = entity_of_len(kind, MAX_ENTITY_LEN + 1);
+            match parse(t, "k", json!({"entity": long, "recommendation": "m.ban"})) {
+                RuleParse::Ignored(w) => {
+                    assert_eq!((w.room_id.as_str(), w.event_type.as_str(), w.state_key.as_str()), (ROOM, t, "k"));
+                    assert_eq!(w.error, RuleError::EntityTooLong { len: 256 });
+                    assert_eq!(w.error.to_string(), "`entity` is 256 bytes long; a Matrix id is at most 255");
+                }
+                other => panic!("{t}: expected a warning, got {other:?}"),
+            }
+        }
+        // Globs and room rules too; a hash beside a too-long entity does not save it.
+        let glob = format!("@*{}*:*", "a*".repeat(126));
+        assert_eq!(glob.len(), 257);
+        assert_eq!(error(json!({"entity": glob, "recommendation": "m.ban"})), RuleError::EntityTooLong { len: 257 });
+        let digest = encode_sha256(&sha256_of("@a:b"));
+        let long = entity_of_len(EntityKind::User, 300);
+        assert_eq!(
+            error(json!({"entity": long, "recommendation": "m.ban", HASHES_KEY: {"sha256": digest}})),
+            RuleError::EntityTooLong { len: 300 }
+        );
+        let room = format!("#{}:example.org", "r".repeat(300));
+        assert!(matches!(
+            parse("m.policy.rule.room", "k", json!({"entity": room, "recommendation": "m.ban"})),
+            RuleParse::Ignored(ParseWarning { error: RuleError::EntityTooLong { len: 313 }, .. })
+        ));
     }
 
     #[test]
