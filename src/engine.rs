@@ -70,7 +70,7 @@ pub enum Input {
     /// Time to send a room's pending power-level edits.
     Flush { room_id: String },
     /// A report could not reach the management room: report it again when it recurs.
-    ReportFailed { key: String },
+    ReportFailed { keys: Vec<String> },
     /// A snapshot for `status`/`mutes`.
     Status(tokio::sync::oneshot::Sender<StatusReport>),
     /// Active rules about a user or glob: rules whose entity is exactly `target`, and (for
@@ -142,6 +142,10 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     /// The room actions the input being handled asks for, by (room, user): judged by the
     /// guard as one batch, then carried out.
     plan: BTreeMap<(String, String), Vec<Action>>,
+    /// What the input being handled reports, sent as one message at its end.
+    outbox: Vec<(String, String)>,
+    /// Room-by-room reports of the input being handled, by template: one line each.
+    room_reports: BTreeMap<String, Vec<(String, String)>>,
     lists_known: bool,
     /// Live events of lists and rooms that are not loaded yet, replayed after the load.
     buffered: HashMap<String, Vec<Value>>,
@@ -289,6 +293,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             management: None,
             holds,
             plan: BTreeMap::new(),
+            outbox: Vec::new(),
+            room_reports: BTreeMap::new(),
             lists_known: false,
             buffered: HashMap::new(),
             policy_events: HashMap::new(),
@@ -315,6 +321,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         mut timers: mpsc::Receiver<Expired<String>>,
     ) {
         self.schedule_ledger_expiries();
+        self.flush_reports();
         loop {
             tokio::select! {
                 input = inputs.recv() => match input {
@@ -366,6 +373,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
         self.handle_input(input);
         self.settle();
+        self.flush_reports();
         if batch.is_ok() {
             if let Err(e) = self.ledger.commit_batch() {
                 // The writes below would go out with no durable record of what to undo:
@@ -435,8 +443,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.member_write_done(&room_id, &user_id, kind, lifting, result)
             }
             Input::Flush { room_id } => self.flush(&room_id),
-            Input::ReportFailed { key } => {
-                self.reported.remove(&key);
+            Input::ReportFailed { keys } => {
+                for key in keys {
+                    self.reported.remove(&key);
+                }
             }
             Input::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -1311,7 +1321,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.ledger.mark_applied(room_id, &user_id, ledger_kind(kind))
             }
             Action::MarkOverridden { user_id, kind, note } => {
-                self.report_once(&format!("override|{room_id}|{user_id}|{kind:?}"), &format!("{note} (in {room_id})."));
+                self.report_in_room(&format!("override|{room_id}|{user_id}|{kind:?}"), &format!("{note} (in {{rooms}})."), room_id);
                 self.ledger.mark_overridden(room_id, &user_id, ledger_kind(kind))
             }
             Action::Forget { user_id, kind } => {
@@ -1336,9 +1346,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             Action::Refuse { user_id, restriction, refusal } => {
                 let what = if restriction == Restriction::Ban { "ban" } else { "mute" };
                 warn!(room = room_id, user = %user_id, %refusal, "refusing to {what}");
-                self.report_once(
+                self.report_in_room(
                     &format!("refuse|{room_id}|{user_id}|{what}|{refusal}"),
-                    &format!("Not going to {what} {user_id} in {room_id}: {refusal}."),
+                    &format!("Not going to {what} {user_id} in {{rooms}}: {refusal}."),
+                    room_id,
                 );
                 Ok(())
             }
@@ -1349,32 +1360,35 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     }
 
     fn execute_dry(&mut self, room_id: &str, action: Action) {
-        let text = match &action {
+        // `{rooms}` is filled in when the input's reports are gathered: one line for all
+        // the rooms where the same would be done.
+        let template = match &action {
             Action::MutePowerLevel { user_id, level, wanted, .. } => {
-                format!("[dry run] would mute {user_id} in {room_id} (power level {level}); rule {}", wanted.rule)
+                format!("[dry run] would mute {user_id} in {{rooms}} (power level {level}); rule {}", wanted.rule)
             }
             Action::UnmutePowerLevel { user_id, restore } => format!(
-                "[dry run] would lift the mute of {user_id} in {room_id} (back to {})",
+                "[dry run] would lift the mute of {user_id} in {{rooms}} (back to {})",
                 restore.map_or("no entry".to_owned(), |l| l.to_string())
             ),
             Action::MuteMembership { user_id, .. } => {
-                format!("[dry run] would mute {user_id} in {room_id} (membership)")
+                format!("[dry run] would mute {user_id} in {{rooms}} (membership)")
             }
             Action::UnmuteMembership { user_id, .. } => {
-                format!("[dry run] would unmute {user_id} in {room_id} (membership)")
+                format!("[dry run] would unmute {user_id} in {{rooms}} (membership)")
             }
             Action::Ban { user_id, wanted } => {
-                format!("[dry run] would ban {user_id} from {room_id}: {}", wanted.reason)
+                format!("[dry run] would ban {user_id} from {{rooms}}: {}", wanted.reason)
             }
-            Action::Unban { user_id } => format!("[dry run] would unban {user_id} in {room_id}"),
+            Action::Unban { user_id } => format!("[dry run] would unban {user_id} in {{rooms}}"),
             Action::Refuse { user_id, refusal, .. } => {
-                format!("[dry run] would refuse to act on {user_id} in {room_id}: {refusal}")
+                format!("[dry run] would refuse to act on {user_id} in {{rooms}}: {refusal}")
             }
             // Ledger bookkeeping: nothing was applied in a dry run, so nothing to keep.
             _ => return,
         };
-        info!("{text}");
-        self.report_once(&text, &text);
+        info!(room = room_id, "{template}");
+        let key = template.replace("{rooms}", room_id);
+        self.report_in_room(&key, &template, room_id);
     }
 
     /// Queues one user's level change. The first change after a quiet batch window goes
@@ -1575,21 +1589,63 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.note_error(text);
     }
 
-    /// Tells the management room, once per key per run.
+    /// Tells the management room, once per key per run. What one input reports goes out
+    /// as one message, at the end of the input ([`Engine::flush_reports`]).
     fn report_once(&mut self, key: &str, text: &str) {
         if self.own.blocked.is_some() {
             // hush cannot write to the management room either: keep it for later.
             debug!(key, "not reporting while hush's own account cannot write");
             return;
         }
-        if !self.reported.insert(key.to_owned()) {
+        if self.reported.insert(key.to_owned()) {
+            self.outbox.push((key.to_owned(), text.to_owned()));
+        }
+    }
+
+    /// Like [`Engine::report_once`] for something that happens room by room: the same
+    /// `template` for several rooms in one input is one line naming the rooms (`{rooms}`
+    /// in the template is replaced by them).
+    fn report_in_room(&mut self, key: &str, template: &str, room_id: &str) {
+        if self.own.blocked.is_some() || !self.reported.insert(key.to_owned()) {
             return;
         }
+        self.room_reports.entry(template.to_owned()).or_default().push((key.to_owned(), room_id.to_owned()));
+    }
+
+    /// Sends what this input reported, gathered into one message: one line per report,
+    /// identical lines once with a count.
+    fn flush_reports(&mut self) {
+        for (template, rooms) in std::mem::take(&mut self.room_reports) {
+            let names: Vec<&str> = rooms.iter().map(|(_, r)| r.as_str()).collect();
+            let where_ = match &names[..] {
+                [one] => (*one).to_owned(),
+                many => format!("{} rooms ({})", many.len(), many.join(", ")),
+            };
+            let text = template.replace("{rooms}", &where_);
+            for (key, _) in rooms {
+                self.outbox.push((key, text.clone()));
+            }
+        }
+        if self.outbox.is_empty() {
+            return;
+        }
+        let reports = std::mem::take(&mut self.outbox);
         let Some(room) = self.management_room.clone() else { return };
+        let mut lines: Vec<(String, usize)> = Vec::new();
+        for (_, text) in &reports {
+            match lines.iter_mut().find(|(t, _)| t == text) {
+                Some((_, n)) => *n += 1,
+                None => lines.push((text.clone(), 1)),
+            }
+        }
+        let text = lines
+            .into_iter()
+            .map(|(t, n)| if n > 1 { format!("{t} (x{n})") } else { t })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let keys: Vec<String> = reports.into_iter().map(|(k, _)| k).collect();
         let writer = self.writer.clone();
-        let text = text.to_owned();
         let inbox = self.inbox.clone();
-        let key = key.to_owned();
         tokio::spawn(async move {
             let html = crate::management::escape_html(&text);
             // hush may not have joined the management room yet (start-up): try for a while.
@@ -1605,7 +1661,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 }
             }
             // Let a later occurrence be reported again.
-            let _ = inbox.send(Input::ReportFailed { key });
+            let _ = inbox.send(Input::ReportFailed { keys });
         });
     }
 }

@@ -5,7 +5,6 @@
 
 pub mod bot;
 pub mod config;
-mod config_tmp;
 pub mod enforce;
 pub mod engine;
 pub mod holds;

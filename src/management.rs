@@ -312,24 +312,16 @@ async fn decide_hold(bot: &Bot, id: &str, confirm: bool) -> Reply {
     }
 }
 
-/// Reads a room's state for a look: joins it if needed (and leaves again if hush joined
-/// only for this). Returns the room id and its state.
+/// Reads a room's state for a look, joining it if needed. hush stays joined: an
+/// invite-only list could not be joined again for a later `watch`.
 async fn peek(bot: &Bot, room: &str) -> Result<(matrix_sdk::ruma::OwnedRoomId, Vec<serde_json::Value>), String> {
-    let room_id =
-        crate::matrix::resolve(&bot.client, room).await.map_err(|e| format!("Cannot resolve {room}: {e:#}"))?;
+    let room_id = crate::matrix::resolve(&bot.client, room).await.map_err(|e| format!("Cannot resolve {room}: {e:#}"))?;
     let joined = bot.client.get_room(&room_id).is_some_and(|r| r.state() == RoomState::Joined);
     if !joined {
         crate::matrix::join(&bot.client, room_id.as_str()).await.map_err(|e| format!("Cannot read {room}: {e:#}"))?;
     }
-    let state =
-        crate::matrix::room_state(&bot.client, &room_id).await.map_err(|e| format!("Cannot read {room}: {e:#}"));
-    let followed = bot.configured.read().unwrap_or_else(|e| e.into_inner()).contains(&room_id);
-    if !joined && !followed {
-        if let Some(r) = bot.client.get_room(&room_id) {
-            let _ = r.leave().await;
-        }
-    }
-    Ok((room_id, state?))
+    let state = crate::matrix::room_state(&bot.client, &room_id).await.map_err(|e| format!("Cannot read {room}: {e:#}"))?;
+    Ok((room_id, state))
 }
 
 /// `preview`: what a list would do, without following it.
