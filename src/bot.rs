@@ -220,7 +220,7 @@ fn configured_roles(config: &Config, overrides: &RoomOverrides) -> Vec<(String, 
         None => out.push((room.to_owned(), vec![role])),
     };
     add(&config.management_room, Role::Management);
-    for l in &overrides.effective_lists(&config.policy_lists) {
+    for l in &overrides.effective_lists(&config.policy_list_rooms()) {
         add(l, Role::List);
     }
     for r in &overrides.effective_rooms(&config.protected_rooms) {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use hush_core::policy::ListTrust;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
@@ -44,19 +45,52 @@ pub enum Credentials {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub homeserver_url: String,
+    /// Whether `homeserver_url` may be `http://` to a host that is not this machine.
+    pub allow_insecure_http: bool,
     pub user_id: String,
     pub credentials: Credentials,
     pub data_dir: PathBuf,
     pub management_room: String,
     pub command_prefix: String,
     pub moderator_power_level: Option<i64>,
-    pub policy_lists: Vec<String>,
+    pub policy_lists: Vec<PolicyListConfig>,
     pub default_policy_list: Option<String>,
     pub protected_rooms: Vec<String>,
     pub protected_users: Vec<String>,
     pub mute: MuteConfig,
     pub suspension: SuspensionConfig,
+    pub safety: SafetyConfig,
     pub dry_run: bool,
+}
+
+/// One entry of `policy_lists`: a room id or alias, or a map with `room`, `actions`, `write`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyListConfig {
+    /// The list's room id or alias, as written in the config.
+    pub room: String,
+    /// What the list may make hush do, when configured; `None` means the default
+    /// (see [`Config::list_trust`]).
+    pub actions: Option<ListTrust>,
+    /// Whether hush's `unmute`/`unban` may remove rules from this list (the
+    /// `default_policy_list` always may).
+    pub write: bool,
+}
+
+/// The guard against a rule or a batch of list changes that would restrict too many
+/// members at once: such a change is held until a moderator confirms it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SafetyConfig {
+    /// Hold a change that would newly restrict more than this many members.
+    pub max_new_restrictions: usize,
+    /// Hold a change that would newly restrict more than this share (0 < share <= 1) of
+    /// any protected room's members (and at least 3 of them).
+    pub max_room_share: f64,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        SafetyConfig { max_new_restrictions: default_max_new_restrictions(), max_room_share: default_max_room_share() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +134,7 @@ impl std::error::Error for ConfigError {}
 /// The keys a config may have; nested maps list their own keys.
 const TOP_KEYS: &[&str] = &[
     "homeserver_url",
+    "allow_insecure_http",
     "user_id",
     "password",
     "password_file",
@@ -115,15 +150,20 @@ const TOP_KEYS: &[&str] = &[
     "protected_users",
     "mute",
     "suspension",
+    "safety",
     "dry_run",
 ];
 const MUTE_KEYS: &[&str] = &["membership_room_versions", "batch_window_ms"];
 const SUSPENSION_KEYS: &[&str] = &["enabled", "admin_access_token_file", "admin_access_token"];
+const SAFETY_KEYS: &[&str] = &["max_new_restrictions", "max_room_share"];
+const POLICY_LIST_KEYS: &[&str] = &["room", "actions", "write"];
 
 /// The file as written, before validation.
 #[derive(Deserialize)]
 struct RawConfig {
     homeserver_url: String,
+    #[serde(default)]
+    allow_insecure_http: bool,
     user_id: String,
     password: Option<String>,
     password_file: Option<PathBuf>,
@@ -134,8 +174,9 @@ struct RawConfig {
     #[serde(default = "default_prefix")]
     command_prefix: String,
     moderator_power_level: Option<i64>,
+    /// Strings or maps: read entry by entry in `validate`, so that errors name the entry.
     #[serde(default)]
-    policy_lists: Vec<String>,
+    policy_lists: Vec<Value>,
     default_policy_list: Option<String>,
     #[serde(default)]
     protected_rooms: Vec<String>,
@@ -145,6 +186,8 @@ struct RawConfig {
     mute: RawMute,
     #[serde(default)]
     suspension: RawSuspension,
+    #[serde(default)]
+    safety: RawSafety,
     #[serde(default)]
     dry_run: bool,
 }
@@ -177,6 +220,28 @@ struct RawSuspension {
     enabled: bool,
     admin_access_token_file: Option<PathBuf>,
     admin_access_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawSafety {
+    #[serde(default = "default_max_new_restrictions")]
+    max_new_restrictions: usize,
+    #[serde(default = "default_max_room_share")]
+    max_room_share: f64,
+}
+
+impl Default for RawSafety {
+    fn default() -> Self {
+        RawSafety { max_new_restrictions: default_max_new_restrictions(), max_room_share: default_max_room_share() }
+    }
+}
+
+fn default_max_new_restrictions() -> usize {
+    10
+}
+
+fn default_max_room_share() -> f64 {
+    0.25
 }
 
 /// Where secrets come from besides the file: the process environment in production,
@@ -231,12 +296,40 @@ impl Config {
     /// Every room the bot should be in, in the order: management room, policy lists, protected rooms.
     pub fn configured_rooms(&self) -> Vec<String> {
         let mut rooms = vec![self.management_room.clone()];
-        for r in self.policy_lists.iter().chain(self.default_policy_list.iter()).chain(&self.protected_rooms) {
+        let lists = self.policy_lists.iter().map(|l| &l.room);
+        for r in lists.chain(self.default_policy_list.iter()).chain(&self.protected_rooms) {
             if !rooms.contains(r) {
                 rooms.push(r.clone());
             }
         }
         rooms
+    }
+
+    /// The rooms of `policy_lists`, in order.
+    pub fn policy_list_rooms(&self) -> Vec<String> {
+        self.policy_lists.iter().map(|l| l.room.clone()).collect()
+    }
+
+    /// What the list `room` (as written in the config) may make hush do: its configured
+    /// `actions`, else every action for `default_policy_list`, else bans and mutes.
+    pub fn list_trust(&self, room: &str) -> ListTrust {
+        match self.policy_lists.iter().find(|l| l.room == room).and_then(|l| l.actions) {
+            Some(t) => t,
+            None if self.default_policy_list.as_deref() == Some(room) => ListTrust::DEFAULT_LIST,
+            None => ListTrust::OTHER_LIST,
+        }
+    }
+
+    /// The lists hush may remove rules from (`unmute`, `unban`): `default_policy_list`,
+    /// then every list with `write: true`.
+    pub fn writable_lists(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.default_policy_list.iter().cloned().collect();
+        for l in self.policy_lists.iter().filter(|l| l.write) {
+            if !out.contains(&l.room) {
+                out.push(l.room.clone());
+            }
+        }
+        out
     }
 }
 
@@ -250,7 +343,7 @@ fn check_keys(value: &Value) -> Result<(), ConfigError> {
         return Err(ConfigError::new("", "expected a mapping of keys to values at the top level"));
     };
     check_map_keys("", map, TOP_KEYS)?;
-    for (section, keys) in [("mute", MUTE_KEYS), ("suspension", SUSPENSION_KEYS)] {
+    for (section, keys) in [("mute", MUTE_KEYS), ("suspension", SUSPENSION_KEYS), ("safety", SAFETY_KEYS)] {
         match map.get(section) {
             None | Some(Value::Null) => {}
             Some(Value::Mapping(inner)) => check_map_keys(section, inner, keys)?,
@@ -303,11 +396,20 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 fn validate(raw: RawConfig, base: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
     let url = raw.homeserver_url.trim_end_matches('/');
-    let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
-    if host.is_none_or(|h| h.is_empty() || h.contains(char::is_whitespace)) {
+    let https = url.strip_prefix("https://");
+    let http = url.strip_prefix("http://");
+    let rest = https.or(http);
+    if rest.is_none_or(|h| h.is_empty() || h.contains(char::is_whitespace)) {
         return Err(ConfigError::new(
             "homeserver_url",
             format!("`{}` is not an http:// or https:// URL", raw.homeserver_url),
+        ));
+    }
+    if http.is_some_and(|rest| !is_loopback_host(url_host(rest))) && !raw.allow_insecure_http {
+        return Err(ConfigError::new(
+            "homeserver_url",
+            "http:// sends the password and tokens in clear text to a host that is not this machine; \
+             use https:// or set allow_insecure_http: true",
         ));
     }
     if !is_user_id(&raw.user_id) {
@@ -324,9 +426,7 @@ fn validate(raw: RawConfig, base: &Path, env: &dyn Environment) -> Result<Config
     if raw.command_prefix.trim().is_empty() || raw.command_prefix.contains(char::is_whitespace) {
         return Err(ConfigError::new("command_prefix", "must be a non-empty word without spaces, like !hush"));
     }
-    for (i, r) in raw.policy_lists.iter().enumerate() {
-        check_room(&format!("policy_lists[{i}]"), r)?;
-    }
+    let policy_lists = policy_lists(&raw.policy_lists)?;
     if let Some(r) = &raw.default_policy_list {
         check_room("default_policy_list", r)?;
     }
@@ -344,6 +444,14 @@ fn validate(raw: RawConfig, base: &Path, env: &dyn Environment) -> Result<Config
     if raw.mute.batch_window_ms > 60_000 {
         return Err(ConfigError::new("mute.batch_window_ms", "must be at most 60000 (one minute)"));
     }
+    let share = raw.safety.max_room_share;
+    // Written so that NaN fails too.
+    if !(share > 0.0 && share <= 1.0) {
+        return Err(ConfigError::new(
+            "safety.max_room_share",
+            format!("must be a share of a room's members, more than 0 and at most 1 (0.25 is a quarter), not {share}"),
+        ));
+    }
     let admin_access_token = secret(
         base,
         env,
@@ -359,13 +467,14 @@ fn validate(raw: RawConfig, base: &Path, env: &dyn Environment) -> Result<Config
     }
     Ok(Config {
         homeserver_url: url.to_owned(),
+        allow_insecure_http: raw.allow_insecure_http,
         user_id: raw.user_id,
         credentials,
         data_dir: raw.data_dir,
         management_room: raw.management_room,
         command_prefix: raw.command_prefix,
         moderator_power_level: raw.moderator_power_level,
-        policy_lists: raw.policy_lists,
+        policy_lists,
         default_policy_list: raw.default_policy_list,
         protected_rooms: raw.protected_rooms,
         protected_users: raw.protected_users,
@@ -374,8 +483,103 @@ fn validate(raw: RawConfig, base: &Path, env: &dyn Environment) -> Result<Config
             batch_window_ms: raw.mute.batch_window_ms,
         },
         suspension: SuspensionConfig { enabled: raw.suspension.enabled, admin_access_token },
+        safety: SafetyConfig {
+            max_new_restrictions: raw.safety.max_new_restrictions,
+            max_room_share: raw.safety.max_room_share,
+        },
         dry_run: raw.dry_run,
     })
+}
+
+/// The host of what follows `http://` or `https://`: no user info, port, path or brackets.
+fn url_host(rest: &str) -> &str {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host_port.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or("");
+    }
+    host_port.split(':').next().unwrap_or("")
+}
+
+/// `localhost`, 127.0.0.0/8 or `::1`: a host where clear text never leaves the machine.
+fn is_loopback_host(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") || host.eq_ignore_ascii_case("localhost.") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => a.is_loopback(),
+        Ok(std::net::IpAddr::V6(a)) => a.is_loopback() || a.to_ipv4_mapped().is_some_and(|a| a.is_loopback()),
+        Err(_) => false,
+    }
+}
+
+/// The entries of `policy_lists`: each a room id or alias, or a map with `room` and
+/// optionally `actions` and `write`. A list given twice is an error: which entry's
+/// `actions` and `write` apply would be a guess.
+fn policy_lists(entries: &[Value]) -> Result<Vec<PolicyListConfig>, ConfigError> {
+    let mut out: Vec<PolicyListConfig> = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let key = format!("policy_lists[{i}]");
+        let list = match entry {
+            Value::String(room) => PolicyListConfig { room: room.clone(), actions: None, write: false },
+            Value::Mapping(map) => {
+                check_map_keys(&key, map, POLICY_LIST_KEYS)?;
+                let room = match map.get("room") {
+                    None | Some(Value::Null) => {
+                        return Err(ConfigError::new(format!("{key}.room"), "is required but missing"));
+                    }
+                    Some(Value::String(r)) => r.clone(),
+                    Some(_) => {
+                        return Err(ConfigError::new(
+                            format!("{key}.room"),
+                            "expected a room id (!...) or alias (#name:server) as a string",
+                        ));
+                    }
+                };
+                let actions = match map.get("actions") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Sequence(names)) => {
+                        let names: Option<Vec<&str>> = names.iter().map(Value::as_str).collect();
+                        let names = names.ok_or_else(|| {
+                            ConfigError::new(
+                                format!("{key}.actions"),
+                                format!("expected a list of action names ({})", ListTrust::NAMES.join(", ")),
+                            )
+                        })?;
+                        Some(ListTrust::parse(names).map_err(|e| ConfigError::new(format!("{key}.actions"), e))?)
+                    }
+                    Some(_) => {
+                        return Err(ConfigError::new(
+                            format!("{key}.actions"),
+                            format!("expected a list of action names, like [{}]", ListTrust::NAMES.join(", ")),
+                        ));
+                    }
+                };
+                let write = match map.get("write") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(_) => return Err(ConfigError::new(format!("{key}.write"), "expected true or false")),
+                };
+                PolicyListConfig { room, actions, write }
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    key,
+                    "expected a room id or alias, or a mapping with `room` (and optionally `actions`, `write`)",
+                ));
+            }
+        };
+        let room_key = if matches!(entry, Value::Mapping(_)) { format!("{key}.room") } else { key.clone() };
+        check_room(&room_key, &list.room)?;
+        if let Some(j) = out.iter().position(|l| l.room == list.room) {
+            return Err(ConfigError::new(
+                room_key,
+                format!("`{}` is already listed as policy_lists[{j}]; give each list once", list.room),
+            ));
+        }
+        out.push(list);
+    }
+    Ok(out)
 }
 
 fn credentials(raw: &RawConfig, base: &Path, env: &dyn Environment) -> Result<Credentials, ConfigError> {
@@ -607,6 +811,162 @@ management_room: "!abc"
         let c = parse(&MINIMAL.replace("\"pw\"", "\"hunter2-very-secret\"")).unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn policy_lists_take_both_shapes() {
+        let c = parse(&format!(
+            "{MINIMAL}policy_lists:\n  - \"#own:localhost\"\n  - room: \"#cme:example.org\"\n    actions: [ban, mute]\n    write: true\n  - room: \"!plain\"\ndefault_policy_list: \"#own:localhost\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.policy_lists,
+            vec![
+                PolicyListConfig { room: "#own:localhost".into(), actions: None, write: false },
+                PolicyListConfig {
+                    room: "#cme:example.org".into(),
+                    actions: Some(ListTrust { ban: true, mute: true, suspend: false }),
+                    write: true,
+                },
+                PolicyListConfig { room: "!plain".into(), actions: None, write: false },
+            ]
+        );
+        assert_eq!(c.policy_list_rooms(), vec!["#own:localhost", "#cme:example.org", "!plain"]);
+        assert_eq!(c.list_trust("#own:localhost"), ListTrust::DEFAULT_LIST);
+        assert_eq!(c.list_trust("#cme:example.org"), ListTrust { ban: true, mute: true, suspend: false });
+        assert_eq!(c.list_trust("!plain"), ListTrust::OTHER_LIST);
+        assert_eq!(c.list_trust("#not-configured:x"), ListTrust::OTHER_LIST);
+        assert_eq!(c.writable_lists(), vec!["#own:localhost", "#cme:example.org"]);
+        assert_eq!(c.configured_rooms(), vec!["!abc", "#own:localhost", "#cme:example.org", "!plain"]);
+    }
+
+    #[test]
+    fn configured_actions_win_over_the_default_list_trust() {
+        let c = parse(&format!(
+            "{MINIMAL}policy_lists:\n  - room: \"#own:localhost\"\n    actions: [mute]\ndefault_policy_list: \"#own:localhost\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.list_trust("#own:localhost"), ListTrust { ban: false, mute: true, suspend: false });
+        assert_eq!(c.writable_lists(), vec!["#own:localhost"]);
+        let c = parse(&format!("{MINIMAL}policy_lists:\n  - room: \"#x:y\"\n    actions: []\n")).unwrap();
+        assert_eq!(c.list_trust("#x:y").to_string(), "nothing");
+        assert!(c.writable_lists().is_empty());
+    }
+
+    #[test]
+    fn policy_list_errors_name_the_entry() {
+        let list = |entry: &str| parse(&format!("{MINIMAL}policy_lists:\n  - \"#a:x\"\n  - {entry}\n")).unwrap_err();
+        let e = list("{room: \"#b:x\", actions: [ban, kick]}");
+        assert_eq!(e.key, "policy_lists[1].actions");
+        assert_eq!(
+            e.to_string(),
+            "config key `policy_lists[1].actions`: unknown action `kick` (the actions are: ban, mute, suspend)"
+        );
+        let e = list("{room: \"#b:x\", actions: [ban, ban]}");
+        assert_eq!(e.key, "policy_lists[1].actions");
+        assert!(e.reason.contains("twice"), "{e}");
+        let e = list("{room: \"#b:x\", actions: ban}");
+        assert_eq!(e.key, "policy_lists[1].actions");
+        assert!(e.reason.contains("list of action names"), "{e}");
+        let e = list("{room: \"#b:x\", actions: [1]}");
+        assert_eq!(e.key, "policy_lists[1].actions");
+        let e = list("{room: \"#b:x\", action: [ban]}");
+        assert_eq!(e.key, "policy_lists[1].action");
+        assert!(e.reason.contains("did you mean `actions`"), "{e}");
+        let e = list("{rooom: \"#b:x\"}");
+        assert_eq!(e.key, "policy_lists[1].rooom");
+        assert!(e.reason.contains("did you mean `room`"), "{e}");
+        let e = list("{actions: [ban]}");
+        assert_eq!(e.key, "policy_lists[1].room");
+        assert!(e.reason.contains("required but missing"), "{e}");
+        let e = list("{room: [\"#b:x\"]}");
+        assert_eq!(e.key, "policy_lists[1].room");
+        let e = list("{room: \"lobby\"}");
+        assert_eq!(e.key, "policy_lists[1].room");
+        assert!(e.reason.contains("is not a room id"), "{e}");
+        let e = list("{room: \"#b:x\", write: yes please}");
+        assert_eq!(e.key, "policy_lists[1].write");
+        let e = list("\"lobby\"");
+        assert_eq!(e.key, "policy_lists[1]");
+        let e = list("42");
+        assert_eq!(e.key, "policy_lists[1]");
+        assert!(e.reason.contains("mapping with `room`"), "{e}");
+        let e = list("{room: \"#a:x\", write: true}");
+        assert_eq!(e.key, "policy_lists[1].room");
+        assert!(e.reason.contains("already listed as policy_lists[0]"), "{e}");
+    }
+
+    #[test]
+    fn safety_has_defaults_and_limits() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.safety, SafetyConfig { max_new_restrictions: 10, max_room_share: 0.25 });
+        let c = parse(&format!("{MINIMAL}safety:\n  max_new_restrictions: 50\n  max_room_share: 1\n")).unwrap();
+        assert_eq!(c.safety, SafetyConfig { max_new_restrictions: 50, max_room_share: 1.0 });
+        let c = parse(&format!("{MINIMAL}safety:\n  max_room_share: 0.1\n")).unwrap();
+        assert_eq!(c.safety, SafetyConfig { max_new_restrictions: 10, max_room_share: 0.1 });
+        for bad in ["0", "1.5", "-0.2", ".nan"] {
+            let e = parse(&format!("{MINIMAL}safety:\n  max_room_share: {bad}\n")).unwrap_err();
+            assert_eq!(e.key, "safety.max_room_share", "{bad}");
+            assert!(e.reason.contains("more than 0 and at most 1"), "{e}");
+        }
+        let e = parse(&format!("{MINIMAL}safety:\n  max_new_restriction: 5\n")).unwrap_err();
+        assert_eq!(e.key, "safety.max_new_restriction");
+        assert!(e.reason.contains("did you mean `max_new_restrictions`"), "{e}");
+        let e = parse(&format!("{MINIMAL}safety:\n  max_new_restrictions: -1\n")).unwrap_err();
+        assert_eq!(e.key, "safety.max_new_restrictions");
+        let e = parse(&format!("{MINIMAL}safety: 3\n")).unwrap_err();
+        assert_eq!(e.key, "safety");
+    }
+
+    #[test]
+    fn clear_text_http_only_to_this_machine() {
+        for ok in [
+            "http://127.0.0.1:8008",
+            "http://127.8.9.10",
+            "http://localhost:8008/",
+            "http://LOCALHOST",
+            "http://[::1]:8008",
+            "http://user@127.0.0.1:8008/path",
+            "https://matrix.example.org",
+            "https://203.0.113.7:8448",
+        ] {
+            let c = parse(&MINIMAL.replace("http://127.0.0.1:8008", ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert!(!c.allow_insecure_http);
+        }
+        for bad in [
+            "http://matrix.example.org",
+            "http://192.168.1.2:8008",
+            "http://[2001:db8::1]:8008",
+            "http://localhost.example.org",
+            "http://127.0.0.1.example.org",
+            "http://127.0.0.1@evil.example.org",
+        ] {
+            let e = parse(&MINIMAL.replace("http://127.0.0.1:8008", bad)).unwrap_err();
+            assert_eq!(e.key, "homeserver_url", "{bad}");
+            assert_eq!(
+                e.to_string(),
+                "config key `homeserver_url`: http:// sends the password and tokens in clear text to a host \
+                 that is not this machine; use https:// or set allow_insecure_http: true"
+            );
+            let c = parse(&format!("{}allow_insecure_http: true\n", MINIMAL.replace("http://127.0.0.1:8008", bad)))
+                .unwrap();
+            assert!(c.allow_insecure_http);
+        }
+    }
+
+    #[test]
+    fn secret_files_sit_next_to_the_config_as_under_systemd_credentials() {
+        // systemd's LoadCredential= puts config.yaml, password and admin-token side by side
+        // in $CREDENTIALS_DIRECTORY; hush is started with --config there.
+        let creds = tempfile::tempdir().unwrap();
+        let text = MINIMAL.replace("password: \"pw\"", "password_file: password")
+            + "suspension:\n  enabled: true\n  admin_access_token_file: admin-token\n";
+        std::fs::write(creds.path().join("config.yaml"), text).unwrap();
+        std::fs::write(creds.path().join("password"), "secret-pw\n").unwrap();
+        std::fs::write(creds.path().join("admin-token"), "adm-tok").unwrap();
+        let c = Config::load(&creds.path().join("config.yaml"), &BTreeMap::new()).unwrap();
+        assert_eq!(c.credentials, Credentials::Password(Secret::new("secret-pw")));
+        assert_eq!(c.suspension.admin_access_token, Some(Secret::new("adm-tok")));
     }
 
     #[test]

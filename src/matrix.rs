@@ -13,6 +13,7 @@ use matrix_sdk::ruma::events::relation::Annotation;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use matrix_sdk::ruma::events::room::power_levels::UserPowerLevel;
 use matrix_sdk::ruma::events::AnyStateEventContent;
+use matrix_sdk::ruma::events::Mentions;
 use matrix_sdk::ruma::events::StateEventType;
 use matrix_sdk::ruma::serde::Raw;
 use matrix_sdk::ruma::{EventId, OwnedRoomId, RoomId, RoomOrAliasId, UserId};
@@ -275,9 +276,16 @@ pub async fn is_moderator(room: &Room, user: &UserId, required: Option<i64>) -> 
     Ok(level >= needed)
 }
 
-/// Sends a notice with a plain and an HTML body.
+/// The content of every message hush sends: a notice with a plain and an HTML body and
+/// empty intentional mentions (`"m.mentions": {}`). Clients that support intentional
+/// mentions then ping no one, whatever user ids or `@room` a list's reason holds.
+pub fn notice_content(plain: &str, html: &str) -> RoomMessageEventContent {
+    RoomMessageEventContent::notice_html(plain, html).add_mentions(Mentions::new())
+}
+
+/// Sends a notice with a plain and an HTML body (see [`notice_content`]).
 pub async fn send_notice(room: &Room, plain: &str, html: &str) -> Result<()> {
-    room.send(RoomMessageEventContent::notice_html(plain, html)).await?;
+    room.send(notice_content(plain, html)).await?;
     Ok(())
 }
 
@@ -409,7 +417,7 @@ impl RoomWriter for MatrixWriter {
                 message: format!("hush is not in {id}"),
             });
         };
-        room.send(RoomMessageEventContent::notice_html(plain, html)).await.map_err(|e| match e {
+        room.send(notice_content(plain, html)).await.map_err(|e| match e {
             matrix_sdk::Error::Http(h) => classify(&h),
             other => WriteError::Transient(other.to_string()),
         })?;
@@ -457,4 +465,19 @@ pub async fn put_state(
     );
     client.send(req).await.map_err(|e| anyhow::anyhow!("{}", classify(&e)))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_mention_no_one() {
+        let content = notice_content("@alice:example.org @room spam", "<b>@room</b> spam");
+        let json = serde_json::to_value(&content).unwrap();
+        assert_eq!(json["m.mentions"], serde_json::json!({}), "{json}");
+        assert_eq!(json["msgtype"], "m.notice");
+        assert_eq!(json["body"], "@alice:example.org @room spam");
+        assert_eq!(json["formatted_body"], "<b>@room</b> spam");
+    }
 }
