@@ -106,7 +106,10 @@ pub async fn run(config: Config) -> Result<()> {
             membership_room_versions: config.mute.membership_room_versions.clone(),
             batch_window: Duration::from_millis(config.mute.batch_window_ms),
             dry_run: config.dry_run,
-            safety: hush_core::guard::Limits::default(), // MERGE-H3
+            safety: hush_core::guard::Limits {
+                max_new_restrictions: config.safety.max_new_restrictions,
+                max_room_share: config.safety.max_room_share,
+            },
 
             moderator_power_level: config.moderator_power_level,
             command_prefix: config.command_prefix.clone(),

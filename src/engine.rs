@@ -1321,7 +1321,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.ledger.mark_applied(room_id, &user_id, ledger_kind(kind))
             }
             Action::MarkOverridden { user_id, kind, note } => {
-                self.report_in_room(&format!("override|{room_id}|{user_id}|{kind:?}"), &format!("{note} (in {{rooms}})."), room_id);
+                self.report_in_room(
+                    &format!("override|{room_id}|{user_id}|{kind:?}"),
+                    &format!("{note} (in {{rooms}})."),
+                    room_id,
+                );
                 self.ledger.mark_overridden(room_id, &user_id, ledger_kind(kind))
             }
             Action::Forget { user_id, kind } => {

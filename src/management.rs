@@ -315,12 +315,14 @@ async fn decide_hold(bot: &Bot, id: &str, confirm: bool) -> Reply {
 /// Reads a room's state for a look, joining it if needed. hush stays joined: an
 /// invite-only list could not be joined again for a later `watch`.
 async fn peek(bot: &Bot, room: &str) -> Result<(matrix_sdk::ruma::OwnedRoomId, Vec<serde_json::Value>), String> {
-    let room_id = crate::matrix::resolve(&bot.client, room).await.map_err(|e| format!("Cannot resolve {room}: {e:#}"))?;
+    let room_id =
+        crate::matrix::resolve(&bot.client, room).await.map_err(|e| format!("Cannot resolve {room}: {e:#}"))?;
     let joined = bot.client.get_room(&room_id).is_some_and(|r| r.state() == RoomState::Joined);
     if !joined {
         crate::matrix::join(&bot.client, room_id.as_str()).await.map_err(|e| format!("Cannot read {room}: {e:#}"))?;
     }
-    let state = crate::matrix::room_state(&bot.client, &room_id).await.map_err(|e| format!("Cannot read {room}: {e:#}"))?;
+    let state =
+        crate::matrix::room_state(&bot.client, &room_id).await.map_err(|e| format!("Cannot read {room}: {e:#}"))?;
     Ok((room_id, state))
 }
 
