@@ -1,6 +1,6 @@
 //! Wiring: start-up, event handlers, the sync loop and a clean shutdown on SIGINT/SIGTERM.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,13 +12,14 @@ use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessa
 use matrix_sdk::ruma::events::room::redaction::OriginalSyncRoomRedactionEvent;
 use matrix_sdk::ruma::events::AnySyncStateEvent;
 use matrix_sdk::ruma::serde::Raw;
-use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId};
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use matrix_sdk::{Client, Room, RoomState};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig, Input};
+use crate::following::{self, Cancelled, Follows};
 use crate::ledger::Ledger;
 use crate::management::{self, Reply};
 use crate::matrix;
@@ -42,8 +43,11 @@ pub struct Bot {
     pub announced: AtomicBool,
     /// The engine's inbox: every trigger goes there.
     pub engine: mpsc::UnboundedSender<Input>,
-    /// Lists and rooms changed by commands at run time (persisted in data_dir).
+    /// Lists and rooms changed by commands at run time (persisted in data_dir), and the
+    /// room id each alias is pinned to.
     pub overrides: std::sync::Mutex<RoomOverrides>,
+    /// The follows still under way, so that `unfollow` can cancel them.
+    pub follows: Follows,
 }
 
 impl Bot {
@@ -53,10 +57,87 @@ impl Bot {
         overrides.actions_of(room).or_else(|| overrides.actions_of(room_id))
     }
 
-    /// Starts following a room in the background (joined, loaded, retried until it works).
+    /// Starts following a room in the background (joined, loaded, retried until it works
+    /// or `unfollow` cancels it).
     pub fn follow(self: &Arc<Self>, room: String, roles: Vec<Role>) {
-        let (tx, _rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(follow_room(self.clone(), room, roles, tx));
+        self.spawn_follow(room, roles, None, None);
+    }
+
+    /// Follows `room` in a task `unfollow` can cancel; `upgrade_of` is the room it
+    /// replaces (it is followed only if its `m.room.create` names that room).
+    fn spawn_follow(
+        self: &Arc<Self>,
+        room: String,
+        roles: Vec<Role>,
+        upgrade_of: Option<OwnedRoomId>,
+        resolved: Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
+        let ticket = self.follows.register(&room, &roles, upgrade_of.as_deref().map(RoomId::as_str));
+        let bot = self.clone();
+        let task = tokio::spawn(async move {
+            follow_room(bot.clone(), room, roles, resolved, upgrade_of, ticket).await;
+            bot.follows.done(ticket);
+        });
+        self.follows.set_abort(ticket, task.abort_handle());
+    }
+
+    /// Stops following `room` (alias or id) in the roles that the config and the run-time
+    /// changes no longer give it; call it after changing `overrides` (`unwatch`, `rooms
+    /// remove`). A follow still retrying is cancelled, the dropped roles are forgotten (so
+    /// a tombstone there is ignored from now on) and the engine told, and an alias that
+    /// nothing names any more loses its pin (added again, it is resolved anew).
+    pub fn unfollow(self: &Arc<Self>, room: &str) {
+        let (entries, pins) = {
+            let overrides = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+            (configured_roles(&self.config, &overrides), overrides.pinned.clone())
+        };
+        // Every spelling of the room: as given, its pinned id, the ids its follows resolved.
+        let mut names = BTreeSet::from([room.to_owned()]);
+        names.extend(pins.get(room).cloned());
+        let names = self.follows.spellings(&names);
+        let mut wanted: Vec<Role> = Vec::new();
+        for (entry, roles) in &entries {
+            if names.contains(entry) || pins.get(entry).is_some_and(|id| names.contains(id)) {
+                wanted.extend(roles.iter().filter(|r| !wanted.contains(r)).copied().collect::<Vec<_>>());
+            }
+        }
+        for again in self.follows.cancel(&names, &wanted) {
+            let upgrade_of = again.upgrade_of.and_then(|o| RoomId::parse(o).ok());
+            self.spawn_follow(again.room, again.roles, upgrade_of, None);
+        }
+        for id in names.iter().filter_map(|n| RoomId::parse(n).ok()) {
+            let dropped: Vec<Role> = {
+                let mut all = self.roles.write().unwrap_or_else(|e| e.into_inner());
+                let dropped = all.get(&id).map(|have| have.iter().filter(|r| !wanted.contains(r)).copied().collect());
+                if let Some(have) = all.get_mut(&id) {
+                    have.retain(|r| wanted.contains(r));
+                    if have.is_empty() {
+                        all.remove(&id);
+                    }
+                }
+                if !all.contains_key(&id) {
+                    self.configured.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                }
+                dropped.unwrap_or_default()
+            };
+            for role in dropped {
+                info!(room = %id, ?role, "no longer followed in this role");
+                let room_id = id.to_string();
+                let _ = match role {
+                    Role::List => self.engine.send(Input::Unwatch { room_id }),
+                    Role::Protected => self.engine.send(Input::Unprotect { room_id }),
+                    Role::Management => Ok(()),
+                };
+            }
+        }
+        if !entries.iter().any(|(entry, _)| entry == room) {
+            let mut overrides = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+            if overrides.unpin(room) {
+                if let Err(e) = overrides.save(&self.config.data_dir) {
+                    warn!(alias = room, "cannot save the removed pin: {e:#}");
+                }
+            }
+        }
     }
 }
 
@@ -137,6 +218,7 @@ pub async fn run(config: Config) -> Result<()> {
         announced: AtomicBool::new(false),
         engine: engine_tx,
         overrides: std::sync::Mutex::new(overrides),
+        follows: Follows::default(),
     });
     client.add_event_handler_context(bot.clone());
     client.add_event_handler(on_invite);
@@ -239,48 +321,67 @@ async fn follow_configured_rooms(bot: Arc<Bot>) {
         let overrides = bot.overrides.lock().unwrap_or_else(|e| e.into_inner());
         configured_roles(&bot.config, &overrides)
     };
-    let mut tasks = tokio::task::JoinSet::new();
     let mut list_resolvers = Vec::new();
     for (room, roles) in rooms {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         if roles.contains(&Role::List) {
             list_resolvers.push(rx);
         }
-        tasks.spawn(follow_room(bot.clone(), room, roles, tx));
+        bot.spawn_follow(room, roles, None, Some(tx));
     }
-    let engine = bot.engine.clone();
-    tasks.spawn(async move {
-        for rx in list_resolvers {
-            let _ = rx.await;
-        }
-        let _ = engine.send(Input::ListsKnown);
-    });
-    while tasks.join_next().await.is_some() {}
+    // A list whose follow is cancelled before it resolves drops its sender: known too.
+    for rx in list_resolvers {
+        let _ = rx.await;
+    }
+    let _ = bot.engine.send(Input::ListsKnown);
 }
 
-/// Resolves, joins and loads one configured room, retrying with backoff (reported to the
-/// management room) until it works.
-async fn follow_room(bot: Arc<Bot>, room: String, roles: Vec<Role>, resolved: tokio::sync::oneshot::Sender<()>) {
+/// Resolves (an alias through its pin), joins and loads one configured room, retrying
+/// with backoff (reported to the management room) until it works or is cancelled. The
+/// replacement of an upgraded room (`upgrade_of`) is checked first and may be refused.
+async fn follow_room(
+    bot: Arc<Bot>,
+    room: String,
+    roles: Vec<Role>,
+    resolved: Option<tokio::sync::oneshot::Sender<()>>,
+    upgrade_of: Option<OwnedRoomId>,
+    ticket: u64,
+) {
     let mut backoff = Duration::from_secs(2);
-    let mut resolved = Some(resolved);
+    let mut resolved = resolved;
     loop {
         let attempt = async {
-            let room_id = matrix::resolve(&bot.client, &room).await?;
-            bot.configured.write().unwrap_or_else(|e| e.into_inner()).insert(room_id.clone());
-            bot.roles.write().unwrap_or_else(|e| e.into_inner()).insert(room_id.clone(), roles.clone());
-            if roles.contains(&Role::Management) {
-                *bot.management_room.write().unwrap_or_else(|e| e.into_inner()) = Some(room_id.clone());
+            let room_id = following::resolve_pinned(&bot, &room).await?;
+            bot.follows.resolved(ticket, room_id.as_str());
+            if let Some(old) = &upgrade_of {
+                // Named so that an invite to it is accepted (it is checked before use).
+                bot.configured.write().unwrap_or_else(|e| e.into_inner()).insert(room_id.clone());
+                if let Err(why) = following::verify_replacement(&bot, &room_id, old).await? {
+                    refuse_upgrade(&bot, old, &room_id, &roles, &why, ticket).await?;
+                    return anyhow::Ok(());
+                }
+                bot.follows.if_live(ticket, || commit_upgrade(&bot, old, &room_id, &roles))?;
             }
             let id = room_id.to_string();
             let trust = if roles.contains(&Role::List) { list_trust(&bot, &room, &room_id).await } else { None };
-            let _ = bot.engine.send(Input::Configure {
-                management_room: roles.contains(&Role::Management).then(|| id.clone()),
-                lists: trust.map(|t| (id.clone(), t)).into_iter().collect(),
-                protected: if roles.contains(&Role::Protected) { vec![id.clone()] } else { vec![] },
-            });
-            if let Some(tx) = resolved.take() {
-                let _ = tx.send(());
-            }
+            bot.follows.if_live(ticket, || {
+                bot.configured.write().unwrap_or_else(|e| e.into_inner()).insert(room_id.clone());
+                let mut all = bot.roles.write().unwrap_or_else(|e| e.into_inner());
+                let have = all.entry(room_id.clone()).or_default();
+                have.extend(roles.iter().filter(|r| !have.contains(r)).copied().collect::<Vec<_>>());
+                drop(all);
+                if roles.contains(&Role::Management) {
+                    *bot.management_room.write().unwrap_or_else(|e| e.into_inner()) = Some(room_id.clone());
+                }
+                let _ = bot.engine.send(Input::Configure {
+                    management_room: roles.contains(&Role::Management).then(|| id.clone()),
+                    lists: trust.map(|t| (id.clone(), t)).into_iter().collect(),
+                    protected: if roles.contains(&Role::Protected) { vec![id.clone()] } else { vec![] },
+                });
+                if let Some(tx) = resolved.take() {
+                    let _ = tx.send(());
+                }
+            })?;
             let joined = bot.client.get_room(&room_id).is_some_and(|r| r.state() == RoomState::Joined);
             if !joined {
                 matrix::join(&bot.client, room_id.as_str()).await?;
@@ -301,12 +402,14 @@ async fn follow_room(bot: Arc<Bot>, room: String, roles: Vec<Role>, resolved: to
                     (true, false) => Some(std::mem::take(&mut events)),
                     _ => None,
                 };
-                if let Some(events) = for_list {
-                    let _ = bot.engine.send(Input::ListLoaded { room_id: id.clone(), events });
-                }
-                if is_protected {
-                    let _ = bot.engine.send(Input::RoomLoaded { room_id: id.clone(), events });
-                }
+                bot.follows.if_live(ticket, || {
+                    if let Some(events) = for_list {
+                        let _ = bot.engine.send(Input::ListLoaded { room_id: id.clone(), events });
+                    }
+                    if is_protected {
+                        let _ = bot.engine.send(Input::RoomLoaded { room_id: id.clone(), events });
+                    }
+                })?;
                 // Upgraded while hush was not looking: follow the replacement now.
                 if let Some(replacement) = tombstone {
                     follow_upgrade(&bot, &room_id, replacement);
@@ -316,6 +419,7 @@ async fn follow_room(bot: Arc<Bot>, room: String, roles: Vec<Role>, resolved: to
         };
         match attempt.await {
             Ok(()) => return,
+            Err(e) if e.is::<Cancelled>() => return,
             Err(e) => {
                 warn!(%room, "cannot follow yet, retrying in {}s: {e:#}", backoff.as_secs());
                 let error = format!("{e:#}");
@@ -362,48 +466,107 @@ async fn on_state_event(ev: Raw<AnySyncStateEvent>, room: Room, bot: Ctx<Arc<Bot
     }
 }
 
-/// A followed room was upgraded (tombstone): follow its replacement in the same roles.
-/// A policy list's old room stays followed too (its rules do not move by themselves), and
-/// is recorded as watched so it stays followed when the list's alias moves to the new
-/// room; a protected room's old room is dropped (nobody can talk there any more), and
-/// what hush did there that the upgrade copied is carried over to the new room.
-fn follow_upgrade(bot: &Arc<Bot>, old: &matrix_sdk::ruma::RoomId, replacement: Result<String, String>) {
-    let new = match replacement {
-        Ok(new) => new,
-        Err(why) => {
+/// A followed room was upgraded (tombstone): follow its replacement in the same roles,
+/// once its `m.room.create` names the old room as its predecessor (checked by the follow;
+/// see `commit_upgrade` and `refuse_upgrade`). A tombstone in a room hush no longer
+/// follows is ignored. A protected room's old room is dropped at once (nobody can talk
+/// there any more); it is protected again if the replacement is refused.
+fn follow_upgrade(bot: &Arc<Bot>, old: &RoomId, replacement: Result<String, String>) {
+    let new = match replacement.map(|r| RoomId::parse(&r).map_err(|e| format!("`{r}`: {e}"))) {
+        Ok(Ok(new)) => new,
+        Ok(Err(why)) | Err(why) => {
             warn!(room = %old, state_key = "", "ignoring a malformed m.room.tombstone: {why}");
             return;
         }
     };
-    let new = new.as_str();
-    let Some(roles) = bot.roles.read().unwrap_or_else(|e| e.into_inner()).get(old).cloned() else { return };
+    let Some(roles) = bot.roles.read().unwrap_or_else(|e| e.into_inner()).get(old).cloned() else {
+        debug!(%old, %new, "ignoring the tombstone of a room hush does not follow");
+        return;
+    };
     let already = {
+        let overrides = bot.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        overrides.watched.iter().chain(&overrides.protected).any(|r| r == new.as_str())
+    };
+    if already || bot.follows.is_following(new.as_str()) {
+        // A restart: the replacement is followed from rooms.json already (or being checked).
+        debug!(%old, %new, "the replacement of an upgraded room is already followed");
+        return;
+    }
+    info!(%old, %new, ?roles, "a followed room was upgraded; checking its replacement before following it");
+    if roles.contains(&Role::Protected) {
+        let _ = bot.engine.send(Input::Unprotect { room_id: old.to_string() });
+    }
+    bot.spawn_follow(new.to_string(), roles, Some(old.to_owned()), None);
+}
+
+/// The replacement names the old room as its predecessor: it takes over the old room's
+/// roles, saved in rooms.json. A policy list's old room stays followed too (its rules do
+/// not move by themselves) and is recorded as watched so it stays followed when the
+/// list's alias moves to the new room; what hush did in an old protected room that the
+/// upgrade copied is carried over to the new room.
+fn commit_upgrade(bot: &Bot, old: &RoomId, new: &RoomId, roles: &[Role]) {
+    {
         let mut overrides = bot.overrides.lock().unwrap_or_else(|e| e.into_inner());
-        let already = overrides.watched.iter().chain(&overrides.protected).any(|r| r == new);
         if roles.contains(&Role::List) {
             overrides.watch(old.as_str());
-            overrides.watch(new);
+            overrides.watch(new.as_str());
         }
         if roles.contains(&Role::Protected) {
-            overrides.protect(new);
+            overrides.protect(new.as_str());
             overrides.unprotect(old.as_str());
-            let _ = bot.engine.send(Input::RoomUpgraded { old: old.to_string(), new: new.to_owned() });
         }
         if let Err(e) = overrides.save(&bot.config.data_dir) {
             warn!("cannot save the upgraded room: {e:#}");
         }
-        already
-    };
-    if already {
-        // A restart: the replacement is followed from rooms.json already.
-        debug!(%old, %new, "the replacement of an upgraded room is already followed");
-        return;
     }
-    info!(%old, %new, ?roles, "a followed room was upgraded; following its replacement");
+    if roles.contains(&Role::Protected) {
+        let _ = bot.engine.send(Input::RoomUpgraded { old: old.to_string(), new: new.to_string() });
+        let mut all = bot.roles.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(have) = all.get_mut(old) {
+            have.retain(|r| *r != Role::Protected);
+            if have.is_empty() {
+                all.remove(old);
+            }
+        }
+    }
+    info!(%old, %new, ?roles, "the replacement names the upgraded room as its predecessor; following it");
     if roles.contains(&Role::Management) {
         warn!(%old, %new, "the management room was upgraded; hush moves there now, but update management_room in the config");
     }
-    bot.follow(new.to_owned(), roles);
+}
+
+/// The replacement does not name the old room as its predecessor: not followed, said in
+/// the log and the management room; the old room stays followed as it was. (`Err`: the
+/// old room's state cannot be read again yet; the follow retries, checking again.)
+async fn refuse_upgrade(
+    bot: &Arc<Bot>,
+    old: &RoomId,
+    new: &RoomId,
+    roles: &[Role],
+    why: &str,
+    ticket: u64,
+) -> Result<()> {
+    warn!(%old, %new, "not following the replacement of an upgraded room: {why}");
+    let text = format!(
+        "{old} was upgraded (tombstone) to {new}, but hush does not follow {new}: {why}. hush goes on \
+         following {old} as before. If {new} is meant, add it by hand (`watch` or `rooms add`)."
+    );
+    following::report_once(bot, &format!("refused|{old}|{new}"), text);
+    if !bot.roles.read().unwrap_or_else(|e| e.into_inner()).contains_key(new) {
+        bot.configured.write().unwrap_or_else(|e| e.into_inner()).remove(new);
+    }
+    if roles.contains(&Role::Protected) {
+        // Dropped at the tombstone: protected again, from its current state.
+        bot.follows.if_live(ticket, || {
+            let protected = vec![old.to_string()];
+            let _ = bot.engine.send(Input::Configure { management_room: None, lists: vec![], protected });
+        })?;
+        let events = matrix::room_state(&bot.client, old).await?;
+        bot.follows.if_live(ticket, || {
+            let _ = bot.engine.send(Input::RoomLoaded { room_id: old.to_string(), events });
+        })?;
+    }
+    Ok(())
 }
 
 /// Forwards redactions: a redacted policy rule is a removed rule.

@@ -7,6 +7,7 @@ pub mod bot;
 pub mod config;
 pub mod enforce;
 pub mod engine;
+pub mod following;
 pub mod holds;
 pub mod ledger;
 pub mod management;

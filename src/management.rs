@@ -510,6 +510,9 @@ async fn change_rooms(bot: &std::sync::Arc<Bot>, change: Change, room: &RoomRef)
     if let Err(e) = result {
         return Reply::error(format!("Cannot save the change: {e:#}"));
     }
+    if matches!(change, Change::Unwatch | Change::Unprotect) {
+        bot.unfollow(&room);
+    }
     let id = room_id.to_string();
     match change {
         Change::Watch => {

@@ -3,7 +3,11 @@
 //! The config file stays the starting point: the effective policy lists are the config's
 //! plus those watched at run time minus those unwatched at run time (likewise protected
 //! rooms). Editing the config file later still works: an entry only changes what it names.
+//!
+//! It also keeps the room id each alias (management room, list, protected room) resolved
+//! to the first time: an alias is pinned, so that moving it later does not move hush.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -24,6 +28,43 @@ pub struct RoomOverrides {
     /// Lists watched with `--actions`: what each may make hush do (action names).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub actions: std::collections::BTreeMap<String, Vec<String>>,
+    /// Alias -> the room id it resolved to the first time (kept when the alias moves).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pinned: BTreeMap<String, String>,
+}
+
+/// What resolving an alias again means once pins are taken into account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pin {
+    /// First resolution: the alias is pinned to this room id now (to be saved).
+    New(String),
+    /// The alias still points to its pinned room.
+    Same(String),
+    /// The alias now points elsewhere: hush keeps the pinned room.
+    Moved { pinned: String, now: String },
+}
+
+impl Pin {
+    /// The room id hush follows.
+    pub fn room_id(&self) -> &str {
+        match self {
+            Pin::New(id) | Pin::Same(id) => id,
+            Pin::Moved { pinned, .. } => pinned,
+        }
+    }
+
+    /// What to tell the moderators, if anything.
+    pub fn warning(&self, alias: &str) -> Option<String> {
+        match self {
+            Pin::Moved { pinned, now } => Some(format!(
+                "The alias {alias} now points to {now}, but hush keeps following {pinned}, the room it \
+                 pointed to when hush first resolved it. To follow {now} instead, remove {alias} \
+                 (`unwatch` or `rooms remove`) and add it again; for the management room, stop hush and \
+                 delete the entry for {alias} under `pinned` in data_dir/rooms.json."
+            )),
+            _ => None,
+        }
+    }
 }
 
 fn add(list: &mut Vec<String>, item: &str) {
@@ -98,6 +139,24 @@ impl RoomOverrides {
         add(&mut self.unprotected, room);
     }
 
+    /// Pins `alias` to `resolved` if it is not pinned yet; otherwise keeps the pin and says
+    /// whether the alias moved.
+    pub fn pin(&mut self, alias: &str, resolved: &str) -> Pin {
+        match self.pinned.get(alias) {
+            None => {
+                self.pinned.insert(alias.to_owned(), resolved.to_owned());
+                Pin::New(resolved.to_owned())
+            }
+            Some(pinned) if pinned == resolved => Pin::Same(resolved.to_owned()),
+            Some(pinned) => Pin::Moved { pinned: pinned.clone(), now: resolved.to_owned() },
+        }
+    }
+
+    /// Forgets an alias's pin (it is no longer followed in any role); true if there was one.
+    pub fn unpin(&mut self, alias: &str) -> bool {
+        self.pinned.remove(alias).is_some()
+    }
+
     /// The config's lists with these changes applied.
     pub fn effective_lists(&self, configured: &[String]) -> Vec<String> {
         effective(configured, &self.watched, &self.unwatched)
@@ -138,6 +197,60 @@ mod tests {
         o.unprotect("#b:x");
         o.protect("#d:x");
         assert_eq!(o.effective_rooms(&configured), vec!["#a:x", "#d:x"]);
+    }
+
+    #[test]
+    fn an_alias_is_pinned_at_its_first_resolution() {
+        let mut o = RoomOverrides::default();
+        let first = o.pin("#lobby:x", "!a:x");
+        assert_eq!(first, Pin::New("!a:x".to_owned()));
+        assert_eq!(first.room_id(), "!a:x");
+        assert_eq!(first.warning("#lobby:x"), None);
+        let again = o.pin("#lobby:x", "!a:x");
+        assert_eq!(again, Pin::Same("!a:x".to_owned()));
+        assert_eq!(again.warning("#lobby:x"), None);
+    }
+
+    #[test]
+    fn a_moved_alias_keeps_its_pin_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = RoomOverrides::default();
+        o.pin("#lobby:x", "!a:x");
+        o.save(dir.path()).unwrap();
+        // A later start: the alias now points elsewhere.
+        let mut o = RoomOverrides::load(dir.path()).unwrap();
+        let moved = o.pin("#lobby:x", "!b:x");
+        assert_eq!(moved, Pin::Moved { pinned: "!a:x".to_owned(), now: "!b:x".to_owned() });
+        assert_eq!(moved.room_id(), "!a:x");
+        let warning = moved.warning("#lobby:x").unwrap();
+        for part in ["#lobby:x", "!a:x", "!b:x"] {
+            assert!(warning.contains(part), "{warning}");
+        }
+        // Still pinned to the first room; the new target is not recorded.
+        assert_eq!(o.pinned.get("#lobby:x").map(String::as_str), Some("!a:x"));
+        assert_eq!(o.pin("#lobby:x", "!b:x").room_id(), "!a:x");
+    }
+
+    #[test]
+    fn an_unpinned_alias_is_resolved_anew() {
+        let mut o = RoomOverrides::default();
+        o.pin("#l:x", "!a:x");
+        assert!(o.unpin("#l:x"));
+        assert!(!o.unpin("#l:x"));
+        assert_eq!(o.pin("#l:x", "!b:x"), Pin::New("!b:x".to_owned()));
+    }
+
+    #[test]
+    fn a_file_from_before_pins_still_loads_and_is_written_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = r##"{"watched":["#c:x"],"unwatched":[],"protected":[],"unprotected":["#d:x"]}"##;
+        std::fs::write(RoomOverrides::path(dir.path()), old).unwrap();
+        let o = RoomOverrides::load(dir.path()).unwrap();
+        assert!(o.pinned.is_empty());
+        assert_eq!(o.watched, vec!["#c:x"]);
+        o.save(dir.path()).unwrap();
+        let text = std::fs::read_to_string(RoomOverrides::path(dir.path())).unwrap();
+        assert!(!text.contains("pinned"), "{text}");
     }
 
     #[test]
