@@ -143,7 +143,7 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     /// guard as one batch, then carried out.
     plan: BTreeMap<(String, String), Vec<Action>>,
     /// What the input being handled reports, sent as one message at its end.
-    outbox: Vec<(String, String)>,
+    outbox: Vec<(Vec<String>, String)>,
     /// Room-by-room reports of the input being handled, by template: one line each.
     room_reports: BTreeMap<String, Vec<(String, String)>>,
     lists_known: bool,
@@ -1602,7 +1602,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             return;
         }
         if self.reported.insert(key.to_owned()) {
-            self.outbox.push((key.to_owned(), text.to_owned()));
+            self.outbox.push((vec![key.to_owned()], text.to_owned()));
         }
     }
 
@@ -1626,9 +1626,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 many => format!("{} rooms ({})", many.len(), many.join(", ")),
             };
             let text = template.replace("{rooms}", &where_);
-            for (key, _) in rooms {
-                self.outbox.push((key, text.clone()));
-            }
+            self.outbox.push((rooms.into_iter().map(|(key, _)| key).collect(), text));
         }
         if self.outbox.is_empty() {
             return;
@@ -1647,7 +1645,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             .map(|(t, n)| if n > 1 { format!("{t} (x{n})") } else { t })
             .collect::<Vec<_>>()
             .join("\n");
-        let keys: Vec<String> = reports.into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = reports.into_iter().flat_map(|(k, _)| k).collect();
         let writer = self.writer.clone();
         let inbox = self.inbox.clone();
         tokio::spawn(async move {

@@ -116,7 +116,8 @@ async fn time_to_mute_50_users_in_1_and_in_20_rooms() {
 
     let rooms: Vec<String> = one.iter().chain(&twenty).map(|r| format!("\"{r}\"")).collect();
     let lines = format!(
-        "policy_lists: [\"{}\"]\nprotected_rooms: [{}]\nmute:\n  batch_window_ms: {window}\n",
+        "policy_lists: [\"{}\"]\nprotected_rooms: [{}]\nmute:\n  batch_window_ms: {window}\n\
+         safety:\n  max_new_restrictions: 100000\n  max_room_share: 1.0\n",
         c.list.room_id(),
         rooms.join(", ")
     );
