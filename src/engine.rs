@@ -180,6 +180,14 @@ pub fn rule_ref(id: &RuleId) -> String {
     format!("{}|{}|{}", id.room_id, id.kind.as_str(), id.state_key)
 }
 
+/// A ledger rule reference in words: "`state key` in !list".
+fn describe_rule(r: &str) -> String {
+    match parse_rule_ref(r) {
+        Some(id) => format!("`{}` in {}", id.state_key, id.room_id),
+        None => format!("`{r}`"),
+    }
+}
+
 /// The rule a ledger reference names.
 fn parse_rule_ref(r: &str) -> Option<RuleId> {
     let mut parts = r.splitn(3, '|');
@@ -1347,12 +1355,12 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     wanted.expires_at_ms,
                 )
             }
-            Action::Refuse { user_id, restriction, refusal } => {
+            Action::Refuse { user_id, restriction, refusal, rule } => {
                 let what = if restriction == Restriction::Ban { "ban" } else { "mute" };
-                warn!(room = room_id, user = %user_id, %refusal, "refusing to {what}");
+                warn!(room = room_id, user = %user_id, %refusal, %rule, "refusing to {what}");
                 self.report_in_room(
-                    &format!("refuse|{room_id}|{user_id}|{what}|{refusal}"),
-                    &format!("Not going to {what} {user_id} in {{rooms}}: {refusal}."),
+                    &format!("refuse|{room_id}|{user_id}|{what}|{refusal}|{rule}"),
+                    &format!("Not going to {what} {user_id} in {{rooms}}: {refusal} (rule {}).", describe_rule(&rule)),
                     room_id,
                 );
                 Ok(())

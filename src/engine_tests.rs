@@ -441,11 +441,11 @@ async fn refusals_are_reported_once() {
     }
     let notices = h.notice_lines().await;
     for want in [
-        "Not going to mute @hush:x in 2 rooms (!room:x, !room2:x): hush never restricts itself.",
-        "Not going to mute @mod:x in 2 rooms (!room:x, !room2:x): room creators cannot be restricted.",
-        "Not going to mute @high:x in !room:x: the user is a moderator of the room (power level 100, at or above 50, the lowest of kick, ban and redact).",
-        "Not going to mute @vip:x in !room:x: the user is in protected_users.",
-        "Not going to mute @a:x in !room2:x: hush needs power level 50 to change power levels and has 20.",
+        "Not going to mute @hush:x in 2 rooms (!room2:x, !room:x): hush never restricts itself (rule `1` in !list:x).",
+        "Not going to mute @mod:x in 2 rooms (!room2:x, !room:x): room creators cannot be restricted (rule `2` in !list:x).",
+        "Not going to mute @high:x in !room:x: the user is a moderator of the room (power level 100, at or above 50, the lowest of kick, ban and redact) (rule `3` in !list:x).",
+        "Not going to mute @vip:x in !room:x: the user is in protected_users (rule `4` in !list:x).",
+        "Not going to mute @a:x in !room2:x: hush needs power level 50 to change power levels and has 20 (rule `5` in !list:x).",
     ] {
         assert_eq!(notices.iter().filter(|n| *n == want).count(), 1, "{want:?} in {notices:#?}");
     }
@@ -874,7 +874,7 @@ async fn room_and_management_moderators_are_never_restricted_until_demoted() {
     assert!(
         notices
             .iter()
-            .any(|n| n == "Not going to ban @boss:x in !room:x: the user is a moderator of the management room."),
+            .any(|n| n == "Not going to ban @boss:x in !room:x: the user is a moderator of the management room (rule `b` in !list:x)."),
         "{notices:#?}"
     );
     let (tx, rx) = oneshot::channel();

@@ -340,9 +340,11 @@ async fn preview(bot: &Bot, room: &RoomRef, actions: Option<ListTrust>) -> Resul
 /// `watch`: the preview first, then follow. Rules beyond the safety guard are held when
 /// the list loads, until a moderator confirms them.
 async fn watch(bot: &std::sync::Arc<Bot>, room: &RoomRef, actions: Option<ListTrust>) -> Reply {
+    // A list hush cannot read yet (not invited yet) is still followed, retried until it
+    // can be joined; the guard judges its rules when they load.
     let look = match preview(bot, room, actions).await {
         Ok(text) => text,
-        Err(e) => return Reply::error(e),
+        Err(e) => format!("No preview: {e}. Rules beyond the safety guard will be held when it loads."),
     };
     if let Some(trust) = actions {
         let mut overrides = bot.overrides.lock().unwrap_or_else(|e| e.into_inner());

@@ -138,15 +138,19 @@ async fn refusals_are_reported_in_the_management_room() {
     let w = weak.room_id();
     // One line per user and reason, naming every room it applies to.
     let both = if p < w { format!("2 rooms ({p}, {w})") } else { format!("2 rooms ({w}, {p})") };
+    let l = c.list.room_id();
     let expected = [
-        format!("Not going to mute {} in {both}: hush never restricts itself.", c.bot.user_id),
-        format!("Not going to mute {} in {both}: room creators cannot be restricted.", c.moderator.user_id),
+        format!("Not going to mute {} in {both}: hush never restricts itself (rule `r0` in {l}).", c.bot.user_id),
+        format!("Not going to mute {} in {both}: room creators cannot be restricted (rule `r1` in {l}).", c.moderator.user_id),
         format!(
-            "Not going to mute {} in {p}: the user is a moderator of the room (power level 100, at or above 50, the lowest of kick, ban and redact).",
+            "Not going to mute {} in {p}: the user is a moderator of the room (power level 100, at or above 50, the lowest of kick, ban and redact) (rule `r2` in {l}).",
             high.user_id
         ),
-        format!("Not going to mute {} in {p}: the user is in protected_users.", vip.user_id),
-        format!("Not going to mute {} in {w}: hush needs power level 100 to change power levels and has 20.", plain.user_id),
+        format!("Not going to mute {} in {p}: the user is in protected_users (rule `r3` in {l}).", vip.user_id),
+        format!(
+            "Not going to mute {} in {w}: hush needs power level 100 to change power levels and has 20 (rule `r4` in {l}).",
+            plain.user_id
+        ),
     ];
     for want in &expected {
         c.moderator.wait_for_message(c.management.room_id(), &c.bot.user_id, |m| &m.body == want).await.unwrap();

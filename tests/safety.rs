@@ -61,7 +61,8 @@ async fn a_list_rule_for_everyone_is_held_until_a_moderator_decides() {
     c.wait_level(&a.user_id, Some(-1)).await;
     let pl = c.wait_level(&b.user_id, Some(-1)).await;
     assert_eq!(level_of(&pl, &c.bot.user_id), Some(100), "hush never restricts itself: {pl}");
-    assert_eq!(level_of(&pl, &c.moderator.user_id), Some(100), "nor the room's moderator: {pl}");
+    // The moderator created the room (room version 12: no `users` entry, unlimited power).
+    assert_ne!(level_of(&pl, &c.moderator.user_id), Some(-1), "nor the room's creator: {pl}");
     assert_eq!(c.membership(&a.user_id).await.as_deref(), Some("join"), "the rejected ban stays dropped");
 }
 
@@ -164,4 +165,36 @@ async fn a_list_trusted_only_to_mute_does_not_ban() {
     // A mute from that list is enforced.
     put_rule(&c, other.room_id(), "ban-it", user.user_id.as_str(), "m.mute", "theirs").await;
     c.wait_level(&user.user_id, Some(-1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reason_with_room_mentions_pings_nobody() {
+    let c = Community::new().await.unwrap();
+    let user = c.member(None).await.unwrap();
+    // Dry run: the report repeats the rule's reason word for word.
+    let config = c.config("dry_run: true\n");
+    let _hush = c.start(&config, 1).await;
+    let content =
+        serde_json::json!({"entity": user.user_id, "recommendation": "m.ban", "reason": "@room look at this"});
+    c.moderator.put_state(c.list.room_id(), "m.policy.rule.user", "loud", content).await.unwrap();
+    let notice = wait_notice(&c, |b| b.contains("[dry run] would ban") && b.contains("@room look at this")).await;
+    let mentions = notice.mentions.expect("every message hush sends has m.mentions");
+    assert!(mentions.user_ids.is_empty() && !mentions.room, "no one is mentioned: {mentions:?}");
+    // Replies to commands too.
+    let reply = c.command("!hush status", "uptime").await;
+    assert!(reply.mentions.is_some_and(|m| m.user_ids.is_empty() && !m.room));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_add_is_for_moderators_who_may_ban_there() {
+    let c = Community::new().await.unwrap();
+    let owner = register_user(&c.hs, "owner").await.unwrap();
+    let theirs = owner.create_room("theirs", &[&c.moderator.user_id, &c.bot.user_id], false).await.unwrap();
+    c.moderator.join(theirs.room_id()).await.unwrap();
+    let config = c.config("");
+    let _hush = c.start(&config, 1).await;
+    let reply = c.command(&format!("!hush rooms add {}", theirs.room_id()), "Not protecting").await;
+    assert!(reply.body.contains("power level 0 there"), "{}", reply.body);
+    let rooms = c.command("!hush rooms", "protected rooms").await;
+    assert!(!rooms.body.contains(theirs.room_id().as_str()), "{}", rooms.body);
 }

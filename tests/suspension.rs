@@ -189,3 +189,32 @@ async fn a_local_user_in_no_protected_room_is_suspended_too() {
     let lifted = poll(DEADLINE, || async { lurker.try_say(&rid, "back").await.ok() }).await;
     assert!(lifted.is_some(), "the suspension was never lifted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_that_may_not_suspend_mutes_but_only_the_default_list_suspends() {
+    let c = Community::new().await.unwrap();
+    let token = admin_token(&c.hs).await;
+    let user = c.member(None).await.unwrap();
+    let own = user.create_room("own", &[], false).await.unwrap();
+    let other = c.moderator.create_room("other-policies", &[&c.bot.user_id], false).await.unwrap();
+    let content = serde_json::json!({"entity": user.user_id, "recommendation": "m.mute", "reason": "theirs"});
+    c.moderator.put_state(other.room_id(), "m.policy.rule.user", "theirs", content).await.unwrap();
+    let lines = format!(
+        "policy_lists: [\"{list}\", \"{other}\"]\ndefault_policy_list: \"{list}\"\nprotected_rooms: [\"{p}\"]\nmute:\n  batch_window_ms: 50\n{s}",
+        list = c.list.room_id(),
+        other = other.room_id(),
+        p = c.protected.room_id(),
+        s = suspension_config(&c, &token),
+    );
+    let config = c.bot.write_config(&c.hs, c.management.room_id(), &lines);
+    let _hush = c.start(&config, 1).await;
+
+    c.wait_level(&user.user_id, Some(-1)).await;
+    let notice = wait_notice(&c, &format!("Not suspending {}", user.user_id)).await;
+    assert!(notice.contains(&format!("the list {} may not suspend", other.room_id())), "{notice}");
+    assert_eq!(user.try_say(own.room_id(), "not suspended").await, Ok(()), "muted in rooms only");
+
+    // The community's own list may suspend.
+    c.rule("mute", user.user_id.as_str(), "m.mute", None).await.unwrap();
+    wait_say(&user, &c, Err("M_USER_SUSPENDED")).await;
+}

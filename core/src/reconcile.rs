@@ -247,6 +247,8 @@ pub enum Action {
         user_id: String,
         restriction: Restriction,
         refusal: Refusal,
+        /// The rule that asked for it (the ledger's reference).
+        rule: String,
     },
 }
 
@@ -269,7 +271,12 @@ pub fn reconcile_member(
         if let Some(r) = refusal(room, user_id, shield) {
             let concerned = membership.is_present() || membership == Membership::LeaveMute || !applied.is_empty();
             if concerned {
-                actions.push(Action::Refuse { user_id: user_id.to_owned(), restriction: w.restriction, refusal: r });
+                actions.push(Action::Refuse {
+                    user_id: user_id.to_owned(),
+                    restriction: w.restriction,
+                    refusal: r,
+                    rule: w.rule.clone(),
+                });
             }
             wanted = None;
         }
@@ -355,6 +362,7 @@ fn ban_actions(
                     user_id: user(),
                     restriction: Restriction::Ban,
                     refusal: Refusal::CannotBan { needed, own },
+                    rule: w.rule.clone(),
                 });
                 return;
             }
@@ -403,6 +411,7 @@ fn mute_actions(
                             user_id: user_id.to_owned(),
                             restriction: Restriction::Mute,
                             refusal: Refusal::CannotChangePowerLevels { needed, own },
+                            rule: w.rule.clone(),
                         });
                         return;
                     }
@@ -728,7 +737,8 @@ mod tests {
             vec![Action::Refuse {
                 user_id: "@helper:x".into(),
                 restriction: Restriction::Ban,
-                refusal: Refusal::RoomModerator { level: 20, moderator_level: 20 }
+                refusal: Refusal::RoomModerator { level: 20, moderator_level: 20 },
+                rule: "rule-b".into(),
             }]
         );
         let a = reconcile_member(&room, "@member:x", Membership::Join, Some(&ban()), &[], Shield::default());
@@ -753,7 +763,8 @@ mod tests {
                 Action::Refuse {
                     user_id: "@a:x".into(),
                     restriction: Restriction::Mute,
-                    refusal: Refusal::ManagementModerator
+                    refusal: Refusal::ManagementModerator,
+                    rule: "rule-1".into(),
                 },
                 Action::UnmuteMembership { user_id: "@a:x".into(), to: Membership::Join },
             ]

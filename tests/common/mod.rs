@@ -82,6 +82,8 @@ pub struct SeenMessage {
     pub event_id: OwnedEventId,
     pub body: String,
     pub html: Option<String>,
+    /// The message's intentional mentions (`m.mentions`), if it has the field.
+    pub mentions: Option<matrix_sdk::ruma::events::Mentions>,
 }
 
 /// Registers a fresh account (open registration on the test server) and starts syncing.
@@ -159,6 +161,7 @@ async fn start_syncing(client: Client, user_id: OwnedUserId, password: String) -
                 event_id: ev.event_id,
                 body,
                 html,
+                mentions: ev.content.mentions.clone(),
             });
             s.notify.notify_waiters();
         }
