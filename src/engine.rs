@@ -810,7 +810,12 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             let actions = self.reconcile_one(room_id, user);
             // A later plan for the same member in the same input replaces the earlier one:
             // nothing was carried out in between, so it sees the same state or newer.
-            self.plan.insert((room_id.to_owned(), user.clone()), actions);
+            let key = (room_id.to_owned(), user.clone());
+            if actions.is_empty() {
+                self.plan.remove(&key);
+            } else {
+                self.plan.insert(key, actions);
+            }
         }
     }
 
@@ -1088,9 +1093,20 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         text.push_str(&format!("Type `{p} confirm {hold_id}` to enforce, or `{p} reject {hold_id}` to drop."));
         warn!(hold = %hold_id, rules = to_hold.len(), "the safety guard held rules");
         self.report_once(&format!("hold|{hold_id}"), &text);
-        new.iter()
-            .filter(|(_, _, id, _)| to_hold.contains_key(id))
-            .map(|(room, user, _, _)| (room.to_string(), user.to_string()))
+        // Plan again whoever a held rule touched: those it would restrict, and those it
+        // would have been refused for (a held rule is not worth a refusal notice).
+        let held_rule = |a: &Action| match a {
+            Action::Ban { wanted, .. }
+            | Action::MutePowerLevel { wanted, .. }
+            | Action::MuteMembership { wanted, .. } => {
+                parse_rule_ref(&wanted.rule).is_some_and(|id| to_hold.contains_key(&id))
+            }
+            Action::Refuse { rule, .. } => parse_rule_ref(rule).is_some_and(|id| to_hold.contains_key(&id)),
+            _ => false,
+        };
+        plan.iter()
+            .filter(|(_, actions)| actions.iter().any(held_rule))
+            .map(|((room, user), _)| (room.clone(), user.clone()))
             .collect()
     }
 

@@ -763,6 +763,7 @@ async fn a_rule_for_everyone_is_held_until_confirmed_and_a_narrow_rule_still_wor
     assert_eq!(held.len(), 1, "{notices:#?}");
     assert!(held[0].contains("`@*:*` matches every user of every server"), "{}", held[0]);
     assert!(held[0].contains("!hush confirm h1"), "{}", held[0]);
+    assert!(!notices.iter().any(|n| n.contains("Not going to ban")), "a held rule is not worth refusals: {notices:#?}");
     assert_eq!(h.status().await.held.len(), 1);
 
     // A narrow rule meanwhile works at once.
