@@ -180,6 +180,24 @@ pub fn rule_ref(id: &RuleId) -> String {
     format!("{}|{}|{}", id.room_id, id.kind.as_str(), id.state_key)
 }
 
+/// New restrictions by room: the members hit, how many banned, how many muted.
+#[allow(clippy::type_complexity)]
+fn tally<'a>(
+    new: impl Iterator<Item = &'a (&'a str, &'a str, RuleId, Restriction)>,
+) -> BTreeMap<&'a str, (BTreeSet<&'a str>, usize, usize)> {
+    let mut out: BTreeMap<&str, (BTreeSet<&str>, usize, usize)> = BTreeMap::new();
+    for (room, user, _, restriction) in new {
+        let e = out.entry(*room).or_default();
+        if e.0.insert(*user) {
+            match restriction {
+                Restriction::Ban => e.1 += 1,
+                Restriction::Mute => e.2 += 1,
+            }
+        }
+    }
+    out
+}
+
 /// A ledger rule reference in words: "`state key` in !list".
 fn describe_rule(r: &str) -> String {
     match parse_rule_ref(r) {
@@ -1008,16 +1026,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
         let counted: Vec<&(&str, &str, RuleId, Restriction)> =
             new.iter().filter(|(_, _, id, _)| unconfirmed(id) && !to_hold.contains_key(id)).collect();
-        let mut per_room: BTreeMap<&str, (BTreeSet<&str>, usize, usize)> = BTreeMap::new();
-        for (room, user, _, restriction) in &counted {
-            let e = per_room.entry(room).or_default();
-            if e.0.insert(user) {
-                match restriction {
-                    Restriction::Ban => e.1 += 1,
-                    Restriction::Mute => e.2 += 1,
-                }
-            }
-        }
+        let per_room = tally(counted.iter().copied());
         let distinct: BTreeSet<&str> = counted.iter().map(|(_, u, _, _)| *u).collect();
         let hits: Vec<RoomHits> = per_room
             .iter()
@@ -1036,19 +1045,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             return Vec::new();
         }
         // What the held rules would have done, for the notice.
-        let mut effect: BTreeMap<&str, (BTreeSet<&str>, usize, usize)> = BTreeMap::new();
-        for (room, user, id, restriction) in &new {
-            if !to_hold.contains_key(id) {
-                continue;
-            }
-            let e = effect.entry(room).or_default();
-            if e.0.insert(user) {
-                match restriction {
-                    Restriction::Ban => e.1 += 1,
-                    Restriction::Mute => e.2 += 1,
-                }
-            }
-        }
+        let effect = tally(new.iter().filter(|(_, _, id, _)| to_hold.contains_key(id)));
         let hold_id = self.holds.next_id();
         let now = self.now();
         let mut text = format!(
