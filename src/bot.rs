@@ -41,6 +41,8 @@ pub struct Bot {
     pub roles: RwLock<std::collections::HashMap<OwnedRoomId, Vec<Role>>>,
     /// Whether the start-up notice went out to the management room.
     pub announced: AtomicBool,
+    /// The management room's state went to the engine (its moderators are known).
+    pub management_loaded: tokio::sync::Notify,
     /// The engine's inbox: every trigger goes there.
     pub engine: mpsc::UnboundedSender<Input>,
     /// Lists and rooms changed by commands at run time (persisted in data_dir), and the
@@ -216,6 +218,7 @@ pub async fn run(config: Config) -> Result<()> {
         configured: RwLock::new(HashSet::new()),
         roles: RwLock::new(std::collections::HashMap::new()),
         announced: AtomicBool::new(false),
+        management_loaded: tokio::sync::Notify::new(),
         engine: engine_tx,
         overrides: std::sync::Mutex::new(overrides),
         follows: Follows::default(),
@@ -322,7 +325,13 @@ async fn follow_configured_rooms(bot: Arc<Bot>) {
         configured_roles(&bot.config, &overrides)
     };
     let mut list_resolvers = Vec::new();
-    for (room, roles) in rooms {
+    for (i, (room, roles)) in rooms.into_iter().enumerate() {
+        if i == 1 {
+            // The management room is first. Its moderators are never restricted, so the
+            // engine should know them before any list or room is loaded: wait a little
+            // (not for ever: a management room hush cannot join must not stop enforcement).
+            let _ = tokio::time::timeout(Duration::from_secs(15), bot.management_loaded.notified()).await;
+        }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         if roles.contains(&Role::List) {
             list_resolvers.push(rx);
@@ -391,6 +400,7 @@ async fn follow_room(
                 announce_start(&bot, &room_id).await;
                 let events = matrix::room_state(&bot.client, &room_id).await?;
                 let _ = bot.engine.send(Input::ManagementLoaded { room_id: id.clone(), events });
+                bot.management_loaded.notify_one();
             }
             if roles.contains(&Role::List) || roles.contains(&Role::Protected) {
                 let mut events = matrix::room_state(&bot.client, &room_id).await?;
