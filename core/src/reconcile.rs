@@ -278,6 +278,12 @@ pub fn reconcile_member(
                     rule: w.rule.clone(),
                 });
             }
+            if applied.iter().any(|a| a.phase != AppliedPhase::Applied && !a.overridden) {
+                // A change of hush's is not settled yet (the room does not show it, or shows
+                // an older state): lifting now could forget the level to restore. Judge again
+                // when the room says what happened.
+                return actions;
+            }
             wanted = None;
         }
     }
@@ -784,6 +790,20 @@ mod tests {
         let a = reconcile_member(&room, "@c:x", Membership::Join, Some(&mute(None)), &[e], Shield::default());
         assert!(
             matches!(&a[..], [Action::Refuse { .. }, Action::MarkOverridden { .. }, Action::Forget { .. }]),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_never_forgets_an_unsettled_change() {
+        // hush's mute is on its way (Applying, previous 10) and the room view is an older
+        // state in which the user outranks hush: refuse, but keep the record.
+        let pl = json!({"users": {HUSH: 0}, "users_default": 0});
+        let room = RoomFacts { own_level: Some(0), ..facts(&pl, &[], MuteStrategy::PowerLevel) };
+        let e = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applying, Some(10));
+        let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&mute(None)), &[e], Shield::default());
+        assert!(
+            matches!(&a[..], [Action::Refuse { refusal: Refusal::NotBelowHush { target: 0, own: 0 }, .. }]),
             "{a:?}"
         );
     }
