@@ -982,3 +982,175 @@ async fn preview_counts_what_a_list_would_do_without_following_it() {
         "nothing followed or done"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Suspension calls whose answer is lost, and lifts that fail (issue 13).
+
+/// The suspend call took effect but its answer was lost: the retry finds the account
+/// suspended, and that suspension is hush's own (its entry was written before the call),
+/// not someone else's. So removing the rule lifts it.
+#[tokio::test(start_paused = true)]
+async fn a_suspension_whose_answer_was_lost_is_hushs_and_the_removal_lifts_it() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH]);
+    let (mut h, admin) = with_admin(&hs, config(), &["@a:x"]).await;
+    admin.state.lock().unwrap().lose_answers = 1;
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    assert!(admin.suspended().contains("@a:x"));
+    let s = h.status().await;
+    assert_eq!(
+        entry_of(&s, "", "@a:x", Kind::Suspension).map(|e| e.phase),
+        Some(Phase::Applied),
+        "the retry settles hush's own entry: {:?}",
+        s.ledger
+    );
+    let notices = h.notices().await;
+    assert!(!notices.iter().any(|n| n.contains("already suspended")), "{notices:#?}");
+
+    h.input(remove_rule("a")).await;
+    assert!(admin.suspended().is_empty(), "the removal lifts it: {:?}", admin.calls());
+    assert!(entry_of(&h.status().await, "", "@a:x", Kind::Suspension).is_none());
+}
+
+/// The answer is lost and the server stays unreachable for longer than one call retries:
+/// the call may have taken effect, so the entry stays and the suspension is tried again
+/// (no other input needed) until it is settled; the removal then lifts it.
+#[tokio::test(start_paused = true)]
+async fn a_suspension_whose_answer_stays_lost_keeps_its_entry_and_is_retried() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH]);
+    let (mut h, admin) = with_admin(&hs, config(), &["@a:x"]).await;
+    {
+        let mut s = admin.state.lock().unwrap();
+        s.lose_answers = 1;
+        // More failures than one call's own retries (eight attempts) absorb.
+        s.then_down = 12;
+    }
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    assert!(admin.suspended().contains("@a:x"));
+    let s = h.status().await;
+    assert_eq!(entry_of(&s, "", "@a:x", Kind::Suspension).map(|e| e.phase), Some(Phase::Applied), "{:?}", s.ledger);
+
+    h.input(remove_rule("a")).await;
+    assert!(admin.suspended().is_empty(), "the removal lifts it: {:?}", admin.calls());
+    assert!(entry_of(&h.status().await, "", "@a:x", Kind::Suspension).is_none());
+}
+
+/// A lift that fails (the server down for longer than one call retries, twice) is tried
+/// again with backoff by itself, with no other input, until it works.
+#[tokio::test(start_paused = true)]
+async fn a_failed_lift_is_retried_until_it_works_with_no_other_input() {
+    let hs = FakeHomeserver::new(HUSH);
+    // In no protected room: nothing else (no room write, no sync) looks at @a again.
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH]);
+    let (mut h, admin) = with_admin(&hs, config(), &["@a:x"]).await;
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    assert!(admin.suspended().contains("@a:x"));
+
+    // Two whole calls fail (each tries eight times), the third works.
+    admin.state.lock().unwrap().transient = 16;
+    let t0 = tokio::time::Instant::now();
+    h.engine.handle(remove_rule("a"));
+    h.settle().await;
+    assert!(admin.suspended().is_empty(), "lifted by the retries alone: {:?}", admin.calls());
+    assert!(entry_of(&h.status().await, "", "@a:x", Kind::Suspension).is_none());
+    assert_eq!(admin.state.lock().unwrap().transient, 0, "every failure was tried through");
+    // Two calls of about two minutes each, the backoff between them, ten quiet minutes.
+    assert!(t0.elapsed() < Duration::from_secs(20 * 60), "{:?}", t0.elapsed());
+    let notices = h.notices().await;
+    assert_eq!(
+        notices.iter().filter(|n| n.contains("Cannot lift the suspension of @a:x")).count(),
+        1,
+        "reported once: {notices:#?}"
+    );
+}
+
+/// A lift that keeps failing stops being retried when the rule comes back, and the
+/// account stays suspended by hush (its entry applied, lifted when the rule goes).
+#[tokio::test(start_paused = true)]
+async fn a_failing_lift_stops_when_the_rule_comes_back() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH]);
+    let (mut h, admin) = with_admin(&hs, config(), &["@a:x"]).await;
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    admin.state.lock().unwrap().transient = 8;
+    h.engine.handle(remove_rule("a"));
+    let done = h.pump_until(|i| matches!(i, Input::Suspension(_))).await;
+    h.engine.handle(done);
+    // The lift failed; the rule is back before the retry.
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    assert!(admin.suspended().contains("@a:x"));
+    let s = h.status().await;
+    assert_eq!(entry_of(&s, "", "@a:x", Kind::Suspension).map(|e| e.phase), Some(Phase::Applied), "{:?}", s.ledger);
+    assert!(!admin.calls().contains(&("@a:x".to_owned(), false)), "no lift went through: {:?}", admin.calls());
+    h.input(remove_rule("a")).await;
+    assert!(admin.suspended().is_empty());
+}
+
+/// kill -9 between the suspend call and its answer: at start-up the `Applying` entry is
+/// hush's, and the account found suspended is hush's suspension (applied, lifted later).
+#[tokio::test(start_paused = true)]
+async fn a_half_done_suspension_found_at_start_up_is_hushs() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH]);
+    let ledger = Ledger::in_memory().unwrap();
+    ledger
+        .begin_apply(&crate::ledger::Entry {
+            room_id: String::new(),
+            user_id: "@a:x".into(),
+            kind: Kind::Suspension,
+            phase: Phase::Applying,
+            previous_level: None,
+            applied_level: None,
+            rule: format!("{LIST}|user|a"),
+            reason: "spam".into(),
+            applied_at_ms: 1,
+            expires_at_ms: None,
+            overridden: false,
+        })
+        .unwrap();
+    let admin = FakeAdmin::new("x", &["@a:x"]);
+    // The call before the crash went through.
+    admin.state.lock().unwrap().suspended.insert("@a:x".into());
+    let clock = TokioClock::starting_at(1_700_000_000_000);
+    let (timers, expired, _task) = driver::spawn(clock, DriverOptions::default());
+    let (tx, inbox) = mpsc::unbounded_channel();
+    let engine = Engine::new(config(), hs.clone(), clock, ledger, timers, tx)
+        .with_suspension(Suspensions::new(std::sync::Arc::new(admin.clone()), "x"));
+    let mut h = Harness { engine, inbox, expired, hs: hs.clone() };
+    h.engine.handle(Input::Configure {
+        management_room: Some(MGMT.into()),
+        lists: vec![(LIST.into(), ListTrust::DEFAULT_LIST)],
+        protected: vec![ROOM.into()],
+    });
+    let rule_ev = json!({"type": "m.policy.rule.user", "state_key": "a", "sender": MOD, "event_id": "$a",
+                         "content": {"entity": "@a:x", "recommendation": "m.mute", "reason": "spam"}});
+    h.engine.handle(Input::ListLoaded { room_id: LIST.into(), events: vec![rule_ev] });
+    h.engine.handle(Input::RoomLoaded { room_id: ROOM.into(), events: hs.state(ROOM) });
+    h.engine.handle(Input::ListsKnown);
+    h.settle().await;
+    let s = h.status().await;
+    assert_eq!(entry_of(&s, "", "@a:x", Kind::Suspension).map(|e| e.phase), Some(Phase::Applied), "{:?}", s.ledger);
+    let notices = h.notices().await;
+    assert!(!notices.iter().any(|n| n.contains("already suspended")), "{notices:#?}");
+
+    h.input(remove_rule("a")).await;
+    assert!(admin.suspended().is_empty(), "hush lifts its own suspension: {:?}", admin.calls());
+}
+
+/// An account an admin suspended before hush acted is theirs: hush says so once, keeps
+/// no entry, and never lifts it.
+#[tokio::test(start_paused = true)]
+async fn an_account_suspended_by_an_admin_before_hush_is_left_alone() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH]);
+    let (mut h, admin) = with_admin(&hs, config(), &["@a:x"]).await;
+    admin.state.lock().unwrap().suspended.insert("@a:x".into());
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    assert!(entry_of(&h.status().await, "", "@a:x", Kind::Suspension).is_none());
+    let notices = h.notices().await;
+    assert_eq!(notices.iter().filter(|n| n.contains("@a:x is already suspended, not by hush")).count(), 1);
+    h.input(remove_rule("a")).await;
+    assert!(admin.suspended().contains("@a:x"), "never lifted by hush");
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+}

@@ -4,7 +4,7 @@
 //! homeserver, is a read-only account (MSC3907): hush suspends the account with an admin
 //! token and lifts the suspension when the rule goes or expires. The decision is pure
 //! ([`plan`]); the calls go through [`AdminApi`] ([`HttpAdminApi`] for real, a fake in
-//! tests); the engine glue (ledger, reports, timers) is in `engine/suspension.rs`.
+//! tests); the engine glue (ledger, reports, timers) is in `engine/accounts.rs`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -253,6 +253,9 @@ pub struct Suspensions {
     pub(crate) in_flight: std::collections::HashSet<String>,
     /// Users to look at again when their call is done.
     pub(crate) deferred: std::collections::BTreeSet<String>,
+    /// Failed calls in a row per user whose entry stays (a lift, a suspension that may
+    /// have taken effect), for the backoff before the next try.
+    pub(crate) failures: std::collections::HashMap<String, u32>,
 }
 
 impl Suspensions {
@@ -262,6 +265,7 @@ impl Suspensions {
             server_name: server_name.to_owned(),
             in_flight: Default::default(),
             deferred: Default::default(),
+            failures: Default::default(),
         }
     }
 }
@@ -343,7 +347,8 @@ pub enum Plan {
     Nothing,
     /// Write an `Applying` entry, then suspend.
     Suspend(Want),
-    /// The entry is `Applying` (a crash or a failed call): suspend again, no new entry.
+    /// The entry is `Applying` (a crash, a lost answer): suspend again, no new entry; the
+    /// account found suspended is hush's own suspension.
     Resuspend,
     /// Suspended and still wanted, by another rule or with another expiry.
     UpdateCause(Want),
@@ -409,39 +414,60 @@ pub enum Outcome {
     /// The account is a homeserver admin: never suspended.
     IsAdmin,
     Failed(AdminError),
+    /// A suspension failed after hush's request went out (its answer lost), or on a retry
+    /// of hush's own entry: the account may be suspended by hush, so its entry stays.
+    Unknown(AdminError),
+    /// Not a call's result: the wait after a failed call is over, look at the account again.
+    Retry,
 }
 
 /// Suspends (after checking the account is no admin and, when `fresh`, not already
 /// suspended by someone else) or unsuspends, retrying temporary failures with backoff.
-/// `fresh` is false when the ledger already has hush's entry (a retry after a crash or a
-/// half-done lift): the account may be suspended by hush itself then.
+/// `fresh` is false when the ledger already has hush's entry (a retry after a crash, a
+/// lost answer or a half-done lift): the account may be suspended by hush itself then.
+/// Within one call, once a suspend request has gone out, a retry that finds the account
+/// suspended finds hush's own suspension (the answer was lost, the change made).
 pub async fn run_call(api: Arc<dyn AdminApi>, user_id: String, suspend: bool, fresh: bool) -> Done {
     let mut backoff = Duration::from_secs(1);
+    // The account may be suspended by hush: its entry predates this call, or a suspend
+    // request of this call went out.
+    let mut mine = !fresh;
     let outcome = loop {
-        let result = async {
-            if suspend {
-                let info = api.account(&user_id).await?;
-                if info.admin == Some(true) {
-                    return Ok(Outcome::IsAdmin);
-                }
-                if fresh && info.suspended == Some(true) {
-                    return Ok(Outcome::AlreadySuspended);
-                }
-            }
-            api.suspend(&user_id, suspend).await.map(|()| Outcome::Done)
-        }
-        .await;
-        match result {
+        match attempt(&*api, &user_id, suspend, &mut mine).await {
             Ok(o) => break o,
             Err(AdminError::Transient(e)) if backoff <= Duration::from_secs(60) => {
                 tracing::warn!(user = %user_id, "suspension call: {e}; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
+            // A user that does not exist is suspended by nobody.
+            Err(e) if suspend && mine && !matches!(e, AdminError::UnknownUser(_)) => break Outcome::Unknown(e),
             Err(e) => break Outcome::Failed(e),
         }
     };
     Done { user_id, suspend, outcome }
+}
+
+async fn attempt(api: &dyn AdminApi, user_id: &str, suspend: bool, mine: &mut bool) -> Result<Outcome, AdminError> {
+    if suspend {
+        let info = api.account(user_id).await?;
+        if info.admin == Some(true) {
+            return Ok(Outcome::IsAdmin);
+        }
+        if info.suspended == Some(true) {
+            // Before hush's first request it is someone else's; after it, hush's own.
+            return Ok(if *mine { Outcome::Done } else { Outcome::AlreadySuspended });
+        }
+    }
+    *mine = true;
+    api.suspend(user_id, suspend).await.map(|()| Outcome::Done)
+}
+
+/// The wait before trying a failed call again, after `n` failures in a row: 5 s,
+/// doubling, at most 5 min.
+pub fn retry_delay(n: u32) -> Duration {
+    let doublings = n.saturating_sub(1).min(16);
+    Duration::from_secs(5u64 << doublings).min(Duration::from_secs(300))
 }
 
 /// hush's own account: whether it can write, and since when it cannot.
@@ -486,6 +512,12 @@ pub mod fake {
         pub calls: Vec<(String, bool)>,
         pub not_admin_token: bool,
         pub transient: u32,
+        /// The next this many `suspend` calls take effect, then lose their answer (a
+        /// timeout, a 5xx after the commit, a connection reset): they return `Transient`.
+        pub lose_answers: u32,
+        /// After a lost answer, the next this many requests fail as `Transient` (the
+        /// server went down with the change made).
+        pub then_down: u32,
         pub accounts_read: BTreeMap<String, u32>,
     }
 
@@ -535,6 +567,11 @@ pub mod fake {
                     s.suspended.insert(user_id.to_owned());
                 } else {
                     s.suspended.remove(user_id);
+                }
+                if s.lose_answers > 0 {
+                    s.lose_answers -= 1;
+                    s.transient += std::mem::take(&mut s.then_down);
+                    return Err(AdminError::Transient("connection reset after the change was made".into()));
                 }
                 Ok(())
             })
@@ -698,6 +735,40 @@ mod tests {
         // A retry of hush's own half-done suspension (after a crash) is not "someone else's".
         fake.state.lock().unwrap().not_admin_token = false;
         assert_eq!(run_call(api.clone(), "@a:x".into(), true, false).await.outcome, Outcome::Done);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_answer_is_hushs_own_suspension_not_someone_elses() {
+        let fake = fake::FakeAdmin::new("x", &["@a:x", "@b:x"]);
+        let api: Arc<dyn AdminApi> = Arc::new(fake.clone());
+        // The change is made, the answer lost: the retry finds hush's own suspension.
+        fake.state.lock().unwrap().lose_answers = 1;
+        assert_eq!(run_call(api.clone(), "@a:x".into(), true, true).await.outcome, Outcome::Done);
+        assert_eq!(fake.calls(), vec![("@a:x".to_owned(), true)], "not sent twice");
+        // The server stays down past the call's own retries: the result is unknown.
+        {
+            let mut s = fake.state.lock().unwrap();
+            s.lose_answers = 1;
+            s.then_down = 20;
+        }
+        assert!(matches!(run_call(api.clone(), "@b:x".into(), true, true).await.outcome, Outcome::Unknown(_)));
+        // Down before any request went out: a plain failure (nothing was changed).
+        {
+            let mut s = fake.state.lock().unwrap();
+            s.transient = 20;
+            s.suspended.clear();
+        }
+        assert!(matches!(run_call(api.clone(), "@a:x".into(), true, true).await.outcome, Outcome::Failed(_)));
+        // ...but on a retry of hush's own entry, it may be hush's suspension.
+        fake.state.lock().unwrap().transient = 20;
+        assert!(matches!(run_call(api.clone(), "@a:x".into(), true, false).await.outcome, Outcome::Unknown(_)));
+    }
+
+    #[test]
+    fn failed_calls_are_retried_after_5_s_doubling_to_5_min() {
+        let secs: Vec<u64> = (1..=9).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(300));
     }
 
     #[test]

@@ -236,9 +236,15 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }));
     }
 
-    /// An admin call finished: settle the ledger and report what went wrong, once.
+    /// An admin call finished: settle the ledger and report what went wrong, once. A call
+    /// that leaves hush's entry in place (a failed lift, a suspension that may have taken
+    /// effect) is tried again with backoff, until it works or nothing wants it any more.
     pub(super) fn account_call_done(&mut self, done: Done) {
         let Done { user_id: user, suspend, outcome } = done;
+        if outcome == Outcome::Retry {
+            self.account_retry_due(&user);
+            return;
+        }
         let again = match self.suspensions.as_mut() {
             Some(s) => {
                 s.in_flight.remove(&user);
@@ -246,7 +252,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             }
             None => false,
         };
+        let mut retry = false;
         let r = match (suspend, outcome) {
+            (_, Outcome::Retry) => Ok(()),
             (true, Outcome::Done) => {
                 info!(user, "account suspended");
                 self.ledger.mark_applied("", &user, Kind::Suspension)
@@ -270,13 +278,27 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 );
                 self.ledger.remove("", &user, Kind::Suspension)
             }
+            (true, Outcome::Unknown(e)) => {
+                // The request may have suspended the account: keep the `Applying` entry
+                // (only it lets hush lift that suspension) and settle it later.
+                self.admin_error(&user, "suspend", &e);
+                retry = true;
+                Ok(())
+            }
             (true, Outcome::Failed(e)) => {
                 self.admin_error(&user, "suspend", &e);
                 self.ledger.remove("", &user, Kind::Suspension)
             }
-            (false, Outcome::Failed(e)) => {
+            (false, Outcome::Failed(AdminError::UnknownUser(_))) => {
+                info!(user, "the account no longer exists: nothing to lift");
+                self.ledger.remove("", &user, Kind::Suspension)
+            }
+            (false, Outcome::Failed(e) | Outcome::Unknown(e)) => {
+                // The entry stays `Lifting`: tried again below, or suspended again by the
+                // plan if the rule comes back (the lift may have gone through).
                 self.admin_error(&user, "lift the suspension of", &e);
-                self.ledger.mark_applied("", &user, Kind::Suspension)
+                retry = true;
+                Ok(())
             }
             (false, _) => {
                 info!(user, "account suspension lifted");
@@ -287,7 +309,33 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             self.error(format!("ledger write failed for the suspension of {user}: {e:#}"));
         }
         if again {
-            self.reconcile_accounts(&BTreeSet::from([user]));
+            self.reconcile_accounts(&BTreeSet::from([user.clone()]));
+        }
+        let Some(s) = self.suspensions.as_mut() else { return };
+        if !retry {
+            s.failures.remove(&user);
+        } else if !s.in_flight.contains(&user) {
+            let n = s.failures.entry(user.clone()).or_default();
+            *n = n.saturating_add(1);
+            let delay = suspension::retry_delay(*n);
+            warn!(user, "trying the account again in {delay:?}");
+            let inbox = self.inbox.clone();
+            self.after_commit.push(Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                let _ = inbox.send(Input::Suspension(Done { user_id: user, suspend: false, outcome: Outcome::Retry }));
+            }));
+        }
+    }
+
+    /// The wait after a failed call is over: plan the account again (lift, suspend, or
+    /// nothing if the rule came back meanwhile).
+    fn account_retry_due(&mut self, user: &str) {
+        self.reconcile_accounts(&BTreeSet::from([user.to_owned()]));
+        if let Some(s) = self.suspensions.as_mut() {
+            if !s.in_flight.contains(user) {
+                // Nothing to try any more: the next failure starts the backoff afresh.
+                s.failures.remove(user);
+            }
         }
     }
 
