@@ -180,6 +180,9 @@ pub fn rule_ref(id: &RuleId) -> String {
     format!("{}|{}|{}", id.room_id, id.kind.as_str(), id.state_key)
 }
 
+/// How many rules a hold's notice names one by one (a list load can hold hundreds).
+const HOLD_NOTICE_RULES: usize = 10;
+
 /// New restrictions by room: the members hit, how many banned, how many muted.
 #[allow(clippy::type_complexity)]
 fn tally<'a>(
@@ -567,7 +570,15 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 .holds
                 .waiting()
                 .into_iter()
-                .map(|(id, rules)| (id, rules.into_iter().map(|g| g.why.clone()).collect()))
+                .map(|(id, rules)| {
+                    let n = rules.len();
+                    let mut lines: Vec<String> =
+                        rules.into_iter().take(HOLD_NOTICE_RULES).map(|g| g.why.clone()).collect();
+                    if n > HOLD_NOTICE_RULES {
+                        lines.push(format!("and {} more rule(s)", n - HOLD_NOTICE_RULES));
+                    }
+                    (id, lines)
+                })
                 .collect(),
         }
     }
@@ -1052,15 +1063,20 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             "Held {hold_id}: {} rule(s) not enforced, because the safety guard stopped them. Nothing is done for them until a moderator decides.\n",
             to_hold.len()
         );
-        for (id, why) in &to_hold {
+        for (i, (id, why)) in to_hold.iter().enumerate() {
             let rule = rules.get(id).and_then(Option::as_ref);
             let (rec, entity) = rule.map_or(("?".to_owned(), "(hashed)".to_owned()), |r| {
                 (r.recommendation.as_str().to_owned(), r.entity.clone().unwrap_or_else(|| "(hashed)".to_owned()))
             });
-            text.push_str(&format!(
-                "  {rec} {} rule `{}` ({entity}) in {}: {why}\n",
-                id.kind, id.state_key, id.room_id
-            ));
+            // A whole list can be one hold: name the first rules, count the rest.
+            if i < HOLD_NOTICE_RULES {
+                text.push_str(&format!(
+                    "  {rec} {} rule `{}` ({entity}) in {}: {why}\n",
+                    id.kind, id.state_key, id.room_id
+                ));
+            } else if i == HOLD_NOTICE_RULES {
+                text.push_str(&format!("  and {} more rule(s)\n", to_hold.len() - HOLD_NOTICE_RULES));
+            }
             let g = Guarded {
                 list: id.room_id.clone(),
                 kind: id.kind,
@@ -1271,7 +1287,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             self.holds.put(g);
         }
         info!(hold = id, ?status, rules = waiting.len(), "a moderator decided a hold");
-        let what: Vec<String> = waiting.iter().map(|g| g.why.clone()).collect();
+        let mut what: Vec<String> = waiting.iter().take(HOLD_NOTICE_RULES).map(|g| g.why.clone()).collect();
+        if waiting.len() > HOLD_NOTICE_RULES {
+            what.push(format!("and {} more", waiting.len() - HOLD_NOTICE_RULES));
+        }
         if status == Status::Confirmed {
             let n = users.len();
             self.reconcile_users(users);

@@ -843,6 +843,8 @@ async fn a_list_loaded_with_many_rules_is_one_held_batch() {
     let notices = h.notices().await;
     let held = notices.iter().find(|n| n.starts_with("Held h1: 11 rule(s)")).expect("one hold for the batch");
     assert!(held.contains("newly restrict 11 members, more than safety.max_new_restrictions (10)"), "{held}");
+    assert!(held.contains("  and 1 more rule(s)"), "a long hold names ten rules and counts the rest: {held}");
+    assert_eq!(held.lines().filter(|l| l.contains(" user rule `")).count(), 10, "{held}");
     assert!(hs.power_level_events(ROOM).is_empty(), "nobody muted");
     decide(&mut h, "h1", true).await.unwrap();
     assert!(users.iter().all(|u| hs.power_levels_now(ROOM)["users"][u.as_str()] == json!(-1)));
