@@ -157,6 +157,8 @@ fn now_ms() -> u64 {
 
 /// Runs the bot until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<()> {
+    // Before anything touches data_dir: a second hush on it exits here. Held until run ends.
+    let _instance = crate::instance::lock(&config.data_dir)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;

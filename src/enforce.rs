@@ -56,8 +56,24 @@ pub trait RoomWriter: Clone + Send + Sync + 'static {
     fn notice(&self, room_id: &str, plain: &str, html: &str) -> impl Future<Output = Result<(), WriteError>> + Send;
 }
 
-/// Runs a write until it succeeds or fails permanently: waits `retry_after` on 429 and
-/// backs off (1 s doubling to 60 s) on network errors and 5xx. Nothing is dropped.
+/// The longest hush waits on a 429, whatever `retry_after` says: a server (or a proxy)
+/// asking for a day must not stop enforcement for a day.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// How long to wait on a 429: the server's `retry_after` (else `backoff`), at least
+/// 50 ms and at most [`MAX_RETRY_AFTER`] (a longer ask is logged).
+fn rate_limit_wait(what: &str, after: Option<Duration>, backoff: Duration) -> Duration {
+    let asked = after.unwrap_or(backoff);
+    if asked > MAX_RETRY_AFTER {
+        warn!("{what}: the server asks to retry after {asked:?}; waiting {MAX_RETRY_AFTER:?} instead");
+        return MAX_RETRY_AFTER;
+    }
+    asked.max(Duration::from_millis(50))
+}
+
+/// Runs a write until it succeeds or fails permanently: waits `retry_after` on 429 (at
+/// most 10 minutes) and backs off (1 s doubling to 60 s) on network errors and 5xx.
+/// Nothing is dropped.
 pub async fn with_retries<T, F, Fut>(what: &str, mut op: F) -> Result<T, WriteError>
 where
     F: FnMut() -> Fut,
@@ -68,7 +84,7 @@ where
         match op().await {
             Ok(v) => return Ok(v),
             Err(WriteError::RateLimited(after)) => {
-                let wait = after.unwrap_or(backoff).max(Duration::from_millis(50));
+                let wait = rate_limit_wait(what, after, backoff);
                 info!("{what}: rate limited, retrying in {wait:?}");
                 tokio::time::sleep(wait).await;
             }
@@ -138,5 +154,25 @@ mod tests {
         })
         .await;
         assert!(matches!(r, Err(WriteError::Permanent { .. })));
+    }
+
+    /// Issue 13: a server asking for a day is waited ten minutes (paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_of_a_day_is_waited_ten_minutes() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let start = tokio::time::Instant::now();
+        let r: Result<u32, _> = with_retries("test", || {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match n {
+                    0 => Err(WriteError::RateLimited(Some(Duration::from_secs(24 * 3600)))),
+                    _ => Ok(n),
+                }
+            }
+        })
+        .await;
+        assert_eq!(r, Ok(1));
+        assert_eq!(start.elapsed(), Duration::from_secs(600));
     }
 }

@@ -29,6 +29,7 @@ use crate::ledger::{Entry, Kind, Ledger, Phase};
 use crate::rooms::{RoomState, StateChange};
 
 mod accounts;
+mod policy_events;
 
 /// Everything the engine reacts to.
 #[derive(Debug)]
@@ -149,8 +150,8 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     lists_known: bool,
     /// Live events of lists and rooms that are not loaded yet, replayed after the load.
     buffered: HashMap<String, Vec<Value>>,
-    /// Policy rule events by event id, so a redaction can be turned into a removal.
-    policy_events: HashMap<String, (String, String, String)>,
+    /// The policy event in force at each key, so redacting it can be turned into a removal.
+    policy_events: policy_events::PolicyEvents,
     rooms: BTreeMap<String, Option<RoomState>>,
     pending_pl: HashMap<String, BTreeMap<String, Option<i64>>>,
     pl_in_flight: HashSet<String>,
@@ -326,7 +327,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             room_reports: BTreeMap::new(),
             lists_known: false,
             buffered: HashMap::new(),
-            policy_events: HashMap::new(),
+            policy_events: Default::default(),
             rooms: BTreeMap::new(),
             pending_pl: HashMap::new(),
             pl_in_flight: HashSet::new(),
@@ -451,12 +452,13 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             }
             Input::State { room_id, event } => self.state_event(&room_id, &event),
             Input::Redaction { room_id, redacts } => {
-                if let Some((list, ty, state_key)) = self.policy_events.remove(&redacts) {
-                    if list == room_id {
-                        info!(list = %room_id, %ty, %state_key, "a policy rule was redacted: removing it");
-                        let removal = serde_json::json!({"type": ty, "state_key": state_key, "content": {}});
-                        self.state_event(&room_id, &removal);
-                    }
+                if let Some((ty, state_key)) = self.policy_events.take(&room_id, &redacts) {
+                    info!(list = %room_id, %ty, %state_key, "a policy rule was redacted: removing it");
+                    let removal = serde_json::json!({"type": ty, "state_key": state_key, "content": {}});
+                    self.state_event(&room_id, &removal);
+                } else if self.lists.get(&room_id) == Some(&true) {
+                    // A replaced or removed rule, or no rule at all: the list's state is unchanged.
+                    debug!(list = %room_id, %redacts, "a redacted event is not a rule in force: ignored");
                 }
             }
             Input::Timers(expired) => {
@@ -488,6 +490,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.lists.remove(&room_id);
                 self.trust.remove(&room_id);
                 self.buffered.remove(&room_id);
+                self.policy_events.forget_list(&room_id);
                 let removed = self.index.remove_list(&room_id, now);
                 let filtered = self.filters_decisions();
                 let mut users: BTreeSet<String> =
@@ -606,6 +609,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let now = self.now();
         // A reload replaces the list: rules no longer in its state are gone.
         let removed = self.index.remove_list(room_id, now);
+        self.policy_events.forget_list(room_id);
         let filtered = self.filters_decisions();
         let mut changed: BTreeSet<String> =
             if filtered { removed.candidates } else { removed.changed }.into_iter().collect();
@@ -640,14 +644,14 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             return Vec::new();
         };
         let sender = ev.get("sender").and_then(Value::as_str).unwrap_or_default();
-        if let Some(event_id) = ev.get("event_id").and_then(Value::as_str) {
-            if hush_core::policy::classify_event_type(ty).is_some() {
-                self.policy_events
-                    .insert(event_id.to_owned(), (room_id.to_owned(), ty.to_owned(), state_key.to_owned()));
-            }
-        }
         let empty = Value::Object(Default::default());
         let content = ev.get("content").unwrap_or(&empty);
+        if hush_core::policy::classify_event_type(ty).is_some() {
+            // This event replaces the one before at its key; an empty one (a removal) leaves none.
+            let event_id = ev.get("event_id").and_then(Value::as_str);
+            let in_force = event_id.filter(|_| content.as_object().is_some_and(|c| !c.is_empty()));
+            self.policy_events.set(room_id, ty, state_key, in_force);
+        }
         let applied = self.index.apply(room_id, ty, state_key, sender, content, now);
         if let Some(w) = applied.warning {
             // parse_rule already logged it with room, type and state key.

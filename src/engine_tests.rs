@@ -1156,3 +1156,53 @@ async fn an_account_suspended_by_an_admin_before_hush_is_left_alone() {
     assert!(admin.suspended().contains("@a:x"), "never lifted by hush");
     assert!(admin.calls().is_empty(), "{:?}", admin.calls());
 }
+
+/// A user rule event at `key` with its own event id (two versions of one rule differ by id).
+fn rule_version(event_id: &str, key: &str, entity: &str, recommendation: &str, reason: &str) -> Value {
+    json!({"type": "m.policy.rule.user", "state_key": key, "sender": MOD, "event_id": event_id,
+           "content": {"entity": entity, "recommendation": recommendation, "reason": reason}})
+}
+
+fn redact(event_id: &str) -> Input {
+    Input::Redaction { room_id: LIST.into(), redacts: event_id.into() }
+}
+
+/// Issue 13: redacting an event that a newer one replaced at the same key leaves the rule
+/// in force; redacting the event in force removes it.
+#[tokio::test(start_paused = true)]
+async fn redacting_a_replaced_rule_event_keeps_the_rule_in_force() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    for (id, reason) in [("$v1", "spam"), ("$v2", "flooding")] {
+        h.input(Input::State { room_id: LIST.into(), event: rule_version(id, "a", "@a:x", "m.mute", reason) }).await;
+    }
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1));
+
+    h.input(redact("$v1")).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "the rule in force is $v2: still muted");
+    assert!(entry_of(&h.status().await, ROOM, "@a:x", Kind::MutePowerLevel).is_some());
+
+    h.input(redact("$v2")).await;
+    assert_eq!(hs.power_levels_now(ROOM), levels(&[]), "the rule in force was redacted: lifted");
+    assert!(h.status().await.ledger.is_empty());
+}
+
+/// A reload replaces what is remembered of a list: an event its state no longer holds is
+/// not the rule in force, whatever was seen live before.
+#[tokio::test(start_paused = true)]
+async fn a_reloaded_list_replaces_the_rule_events_in_force() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    h.input(Input::State { room_id: LIST.into(), event: rule_version("$v1", "a", "@a:x", "m.mute", "spam") }).await;
+    let events = vec![rule_version("$v2", "a", "@a:x", "m.mute", "flooding")];
+    h.input(Input::ListLoaded { room_id: LIST.into(), events }).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1));
+
+    h.input(redact("$v1")).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "$v1 is not in the reloaded state");
+
+    h.input(redact("$v2")).await;
+    assert_eq!(hs.power_levels_now(ROOM), levels(&[]), "the loaded rule was redacted: lifted");
+}

@@ -9,6 +9,7 @@ pub mod enforce;
 pub mod engine;
 pub mod following;
 pub mod holds;
+pub mod instance;
 pub mod ledger;
 pub mod management;
 pub mod matrix;

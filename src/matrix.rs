@@ -354,6 +354,13 @@ fn raw_content(v: &serde_json::Value) -> Result<Raw<AnyStateEventContent>, Write
         .map_err(|e| WriteError::Permanent { errcode: "M_BAD_JSON".into(), message: e.to_string() })
 }
 
+/// The request config of enforcement's reads and writes: no retries inside the SDK, which
+/// would wait whatever a 429's `retry_after` says (twice, unbounded) before hush sees it;
+/// `enforce::with_retries` retries them, its wait capped at `enforce::MAX_RETRY_AFTER`.
+fn write_request() -> RequestConfig {
+    RequestConfig::new().disable_retry().timeout(Duration::from_secs(60))
+}
+
 /// The homeserver side of enforcement.
 #[derive(Clone)]
 pub struct MatrixWriter {
@@ -364,7 +371,7 @@ impl RoomWriter for MatrixWriter {
     async fn power_levels(&self, room: &str) -> Result<serde_json::Value, WriteError> {
         let req =
             get_state_event_for_key::v3::Request::new(room_id(room)?, StateEventType::RoomPowerLevels, String::new());
-        let resp = self.client.send(req).await.map_err(|e| classify(&e))?;
+        let resp = self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
         serde_json::from_str(resp.event_or_content.get())
             .map_err(|e| WriteError::Permanent { errcode: "M_BAD_JSON".into(), message: e.to_string() })
     }
@@ -376,7 +383,7 @@ impl RoomWriter for MatrixWriter {
             String::new(),
             raw_content(content)?,
         );
-        let resp = self.client.send(req).await.map_err(|e| classify(&e))?;
+        let resp = self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
         Ok(resp.event_id.to_string())
     }
 
@@ -391,21 +398,21 @@ impl RoomWriter for MatrixWriter {
             user_id(user)?.to_string(),
             raw_content(&content)?,
         );
-        self.client.send(req).await.map_err(|e| classify(&e))?;
+        self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
         Ok(())
     }
 
     async fn ban(&self, room: &str, user: &str, reason: &str) -> Result<(), WriteError> {
         let mut req = ban_user::v3::Request::new(room_id(room)?, user_id(user)?);
         req.reason = (!reason.is_empty()).then(|| reason.to_owned());
-        self.client.send(req).await.map_err(|e| classify(&e))?;
+        self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
         Ok(())
     }
 
     async fn unban(&self, room: &str, user: &str, reason: &str) -> Result<(), WriteError> {
         let mut req = unban_user::v3::Request::new(room_id(room)?, user_id(user)?);
         req.reason = (!reason.is_empty()).then(|| reason.to_owned());
-        self.client.send(req).await.map_err(|e| classify(&e))?;
+        self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
         Ok(())
     }
 

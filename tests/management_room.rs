@@ -183,3 +183,26 @@ async fn a_logged_out_session_logs_in_again_at_the_next_start() {
     assert!(kept, "the old device's store is kept aside");
     assert!(hush.terminate().await.unwrap().success());
 }
+
+/// Two hush on one data_dir would share its ledger and crypto store: the second exits at
+/// once, non-zero, naming the data_dir. The lock goes with the first process, even on
+/// kill -9, so the next start works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_hush_on_the_same_data_dir_exits_at_once() {
+    let s = setup(false).await;
+    let first = s.bot.start(&s.config);
+    s.wait_started().await;
+
+    let mut second = s.bot.start(&s.config);
+    let exit = second.wait_exit().await.unwrap();
+    assert!(!exit.success(), "the second hush exits non-zero, got {exit:?}");
+    let log = second.log_text();
+    let data = s.bot.dir.path().join("data");
+    assert!(log.contains("another hush (pid "), "{log}");
+    assert!(log.contains(&format!("is running on data_dir {}", data.display())), "{log}");
+
+    first.kill9();
+    let third = s.bot.start(&s.config);
+    s.wait_starts(2, &third).await;
+    assert!(third.terminate().await.unwrap().success());
+}

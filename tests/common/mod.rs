@@ -380,7 +380,8 @@ impl BotProcess {
         let _ = self.child.wait();
     }
 
-    async fn wait_exit(&mut self) -> Result<std::process::ExitStatus> {
+    /// Waits (up to DEADLINE) for hush to exit by itself; returns its exit status.
+    pub async fn wait_exit(&mut self) -> Result<std::process::ExitStatus> {
         let end = tokio::time::Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait()? {
