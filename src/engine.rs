@@ -30,6 +30,13 @@ use crate::rooms::{RoomState, StateChange};
 
 mod accounts;
 
+/// At most this many bans, unbans and membership changes are sent at once, for the whole
+/// engine: a rule over hundreds of members must not become hundreds of concurrent requests
+/// (issue 13). 8 keeps a mass ban quick (each request is one round trip) while staying
+/// under a homeserver's usual burst allowance (Synapse's `rc_message` default is 10), so a
+/// few requests meet a 429 and wait, not hundreds.
+pub const MEMBER_WRITES_IN_FLIGHT: usize = 8;
+
 /// Everything the engine reacts to.
 #[derive(Debug)]
 pub enum Input {
@@ -166,6 +173,8 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     /// Room and account writes started by the input being handled, spawned once its
     /// ledger transaction is committed.
     after_commit: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    /// Bounds the member writes in flight ([`MEMBER_WRITES_IN_FLIGHT`]).
+    member_writes: std::sync::Arc<tokio::sync::Semaphore>,
     timer_count: BTreeMap<String, u64>,
     reported: HashSet<String>,
     last_errors: Vec<String>,
@@ -332,6 +341,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             flush_scheduled: HashSet::new(),
             last_pl_flush: HashMap::new(),
             after_commit: Vec::new(),
+            member_writes: std::sync::Arc::new(tokio::sync::Semaphore::new(MEMBER_WRITES_IN_FLIGHT)),
             timer_count: BTreeMap::new(),
             reported: HashSet::new(),
             last_errors: Vec::new(),
@@ -1559,7 +1569,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let writer = self.writer.clone();
         let inbox = self.inbox.clone();
         let (room_id, user_id, reason) = (room_id.to_owned(), user_id.to_owned(), reason.to_owned());
+        let slots = self.member_writes.clone();
         self.after_commit.push(Box::pin(async move {
+            // Held through the retries: a rate-limited write waits without letting another start.
+            let _slot = slots.acquire_owned().await.expect("the semaphore is never closed");
             let what = format!("{op} {user_id} in {room_id}");
             let result = enforce::with_retries(&what, || async {
                 match op {

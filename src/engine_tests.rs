@@ -267,6 +267,31 @@ async fn one_glob_rule_over_fifty_members_is_one_event() {
     assert_eq!(events[0]["users"].as_object().unwrap().values().filter(|v| **v == json!(-1)).count(), 50);
 }
 
+/// A rule banning many members sends the bans a few at a time, for the whole engine, not
+/// one request per member at once (issue 13).
+#[tokio::test(start_paused = true)]
+async fn a_glob_ban_over_fifty_members_keeps_few_requests_in_flight() {
+    let users: Vec<String> = (0..50).map(|i| format!("@spam{i}:x")).collect();
+    let mut members: Vec<&str> = users.iter().map(String::as_str).collect();
+    members.push(HUSH);
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &members);
+    hs.create_room(ROOM2, "10", MOD, levels(&[]), &members);
+    // A rule over 50 members is what the guard holds; this test is about sending.
+    let cfg = EngineConfig { safety: Limits { max_new_restrictions: 1000, max_room_share: 1.0 }, ..config() };
+    let mut h = Harness::start(&hs, cfg, &[ROOM, ROOM2]).await;
+    h.input(rule("glob", "@spam*:x", "m.ban")).await;
+    for room in [ROOM, ROOM2] {
+        assert!(users.iter().all(|u| hs.membership(room, u).as_deref() == Some("ban")), "all banned in {room}");
+    }
+    let s = h.status().await;
+    assert_eq!(s.ledger.len(), 100);
+    assert!(s.ledger.iter().all(|e| e.phase == Phase::Applied));
+    let max = hs.max_member_writes_in_flight();
+    assert!(max <= crate::engine::MEMBER_WRITES_IN_FLIGHT, "{max} bans in flight at once");
+    assert!(max > 1, "the bans still go out several at a time");
+}
+
 #[tokio::test(start_paused = true)]
 async fn rate_limits_and_server_errors_lose_nothing() {
     let hs = FakeHomeserver::new(HUSH);
