@@ -31,6 +31,13 @@ use crate::rooms::{RoomState, StateChange};
 mod accounts;
 mod policy_events;
 
+/// At most this many bans, unbans and membership changes are sent at once, for the whole
+/// engine: a rule over hundreds of members must not become hundreds of concurrent requests
+/// (issue 13). 8 keeps a mass ban quick (each request is one round trip) while staying
+/// under a homeserver's usual burst allowance (Synapse's `rc_message` default is 10), so a
+/// few requests meet a 429 and wait, not hundreds.
+pub const MEMBER_WRITES_IN_FLIGHT: usize = 8;
+
 /// Everything the engine reacts to.
 #[derive(Debug)]
 pub enum Input {
@@ -167,6 +174,11 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     /// Room and account writes started by the input being handled, spawned once its
     /// ledger transaction is committed.
     after_commit: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    /// Users who may have left every protected room during the input being handled:
+    /// untracked at its end if so ([`Engine::forget_departed`]).
+    departed: BTreeSet<String>,
+    /// Bounds the member writes in flight ([`MEMBER_WRITES_IN_FLIGHT`]).
+    member_writes: std::sync::Arc<tokio::sync::Semaphore>,
     timer_count: BTreeMap<String, u64>,
     reported: HashSet<String>,
     last_errors: Vec<String>,
@@ -174,6 +186,13 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     suspensions: Option<crate::suspension::Suspensions>,
     /// Whether hush's own account can write.
     own: crate::suspension::OwnAccount,
+}
+
+/// Whether a rule can make hush act on a member with this membership and no ledger entry:
+/// present (join, invite, knock, mute), or `leave-mute` (a ban still applies). Members
+/// `leave` or `ban` with no entry are never acted on, so need not be tracked.
+fn concerns_policy(m: Membership) -> bool {
+    m.is_present() || m == Membership::LeaveMute
 }
 
 /// The ledger's rule reference for a policy rule: "list|kind|state key".
@@ -336,6 +355,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             flush_scheduled: HashSet::new(),
             last_pl_flush: HashMap::new(),
             after_commit: Vec::new(),
+            departed: BTreeSet::new(),
+            member_writes: std::sync::Arc::new(tokio::sync::Semaphore::new(MEMBER_WRITES_IN_FLIGHT)),
             timer_count: BTreeMap::new(),
             reported: HashSet::new(),
             last_errors: Vec::new(),
@@ -403,6 +424,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
         self.handle_input(input);
         self.settle();
+        self.forget_departed();
         self.flush_reports();
         if batch.is_ok() {
             if let Err(e) = self.ledger.commit_batch() {
@@ -552,6 +574,18 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.buffered.remove(room_id);
         self.pending_pl.remove(room_id);
         self.last_pl_flush.remove(room_id);
+    }
+
+    /// Whether the policy index tracks this user, and how many it tracks (tests).
+    #[cfg(test)]
+    pub fn tracked(&self, user: &str) -> (bool, usize) {
+        (self.index.is_tracked(user), self.index.tracked_len())
+    }
+
+    /// Whether a protected room's view has a membership for this user (tests).
+    #[cfg(test)]
+    pub fn knows_member(&self, room_id: &str, user: &str) -> bool {
+        matches!(self.rooms.get(room_id), Some(Some(r)) if r.members.contains_key(user))
     }
 
     fn status(&self) -> StatusReport {
@@ -725,8 +759,12 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         for ev in self.buffered.remove(room_id).unwrap_or_default() {
             room.apply_state(&ev);
         }
-        for user in room.members.keys() {
+        for (user, membership) in &room.members {
             self.index.track_user(user);
+            if !concerns_policy(*membership) {
+                // A room's state names everyone who ever left it.
+                self.departed.insert(user.clone());
+            }
         }
         let users: BTreeSet<String> = room.members.keys().cloned().collect();
         info!(room = room_id, members = users.len(), version = %room.version, "protected room loaded");
@@ -775,6 +813,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         match room.apply_state(ev) {
             StateChange::Member(user) => {
                 self.index.track_user(&user);
+                if !concerns_policy(room.membership(&user)) {
+                    self.departed.insert(user.clone());
+                }
                 let user = BTreeSet::from([user]);
                 self.reconcile_room_users(room_id, &user);
                 self.reconcile_accounts(&user);
@@ -1376,6 +1417,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 if let Some(p) = self.pending_pl.get_mut(room_id) {
                     p.remove(&user_id);
                 }
+                self.departed.insert(user_id.clone());
                 self.ledger.remove(room_id, &user_id, ledger_kind(kind))
             }
             Action::UpdateCause { user_id, kind, wanted } => {
@@ -1536,6 +1578,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 }
             }
         }
+        self.departed.extend(edits.iter().map(|e| e.user_id.clone()));
         self.write_finished(room_id, edits.iter().map(|e| e.user_id.as_str()));
         if self.pending_pl.get(room_id).is_some_and(|p| !p.is_empty()) {
             self.flush(room_id);
@@ -1569,6 +1612,50 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.reconcile_room_users(room_id, &again);
     }
 
+    /// Stops tracking the input's candidates who are in no protected room any more (see
+    /// [`concerns_policy`]) and of whom hush's ledger has nothing, and drops their `leave`
+    /// from the room views (an unknown member is `leave` anyway): busy rooms see thousands
+    /// of drive-by joins. Users hush restricted stay, so rule changes still reach them; a
+    /// departed user who comes back is tracked and reconciled again by their membership event.
+    fn forget_departed(&mut self) {
+        let candidates = std::mem::take(&mut self.departed);
+        if candidates.is_empty() {
+            return;
+        }
+        // One scan of the ledger for many (a room loaded), a lookup each for a few.
+        let entries = if candidates.len() > 16 {
+            self.ledger.all()
+        } else {
+            candidates.iter().try_fold(Vec::new(), |mut all, u| {
+                all.extend(self.ledger.for_user(u)?);
+                anyhow::Ok(all)
+            })
+        };
+        let named: HashSet<String> = match entries {
+            Ok(entries) => entries.into_iter().map(|e| e.user_id).collect(),
+            Err(e) => {
+                // Keep tracking them: a user tracked for nothing costs only memory.
+                warn!("cannot read the ledger to forget departed members: {e:#}");
+                return;
+            }
+        };
+        let mut forgotten = 0usize;
+        for user in candidates {
+            if named.contains(&user) || self.rooms.values().flatten().any(|r| concerns_policy(r.membership(&user))) {
+                continue;
+            }
+            for room in self.rooms.values_mut().flatten() {
+                if room.members.get(&user) == Some(&Membership::Leave) {
+                    room.members.remove(&user);
+                }
+            }
+            forgotten += usize::from(self.index.untrack_user(&user));
+        }
+        if forgotten > 0 {
+            debug!(users = forgotten, "no longer tracking members who left every protected room");
+        }
+    }
+
     fn spawn_member_write(
         &mut self,
         room_id: &str,
@@ -1582,7 +1669,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let writer = self.writer.clone();
         let inbox = self.inbox.clone();
         let (room_id, user_id, reason) = (room_id.to_owned(), user_id.to_owned(), reason.to_owned());
+        let slots = self.member_writes.clone();
         self.after_commit.push(Box::pin(async move {
+            // Held through the retries: a rate-limited write waits without letting another start.
+            let _slot = slots.acquire_owned().await.expect("the semaphore is never closed");
             let what = format!("{op} {user_id} in {room_id}");
             let result = enforce::with_retries(&what, || async {
                 match op {
@@ -1621,6 +1711,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         if let Err(e) = r {
             self.error(format!("ledger write failed in {room_id}: {e:#}"));
         }
+        // The entry may be gone (lifted, or never applied): the user may be departed.
+        self.departed.insert(user_id.to_owned());
         self.write_finished(room_id, std::iter::once(user_id));
     }
 

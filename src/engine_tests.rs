@@ -267,6 +267,88 @@ async fn one_glob_rule_over_fifty_members_is_one_event() {
     assert_eq!(events[0]["users"].as_object().unwrap().values().filter(|v| **v == json!(-1)).count(), 50);
 }
 
+/// A rule banning many members sends the bans a few at a time, for the whole engine, not
+/// one request per member at once (issue 13).
+#[tokio::test(start_paused = true)]
+async fn a_glob_ban_over_fifty_members_keeps_few_requests_in_flight() {
+    let users: Vec<String> = (0..50).map(|i| format!("@spam{i}:x")).collect();
+    let mut members: Vec<&str> = users.iter().map(String::as_str).collect();
+    members.push(HUSH);
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &members);
+    hs.create_room(ROOM2, "10", MOD, levels(&[]), &members);
+    // A rule over 50 members is what the guard holds; this test is about sending.
+    let cfg = EngineConfig { safety: Limits { max_new_restrictions: 1000, max_room_share: 1.0 }, ..config() };
+    let mut h = Harness::start(&hs, cfg, &[ROOM, ROOM2]).await;
+    h.input(rule("glob", "@spam*:x", "m.ban")).await;
+    for room in [ROOM, ROOM2] {
+        assert!(users.iter().all(|u| hs.membership(room, u).as_deref() == Some("ban")), "all banned in {room}");
+    }
+    let s = h.status().await;
+    assert_eq!(s.ledger.len(), 100);
+    assert!(s.ledger.iter().all(|e| e.phase == Phase::Applied));
+    let max = hs.max_member_writes_in_flight();
+    assert!(max <= crate::engine::MEMBER_WRITES_IN_FLIGHT, "{max} bans in flight at once");
+    assert!(max > 1, "the bans still go out several at a time");
+}
+
+fn joins(room: &str, user: &str) -> Input {
+    Input::State {
+        room_id: room.into(),
+        event: json!({"type": "m.room.member", "state_key": user, "sender": user,
+                      "event_id": format!("$join-{room}-{user}"), "content": {"membership": "join"}}),
+    }
+}
+
+/// Members who left every protected room are no longer tracked (nor kept as `leave`),
+/// unless hush's ledger names them; one who comes back is reconciled at once (issue 13).
+#[tokio::test(start_paused = true)]
+async fn departed_members_are_untracked_unless_hush_restricted_them() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x", "@b:x", "@c:x"]);
+    hs.create_room(ROOM2, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    // The room's state names who left long ago: not tracked from the start.
+    hs.put_membership(ROOM, "@old:x", "leave");
+    let mut h = Harness::start(&hs, config(), &[ROOM, ROOM2]).await;
+    assert_eq!(h.engine.tracked("@old:x"), (false, 5), "hush, the creator, a, b and c");
+    assert!(!h.engine.knows_member(ROOM, "@old:x"));
+
+    // Banned by hush: not present, but the ledger names them, so still tracked.
+    h.input(rule("c", "@c:x", "m.ban")).await;
+    assert_eq!(hs.membership(ROOM, "@c:x").as_deref(), Some("ban"));
+    // A drive-by member leaves.
+    let left = hs.user_leaves(ROOM, "@b:x");
+    h.input(Input::State { room_id: ROOM.into(), event: left }).await;
+    // Gone from one room, still in another.
+    let left = hs.user_leaves(ROOM, "@a:x");
+    h.input(Input::State { room_id: ROOM.into(), event: left }).await;
+
+    assert_eq!(h.engine.tracked("@b:x"), (false, 4), "the departed member is no longer tracked");
+    assert!(!h.engine.knows_member(ROOM, "@b:x"), "nor kept in the room's view");
+    assert!(h.engine.tracked("@c:x").0, "hush's ban keeps its user tracked");
+    assert!(h.engine.tracked("@a:x").0, "still in another protected room");
+    assert!(h.engine.knows_member(ROOM, "@a:x") || h.engine.knows_member(ROOM2, "@a:x"));
+
+    // A rule for the departed member does nothing while they are away...
+    let bans = |hs: &FakeHomeserver| hs.writes().iter().filter(|w| matches!(w, Write::Ban { .. })).count();
+    let before = bans(&hs);
+    h.input(rule("b", "@b:x", "m.ban")).await;
+    assert_eq!(bans(&hs), before);
+    assert!(!h.engine.tracked("@b:x").0);
+    // ...and they are banned the moment they come back.
+    hs.put_membership(ROOM, "@b:x", "join");
+    h.input(joins(ROOM, "@b:x")).await;
+    assert_eq!(hs.membership(ROOM, "@b:x").as_deref(), Some("ban"), "reconciled at once");
+    assert!(h.engine.tracked("@b:x").0, "banned by hush: tracked again");
+
+    // The ban on @c:x lifted, hush has nothing more to do with them.
+    h.input(remove_rule("c")).await;
+    assert_eq!(hs.membership(ROOM, "@c:x").as_deref(), Some("leave"));
+    assert!(entry_of(&h.status().await, ROOM, "@c:x", Kind::Ban).is_none());
+    assert!(!h.engine.tracked("@c:x").0, "untracked once the ledger no longer names them");
+    assert!(!h.engine.knows_member(ROOM, "@c:x"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn rate_limits_and_server_errors_lose_nothing() {
     let hs = FakeHomeserver::new(HUSH);

@@ -60,6 +60,10 @@ struct Inner {
     next_event: u64,
     /// hush's own account is suspended (MSC3823): every room write fails.
     suspended: bool,
+    /// Membership writes (bans, unbans, memberships) being answered now, and the most
+    /// there ever were at once.
+    member_writes_in_flight: usize,
+    max_member_writes_in_flight: usize,
 }
 
 /// The fake; cheap to clone (shared state).
@@ -140,6 +144,25 @@ impl FakeHomeserver {
     /// Suspends (or unsuspends) hush's own account: room writes fail with `M_USER_SUSPENDED`.
     pub fn set_suspended(&self, on: bool) {
         self.inner.lock().unwrap().suspended = on;
+    }
+
+    /// The most membership writes (bans, unbans, memberships) the server was answering at once.
+    pub fn max_member_writes_in_flight(&self) -> usize {
+        self.inner.lock().unwrap().max_member_writes_in_flight
+    }
+
+    /// Answers a membership write the way a real server does, after an await point, so
+    /// that requests sent together are in flight together (and counted).
+    async fn member_write(&self, write: impl FnOnce(&mut Inner) -> Result<(), WriteError>) -> Result<(), WriteError> {
+        {
+            let mut inner = self.inner.lock().unwrap();
+            inner.member_writes_in_flight += 1;
+            inner.max_member_writes_in_flight = inner.max_member_writes_in_flight.max(inner.member_writes_in_flight);
+        }
+        tokio::task::yield_now().await;
+        let mut inner = self.inner.lock().unwrap();
+        inner.member_writes_in_flight -= 1;
+        write(&mut inner)
     }
 
     /// Every write request so far, in order.
@@ -304,17 +327,17 @@ impl RoomWriter for FakeHomeserver {
             content["reason"] = reason.into();
         }
         let write = Write::Member { room: room.to_owned(), user: user.to_owned(), content };
-        self.inner.lock().unwrap().membership_write(room, user, membership, write)
+        self.member_write(|inner| inner.membership_write(room, user, membership, write)).await
     }
 
     async fn ban(&self, room: &str, user: &str, _reason: &str) -> Result<(), WriteError> {
         let write = Write::Ban { room: room.to_owned(), user: user.to_owned() };
-        self.inner.lock().unwrap().membership_write(room, user, "ban", write)
+        self.member_write(|inner| inner.membership_write(room, user, "ban", write)).await
     }
 
     async fn unban(&self, room: &str, user: &str, _reason: &str) -> Result<(), WriteError> {
         let write = Write::Unban { room: room.to_owned(), user: user.to_owned() };
-        self.inner.lock().unwrap().membership_write(room, user, "leave", write)
+        self.member_write(|inner| inner.membership_write(room, user, "leave", write)).await
     }
 
     async fn notice(&self, room: &str, plain: &str, _html: &str) -> Result<(), WriteError> {
