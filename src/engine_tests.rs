@@ -1154,3 +1154,96 @@ async fn an_account_suspended_by_an_admin_before_hush_is_left_alone() {
     assert!(admin.suspended().contains("@a:x"), "never lifted by hush");
     assert!(admin.calls().is_empty(), "{:?}", admin.calls());
 }
+
+// ---------------------------------------------------------------------------------------
+// What a list not loaded yet caused is held, whatever the loaded lists say (issue 13).
+
+const LIST_B: &str = "!listb:x";
+
+/// An engine over the ledger at `path` (a restart is a second one over the same file).
+fn engine_over(hs: &FakeHomeserver, path: &std::path::Path) -> Harness {
+    let clock = TokioClock::starting_at(1_700_000_000_000);
+    let (timers, expired, _task) = driver::spawn(clock, DriverOptions::default());
+    let (tx, inbox) = mpsc::unbounded_channel();
+    let engine = Engine::new(config(), hs.clone(), clock, Ledger::open(path).unwrap(), timers, tx);
+    Harness { engine, inbox, expired, hs: hs.clone() }
+}
+
+fn user_rule(key: &str, entity: &str, recommendation: &str) -> Value {
+    json!({"type": "m.policy.rule.user", "state_key": key, "sender": MOD, "event_id": format!("${key}"),
+           "content": {"entity": entity, "recommendation": recommendation, "reason": "spam"}})
+}
+
+/// Starts following `configured` lists and protecting ROOM; only the lists in `loaded`
+/// load (with their events), the others are still on their way.
+async fn boot_with(h: &mut Harness, configured: &[&str], loaded: Vec<(&str, Vec<Value>)>) {
+    h.engine.handle(Input::Configure {
+        management_room: Some(MGMT.into()),
+        lists: configured.iter().map(|l| ((*l).to_owned(), ListTrust::OTHER_LIST)).collect(),
+        protected: vec![ROOM.into()],
+    });
+    for (list, events) in loaded {
+        h.engine.handle(Input::ListLoaded { room_id: list.into(), events });
+    }
+    // Lists known before the room loads: no reconciliation waits for the room's writes.
+    h.engine.handle(Input::ListsKnown);
+    let state = h.hs.state(ROOM);
+    h.engine.handle(Input::RoomLoaded { room_id: ROOM.into(), events: state });
+    h.settle().await;
+    h.sync().await;
+}
+
+/// List B banned @a while list A mutes them. After a restart, A loads and B is still on
+/// its way: the ban B caused stays (A's weaker mute does not replace it). When B loads
+/// without the rule, the ban is lifted and A's mute applies when @a comes back.
+#[tokio::test(start_paused = true)]
+async fn a_held_ban_is_kept_over_a_loaded_lists_mute_until_its_list_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mute = user_rule("m", "@a:x", "m.mute");
+    let ban = user_rule("b", "@a:x", "m.ban");
+
+    let mut h = engine_over(&hs, &path);
+    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![mute.clone()]), (LIST_B, vec![ban])]).await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("ban"));
+    let entry = entry_of(&h.status().await, ROOM, "@a:x", Kind::Ban).unwrap();
+    assert!(entry.rule.starts_with(LIST_B), "{entry:?}");
+    drop(h);
+
+    let mut h = engine_over(&hs, &path);
+    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![mute])]).await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("ban"), "held while B is not loaded: {:?}", hs.writes());
+    let entry = entry_of(&h.status().await, ROOM, "@a:x", Kind::Ban).unwrap();
+    assert!(entry.rule.starts_with(LIST_B), "still B's ban: {entry:?}");
+
+    // B loads, and its rule is gone: the ban is lifted, A's mute is what is wanted now.
+    h.input(Input::ListLoaded { room_id: LIST_B.into(), events: vec![] }).await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("leave"));
+    assert!(entry_of(&h.status().await, ROOM, "@a:x", Kind::Ban).is_none());
+    hs.put_membership(ROOM, "@a:x", "join");
+    let join = json!({"type": "m.room.member", "state_key": "@a:x", "sender": "@a:x", "event_id": "$join",
+                      "content": {"membership": "join"}});
+    h.input(Input::State { room_id: ROOM.into(), event: join }).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "A's mute applies");
+}
+
+/// The other way round: a mute from a list not loaded yet, a ban from a loaded list: the
+/// ban wins at once.
+#[tokio::test(start_paused = true)]
+async fn a_loaded_lists_ban_wins_over_a_held_mute() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mut h = engine_over(&hs, &path);
+    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![]), (LIST_B, vec![user_rule("m", "@a:x", "m.mute")])]).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1));
+    drop(h);
+
+    let mut h = engine_over(&hs, &path);
+    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![user_rule("b", "@a:x", "m.ban")])]).await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("ban"));
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "the held mute is left as it is");
+}
