@@ -46,9 +46,15 @@ pub enum Input {
     Exempt { user: String, reply: tokio::sync::oneshot::Sender<Option<String>> },
     /// What a policy list's state would do in the protected rooms, without following it.
     Preview { room_id: String, events: Vec<Value>, trust: ListTrust, reply: tokio::sync::oneshot::Sender<String> },
-    /// Every configured policy list has been resolved (so an entry from a list that is
-    /// not among them comes from a list that is no longer followed).
-    ListsKnown,
+    /// Every configured policy list has been tried once: its room id is known (it resolved,
+    /// or it is in `pinned`), or it cannot be followed yet and its id is unknown. From now
+    /// on an entry from a list that is not among them comes from a list that is no longer
+    /// followed, and is judged without it.
+    ListsKnown {
+        /// The room ids configured lists were pinned to in earlier runs (`rooms.json`): what
+        /// they caused stays held until they load, even if they cannot be followed now.
+        pinned: Vec<String>,
+    },
     /// A policy list's full state (at start, or after joining it).
     ListLoaded { room_id: String, events: Vec<Value> },
     /// A policy list that cannot be joined or read (reported; its rules are held).
@@ -438,7 +444,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     self.rooms.entry(r).or_insert(None);
                 }
             }
-            Input::ListsKnown => {
+            Input::ListsKnown { pinned } => {
+                for l in pinned {
+                    self.lists.entry(l).or_insert(false);
+                }
                 self.lists_known = true;
                 let users = self.all_known_users();
                 self.reconcile_users(users);

@@ -85,7 +85,7 @@ impl Harness {
             let events = hs.state(r);
             h.engine.handle(Input::RoomLoaded { room_id: (*r).to_owned(), events });
         }
-        h.engine.handle(Input::ListsKnown);
+        h.engine.handle(Input::ListsKnown { pinned: vec![] });
         h.settle().await;
         h
     }
@@ -937,7 +937,7 @@ async fn held_rules_survive_a_restart() {
         });
         h.engine.handle(Input::ListLoaded { room_id: LIST.into(), events: vec![rule_ev.clone()] });
         h.engine.handle(Input::RoomLoaded { room_id: ROOM.into(), events: hs.state(ROOM) });
-        h.engine.handle(Input::ListsKnown);
+        h.engine.handle(Input::ListsKnown { pinned: vec![] });
     };
     boot(&mut h);
     h.settle().await;
@@ -1127,7 +1127,7 @@ async fn a_half_done_suspension_found_at_start_up_is_hushs() {
                          "content": {"entity": "@a:x", "recommendation": "m.mute", "reason": "spam"}});
     h.engine.handle(Input::ListLoaded { room_id: LIST.into(), events: vec![rule_ev] });
     h.engine.handle(Input::RoomLoaded { room_id: ROOM.into(), events: hs.state(ROOM) });
-    h.engine.handle(Input::ListsKnown);
+    h.engine.handle(Input::ListsKnown { pinned: vec![] });
     h.settle().await;
     let s = h.status().await;
     assert_eq!(entry_of(&s, "", "@a:x", Kind::Suspension).map(|e| e.phase), Some(Phase::Applied), "{:?}", s.ledger);
@@ -1175,8 +1175,9 @@ fn user_rule(key: &str, entity: &str, recommendation: &str) -> Value {
 }
 
 /// Starts following `configured` lists and protecting ROOM; only the lists in `loaded`
-/// load (with their events), the others are still on their way.
-async fn boot_with(h: &mut Harness, configured: &[&str], loaded: Vec<(&str, Vec<Value>)>) {
+/// load (with their events), the others are still on their way. `pinned`: lists known
+/// from earlier runs only (their follow has not resolved them).
+async fn boot_with(h: &mut Harness, configured: &[&str], loaded: Vec<(&str, Vec<Value>)>, pinned: &[&str]) {
     h.engine.handle(Input::Configure {
         management_room: Some(MGMT.into()),
         lists: configured.iter().map(|l| ((*l).to_owned(), ListTrust::OTHER_LIST)).collect(),
@@ -1186,7 +1187,7 @@ async fn boot_with(h: &mut Harness, configured: &[&str], loaded: Vec<(&str, Vec<
         h.engine.handle(Input::ListLoaded { room_id: list.into(), events });
     }
     // Lists known before the room loads: no reconciliation waits for the room's writes.
-    h.engine.handle(Input::ListsKnown);
+    h.engine.handle(Input::ListsKnown { pinned: pinned.iter().map(|l| (*l).to_owned()).collect() });
     let state = h.hs.state(ROOM);
     h.engine.handle(Input::RoomLoaded { room_id: ROOM.into(), events: state });
     h.settle().await;
@@ -1206,14 +1207,14 @@ async fn a_held_ban_is_kept_over_a_loaded_lists_mute_until_its_list_loads() {
     let ban = user_rule("b", "@a:x", "m.ban");
 
     let mut h = engine_over(&hs, &path);
-    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![mute.clone()]), (LIST_B, vec![ban])]).await;
+    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![mute.clone()]), (LIST_B, vec![ban])], &[]).await;
     assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("ban"));
     let entry = entry_of(&h.status().await, ROOM, "@a:x", Kind::Ban).unwrap();
     assert!(entry.rule.starts_with(LIST_B), "{entry:?}");
     drop(h);
 
     let mut h = engine_over(&hs, &path);
-    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![mute])]).await;
+    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![mute])], &[]).await;
     assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("ban"), "held while B is not loaded: {:?}", hs.writes());
     let entry = entry_of(&h.status().await, ROOM, "@a:x", Kind::Ban).unwrap();
     assert!(entry.rule.starts_with(LIST_B), "still B's ban: {entry:?}");
@@ -1238,12 +1239,41 @@ async fn a_loaded_lists_ban_wins_over_a_held_mute() {
     let hs = FakeHomeserver::new(HUSH);
     hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
     let mut h = engine_over(&hs, &path);
-    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![]), (LIST_B, vec![user_rule("m", "@a:x", "m.mute")])]).await;
+    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![]), (LIST_B, vec![user_rule("m", "@a:x", "m.mute")])], &[])
+        .await;
     assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1));
     drop(h);
 
     let mut h = engine_over(&hs, &path);
-    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![user_rule("b", "@a:x", "m.ban")])]).await;
+    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![user_rule("b", "@a:x", "m.ban")])], &[]).await;
     assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("ban"));
     assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "the held mute is left as it is");
+}
+
+/// A configured list whose room cannot be resolved now (its follow retries) but was
+/// pinned in an earlier run: once every list is known, what it caused stays held. A list
+/// no longer configured at all has what it caused lifted.
+#[tokio::test(start_paused = true)]
+async fn a_pinned_list_not_followed_yet_stays_held_once_lists_are_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mut h = engine_over(&hs, &path);
+    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![]), (LIST_B, vec![user_rule("b", "@a:x", "m.ban")])], &[])
+        .await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("ban"));
+    drop(h);
+
+    // B's alias does not resolve now: the engine knows it only by its pin.
+    let mut h = engine_over(&hs, &path);
+    boot_with(&mut h, &[LIST], vec![(LIST, vec![])], &[LIST_B]).await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("ban"), "held: {:?}", hs.writes());
+    assert!(h.status().await.lists.iter().any(|(l, _, loaded)| l == LIST_B && !loaded));
+    drop(h);
+
+    // B is no longer configured: its ban is lifted.
+    let mut h = engine_over(&hs, &path);
+    boot_with(&mut h, &[LIST], vec![(LIST, vec![])], &[]).await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("leave"));
 }
