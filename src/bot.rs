@@ -319,8 +319,8 @@ fn configured_roles(config: &Config, overrides: &RoomOverrides) -> Vec<(String, 
     out
 }
 
-/// Resolves the lists first (so the engine knows which lists exist), then follows every
-/// configured room in its own task.
+/// Follows every configured room in its own task, and tells the engine when each list's
+/// first attempt has resolved its room id or failed (so it knows which lists exist).
 async fn follow_configured_rooms(bot: Arc<Bot>) {
     let rooms = {
         let overrides = bot.overrides.lock().unwrap_or_else(|e| e.into_inner());
@@ -340,11 +340,17 @@ async fn follow_configured_rooms(bot: Arc<Bot>) {
         }
         bot.spawn_follow(room, roles, None, Some(tx));
     }
-    // A list whose follow is cancelled before it resolves drops its sender: known too.
+    // Each list's first attempt has resolved its room id or failed (its follow retries);
+    // a list whose follow is cancelled before that drops its sender: known too.
     for rx in list_resolvers {
         let _ = rx.await;
     }
-    let _ = bot.engine.send(Input::ListsKnown);
+    // A list resolved in an earlier run stays known by its pin, even if it cannot be
+    // followed now. Sent under the lock: an `unwatch` saved after this read reaches the
+    // engine after ListsKnown.
+    let overrides = bot.overrides.lock().unwrap_or_else(|e| e.into_inner());
+    let pinned = overrides.pinned_lists(&bot.config.policy_list_rooms());
+    let _ = bot.engine.send(Input::ListsKnown { pinned });
 }
 
 /// Resolves (an alias through its pin), joins and loads one configured room, retrying
@@ -434,6 +440,14 @@ async fn follow_room(
             Err(e) if e.is::<Cancelled>() => return,
             Err(e) => {
                 warn!(%room, "cannot follow yet, retrying in {}s: {e:#}", backoff.as_secs());
+                if let Some(tx) = resolved.take() {
+                    // The first attempt could not resolve the room: the lists are known
+                    // without it (one unresolvable list must not hold everything for ever).
+                    if roles.contains(&Role::List) {
+                        warn!(%room, "this list's room id is not known (its alias does not resolve now and has no usable pin): what it caused in earlier runs, if anything, is not held");
+                    }
+                    let _ = tx.send(());
+                }
                 let error = format!("{e:#}");
                 if roles.contains(&Role::List) {
                     let _ = bot.engine.send(Input::ListUnavailable { room: room.clone(), error: error.clone() });

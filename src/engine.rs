@@ -54,9 +54,15 @@ pub enum Input {
     Exempt { user: String, reply: tokio::sync::oneshot::Sender<Option<String>> },
     /// What a policy list's state would do in the protected rooms, without following it.
     Preview { room_id: String, events: Vec<Value>, trust: ListTrust, reply: tokio::sync::oneshot::Sender<String> },
-    /// Every configured policy list has been resolved (so an entry from a list that is
-    /// not among them comes from a list that is no longer followed).
-    ListsKnown,
+    /// Every configured policy list has been tried once: its room id is known (it resolved,
+    /// or it is in `pinned`), or it cannot be followed yet and its id is unknown. From now
+    /// on an entry from a list that is not among them comes from a list that is no longer
+    /// followed, and is judged without it.
+    ListsKnown {
+        /// The room ids configured lists were pinned to in earlier runs (`rooms.json`): what
+        /// they caused stays held until they load, even if they cannot be followed now.
+        pinned: Vec<String>,
+    },
     /// A policy list's full state (at start, or after joining it).
     ListLoaded { room_id: String, events: Vec<Value> },
     /// A policy list that cannot be joined or read (reported; its rules are held).
@@ -250,6 +256,17 @@ fn to_wanted(d: &Decision) -> Wanted {
         expires_at_ms: d.expires_at_ms,
         rule: rule_ref(&d.rule),
         reason: d.reason.clone(),
+    }
+}
+
+/// The stronger of two restrictions, as the policy ranks rules: a ban beats a mute, then
+/// the one that lasts longer (permanent beats any expiry); `a` on a tie.
+fn stronger(a: Wanted, b: Wanted) -> Wanted {
+    let rank = |w: &Wanted| (w.restriction == Restriction::Ban, w.expires_at_ms.is_none(), w.expires_at_ms);
+    if rank(&b) > rank(&a) {
+        b
+    } else {
+        a
     }
 }
 
@@ -453,7 +470,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     self.rooms.entry(r).or_insert(None);
                 }
             }
-            Input::ListsKnown => {
+            Input::ListsKnown { pinned } => {
+                for l in pinned {
+                    self.lists.entry(l).or_insert(false);
+                }
                 self.lists_known = true;
                 let users = self.all_known_users();
                 self.reconcile_users(users);
@@ -909,22 +929,34 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             }
         };
         let applied: Vec<Applied> = entries.iter().filter_map(to_applied).collect();
-        let mut wanted = self.decision_for(user, now, &entries).map(|d| to_wanted(&d));
-        if wanted.is_none() {
-            // Hold what a not-yet-loaded list caused: its rule may well still be there.
-            let held = |list: &str| match self.lists.get(list) {
-                Some(loaded) => !loaded,
-                None => !self.lists_known,
-            };
-            wanted = entries.iter().find(|e| held(rule_list(&e.rule))).map(|e| Wanted {
+        let decided = self.decision_for(user, now, &entries).map(|d| to_wanted(&d));
+        // What a not-yet-loaded list caused is held whatever the loaded lists say: its rule
+        // may well still be there. A loaded list's stronger restriction still applies.
+        let held = entries
+            .iter()
+            .filter(|e| self.list_held(rule_list(&e.rule)))
+            .map(|e| Wanted {
                 restriction: if e.kind == Kind::Ban { Restriction::Ban } else { Restriction::Mute },
                 expires_at_ms: e.expires_at_ms,
                 rule: e.rule.clone(),
                 reason: e.reason.clone(),
-            });
-        }
+            })
+            .reduce(stronger);
+        let wanted = match (held, decided) {
+            (Some(h), Some(d)) => Some(stronger(h, d)),
+            (h, d) => h.or(d),
+        };
         let facts = self.facts(room);
         reconcile_member(&facts, user, room.membership(user), wanted.as_ref(), &applied, self.shield(user))
+    }
+
+    /// Whether what `list` caused is held: the list is followed but not loaded yet, or
+    /// (before every configured list is known) not known at all.
+    fn list_held(&self, list: &str) -> bool {
+        match self.lists.get(list) {
+            Some(loaded) => !loaded,
+            None => !self.lists_known,
+        }
     }
 
     /// What the reconciler knows of a protected room.

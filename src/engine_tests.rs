@@ -85,7 +85,7 @@ impl Harness {
             let events = hs.state(r);
             h.engine.handle(Input::RoomLoaded { room_id: (*r).to_owned(), events });
         }
-        h.engine.handle(Input::ListsKnown);
+        h.engine.handle(Input::ListsKnown { pinned: vec![] });
         h.settle().await;
         h
     }
@@ -1021,7 +1021,7 @@ async fn held_rules_survive_a_restart() {
         });
         h.engine.handle(Input::ListLoaded { room_id: LIST.into(), events: vec![rule_ev.clone()] });
         h.engine.handle(Input::RoomLoaded { room_id: ROOM.into(), events: hs.state(ROOM) });
-        h.engine.handle(Input::ListsKnown);
+        h.engine.handle(Input::ListsKnown { pinned: vec![] });
     };
     boot(&mut h);
     h.settle().await;
@@ -1211,7 +1211,7 @@ async fn a_half_done_suspension_found_at_start_up_is_hushs() {
                          "content": {"entity": "@a:x", "recommendation": "m.mute", "reason": "spam"}});
     h.engine.handle(Input::ListLoaded { room_id: LIST.into(), events: vec![rule_ev] });
     h.engine.handle(Input::RoomLoaded { room_id: ROOM.into(), events: hs.state(ROOM) });
-    h.engine.handle(Input::ListsKnown);
+    h.engine.handle(Input::ListsKnown { pinned: vec![] });
     h.settle().await;
     let s = h.status().await;
     assert_eq!(entry_of(&s, "", "@a:x", Kind::Suspension).map(|e| e.phase), Some(Phase::Applied), "{:?}", s.ledger);
@@ -1287,4 +1287,127 @@ async fn a_reloaded_list_replaces_the_rule_events_in_force() {
 
     h.input(redact("$v2")).await;
     assert_eq!(hs.power_levels_now(ROOM), levels(&[]), "the loaded rule was redacted: lifted");
+}
+
+// ---------------------------------------------------------------------------------------
+// What a list not loaded yet caused is held, whatever the loaded lists say (issue 13).
+
+const LIST_B: &str = "!listb:x";
+
+/// An engine over the ledger at `path` (a restart is a second one over the same file).
+fn engine_over(hs: &FakeHomeserver, path: &std::path::Path) -> Harness {
+    let clock = TokioClock::starting_at(1_700_000_000_000);
+    let (timers, expired, _task) = driver::spawn(clock, DriverOptions::default());
+    let (tx, inbox) = mpsc::unbounded_channel();
+    let engine = Engine::new(config(), hs.clone(), clock, Ledger::open(path).unwrap(), timers, tx);
+    Harness { engine, inbox, expired, hs: hs.clone() }
+}
+
+fn user_rule(key: &str, entity: &str, recommendation: &str) -> Value {
+    json!({"type": "m.policy.rule.user", "state_key": key, "sender": MOD, "event_id": format!("${key}"),
+           "content": {"entity": entity, "recommendation": recommendation, "reason": "spam"}})
+}
+
+/// Starts following `configured` lists and protecting ROOM; only the lists in `loaded`
+/// load (with their events), the others are still on their way. `pinned`: lists known
+/// from earlier runs only (their follow has not resolved them).
+async fn boot_with(h: &mut Harness, configured: &[&str], loaded: Vec<(&str, Vec<Value>)>, pinned: &[&str]) {
+    h.engine.handle(Input::Configure {
+        management_room: Some(MGMT.into()),
+        lists: configured.iter().map(|l| ((*l).to_owned(), ListTrust::OTHER_LIST)).collect(),
+        protected: vec![ROOM.into()],
+    });
+    for (list, events) in loaded {
+        h.engine.handle(Input::ListLoaded { room_id: list.into(), events });
+    }
+    // Lists known before the room loads: no reconciliation waits for the room's writes.
+    h.engine.handle(Input::ListsKnown { pinned: pinned.iter().map(|l| (*l).to_owned()).collect() });
+    let state = h.hs.state(ROOM);
+    h.engine.handle(Input::RoomLoaded { room_id: ROOM.into(), events: state });
+    h.settle().await;
+    h.sync().await;
+}
+
+/// List B banned @a while list A mutes them. After a restart, A loads and B is still on
+/// its way: the ban B caused stays (A's weaker mute does not replace it). When B loads
+/// without the rule, the ban is lifted and A's mute applies when @a comes back.
+#[tokio::test(start_paused = true)]
+async fn a_held_ban_is_kept_over_a_loaded_lists_mute_until_its_list_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mute = user_rule("m", "@a:x", "m.mute");
+    let ban = user_rule("b", "@a:x", "m.ban");
+
+    let mut h = engine_over(&hs, &path);
+    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![mute.clone()]), (LIST_B, vec![ban])], &[]).await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("ban"));
+    let entry = entry_of(&h.status().await, ROOM, "@a:x", Kind::Ban).unwrap();
+    assert!(entry.rule.starts_with(LIST_B), "{entry:?}");
+    drop(h);
+
+    let mut h = engine_over(&hs, &path);
+    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![mute])], &[]).await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("ban"), "held while B is not loaded: {:?}", hs.writes());
+    let entry = entry_of(&h.status().await, ROOM, "@a:x", Kind::Ban).unwrap();
+    assert!(entry.rule.starts_with(LIST_B), "still B's ban: {entry:?}");
+
+    // B loads, and its rule is gone: the ban is lifted, A's mute is what is wanted now.
+    h.input(Input::ListLoaded { room_id: LIST_B.into(), events: vec![] }).await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("leave"));
+    assert!(entry_of(&h.status().await, ROOM, "@a:x", Kind::Ban).is_none());
+    hs.put_membership(ROOM, "@a:x", "join");
+    let join = json!({"type": "m.room.member", "state_key": "@a:x", "sender": "@a:x", "event_id": "$join",
+                      "content": {"membership": "join"}});
+    h.input(Input::State { room_id: ROOM.into(), event: join }).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "A's mute applies");
+}
+
+/// The other way round: a mute from a list not loaded yet, a ban from a loaded list: the
+/// ban wins at once.
+#[tokio::test(start_paused = true)]
+async fn a_loaded_lists_ban_wins_over_a_held_mute() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mut h = engine_over(&hs, &path);
+    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![]), (LIST_B, vec![user_rule("m", "@a:x", "m.mute")])], &[])
+        .await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1));
+    drop(h);
+
+    let mut h = engine_over(&hs, &path);
+    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![user_rule("b", "@a:x", "m.ban")])], &[]).await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("ban"));
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "the held mute is left as it is");
+}
+
+/// A configured list whose room cannot be resolved now (its follow retries) but was
+/// pinned in an earlier run: once every list is known, what it caused stays held. A list
+/// no longer configured at all has what it caused lifted.
+#[tokio::test(start_paused = true)]
+async fn a_pinned_list_not_followed_yet_stays_held_once_lists_are_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mut h = engine_over(&hs, &path);
+    boot_with(&mut h, &[LIST, LIST_B], vec![(LIST, vec![]), (LIST_B, vec![user_rule("b", "@a:x", "m.ban")])], &[])
+        .await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("ban"));
+    drop(h);
+
+    // B's alias does not resolve now: the engine knows it only by its pin.
+    let mut h = engine_over(&hs, &path);
+    boot_with(&mut h, &[LIST], vec![(LIST, vec![])], &[LIST_B]).await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("ban"), "held: {:?}", hs.writes());
+    assert!(h.status().await.lists.iter().any(|(l, _, loaded)| l == LIST_B && !loaded));
+    drop(h);
+
+    // B is no longer configured: its ban is lifted.
+    let mut h = engine_over(&hs, &path);
+    boot_with(&mut h, &[LIST], vec![(LIST, vec![])], &[]).await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("leave"));
 }

@@ -162,6 +162,16 @@ impl RoomOverrides {
         effective(configured, &self.watched, &self.unwatched)
     }
 
+    /// The room ids that the config's lists (with these changes applied) were pinned to:
+    /// lists hush knows by id even when their alias does not resolve now.
+    pub fn pinned_lists(&self, configured: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        for id in self.effective_lists(configured).iter().filter_map(|l| self.pinned.get(l)) {
+            add(&mut out, id);
+        }
+        out
+    }
+
     /// The config's protected rooms with these changes applied.
     pub fn effective_rooms(&self, configured: &[String]) -> Vec<String> {
         effective(configured, &self.protected, &self.unprotected)
@@ -197,6 +207,21 @@ mod tests {
         o.unprotect("#b:x");
         o.protect("#d:x");
         assert_eq!(o.effective_rooms(&configured), vec!["#a:x", "#d:x"]);
+    }
+
+    #[test]
+    fn the_lists_pinned_are_those_still_followed() {
+        let mut o = RoomOverrides::default();
+        let configured = vec!["#a:x".to_owned(), "#b:x".to_owned(), "!c:x".to_owned(), "#gone:x".to_owned()];
+        o.pin("#a:x", "!a:x");
+        o.pin("#lobby:x", "!lobby:x"); // a protected room, not a list
+        o.pin("#old:x", "!old:x"); // no longer configured
+        o.pin("#gone:x", "!gone:x");
+        o.pin("#w:x", "!w:x");
+        o.unwatch("#gone:x");
+        o.watch("#w:x");
+        // #b:x was never resolved (no pin), !c:x is an id (always resolves).
+        assert_eq!(o.pinned_lists(&configured), vec!["!a:x", "!w:x"]);
     }
 
     #[test]

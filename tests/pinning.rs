@@ -166,3 +166,26 @@ async fn unwatch_cancels_a_retrying_follow_and_later_tombstones_are_ignored() {
     assert!(log.contains("ignoring the tombstone of a room hush does not follow"), "{log}");
     assert!(!log.contains("checking its replacement"), "{log}");
 }
+
+/// A configured list whose alias does not resolve (and was never pinned) is retried, but
+/// does not keep hush from knowing its lists: what a list no longer configured caused is
+/// lifted at start-up all the same (issue 13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresolvable_list_does_not_hold_a_removed_lists_ban_for_ever() {
+    let c = Community::new().await.unwrap();
+    let user = c.member(None).await.unwrap();
+    let config = c.config("");
+    let hush = c.start(&config, 1).await;
+    c.rule("spam", user.user_id.as_str(), "m.ban", None).await.unwrap();
+    c.wait_membership(&user.user_id, "ban").await;
+    assert!(hush.terminate().await.unwrap().success());
+
+    // The list is no longer configured; in its place an alias that resolves nowhere.
+    let nowhere = format!("#{}:localhost", unique("nowhere"));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(c.list.room_id().as_str(), &nowhere)).unwrap();
+    let hush = c.start(&config, 2).await;
+    c.wait_membership(&user.user_id, "leave").await;
+    let log = hush.log_text();
+    assert!(log.contains("room id is not known"), "{log}");
+}
