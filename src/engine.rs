@@ -1732,6 +1732,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             (Err(_), false) => self.ledger.remove(room_id, user_id, kind),
             (Err(_), true) => self.ledger.mark_applied(room_id, user_id, kind),
         };
+        let written = result.is_ok();
         if let Err(e) = result {
             if !self.own_account_error(&e) {
                 self.error(format!(
@@ -1742,6 +1743,23 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
         if let Err(e) = r {
             self.error(format!("ledger write failed in {room_id}: {e:#}"));
+        }
+        if written {
+            // The room has it now, before sync brings the event back: a check that waited
+            // for this write must not read the older view as someone else's undo.
+            if let Some(Some(room)) = self.rooms.get_mut(room_id) {
+                let now = match (kind, lifting, room.membership(user_id)) {
+                    (Kind::Ban, false, _) => Some(Membership::Ban),
+                    (Kind::Ban, true, _) => Some(Membership::Leave),
+                    (Kind::MuteMembership, false, Membership::Join) => Some(Membership::Mute),
+                    (Kind::MuteMembership, true, Membership::Mute) => Some(Membership::Join),
+                    (Kind::MuteMembership, true, Membership::LeaveMute) => Some(Membership::Leave),
+                    _ => None,
+                };
+                if let Some(m) = now {
+                    room.members.insert(user_id.to_owned(), m);
+                }
+            }
         }
         // The entry may be gone (lifted, or never applied): the user may be departed.
         self.departed.insert(user_id.to_owned());

@@ -1411,3 +1411,21 @@ async fn a_pinned_list_not_followed_yet_stays_held_once_lists_are_known() {
     boot_with(&mut h, &[LIST], vec![(LIST, vec![])], &[]).await;
     assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("leave"));
 }
+
+/// A member write that succeeded is in the room even before sync says so: a check that
+/// waited for it must not read the room's older view as "someone else undid it".
+#[tokio::test(start_paused = true)]
+async fn a_check_waiting_for_hushs_ban_does_not_take_it_for_someone_elses_unban() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    h.engine.handle(rule("a", "@a:x", "m.ban"));
+    // Looked at again while the ban is in flight (as ListsKnown does at start-up).
+    h.engine.handle(Input::ListsKnown { pinned: vec![] });
+    h.settle().await; // the ban's result and the waiting check, before any sync
+    let e = entry_of(&h.status().await, ROOM, "@a:x", Kind::Ban).expect("hush's ban is recorded");
+    assert!(!e.overridden, "hush's own ban read as someone else's unban: {e:?}");
+    h.sync().await;
+    h.input(remove_rule("a")).await;
+    assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("leave"), "removing the rule lifts the ban");
+}
