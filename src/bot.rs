@@ -17,6 +17,7 @@ use matrix_sdk::{Client, Room, RoomState};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig, Input};
 use crate::following::{self, Cancelled, Follows};
@@ -272,14 +273,14 @@ async fn wait_for_signal() {
 /// Logs in, retrying with backoff while the homeserver is unreachable. A refused login
 /// (wrong password, bad token) is permanent and ends the run.
 async fn connect_with_backoff(config: &Config, stop: watch::Receiver<bool>) -> Result<Option<Client>> {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         match matrix::connect(config).await {
             Ok(c) => return Ok(Some(c)),
             Err(e) if is_transient(&e) => {
-                warn!("cannot reach the homeserver, retrying in {}s: {e:#}", backoff.as_secs());
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
+                let wait = backoff.next();
+                warn!("cannot reach the homeserver, retrying in {}s: {e:#}", wait.as_secs());
+                tokio::time::sleep(wait).await;
                 if *stop.borrow() {
                     return Ok(None);
                 }
@@ -364,7 +365,7 @@ async fn follow_room(
     upgrade_of: Option<OwnedRoomId>,
     ticket: u64,
 ) {
-    let mut backoff = Duration::from_secs(2);
+    let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(300));
     let mut resolved = resolved;
     loop {
         let attempt = async {
@@ -439,7 +440,8 @@ async fn follow_room(
             Ok(()) => return,
             Err(e) if e.is::<Cancelled>() => return,
             Err(e) => {
-                warn!(%room, "cannot follow yet, retrying in {}s: {e:#}", backoff.as_secs());
+                let wait = backoff.next();
+                warn!(%room, "cannot follow yet, retrying in {}s: {e:#}", wait.as_secs());
                 if let Some(tx) = resolved.take() {
                     // The first attempt could not resolve the room: the lists are known
                     // without it (one unresolvable list must not hold everything for ever).
@@ -455,8 +457,7 @@ async fn follow_room(
                 if roles.contains(&Role::Protected) {
                     let _ = bot.engine.send(Input::RoomUnavailable { room: room.clone(), error });
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(300));
+                tokio::time::sleep(wait).await;
             }
         }
     }
@@ -615,7 +616,7 @@ async fn announce_start(bot: &Bot, room_id: &matrix_sdk::ruma::RoomId) {
         if bot.config.dry_run { " in dry-run mode (nothing will be changed)" } else { "" },
         bot.config.command_prefix
     );
-    let html = management::escape_html(&text);
+    let html = hush_core::commands::html_escape(&text);
     if let Err(e) = matrix::send_notice(&room, &text, &html).await {
         warn!("cannot announce the start in the management room: {e:#}");
         bot.announced.store(false, Ordering::SeqCst);
@@ -632,7 +633,8 @@ async fn on_invite(ev: StrippedRoomMemberEvent, room: Room, bot: Ctx<Arc<Bot>>) 
         debug!(room = %room.room_id(), inviter = %ev.sender, "ignoring an invite to a room that is not configured");
         return;
     }
-    let mut delay = Duration::from_secs(1);
+    // Six tries, 1 s doubling (the last wait is 32 s).
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(32));
     for _ in 0..6 {
         match room.join().await {
             Ok(()) => {
@@ -642,8 +644,7 @@ async fn on_invite(ev: StrippedRoomMemberEvent, room: Room, bot: Ctx<Arc<Bot>>) 
             }
             Err(e) => {
                 warn!(room = %room.room_id(), "cannot join on invite, retrying: {e}");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+                tokio::time::sleep(backoff.next()).await;
             }
         }
     }

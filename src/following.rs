@@ -211,7 +211,7 @@ pub fn report_once(bot: &Arc<Bot>, key: &str, text: String) {
     }
     let bot = bot.clone();
     tokio::spawn(async move {
-        let html = crate::management::escape_html(&text);
+        let html = hush_core::commands::html_escape(&text);
         for _ in 0..300 {
             let management = bot.management_room.read().unwrap_or_else(|e| e.into_inner()).clone();
             let room = management.and_then(|id| bot.client.get_room(&id)).filter(|r| r.state() == RoomState::Joined);

@@ -41,11 +41,6 @@ impl Reply {
     }
 }
 
-/// Escapes text for an HTML formatted body.
-pub fn escape_html(s: &str) -> String {
-    html_escape(s)
-}
-
 /// Splits a long reply into pieces below the event size limit (64 KiB for the whole
 /// event; a piece keeps plain + HTML well under it), at line ends.
 pub fn split_reply(reply: &Reply, max_bytes: usize) -> Vec<Reply> {
@@ -563,7 +558,7 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(escape_html("<b>&\"'"), "&lt;b&gt;&amp;&quot;&#39;");
+        assert_eq!(html_escape("<b>&\"'"), "&lt;b&gt;&amp;&quot;&#39;");
     }
 
     #[test]
