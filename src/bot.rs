@@ -53,7 +53,35 @@ pub struct Bot {
     pub follows: Follows,
 }
 
+impl management::Follow for Arc<Bot> {
+    fn watch(&self, room: String) {
+        self.follow(room, vec![Role::List]);
+    }
+
+    fn protect(&self, room: String) {
+        self.follow(room, vec![Role::Protected]);
+    }
+
+    fn unfollow(&self, room: &str) {
+        Bot::unfollow(self, room);
+    }
+}
+
 impl Bot {
+    /// What management commands may use.
+    fn commands(self: &Arc<Self>) -> management::Context<'_> {
+        management::Context {
+            config: &self.config,
+            client: &self.client,
+            own_user: &self.own_user,
+            started: self.started,
+            management_room: &self.management_room,
+            engine: &self.engine,
+            overrides: &self.overrides,
+            follows: self,
+        }
+    }
+
     /// The actions given with `watch --actions` for this list, if any.
     pub fn watched_actions(&self, room: &str, room_id: &str) -> Option<ListTrust> {
         let overrides = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
@@ -682,7 +710,7 @@ async fn on_room_message(ev: OriginalSyncRoomMessageEvent, room: Room, bot: Ctx<
             return;
         }
     }
-    let reply = management::handle(&bot.0, parsed, ev.sender.as_str()).await;
+    let reply = management::handle(&bot.commands(), parsed, ev.sender.as_str()).await;
     send_reply(&room, &ev, reply).await;
 }
 
