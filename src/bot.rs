@@ -172,12 +172,32 @@ impl Bot {
     }
 }
 
-/// What a configured room is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Management,
-    List,
-    Protected,
+pub use crate::following::Role;
+
+impl following::Host for Bot {
+    fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn overrides(&self) -> &std::sync::Mutex<RoomOverrides> {
+        &self.overrides
+    }
+
+    fn data_dir(&self) -> &std::path::Path {
+        &self.config.data_dir
+    }
+
+    fn follows(&self) -> &Follows {
+        &self.follows
+    }
+
+    fn management_room(&self) -> Option<OwnedRoomId> {
+        self.management_room.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn is_followed(&self, room: &RoomId) -> bool {
+        self.roles.read().unwrap_or_else(|e| e.into_inner()).contains_key(room)
+    }
 }
 
 fn now_ms() -> u64 {
