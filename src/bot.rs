@@ -17,6 +17,7 @@ use matrix_sdk::{Client, Room, RoomState};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig, Input};
 use crate::following::{self, Cancelled, Follows};
@@ -52,7 +53,35 @@ pub struct Bot {
     pub follows: Follows,
 }
 
+impl management::Follow for Arc<Bot> {
+    fn watch(&self, room: String) {
+        self.follow(room, vec![Role::List]);
+    }
+
+    fn protect(&self, room: String) {
+        self.follow(room, vec![Role::Protected]);
+    }
+
+    fn unfollow(&self, room: &str) {
+        Bot::unfollow(self, room);
+    }
+}
+
 impl Bot {
+    /// What management commands may use.
+    fn commands(self: &Arc<Self>) -> management::Context<'_> {
+        management::Context {
+            config: &self.config,
+            client: &self.client,
+            own_user: &self.own_user,
+            started: self.started,
+            management_room: &self.management_room,
+            engine: &self.engine,
+            overrides: &self.overrides,
+            follows: self,
+        }
+    }
+
     /// The actions given with `watch --actions` for this list, if any.
     pub fn watched_actions(&self, room: &str, room_id: &str) -> Option<ListTrust> {
         let overrides = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
@@ -143,12 +172,32 @@ impl Bot {
     }
 }
 
-/// What a configured room is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Management,
-    List,
-    Protected,
+pub use crate::following::Role;
+
+impl following::Host for Bot {
+    fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn overrides(&self) -> &std::sync::Mutex<RoomOverrides> {
+        &self.overrides
+    }
+
+    fn data_dir(&self) -> &std::path::Path {
+        &self.config.data_dir
+    }
+
+    fn follows(&self) -> &Follows {
+        &self.follows
+    }
+
+    fn management_room(&self) -> Option<OwnedRoomId> {
+        self.management_room.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn is_followed(&self, room: &RoomId) -> bool {
+        self.roles.read().unwrap_or_else(|e| e.into_inner()).contains_key(room)
+    }
 }
 
 fn now_ms() -> u64 {
@@ -272,14 +321,14 @@ async fn wait_for_signal() {
 /// Logs in, retrying with backoff while the homeserver is unreachable. A refused login
 /// (wrong password, bad token) is permanent and ends the run.
 async fn connect_with_backoff(config: &Config, stop: watch::Receiver<bool>) -> Result<Option<Client>> {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         match matrix::connect(config).await {
             Ok(c) => return Ok(Some(c)),
             Err(e) if is_transient(&e) => {
-                warn!("cannot reach the homeserver, retrying in {}s: {e:#}", backoff.as_secs());
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
+                let wait = backoff.next();
+                warn!("cannot reach the homeserver, retrying in {}s: {e:#}", wait.as_secs());
+                tokio::time::sleep(wait).await;
                 if *stop.borrow() {
                     return Ok(None);
                 }
@@ -364,7 +413,7 @@ async fn follow_room(
     upgrade_of: Option<OwnedRoomId>,
     ticket: u64,
 ) {
-    let mut backoff = Duration::from_secs(2);
+    let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(300));
     let mut resolved = resolved;
     loop {
         let attempt = async {
@@ -439,7 +488,8 @@ async fn follow_room(
             Ok(()) => return,
             Err(e) if e.is::<Cancelled>() => return,
             Err(e) => {
-                warn!(%room, "cannot follow yet, retrying in {}s: {e:#}", backoff.as_secs());
+                let wait = backoff.next();
+                warn!(%room, "cannot follow yet, retrying in {}s: {e:#}", wait.as_secs());
                 if let Some(tx) = resolved.take() {
                     // The first attempt could not resolve the room: the lists are known
                     // without it (one unresolvable list must not hold everything for ever).
@@ -455,8 +505,7 @@ async fn follow_room(
                 if roles.contains(&Role::Protected) {
                     let _ = bot.engine.send(Input::RoomUnavailable { room: room.clone(), error });
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(300));
+                tokio::time::sleep(wait).await;
             }
         }
     }
@@ -615,7 +664,7 @@ async fn announce_start(bot: &Bot, room_id: &matrix_sdk::ruma::RoomId) {
         if bot.config.dry_run { " in dry-run mode (nothing will be changed)" } else { "" },
         bot.config.command_prefix
     );
-    let html = management::escape_html(&text);
+    let html = hush_core::commands::html_escape(&text);
     if let Err(e) = matrix::send_notice(&room, &text, &html).await {
         warn!("cannot announce the start in the management room: {e:#}");
         bot.announced.store(false, Ordering::SeqCst);
@@ -632,7 +681,8 @@ async fn on_invite(ev: StrippedRoomMemberEvent, room: Room, bot: Ctx<Arc<Bot>>) 
         debug!(room = %room.room_id(), inviter = %ev.sender, "ignoring an invite to a room that is not configured");
         return;
     }
-    let mut delay = Duration::from_secs(1);
+    // Six tries, 1 s doubling (the last wait is 32 s).
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(32));
     for _ in 0..6 {
         match room.join().await {
             Ok(()) => {
@@ -642,8 +692,7 @@ async fn on_invite(ev: StrippedRoomMemberEvent, room: Room, bot: Ctx<Arc<Bot>>) 
             }
             Err(e) => {
                 warn!(room = %room.room_id(), "cannot join on invite, retrying: {e}");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+                tokio::time::sleep(backoff.next()).await;
             }
         }
     }
@@ -681,7 +730,7 @@ async fn on_room_message(ev: OriginalSyncRoomMessageEvent, room: Room, bot: Ctx<
             return;
         }
     }
-    let reply = management::handle(&bot.0, parsed, ev.sender.as_str()).await;
+    let reply = management::handle(&bot.commands(), parsed, ev.sender.as_str()).await;
     send_reply(&room, &ev, reply).await;
 }
 

@@ -7,6 +7,8 @@ use hush_core::power_levels::{apply_edits, UserLevelEdit};
 use serde_json::Value;
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
+
 /// Why a write did not go through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteError {
@@ -79,19 +81,20 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, WriteError>>,
 {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         match op().await {
             Ok(v) => return Ok(v),
             Err(WriteError::RateLimited(after)) => {
-                let wait = rate_limit_wait(what, after, backoff);
+                // The current backoff, without moving it on: 429s do not double it.
+                let wait = rate_limit_wait(what, after, backoff.current());
                 info!("{what}: rate limited, retrying in {wait:?}");
                 tokio::time::sleep(wait).await;
             }
             Err(WriteError::Transient(e)) => {
-                warn!("{what}: {e}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
+                let wait = backoff.next();
+                warn!("{what}: {e}; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
             }
             Err(e) => return Err(e),
         }

@@ -1835,17 +1835,14 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let writer = self.writer.clone();
         let inbox = self.inbox.clone();
         tokio::spawn(async move {
-            let html = crate::management::escape_html(&text);
+            let html = hush_core::commands::html_escape(&text);
             // hush may not have joined the management room yet (start-up): try for a while.
-            let mut wait = Duration::from_secs(1);
+            let mut backoff = crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
             for attempt in 0..8 {
                 match enforce::with_retries("report", || writer.notice(&room, &text, &html)).await {
                     Ok(()) => return,
                     Err(e) if attempt == 7 => warn!("cannot report to the management room: {e}"),
-                    Err(_) => {
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(Duration::from_secs(30));
-                    }
+                    Err(_) => tokio::time::sleep(backoff.next()).await,
                 }
             }
             // Let a later occurrence be reported again.

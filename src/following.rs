@@ -14,8 +14,29 @@ use serde_json::Value;
 use tokio::task::AbortHandle;
 use tracing::{info, warn};
 
-use crate::bot::{Bot, Role};
-use crate::runtime::Pin;
+use crate::runtime::{Pin, RoomOverrides};
+
+/// What a configured room is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Management,
+    List,
+    Protected,
+}
+
+/// What following needs from the running bot (implemented by `bot::Bot`, so this module
+/// does not depend on `bot`).
+pub trait Host: Send + Sync + 'static {
+    fn client(&self) -> &matrix_sdk::Client;
+    /// Lists and rooms changed by commands, and the alias pins (saved in `data_dir`).
+    fn overrides(&self) -> &Mutex<RoomOverrides>;
+    fn data_dir(&self) -> &std::path::Path;
+    fn follows(&self) -> &Follows;
+    /// The management room, once known.
+    fn management_room(&self) -> Option<OwnedRoomId>;
+    /// Whether hush follows `room` in some role.
+    fn is_followed(&self, room: &RoomId) -> bool;
+}
 
 /// The follows still under way (resolving, joining, retrying), so that `unwatch` and
 /// `rooms remove` can stop them.
@@ -165,13 +186,13 @@ impl Follows {
 /// Resolves a configured room (alias or id) to the room id hush follows: an alias is
 /// pinned to the room it resolved to the first time, and stays there when it moves (said
 /// in the log and the management room). An alias that no longer resolves keeps its pin.
-pub async fn resolve_pinned(bot: &Arc<Bot>, room: &str) -> Result<OwnedRoomId> {
+pub async fn resolve_pinned<H: Host>(bot: &Arc<H>, room: &str) -> Result<OwnedRoomId> {
     if let Ok(id) = RoomId::parse(room) {
         return Ok(id);
     }
-    let resolved = crate::matrix::resolve(&bot.client, room).await;
+    let resolved = crate::matrix::resolve(bot.client(), room).await;
     let pin = {
-        let mut overrides = bot.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        let mut overrides = bot.overrides().lock().unwrap_or_else(|e| e.into_inner());
         let resolved = match resolved {
             Ok(id) => id,
             Err(e) => match overrides.pinned.get(room) {
@@ -185,7 +206,7 @@ pub async fn resolve_pinned(bot: &Arc<Bot>, room: &str) -> Result<OwnedRoomId> {
         };
         let pin = overrides.pin(room, resolved.as_str());
         if let Pin::New(_) = pin {
-            if let Err(e) = overrides.save(&bot.config.data_dir) {
+            if let Err(e) = overrides.save(bot.data_dir()) {
                 warn!(alias = room, "cannot save the alias's pinned room: {e:#}");
             }
         }
@@ -205,16 +226,16 @@ pub async fn resolve_pinned(bot: &Arc<Bot>, room: &str) -> Result<OwnedRoomId> {
 
 /// Reports to the management room, once per run for a `key`, as soon as hush is in it
 /// (it may not be yet at start-up); given up after ten minutes (the log has it anyway).
-pub fn report_once(bot: &Arc<Bot>, key: &str, text: String) {
-    if !bot.follows.reported.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_owned()) {
+pub fn report_once<H: Host>(bot: &Arc<H>, key: &str, text: String) {
+    if !bot.follows().reported.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_owned()) {
         return;
     }
     let bot = bot.clone();
     tokio::spawn(async move {
-        let html = crate::management::escape_html(&text);
+        let html = hush_core::commands::html_escape(&text);
         for _ in 0..300 {
-            let management = bot.management_room.read().unwrap_or_else(|e| e.into_inner()).clone();
-            let room = management.and_then(|id| bot.client.get_room(&id)).filter(|r| r.state() == RoomState::Joined);
+            let management = bot.management_room();
+            let room = management.and_then(|id| bot.client().get_room(&id)).filter(|r| r.state() == RoomState::Joined);
             if let Some(room) = room {
                 if let Err(e) = crate::matrix::send_notice(&room, &text, &html).await {
                     warn!("cannot report to the management room: {e:#}");
@@ -242,9 +263,9 @@ pub fn check_predecessor(create_content: &Value, old: &str) -> Result<(), String
 }
 
 /// A room's `m.room.create` content, if hush may read it (joined, or world-readable).
-async fn read_create(bot: &Bot, room: &RoomId) -> Result<Value> {
+async fn read_create(bot: &impl Host, room: &RoomId) -> Result<Value> {
     let req = get_state_event_for_key::v3::Request::new(room.to_owned(), "m.room.create".into(), String::new());
-    let resp = bot.client.send(req).await.with_context(|| format!("cannot read the m.room.create of {room}"))?;
+    let resp = bot.client().send(req).await.with_context(|| format!("cannot read the m.room.create of {room}"))?;
     Ok(serde_json::from_str(resp.event_or_content.get())?)
 }
 
@@ -253,30 +274,29 @@ async fn read_create(bot: &Bot, room: &RoomId) -> Result<Value> {
 /// first (the moderators invite it to an upgraded room anyway). A replacement that is
 /// refused is left again (or its invite declined) unless hush follows it for another reason. `Err` is "not yet" (cannot
 /// read, cannot join: retried); `Ok(Err(why))` is a refusal for good.
-pub async fn verify_replacement(bot: &Arc<Bot>, new: &RoomId, old: &RoomId) -> Result<Result<(), String>> {
-    let create = match read_create(bot, new).await {
+pub async fn verify_replacement<H: Host>(bot: &Arc<H>, new: &RoomId, old: &RoomId) -> Result<Result<(), String>> {
+    let create = match read_create(&**bot, new).await {
         Ok(c) => c,
-        Err(e) if bot.client.get_room(new).is_some_and(|r| r.state() == RoomState::Joined) => return Err(e),
+        Err(e) if bot.client().get_room(new).is_some_and(|r| r.state() == RoomState::Joined) => return Err(e),
         Err(_) => {
-            crate::matrix::join(&bot.client, new.as_str()).await?;
+            crate::matrix::join(bot.client(), new.as_str()).await?;
             info!(room = %new, "joined the replacement room to check its predecessor");
-            read_create(bot, new).await?
+            read_create(&**bot, new).await?
         }
     };
     let verdict = check_predecessor(&create, old.as_str());
     if verdict.is_err() {
-        leave_unless_followed(bot, new).await;
+        leave_unless_followed(&**bot, new).await;
     }
     Ok(verdict)
 }
 
 /// Leaves a room hush joined only to check it, unless it follows it for another reason.
-async fn leave_unless_followed(bot: &Bot, room: &RoomId) {
-    let followed = bot.roles.read().unwrap_or_else(|e| e.into_inner()).contains_key(room);
-    if followed {
+async fn leave_unless_followed(bot: &impl Host, room: &RoomId) {
+    if bot.is_followed(room) {
         return;
     }
-    let room = bot.client.get_room(room).filter(|r| matches!(r.state(), RoomState::Joined | RoomState::Invited));
+    let room = bot.client().get_room(room).filter(|r| matches!(r.state(), RoomState::Joined | RoomState::Invited));
     if let Some(r) = room {
         if let Err(e) = r.leave().await {
             warn!(room = %r.room_id(), "cannot leave a refused replacement room: {e:#}");

@@ -3,6 +3,7 @@
 //! The pure core (policy model, matcher, timer wheel, command parser) lives in `hush-core`;
 //! this crate is the imperative shell around it.
 
+pub mod backoff;
 pub mod bot;
 pub mod config;
 pub mod enforce;

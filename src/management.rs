@@ -14,9 +14,38 @@ use matrix_sdk::RoomState;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::bot::{Bot, Role};
+use crate::config::Config;
 use crate::engine::{Input, StatusReport};
 use crate::ledger::{Kind, Phase};
+use crate::runtime::RoomOverrides;
+
+/// What commands need from the running bot, lent to [`handle`] by `bot` (so this module
+/// does not depend on `bot`).
+pub struct Context<'a> {
+    pub config: &'a Config,
+    pub client: &'a matrix_sdk::Client,
+    pub own_user: &'a matrix_sdk::ruma::UserId,
+    /// When hush started (for the uptime).
+    pub started: std::time::Instant,
+    pub management_room: &'a std::sync::RwLock<Option<matrix_sdk::ruma::OwnedRoomId>>,
+    /// The engine's inbox.
+    pub engine: &'a tokio::sync::mpsc::UnboundedSender<Input>,
+    /// Lists and rooms changed by commands (persisted in data_dir).
+    pub overrides: &'a std::sync::Mutex<RoomOverrides>,
+    /// Starts and stops following rooms.
+    pub follows: &'a dyn Follow,
+}
+
+/// Following rooms in the background, as `watch`, `unwatch` and `rooms add`/`remove` ask.
+pub trait Follow: Send + Sync {
+    /// Starts following a policy list.
+    fn watch(&self, room: String);
+    /// Starts following a room to protect.
+    fn protect(&self, room: String);
+    /// Stops following `room` in the roles the config and `overrides` no longer give it
+    /// (called after changing `overrides`).
+    fn unfollow(&self, room: &str);
+}
 
 /// A reply: plain text, its HTML rendering, and whether the command succeeded
 /// (a success is also acknowledged with a reaction).
@@ -39,11 +68,6 @@ impl Reply {
         let html = format!("<pre>{}</pre>", html_escape(&plain));
         Reply { plain, html, ok: false }
     }
-}
-
-/// Escapes text for an HTML formatted body.
-pub fn escape_html(s: &str) -> String {
-    html_escape(s)
 }
 
 /// Splits a long reply into pieces below the event size limit (64 KiB for the whole
@@ -110,8 +134,8 @@ fn fmt_left(until_ms: u64, now: u64) -> String {
 }
 
 /// Executes a parsed command from a moderator (`sender`) and says what happened.
-pub async fn handle(bot: &std::sync::Arc<Bot>, parsed: Parsed, sender: &str) -> Reply {
-    let prefix = bot.config.command_prefix.clone();
+pub async fn handle(ctx: &Context<'_>, parsed: Parsed, sender: &str) -> Reply {
+    let prefix = ctx.config.command_prefix.clone();
     match parsed {
         Parsed::NotACommand => Reply::error(String::new()),
         Parsed::Invalid(e) => Reply { plain: e.render(&prefix), html: e.render_html(&prefix), ok: false },
@@ -123,43 +147,43 @@ pub async fn handle(bot: &std::sync::Arc<Bot>, parsed: Parsed, sender: &str) -> 
                 }
                 None => Reply::ok_html(commands::help_text(&prefix), commands::help_html(&prefix)),
             },
-            Command::Status => status(bot).await,
-            Command::Mutes => mutes(bot).await,
+            Command::Status => status(ctx).await,
+            Command::Mutes => mutes(ctx).await,
             Command::Mute { target, duration, reason } => {
-                restrict(bot, Recommendation::Mute, &target, duration, reason).await
+                restrict(ctx, Recommendation::Mute, &target, duration, reason).await
             }
             Command::Ban { target, duration, reason } => {
-                restrict(bot, Recommendation::Ban, &target, duration, reason).await
+                restrict(ctx, Recommendation::Ban, &target, duration, reason).await
             }
-            Command::Unmute { target } => lift(bot, Recommendation::Mute, &target).await,
-            Command::Unban { target } => lift(bot, Recommendation::Ban, &target).await,
-            Command::Watch { room, actions } => watch(bot, &room, actions).await,
-            Command::Unwatch { room } => change_rooms(bot, Change::Unwatch, &room).await,
-            Command::RoomsAdd { room } => match may_protect(bot, &room, sender).await {
-                Ok(()) => change_rooms(bot, Change::Protect, &room).await,
+            Command::Unmute { target } => lift(ctx, Recommendation::Mute, &target).await,
+            Command::Unban { target } => lift(ctx, Recommendation::Ban, &target).await,
+            Command::Watch { room, actions } => watch(ctx, &room, actions).await,
+            Command::Unwatch { room } => change_rooms(ctx, Change::Unwatch, &room).await,
+            Command::RoomsAdd { room } => match may_protect(ctx, &room, sender).await {
+                Ok(()) => change_rooms(ctx, Change::Protect, &room).await,
                 Err(why) => Reply::error(why),
             },
-            Command::Confirm { id } => decide_hold(bot, &id, true).await,
-            Command::Reject { id } => decide_hold(bot, &id, false).await,
-            Command::Preview { room } => match preview(bot, &room, None).await {
+            Command::Confirm { id } => decide_hold(ctx, &id, true).await,
+            Command::Reject { id } => decide_hold(ctx, &id, false).await,
+            Command::Preview { room } => match preview(ctx, &room, None).await {
                 Ok(text) => Reply::ok(text),
                 Err(e) => Reply::error(e),
             },
-            Command::RoomsRemove { room } => change_rooms(bot, Change::Unprotect, &room).await,
-            Command::Rooms => rooms(bot).await,
+            Command::RoomsRemove { room } => change_rooms(ctx, Change::Unprotect, &room).await,
+            Command::Rooms => rooms(ctx).await,
         },
     }
 }
 
-async fn engine_status(bot: &Bot) -> Option<StatusReport> {
+async fn engine_status(ctx: &Context<'_>) -> Option<StatusReport> {
     let (tx, rx) = oneshot::channel();
-    bot.engine.send(Input::Status(tx)).ok()?;
+    ctx.engine.send(Input::Status(tx)).ok()?;
     rx.await.ok()
 }
 
-async fn rules_for(bot: &Bot, target: &str) -> Vec<Rule> {
+async fn rules_for(ctx: &Context<'_>, target: &str) -> Vec<Rule> {
     let (tx, rx) = oneshot::channel();
-    if bot.engine.send(Input::RulesFor { target: target.to_owned(), reply: tx }).is_err() {
+    if ctx.engine.send(Input::RulesFor { target: target.to_owned(), reply: tx }).is_err() {
         return Vec::new();
     }
     rx.await.unwrap_or_default()
@@ -171,24 +195,24 @@ pub fn rule_state_key(recommendation: &Recommendation, entity: &str) -> String {
 }
 
 async fn restrict(
-    bot: &Bot,
+    ctx: &Context<'_>,
     recommendation: Recommendation,
     target: &Target,
     duration: Option<Duration>,
     reason: Option<String>,
 ) -> Reply {
     let verb = if recommendation == Recommendation::Mute { "mute" } else { "ban" };
-    let Some(list) = bot.config.default_policy_list.clone() else {
+    let Some(list) = ctx.config.default_policy_list.clone() else {
         return Reply::error(format!(
             "Cannot {verb}: no default_policy_list is configured, so hush has nowhere to write the rule."
         ));
     };
-    let list_id = match crate::matrix::resolve(&bot.client, &list).await {
+    let list_id = match crate::matrix::resolve(ctx.client, &list).await {
         Ok(id) => id,
         Err(e) => return Reply::error(format!("Cannot {verb}: the policy list {list} cannot be resolved: {e:#}")),
     };
     let entity = target.as_str();
-    if let Some(why) = exemption(bot, entity).await {
+    if let Some(why) = exemption(ctx, entity).await {
         return Reply::error(format!(
             "Not going to {verb} {entity}: {why}. hush never restricts such a user, and would not write a rule that every bot following the list would enforce."
         ));
@@ -201,7 +225,7 @@ async fn restrict(
         content["support.feline.policy.expiry.rev.2"] = at.into();
     }
     let state_key = rule_state_key(&recommendation, entity);
-    if let Err(e) = crate::matrix::put_state(&bot.client, &list_id, "m.policy.rule.user", &state_key, &content).await {
+    if let Err(e) = crate::matrix::put_state(ctx.client, &list_id, "m.policy.rule.user", &state_key, &content).await {
         return Reply::error(format!("Cannot write the {verb} rule to {list}: {e:#}"));
     }
     let until = match (duration, expiry) {
@@ -214,17 +238,17 @@ async fn restrict(
     ))
 }
 
-async fn lift(bot: &Bot, recommendation: Recommendation, target: &Target) -> Reply {
+async fn lift(ctx: &Context<'_>, recommendation: Recommendation, target: &Target) -> Reply {
     let verb = if recommendation == Recommendation::Mute { "unmute" } else { "unban" };
     let wanted = |r: &Rule| match recommendation {
         Recommendation::Mute => r.recommendation == Recommendation::Mute,
         _ => matches!(r.recommendation, Recommendation::Ban | Recommendation::Takedown),
     };
-    let rules: Vec<Rule> = rules_for(bot, target.as_str()).await.into_iter().filter(wanted).collect();
+    let rules: Vec<Rule> = rules_for(ctx, target.as_str()).await.into_iter().filter(wanted).collect();
     if rules.is_empty() {
         return Reply::error(format!("No active {} rule applies to {target}.", recommendation.as_str()));
     }
-    let writable = writable_list_ids(bot).await;
+    let writable = writable_list_ids(ctx).await;
     let mut removed = Vec::new();
     let mut remaining = Vec::new();
     for rule in rules {
@@ -252,7 +276,7 @@ async fn lift(bot: &Bot, recommendation: Recommendation, target: &Target) -> Rep
                 continue;
             }
         };
-        match crate::matrix::put_state(&bot.client, &room_id, rule.event_type(), &rule.id.state_key, &json!({})).await {
+        match crate::matrix::put_state(ctx.client, &room_id, rule.event_type(), &rule.id.state_key, &json!({})).await {
             Ok(()) => removed.push(where_),
             Err(e) => remaining.push(format!("{where_} (hush cannot remove it: {e:#})")),
         }
@@ -277,32 +301,32 @@ async fn lift(bot: &Bot, recommendation: Recommendation, target: &Target) -> Rep
 
 /// Why hush must never restrict `user`, if so (asked of the engine, which sees every
 /// protected room and the management room).
-async fn exemption(bot: &Bot, user: &str) -> Option<String> {
+async fn exemption(ctx: &Context<'_>, user: &str) -> Option<String> {
     let (tx, rx) = oneshot::channel();
-    bot.engine.send(Input::Exempt { user: user.to_owned(), reply: tx }).ok()?;
+    ctx.engine.send(Input::Exempt { user: user.to_owned(), reply: tx }).ok()?;
     rx.await.ok().flatten()
 }
 
 /// The room ids of the lists hush writes to: `default_policy_list` and lists marked
 /// `write: true`. `unmute`/`unban` remove rules from these only.
-async fn writable_list_ids(bot: &Bot) -> Vec<String> {
+async fn writable_list_ids(ctx: &Context<'_>) -> Vec<String> {
     let mut out = Vec::new();
-    for list in bot.config.writable_lists() {
-        if let Ok(id) = crate::matrix::resolve(&bot.client, &list).await {
+    for list in ctx.config.writable_lists() {
+        if let Ok(id) = crate::matrix::resolve(ctx.client, &list).await {
             out.push(id.to_string());
         }
     }
     out
 }
 
-async fn decide_hold(bot: &Bot, id: &str, confirm: bool) -> Reply {
+async fn decide_hold(ctx: &Context<'_>, id: &str, confirm: bool) -> Reply {
     let (tx, rx) = oneshot::channel();
     let input = if confirm {
         Input::Confirm { id: id.to_owned(), reply: tx }
     } else {
         Input::Reject { id: id.to_owned(), reply: tx }
     };
-    if bot.engine.send(input).is_err() {
+    if ctx.engine.send(input).is_err() {
         return Reply::error("The engine is not running.".to_owned());
     }
     match rx.await {
@@ -314,24 +338,27 @@ async fn decide_hold(bot: &Bot, id: &str, confirm: bool) -> Reply {
 
 /// Reads a room's state for a look, joining it if needed. hush stays joined: an
 /// invite-only list could not be joined again for a later `watch`.
-async fn peek(bot: &Bot, room: &str) -> Result<(matrix_sdk::ruma::OwnedRoomId, Vec<serde_json::Value>), String> {
+async fn peek(
+    ctx: &Context<'_>,
+    room: &str,
+) -> Result<(matrix_sdk::ruma::OwnedRoomId, Vec<serde_json::Value>), String> {
     let room_id =
-        crate::matrix::resolve(&bot.client, room).await.map_err(|e| format!("Cannot resolve {room}: {e:#}"))?;
-    let joined = bot.client.get_room(&room_id).is_some_and(|r| r.state() == RoomState::Joined);
+        crate::matrix::resolve(ctx.client, room).await.map_err(|e| format!("Cannot resolve {room}: {e:#}"))?;
+    let joined = ctx.client.get_room(&room_id).is_some_and(|r| r.state() == RoomState::Joined);
     if !joined {
-        crate::matrix::join(&bot.client, room_id.as_str()).await.map_err(|e| format!("Cannot read {room}: {e:#}"))?;
+        crate::matrix::join(ctx.client, room_id.as_str()).await.map_err(|e| format!("Cannot read {room}: {e:#}"))?;
     }
     let state =
-        crate::matrix::room_state(&bot.client, &room_id).await.map_err(|e| format!("Cannot read {room}: {e:#}"))?;
+        crate::matrix::room_state(ctx.client, &room_id).await.map_err(|e| format!("Cannot read {room}: {e:#}"))?;
     Ok((room_id, state))
 }
 
 /// `preview`: what a list would do, without following it.
-async fn preview(bot: &Bot, room: &RoomRef, actions: Option<ListTrust>) -> Result<String, String> {
-    let (room_id, events) = peek(bot, room.as_str()).await?;
-    let trust = actions.unwrap_or_else(|| bot.config.list_trust(room.as_str()));
+async fn preview(ctx: &Context<'_>, room: &RoomRef, actions: Option<ListTrust>) -> Result<String, String> {
+    let (room_id, events) = peek(ctx, room.as_str()).await?;
+    let trust = actions.unwrap_or_else(|| ctx.config.list_trust(room.as_str()));
     let (tx, rx) = oneshot::channel();
-    bot.engine
+    ctx.engine
         .send(Input::Preview { room_id: room_id.to_string(), events, trust, reply: tx })
         .map_err(|_| "The engine is not running.".to_owned())?;
     rx.await.map_err(|_| "The engine is not running.".to_owned())
@@ -339,18 +366,18 @@ async fn preview(bot: &Bot, room: &RoomRef, actions: Option<ListTrust>) -> Resul
 
 /// `watch`: the preview first, then follow. Rules beyond the safety guard are held when
 /// the list loads, until a moderator confirms them.
-async fn watch(bot: &std::sync::Arc<Bot>, room: &RoomRef, actions: Option<ListTrust>) -> Reply {
+async fn watch(ctx: &Context<'_>, room: &RoomRef, actions: Option<ListTrust>) -> Reply {
     // A list hush cannot read yet (not invited yet) is still followed, retried until it
     // can be joined; the guard judges its rules when they load.
-    let look = match preview(bot, room, actions).await {
+    let look = match preview(ctx, room, actions).await {
         Ok(text) => text,
         Err(e) => format!("No preview: {e}. Rules beyond the safety guard will be held when it loads."),
     };
     if let Some(trust) = actions {
-        let mut overrides = bot.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        let mut overrides = ctx.overrides.lock().unwrap_or_else(|e| e.into_inner());
         overrides.set_actions(room.as_str(), trust);
     }
-    let reply = change_rooms(bot, Change::Watch, room).await;
+    let reply = change_rooms(ctx, Change::Watch, room).await;
     if !reply.ok {
         return reply;
     }
@@ -359,8 +386,8 @@ async fn watch(bot: &std::sync::Arc<Bot>, room: &RoomRef, actions: Option<ListTr
 
 /// `rooms add` is for the room's own moderators: the commanding moderator must be at least
 /// at the room's ban level there.
-async fn may_protect(bot: &Bot, room: &RoomRef, sender: &str) -> Result<(), String> {
-    let (room_id, events) = peek(bot, room.as_str()).await?;
+async fn may_protect(ctx: &Context<'_>, room: &RoomRef, sender: &str) -> Result<(), String> {
+    let (room_id, events) = peek(ctx, room.as_str()).await?;
     let state = crate::rooms::RoomState::from_state(room_id.as_str(), &events);
     if state.creators_privileged && state.creators.iter().any(|c| c == sender) {
         return Ok(());
@@ -376,8 +403,8 @@ async fn may_protect(bot: &Bot, room: &RoomRef, sender: &str) -> Result<(), Stri
     }
 }
 
-async fn mutes(bot: &Bot) -> Reply {
-    let Some(status) = engine_status(bot).await else {
+async fn mutes(ctx: &Context<'_>) -> Reply {
+    let Some(status) = engine_status(ctx).await else {
         return Reply::error("The engine is not running.".to_owned());
     };
     let now = now_ms();
@@ -409,20 +436,20 @@ async fn mutes(bot: &Bot) -> Reply {
     Reply::ok(text.trim_end().to_owned())
 }
 
-async fn status(bot: &Bot) -> Reply {
-    let uptime = bot.started.elapsed();
-    let joined = bot.client.rooms().into_iter().filter(|r| r.state() == RoomState::Joined).count();
+async fn status(ctx: &Context<'_>) -> Reply {
+    let uptime = ctx.started.elapsed();
+    let joined = ctx.client.rooms().into_iter().filter(|r| r.state() == RoomState::Joined).count();
     let mut plain = String::new();
     let _ = writeln!(plain, "hush {}", env!("CARGO_PKG_VERSION"));
-    let _ = writeln!(plain, "homeserver: {}", bot.config.homeserver_url);
-    let _ = writeln!(plain, "user: {}", bot.own_user);
+    let _ = writeln!(plain, "homeserver: {}", ctx.config.homeserver_url);
+    let _ = writeln!(plain, "user: {}", ctx.own_user);
     let _ = writeln!(plain, "uptime: {}", commands::format_duration(Duration::from_secs(uptime.as_secs().max(1))));
-    let _ = writeln!(plain, "dry run: {}", if bot.config.dry_run { "on (nothing is changed)" } else { "off" });
+    let _ = writeln!(plain, "dry run: {}", if ctx.config.dry_run { "on (nothing is changed)" } else { "off" });
     let _ = writeln!(plain, "rooms joined: {joined}");
-    if let Some(room) = bot.management_room.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+    if let Some(room) = ctx.management_room.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
         let _ = writeln!(plain, "management room: {room}");
     }
-    match engine_status(bot).await {
+    match engine_status(ctx).await {
         Some(s) => {
             let _ = writeln!(plain, "policy lists ({}):", s.lists.len());
             for (list, rules, loaded) in &s.lists {
@@ -436,7 +463,7 @@ async fn status(bot: &Bot) -> Reply {
             let bans = s.ledger.iter().filter(|e| e.kind == Kind::Ban && !e.overridden).count();
             let _ = writeln!(plain, "restrictions in force: {mutes} mute(s), {bans} ban(s)");
             let suspensions = s.ledger.iter().filter(|e| e.kind == Kind::Suspension).count();
-            if bot.config.suspension.enabled || suspensions > 0 {
+            if ctx.config.suspension.enabled || suspensions > 0 {
                 let _ = writeln!(plain, "account suspensions by hush: {suspensions}");
             }
             match &s.own_account_blocked {
@@ -485,14 +512,14 @@ enum Change {
     Unprotect,
 }
 
-async fn change_rooms(bot: &std::sync::Arc<Bot>, change: Change, room: &RoomRef) -> Reply {
+async fn change_rooms(ctx: &Context<'_>, change: Change, room: &RoomRef) -> Reply {
     let room = room.as_str().to_owned();
-    let room_id = match crate::matrix::resolve(&bot.client, &room).await {
+    let room_id = match crate::matrix::resolve(ctx.client, &room).await {
         Ok(id) => id,
         Err(e) => return Reply::error(format!("Cannot resolve {room}: {e:#}")),
     };
     let result = {
-        let mut overrides = bot.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        let mut overrides = ctx.overrides.lock().unwrap_or_else(|e| e.into_inner());
         match change {
             Change::Watch => overrides.watch(&room),
             Change::Unwatch => overrides.unwatch(&room),
@@ -507,32 +534,32 @@ async fn change_rooms(bot: &std::sync::Arc<Bot>, change: Change, room: &RoomRef)
                 _ => {}
             }
         }
-        overrides.save(&bot.config.data_dir)
+        overrides.save(&ctx.config.data_dir)
     };
     if let Err(e) = result {
         return Reply::error(format!("Cannot save the change: {e:#}"));
     }
     if matches!(change, Change::Unwatch | Change::Unprotect) {
-        bot.unfollow(&room);
+        ctx.follows.unfollow(&room);
     }
     let id = room_id.to_string();
     match change {
         Change::Watch => {
-            bot.follow(room.clone(), vec![Role::List]);
+            ctx.follows.watch(room.clone());
             Reply::ok(format!("Now following the policy list {room}. This survives restarts."))
         }
         Change::Protect => {
-            bot.follow(room.clone(), vec![Role::Protected]);
+            ctx.follows.protect(room.clone());
             Reply::ok(format!("Now protecting {room}. This survives restarts."))
         }
         Change::Unwatch => {
-            let _ = bot.engine.send(Input::Unwatch { room_id: id });
+            let _ = ctx.engine.send(Input::Unwatch { room_id: id });
             Reply::ok(format!(
                 "No longer following {room}; what its rules caused is lifted unless another list says the same. This survives restarts."
             ))
         }
         Change::Unprotect => {
-            let _ = bot.engine.send(Input::Unprotect { room_id: id });
+            let _ = ctx.engine.send(Input::Unprotect { room_id: id });
             Reply::ok(format!(
                 "No longer protecting {room}. Restrictions hush applied there stay as they are. This survives restarts."
             ))
@@ -540,15 +567,15 @@ async fn change_rooms(bot: &std::sync::Arc<Bot>, change: Change, room: &RoomRef)
     }
 }
 
-async fn rooms(bot: &Bot) -> Reply {
-    let Some(s) = engine_status(bot).await else {
+async fn rooms(ctx: &Context<'_>) -> Reply {
+    let Some(s) = engine_status(ctx).await else {
         return Reply::error("The engine is not running.".to_owned());
     };
     let mut text = format!("protected rooms ({}):\n", s.protected_rooms.len());
     for (room, loaded) in &s.protected_rooms {
         let name = matrix_sdk::ruma::RoomId::parse(room)
             .ok()
-            .and_then(|id| bot.client.get_room(&id))
+            .and_then(|id| ctx.client.get_room(&id))
             .and_then(|r| r.name())
             .map(|n| format!(" ({n})"))
             .unwrap_or_default();
@@ -563,7 +590,7 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(escape_html("<b>&\"'"), "&lt;b&gt;&amp;&quot;&#39;");
+        assert_eq!(html_escape("<b>&\"'"), "&lt;b&gt;&amp;&quot;&#39;");
     }
 
     #[test]

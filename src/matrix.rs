@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::{Config, Credentials};
 use crate::enforce::{RoomWriter, WriteError};
 
@@ -217,7 +218,7 @@ fn restrict_permissions(path: &Path, mode: u32) {
 /// Returns an error when the session is logged out: retrying cannot help, and the next
 /// start logs in again (systemd restarts hush on failure).
 pub async fn sync_until(client: &Client, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     let settings = SyncSettings::default().timeout(Duration::from_secs(30));
     loop {
         if *shutdown.borrow() {
@@ -225,17 +226,17 @@ pub async fn sync_until(client: &Client, mut shutdown: watch::Receiver<bool>) ->
         }
         tokio::select! {
             result = client.sync_once(settings.clone()) => match result {
-                Ok(_) => backoff = Duration::from_secs(1),
+                Ok(_) => backoff.reset(),
                 Err(matrix_sdk::Error::Http(e)) if is_unknown_token(&e) => {
                     anyhow::bail!("the homeserver logged this session out ({}); restart hush to log in again", classify(&e));
                 }
                 Err(e) => {
-                    warn!("sync failed, retrying in {}s: {e}", backoff.as_secs());
+                    let wait = backoff.next();
+                    warn!("sync failed, retrying in {}s: {e}", wait.as_secs());
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.changed() => return Ok(()),
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
             },
             _ = shutdown.changed() => return Ok(()),

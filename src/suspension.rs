@@ -15,6 +15,7 @@ use hush_core::policy::{Decision, EntityKind, Restriction, Rule};
 use serde_json::Value;
 use tracing::{debug, info};
 
+use crate::backoff::Backoff;
 use crate::config::Secret;
 use crate::ledger::{Entry, Phase};
 
@@ -253,9 +254,9 @@ pub struct Suspensions {
     pub(crate) in_flight: std::collections::HashSet<String>,
     /// Users to look at again when their call is done.
     pub(crate) deferred: std::collections::BTreeSet<String>,
-    /// Failed calls in a row per user whose entry stays (a lift, a suspension that may
-    /// have taken effect), for the backoff before the next try.
-    pub(crate) failures: std::collections::HashMap<String, u32>,
+    /// The backoff per user whose calls keep failing and whose entry stays (a lift, a
+    /// suspension that may have taken effect): the wait before the next try.
+    pub(crate) failures: std::collections::HashMap<String, Backoff>,
 }
 
 impl Suspensions {
@@ -428,17 +429,18 @@ pub enum Outcome {
 /// Within one call, once a suspend request has gone out, a retry that finds the account
 /// suspended finds hush's own suspension (the answer was lost, the change made).
 pub async fn run_call(api: Arc<dyn AdminApi>, user_id: String, suspend: bool, fresh: bool) -> Done {
-    let mut backoff = Duration::from_secs(1);
+    // Six retries, 1 s doubling (the last wait is 32 s).
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(32));
     // The account may be suspended by hush: its entry predates this call, or a suspend
     // request of this call went out.
     let mut mine = !fresh;
     let outcome = loop {
         match attempt(&*api, &user_id, suspend, &mut mine).await {
             Ok(o) => break o,
-            Err(AdminError::Transient(e)) if backoff <= Duration::from_secs(60) => {
-                tracing::warn!(user = %user_id, "suspension call: {e}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
+            Err(AdminError::Transient(e)) if backoff.tries() < 6 => {
+                let wait = backoff.next();
+                tracing::warn!(user = %user_id, "suspension call: {e}; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
             }
             // A user that does not exist is suspended by nobody.
             Err(e) if suspend && mine && !matches!(e, AdminError::UnknownUser(_)) => break Outcome::Unknown(e),
@@ -463,11 +465,10 @@ async fn attempt(api: &dyn AdminApi, user_id: &str, suspend: bool, mine: &mut bo
     api.suspend(user_id, suspend).await.map(|()| Outcome::Done)
 }
 
-/// The wait before trying a failed call again, after `n` failures in a row: 5 s,
-/// doubling, at most 5 min.
-pub fn retry_delay(n: u32) -> Duration {
-    let doublings = n.saturating_sub(1).min(16);
-    Duration::from_secs(5u64 << doublings).min(Duration::from_secs(300))
+/// The waits before trying a failed call again, over failures in a row: 5 s, doubling,
+/// at most 5 min.
+pub fn retry_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(5), Duration::from_secs(300))
 }
 
 /// hush's own account: whether it can write, and since when it cannot.
@@ -766,9 +767,13 @@ mod tests {
 
     #[test]
     fn failed_calls_are_retried_after_5_s_doubling_to_5_min() {
-        let secs: Vec<u64> = (1..=9).map(|n| retry_delay(n).as_secs()).collect();
+        let mut backoff = retry_backoff();
+        let secs: Vec<u64> = (1..=9).map(|_| backoff.next().as_secs()).collect();
         assert_eq!(secs, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
-        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(300));
+        for _ in 0..1000 {
+            backoff.next();
+        }
+        assert_eq!(backoff.next(), Duration::from_secs(300));
     }
 
     #[test]

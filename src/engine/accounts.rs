@@ -315,9 +315,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         if !retry {
             s.failures.remove(&user);
         } else if !s.in_flight.contains(&user) {
-            let n = s.failures.entry(user.clone()).or_default();
-            *n = n.saturating_add(1);
-            let delay = suspension::retry_delay(*n);
+            let delay = s.failures.entry(user.clone()).or_insert_with(suspension::retry_backoff).next();
             warn!(user, "trying the account again in {delay:?}");
             let inbox = self.inbox.clone();
             self.after_commit.push(Box::pin(async move {
