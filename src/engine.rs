@@ -275,6 +275,20 @@ fn stronger(a: Wanted, b: Wanted) -> Wanted {
     }
 }
 
+/// hush's power-level mutes in force that a power-levels event undid because its writer
+/// worked from a state older than the mute ([`hush_core::power_levels::stale_undo`], judged
+/// on the event's `unsigned.prev_content`). Without `prev_content` nothing is stale: the
+/// change is taken as a moderator's.
+fn stale_undone_mutes(ev: &Value, content: &Value, entries: &[Entry]) -> Vec<Entry> {
+    let Some(prev) = ev.pointer("/unsigned/prev_content") else { return Vec::new() };
+    entries
+        .iter()
+        .filter(|e| e.kind == Kind::MutePowerLevel && e.phase == Phase::Applied && !e.overridden)
+        .filter(|e| hush_core::power_levels::stale_undo(prev, content, &e.user_id, e.previous_level, e.applied_level))
+        .cloned()
+        .collect()
+}
+
 fn applied_kind(k: Kind) -> Option<AppliedKind> {
     match k {
         Kind::MuteMembership => Some(AppliedKind::MuteMembership),
@@ -849,17 +863,40 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 // A moderator may have changed a level hush set: look at hush's entries here,
                 // and at everyone whose standing changed (a moderator demoted may now be
                 // restricted, a member promoted is no longer).
-                let mut users: BTreeSet<String> =
-                    self.ledger.for_room(room_id).unwrap_or_default().into_iter().map(|e| e.user_id).collect();
+                let entries = self.ledger.for_room(room_id).unwrap_or_default();
                 let levels_after = &room.power_levels;
+                let stale = stale_undone_mutes(ev, levels_after, &entries);
+                let mut users: BTreeSet<String> = entries.into_iter().map(|e| e.user_id).collect();
                 match hush_core::power_levels::users_with_changed_standing(&levels_before, levels_after) {
                     Some(changed) => users.extend(changed),
                     None => users.extend(room.members.keys().cloned()),
+                }
+                for e in stale {
+                    self.stale_undo(e);
                 }
                 self.reconcile_room_users(room_id, &users);
                 self.reconcile_accounts(&users);
             }
             StateChange::Stale | StateChange::Other => {}
+        }
+    }
+
+    /// A client working from a state older than hush's mute wrote power levels that put the
+    /// muted user back where they were: not a moderator's decision about them. hush's entry
+    /// goes back to `Applying` (same level to restore), so reconciling mutes them again, and
+    /// the management room is told once.
+    fn stale_undo(&mut self, e: Entry) {
+        let (room_id, user_id) = (e.room_id.clone(), e.user_id.clone());
+        info!(room = %room_id, user = %user_id, "a power-levels write from an older state undid hush's mute: muting again");
+        self.report_in_room(
+            &format!("stale-undo|{room_id}|{user_id}"),
+            &format!(
+                "A client working from an older state of {{rooms}} put {user_id}'s power level back to what it was before hush's mute; hush mutes them again."
+            ),
+            &room_id,
+        );
+        if let Err(err) = self.ledger.begin_apply(&Entry { phase: Phase::Applying, overridden: false, ..e }) {
+            self.error(format!("ledger write failed in {room_id}: {err:#}"));
         }
     }
 

@@ -191,6 +191,23 @@ pub fn apply_edits(content: &Value, edits: &[UserLevelEdit]) -> Option<Value> {
     changed.then_some(Value::Object(out))
 }
 
+/// Whether a power-levels event that puts a muted user back at `previous` (the entry hush
+/// saw before muting) was written from a state older than hush's mute: the content it
+/// replaced (`prev_content`, the writer's base) did not hold hush's `applied` level, and the
+/// writer left the user's entry as that base had it. A moderator who lowers the user back
+/// after seeing hush's mute has `applied` in `prev_content`: a deliberate decision, not this.
+pub fn stale_undo(
+    prev_content: &Value,
+    content: &Value,
+    user_id: &str,
+    previous: Option<i64>,
+    applied: Option<i64>,
+) -> bool {
+    let before = user_entry(prev_content, user_id);
+    let after = user_entry(content, user_id);
+    before != applied && before == previous && after == previous
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +267,18 @@ mod tests {
         assert_eq!(user_entry(&out, "@d:x"), Some(0));
         assert_eq!(user_entry(&out, "@a:x"), Some(-1));
         assert_eq!(still_apply(&json!({}), &[edit("@a:x", Some(-1), Some(0))]).1, vec!["@a:x".to_owned()]);
+    }
+
+    #[test]
+    fn a_write_from_before_the_mute_is_stale_and_one_after_it_is_deliberate() {
+        let base = json!({"users": {"@a:x": 10, "@m:x": 100}});
+        let muted = json!({"users": {"@a:x": -1, "@m:x": 100}});
+        let reset = json!({"users": {"@a:x": 10, "@m:x": 100, "@b:x": 5}});
+        assert!(stale_undo(&base, &reset, "@a:x", Some(10), Some(-1)), "built on the state before the mute");
+        assert!(!stale_undo(&muted, &reset, "@a:x", Some(10), Some(-1)), "built on hush's mute: deliberate");
+        let absent = json!({"users": {"@m:x": 100}});
+        assert!(stale_undo(&absent, &absent, "@a:x", None, Some(-1)), "an absent entry restored by a stale base");
+        assert!(!stale_undo(&base, &json!({"users": {"@a:x": 20}}), "@a:x", Some(10), Some(-1)), "a new level");
     }
 
     #[test]
