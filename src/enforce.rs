@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use hush_core::power_levels::{apply_edits, UserLevelEdit};
+use hush_core::power_levels::{apply_edits, still_apply, UserLevelEdit};
 use serde_json::Value;
 use tracing::{info, warn};
 
@@ -108,10 +108,16 @@ pub struct PowerLevelsSent {
     pub content: Value,
     /// The event hush sent, or None when the room already was as asked.
     pub event_id: Option<String>,
+    /// Users left out of the write: their entry was no longer what hush expected (someone
+    /// else changed it while the write waited), so hush did not overwrite it.
+    pub skipped: Vec<String>,
 }
 
 /// Sends all of a room's pending level edits as one `m.room.power_levels` event, built
-/// from the freshest content (read, modify, write).
+/// from the freshest content (read, modify, write). Each attempt reads the room anew and
+/// leaves out the users whose entry is no longer what hush expected
+/// ([`hush_core::power_levels::still_apply`]): a moderator's change made while the write
+/// waited behind rate limits stands.
 pub async fn send_power_levels<W: RoomWriter>(
     writer: &W,
     room_id: &str,
@@ -119,11 +125,15 @@ pub async fn send_power_levels<W: RoomWriter>(
 ) -> Result<PowerLevelsSent, WriteError> {
     with_retries(&format!("power levels of {room_id}"), || async {
         let current = writer.power_levels(room_id).await?;
-        match apply_edits(&current, edits) {
-            None => Ok(PowerLevelsSent { content: current, event_id: None }),
+        let (apply, skipped) = still_apply(&current, edits);
+        if !skipped.is_empty() {
+            info!(room = room_id, ?skipped, "levels changed by someone else since hush looked: left as they are");
+        }
+        match apply_edits(&current, &apply) {
+            None => Ok(PowerLevelsSent { content: current, event_id: None, skipped }),
             Some(new) => {
                 let event_id = writer.put_power_levels(room_id, &new).await?;
-                Ok(PowerLevelsSent { content: new, event_id: Some(event_id) })
+                Ok(PowerLevelsSent { content: new, event_id: Some(event_id), skipped })
             }
         }
     })

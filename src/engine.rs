@@ -166,7 +166,8 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     /// The policy event in force at each key, so redacting it can be turned into a removal.
     policy_events: policy_events::PolicyEvents,
     rooms: BTreeMap<String, Option<RoomState>>,
-    pending_pl: HashMap<String, BTreeMap<String, Option<i64>>>,
+    /// Level edits waiting for each room's next power-levels write.
+    pending_pl: HashMap<String, BTreeMap<String, PendingLevel>>,
     pl_in_flight: HashSet<String>,
     /// Users with a write in flight, by room: they are not reconciled until it is done
     /// (the room view and the ledger do not yet say what the write did).
@@ -193,6 +194,10 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     /// Whether hush's own account can write.
     own: crate::suspension::OwnAccount,
 }
+
+/// A user's level edit waiting for the room's next power-levels write: (level to set,
+/// entry hush expects to find there).
+type PendingLevel = (Option<i64>, Option<i64>);
 
 /// Whether a rule can make hush act on a member with this membership and no ledger entry:
 /// present (join, invite, knock, mute), or `leave-mute` (a ban still applies). Members
@@ -268,6 +273,20 @@ fn stronger(a: Wanted, b: Wanted) -> Wanted {
     } else {
         a
     }
+}
+
+/// hush's power-level mutes in force that a power-levels event undid because its writer
+/// worked from a state older than the mute ([`hush_core::power_levels::stale_undo`], judged
+/// on the event's `unsigned.prev_content`). Without `prev_content` nothing is stale: the
+/// change is taken as a moderator's.
+fn stale_undone_mutes(ev: &Value, content: &Value, entries: &[Entry]) -> Vec<Entry> {
+    let Some(prev) = ev.pointer("/unsigned/prev_content") else { return Vec::new() };
+    entries
+        .iter()
+        .filter(|e| e.kind == Kind::MutePowerLevel && e.phase == Phase::Applied && !e.overridden)
+        .filter(|e| hush_core::power_levels::stale_undo(prev, content, &e.user_id, e.previous_level, e.applied_level))
+        .cloned()
+        .collect()
 }
 
 fn applied_kind(k: Kind) -> Option<AppliedKind> {
@@ -844,17 +863,40 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 // A moderator may have changed a level hush set: look at hush's entries here,
                 // and at everyone whose standing changed (a moderator demoted may now be
                 // restricted, a member promoted is no longer).
-                let mut users: BTreeSet<String> =
-                    self.ledger.for_room(room_id).unwrap_or_default().into_iter().map(|e| e.user_id).collect();
+                let entries = self.ledger.for_room(room_id).unwrap_or_default();
                 let levels_after = &room.power_levels;
+                let stale = stale_undone_mutes(ev, levels_after, &entries);
+                let mut users: BTreeSet<String> = entries.into_iter().map(|e| e.user_id).collect();
                 match hush_core::power_levels::users_with_changed_standing(&levels_before, levels_after) {
                     Some(changed) => users.extend(changed),
                     None => users.extend(room.members.keys().cloned()),
+                }
+                for e in stale {
+                    self.stale_undo(e);
                 }
                 self.reconcile_room_users(room_id, &users);
                 self.reconcile_accounts(&users);
             }
             StateChange::Stale | StateChange::Other => {}
+        }
+    }
+
+    /// A client working from a state older than hush's mute wrote power levels that put the
+    /// muted user back where they were: not a moderator's decision about them. hush's entry
+    /// goes back to `Applying` (same level to restore), so reconciling mutes them again, and
+    /// the management room is told once.
+    fn stale_undo(&mut self, e: Entry) {
+        let (room_id, user_id) = (e.room_id.clone(), e.user_id.clone());
+        info!(room = %room_id, user = %user_id, "a power-levels write from an older state undid hush's mute: muting again");
+        self.report_in_room(
+            &format!("stale-undo|{room_id}|{user_id}"),
+            &format!(
+                "A client working from an older state of {{rooms}} put {user_id}'s power level back to what it was before hush's mute; hush mutes them again."
+            ),
+            &room_id,
+        );
+        if let Err(err) = self.ledger.begin_apply(&Entry { phase: Phase::Applying, overridden: false, ..e }) {
+            self.error(format!("ledger write failed in {room_id}: {err:#}"));
         }
     }
 
@@ -1391,13 +1433,17 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     if let Some(at) = wanted.expires_at_ms {
                         self.schedule(&user_id, at);
                     }
-                    self.queue_level(room_id, &user_id, Some(level));
+                    // hush expects the entry it saw, the one it will restore.
+                    self.queue_level(room_id, &user_id, Some(level), previous);
                 })
             }
             Action::UnmutePowerLevel { user_id, restore } => {
                 info!(room = room_id, user = %user_id, ?restore, "lifting a power-level mute");
+                // hush expects the level it set.
+                let applied = self.ledger.get(room_id, &user_id, Kind::MutePowerLevel).ok().flatten();
+                let expected = applied.and_then(|e| e.applied_level);
                 self.ledger.begin_lift(room_id, &user_id, Kind::MutePowerLevel).map(|()| {
-                    self.queue_level(room_id, &user_id, restore);
+                    self.queue_level(room_id, &user_id, restore, expected);
                 })
             }
             Action::MuteMembership { user_id, wanted } => {
@@ -1516,9 +1562,13 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     /// Queues one user's level change. The first change after a quiet batch window goes
     /// out at once (after the inputs already queued, so one rule over many members is
     /// still one event); later ones wait until a window has passed since the last write,
-    /// or until the write in flight is done, and go out together.
-    fn queue_level(&mut self, room_id: &str, user_id: &str, level: Option<i64>) {
-        self.pending_pl.entry(room_id.to_owned()).or_default().insert(user_id.to_owned(), level);
+    /// or until the write in flight is done, and go out together. `expected` is the entry
+    /// hush expects to find; a user queued again keeps the first expectation (the room has
+    /// not been written for them in between).
+    fn queue_level(&mut self, room_id: &str, user_id: &str, level: Option<i64>, expected: Option<i64>) {
+        let pending = self.pending_pl.entry(room_id.to_owned()).or_default();
+        let expected = pending.get(user_id).map_or(expected, |(_, first)| *first);
+        pending.insert(user_id.to_owned(), (level, expected));
         if self.pl_in_flight.contains(room_id) || !self.flush_scheduled.insert(room_id.to_owned()) {
             return;
         }
@@ -1546,8 +1596,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         if pending.is_empty() {
             return;
         }
-        let edits: Vec<UserLevelEdit> =
-            pending.into_iter().map(|(user_id, level)| UserLevelEdit { user_id, level }).collect();
+        let edits: Vec<UserLevelEdit> = pending
+            .into_iter()
+            .map(|(user_id, (level, expected))| UserLevelEdit { user_id, level, expected })
+            .collect();
         self.pl_in_flight.insert(room_id.to_owned());
         self.last_pl_flush.insert(room_id.to_owned(), self.now());
         self.writing.entry(room_id.to_owned()).or_default().extend(edits.iter().map(|e| e.user_id.clone()));
@@ -1571,10 +1623,20 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         match result {
             Ok(sent) => {
                 if let Some(Some(room)) = self.rooms.get_mut(room_id) {
-                    room.own_power_levels_written(sent.content, sent.event_id);
+                    room.own_power_levels_written(sent.content.clone(), sent.event_id);
                 }
                 for edit in &edits {
                     let entry = self.ledger.get(room_id, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
+                    if sent.skipped.contains(&edit.user_id) {
+                        let now = hush_core::power_levels::user_entry(&sent.content, &edit.user_id);
+                        if let Err(e) = self.changed_before_written(room_id, &edit.user_id, entry, now) {
+                            self.error(format!("ledger write failed in {room_id}: {e:#}"));
+                        }
+                        // Judged again now that the ledger says what happened (an ended
+                        // rule's overridden entry is forgotten).
+                        self.deferred.entry(room_id.to_owned()).or_default().insert(edit.user_id.clone());
+                        continue;
+                    }
                     let r = match entry {
                         Some(e)
                             if e.phase == Phase::Applying && edit.level.is_some() && edit.level == e.applied_level =>
@@ -1615,6 +1677,34 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         if self.pending_pl.get(room_id).is_some_and(|p| !p.is_empty()) {
             self.flush(room_id);
         }
+    }
+
+    /// Someone else (a moderator) changed a user's entry while hush's write for them waited,
+    /// so the write left it alone: that level is the moderator's decision. A mute not yet
+    /// applied is not applied, a lift leaves the moderator's level; either way hush's entry
+    /// is kept as overridden (so the rule does not mute them again, and nothing is restored
+    /// when it ends), and the management room is told once.
+    fn changed_before_written(
+        &mut self,
+        room_id: &str,
+        user_id: &str,
+        entry: Option<Entry>,
+        now: Option<i64>,
+    ) -> anyhow::Result<()> {
+        let now = now.map_or("the default".to_owned(), |l| l.to_string());
+        let Some(e) = entry else { return Ok(()) };
+        let note = match e.phase {
+            Phase::Applying => format!(
+                "Did not mute {user_id} in {{rooms}}: their power level was changed to {now} while hush's mute waited to be written; hush leaves it so."
+            ),
+            Phase::Lifting => format!(
+                "The mute of {user_id} ended, but their power level in {{rooms}} was changed to {now} while hush's lift waited to be written; hush leaves it so."
+            ),
+            Phase::Applied => return Ok(()),
+        };
+        info!(room = room_id, user = user_id, phase = ?e.phase, "a level changed by someone else is left as it is");
+        self.report_in_room(&format!("changed-before-written|{room_id}|{user_id}|{:?}", e.phase), &note, room_id);
+        self.ledger.mark_overridden(room_id, user_id, Kind::MutePowerLevel)
     }
 
     fn write_started(&mut self, room_id: &str, user_id: &str) {

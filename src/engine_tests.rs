@@ -448,6 +448,141 @@ async fn a_moderators_change_during_the_mute_is_respected() {
     assert!(h.status().await.ledger.is_empty());
 }
 
+/// Handles inputs until the room's power-levels write is under way, then lets it meet the
+/// server once (a test injects a rate limit, so it then waits to retry).
+async fn start_power_levels_write(h: &mut Harness) {
+    let flush = h.pump_until(|i| matches!(i, Input::Flush { .. })).await;
+    h.engine.handle(flush);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = h.hs.attempts().iter().filter(|a| matches!(a.write, Write::PowerLevels { .. })).count();
+    assert!(refused > 0 && h.hs.attempts().iter().all(|a| a.result.is_err()), "{:?}", h.hs.attempts());
+}
+
+/// Issue 13: a moderator sets a user's level while hush's mute of them waits behind 429s.
+/// The retry must not overwrite it: the moderator decided, nothing of hush's is in force.
+#[tokio::test(start_paused = true)]
+async fn a_level_set_while_the_mute_waits_behind_rate_limits_stands() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[("@a:x", 10)]), &[HUSH, "@a:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    hs.inject(Fault::RateLimited(2_000), 2);
+    h.engine.handle(rule("a", "@a:x", "m.mute"));
+    start_power_levels_write(&mut h).await;
+
+    let ev = hs.set_level_as(ROOM, MOD, "@a:x", 25);
+    hs.take_sync();
+    h.engine.handle(Input::State { room_id: ROOM.into(), event: ev });
+    h.settle().await;
+    h.sync().await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(25), "the moderator's level stands");
+    assert!(hs.power_level_events(ROOM).is_empty(), "hush wrote nothing: {:?}", hs.power_level_events(ROOM));
+    let s = h.status().await;
+    let e = entry_of(&s, ROOM, "@a:x", Kind::MutePowerLevel);
+    assert!(e.as_ref().is_none_or(|e| e.overridden), "no mute of hush's for @a:x: {e:?}");
+    let notices = h.notice_lines().await;
+    assert_eq!(
+        notices.iter().filter(|n| n.starts_with("Did not mute @a:x in !room:x")).count(),
+        1,
+        "reported once: {notices:?}"
+    );
+
+    // The rule ends: nothing of hush's to restore, the level stays.
+    h.input(remove_rule("a")).await;
+    assert!(hs.power_level_events(ROOM).is_empty());
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(25));
+    assert!(h.status().await.ledger.is_empty());
+}
+
+/// Issue 13, the other way: a moderator changes a muted user's level while hush's lift
+/// waits behind 429s; the lift must not restore the old level over it.
+#[tokio::test(start_paused = true)]
+async fn a_level_set_while_the_lift_waits_behind_rate_limits_stands() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[("@a:x", 10)]), &[HUSH, "@a:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1));
+    let events = hs.power_level_events(ROOM).len();
+    let attempts = hs.attempts().len();
+
+    hs.inject(Fault::RateLimited(2_000), 2);
+    h.engine.handle(remove_rule("a"));
+    let flush = h.pump_until(|i| matches!(i, Input::Flush { .. })).await;
+    h.engine.handle(flush);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(hs.attempts()[attempts..].iter().all(|a| a.result.is_err()), "the lift waits: {:?}", hs.attempts());
+    let ev = hs.set_level_as(ROOM, MOD, "@a:x", 30);
+    hs.take_sync();
+    h.engine.handle(Input::State { room_id: ROOM.into(), event: ev });
+    h.settle().await;
+    h.sync().await;
+
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(30), "the moderator's level stands");
+    assert_eq!(hs.power_level_events(ROOM).len(), events, "hush wrote nothing more");
+    assert!(h.status().await.ledger.is_empty(), "the ended mute is forgotten");
+    let notices = h.notice_lines().await;
+    assert_eq!(
+        notices.iter().filter(|n| n.starts_with("The mute of @a:x ended, but their power level in !room:x")).count(),
+        1,
+        "reported once: {notices:?}"
+    );
+}
+
+/// Issue 13: a moderator's client that built its power levels on a state older than hush's
+/// mute (`prev_content` without the mute) and put the user back where they were did not
+/// decide anything about them: hush mutes them again and says so once. A moderator who
+/// saw the mute (`prev_content` has it) and lowered it decided: hush leaves it, as before.
+#[tokio::test(start_paused = true)]
+async fn a_stale_clients_write_that_undoes_a_mute_is_muted_again() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[("@a:x", 10)]), &[HUSH, "@a:x", "@b:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1));
+
+    // The client saw the room before the mute and gives @b:x 5.
+    let stale = levels(&[("@a:x", 10), ("@b:x", 5)]);
+    hs.put_levels_as(ROOM, MOD, stale, levels(&[("@a:x", 10)]));
+    h.sync().await;
+    h.settle().await;
+    h.sync().await;
+    assert_eq!(hs.power_levels_now(ROOM), levels(&[("@a:x", -1), ("@b:x", 5)]), "muted again, @b:x kept");
+    let s = h.status().await;
+    let e = entry_of(&s, ROOM, "@a:x", Kind::MutePowerLevel).expect("hush's mute");
+    assert_eq!((e.phase, e.previous_level, e.overridden), (Phase::Applied, Some(10), false));
+    let notices = h.notice_lines().await;
+    assert_eq!(
+        notices.iter().filter(|n| n.contains("A client working from an older state of !room:x")).count(),
+        1,
+        "{notices:?}"
+    );
+    assert!(!notices.iter().any(|n| n.contains("while hush's mute was on")), "{notices:?}");
+
+    // The rule ends: the level before the mute comes back.
+    h.input(remove_rule("a")).await;
+    assert_eq!(hs.power_levels_now(ROOM), levels(&[("@a:x", 10), ("@b:x", 5)]));
+    assert!(h.status().await.ledger.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_moderators_write_built_on_the_mute_that_undoes_it_is_a_decision() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[("@a:x", 10)]), &[HUSH, "@a:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    let muted = hs.power_levels_now(ROOM);
+    assert_eq!(muted["users"]["@a:x"], json!(-1));
+
+    hs.put_levels_as(ROOM, MOD, levels(&[("@a:x", 10)]), muted);
+    h.sync().await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(10), "the moderator's level stands");
+    let s = h.status().await;
+    assert!(entry_of(&s, ROOM, "@a:x", Kind::MutePowerLevel).is_some_and(|e| e.overridden));
+    let notices = h.notice_lines().await;
+    assert!(notices.iter().any(|n| n.contains("changed to 10 while hush's mute was on")), "{notices:?}");
+    assert!(!notices.iter().any(|n| n.contains("older state")), "{notices:?}");
+}
+
 /// Sync may deliver hush's own power-levels event before the write's result reaches the
 /// engine; a moderator's change after it must still be seen.
 #[tokio::test(start_paused = true)]

@@ -213,6 +213,20 @@ impl FakeHomeserver {
         inner.event(room, sender, "m.room.power_levels", "", content)
     }
 
+    /// Someone else (`sender`) sends a whole power-levels content, as a client does; the
+    /// event carries `unsigned.prev_content` = `prev_content`, the state the client's event
+    /// replaced (what it was built on). Returns the state event.
+    pub fn put_levels_as(&self, room: &str, sender: &str, content: Value, prev_content: Value) -> Value {
+        let mut inner = self.inner.lock().unwrap();
+        inner.rooms.get_mut(room).expect("room").power_levels = content.clone();
+        let mut ev = inner.event(room, sender, "m.room.power_levels", "", content);
+        ev["unsigned"] = json!({ "prev_content": prev_content });
+        if let Some((_, last)) = inner.sync.last_mut() {
+            *last = ev.clone();
+        }
+        ev
+    }
+
     /// The user changes their own membership (a muted user leaving becomes `leave-mute`).
     /// Sets a membership as part of the room's initial state (no sync event), as a room
     /// upgrade copies bans.

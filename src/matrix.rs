@@ -447,12 +447,23 @@ pub async fn room_state(client: &Client, room: &RoomId) -> Result<Vec<serde_json
 }
 
 /// A state event as the engine takes it: only the fields it reads. `unsigned` and the
-/// rest would double the memory a 20,000-rule list takes while it loads.
+/// rest would double the memory a 20,000-rule list takes while it loads; only
+/// `m.room.power_levels` keeps `unsigned.prev_content` (the content the event replaced,
+/// which tells whether its writer saw hush's mute).
 pub fn state_event(json: &str) -> serde_json::Result<serde_json::Value> {
     const FIELDS: &[&str] = &["type", "state_key", "sender", "event_id", "content"];
     let mut v: serde_json::Value = serde_json::from_str(json)?;
+    let power_levels = v.get("type").and_then(serde_json::Value::as_str) == Some("m.room.power_levels");
     if let Some(fields) = v.as_object_mut() {
+        let prev_content = fields
+            .get_mut("unsigned")
+            .and_then(|u| u.as_object_mut())
+            .and_then(|u| u.remove("prev_content"))
+            .filter(|_| power_levels);
         fields.retain(|k, _| FIELDS.contains(&k.as_str()));
+        if let Some(prev) = prev_content {
+            fields.insert("unsigned".to_owned(), serde_json::json!({ "prev_content": prev }));
+        }
     }
     Ok(v)
 }
@@ -478,6 +489,19 @@ pub async fn put_state(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_power_levels_keep_their_prev_content() {
+        let pl = r#"{"type": "m.room.power_levels", "state_key": "", "sender": "@m:x", "event_id": "$1",
+                     "content": {"users": {}}, "origin_server_ts": 5,
+                     "unsigned": {"age": 3, "prev_content": {"users": {"@a:x": -1}}}}"#;
+        let v = state_event(pl).unwrap();
+        assert_eq!(v["unsigned"], serde_json::json!({"prev_content": {"users": {"@a:x": -1}}}));
+        assert!(v.get("origin_server_ts").is_none());
+        let rule = r#"{"type": "m.policy.rule.user", "state_key": "k", "sender": "@m:x", "event_id": "$2",
+                       "content": {}, "unsigned": {"prev_content": {"entity": "@a:x"}}}"#;
+        assert!(state_event(rule).unwrap().get("unsigned").is_none());
+    }
 
     #[test]
     fn notices_mention_no_one() {

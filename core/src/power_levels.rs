@@ -135,6 +135,28 @@ pub fn users_with_changed_standing(old: &Value, new: &Value) -> Option<Vec<Strin
 pub struct UserLevelEdit {
     pub user_id: String,
     pub level: Option<i64>,
+    /// The entry hush expects to find before the change (None = no entry): for a mute, the
+    /// entry hush saw; for a lift, the level hush set. Another value means someone else
+    /// changed it meanwhile, and the edit is not hush's to make ([`still_apply`]).
+    pub expected: Option<i64>,
+}
+
+/// Splits edits into those that still apply to `content` and the users left out: an edit
+/// applies when the user's entry is what hush expected, or already what hush asks (a write
+/// of hush's whose answer was lost). Any other entry is a change someone else made since
+/// hush looked, which hush must not overwrite.
+pub fn still_apply(content: &Value, edits: &[UserLevelEdit]) -> (Vec<UserLevelEdit>, Vec<String>) {
+    let mut apply = Vec::new();
+    let mut skipped = Vec::new();
+    for edit in edits {
+        let now = user_entry(content, &edit.user_id);
+        if now == edit.expected || now == edit.level {
+            apply.push(edit.clone());
+        } else {
+            skipped.push(edit.user_id.clone());
+        }
+    }
+    (apply, skipped)
 }
 
 /// Applies edits to a copy of the content. Everything else is kept exactly as it was.
@@ -167,6 +189,23 @@ pub fn apply_edits(content: &Value, edits: &[UserLevelEdit]) -> Option<Value> {
     }
     out.insert("users".to_owned(), Value::Object(users));
     changed.then_some(Value::Object(out))
+}
+
+/// Whether a power-levels event that puts a muted user back at `previous` (the entry hush
+/// saw before muting) was written from a state older than hush's mute: the content it
+/// replaced (`prev_content`, the writer's base) did not hold hush's `applied` level, and the
+/// writer left the user's entry as that base had it. A moderator who lowers the user back
+/// after seeing hush's mute has `applied` in `prev_content`: a deliberate decision, not this.
+pub fn stale_undo(
+    prev_content: &Value,
+    content: &Value,
+    user_id: &str,
+    previous: Option<i64>,
+    applied: Option<i64>,
+) -> bool {
+    let before = user_entry(prev_content, user_id);
+    let after = user_entry(content, user_id);
+    before != applied && before == previous && after == previous
 }
 
 #[cfg(test)]
@@ -204,14 +243,52 @@ mod tests {
         assert!(!is_muted_level(&json!({}), 0));
     }
 
+    fn edit(user: &str, level: Option<i64>, expected: Option<i64>) -> UserLevelEdit {
+        UserLevelEdit { user_id: user.into(), level, expected }
+    }
+
+    #[test]
+    fn edits_apply_only_where_the_entry_is_as_expected() {
+        let c = json!({"users": {"@a:x": 10, "@b:x": 25, "@c:x": -1, "@d:x": 0}});
+        let edits = vec![
+            edit("@a:x", Some(-1), Some(10)), // as hush saw it: mute
+            edit("@b:x", Some(-1), Some(10)), // a moderator set 25 meanwhile: skip
+            edit("@c:x", Some(-1), Some(10)), // hush's own write already there: keep
+            edit("@d:x", None, Some(-1)),     // a lift, but a moderator set 0: skip
+            edit("@e:x", Some(-1), None),     // absent as expected: mute
+            edit("@f:x", None, Some(-1)),     // a lift whose entry is gone: nothing to do, no skip
+        ];
+        let (apply, skipped) = still_apply(&c, &edits);
+        let users: Vec<&str> = apply.iter().map(|e| e.user_id.as_str()).collect();
+        assert_eq!(users, vec!["@a:x", "@c:x", "@e:x", "@f:x"]);
+        assert_eq!(skipped, vec!["@b:x".to_owned(), "@d:x".to_owned()]);
+        let out = apply_edits(&c, &apply).unwrap();
+        assert_eq!(user_entry(&out, "@b:x"), Some(25), "the moderator's level is kept");
+        assert_eq!(user_entry(&out, "@d:x"), Some(0));
+        assert_eq!(user_entry(&out, "@a:x"), Some(-1));
+        assert_eq!(still_apply(&json!({}), &[edit("@a:x", Some(-1), Some(0))]).1, vec!["@a:x".to_owned()]);
+    }
+
+    #[test]
+    fn a_write_from_before_the_mute_is_stale_and_one_after_it_is_deliberate() {
+        let base = json!({"users": {"@a:x": 10, "@m:x": 100}});
+        let muted = json!({"users": {"@a:x": -1, "@m:x": 100}});
+        let reset = json!({"users": {"@a:x": 10, "@m:x": 100, "@b:x": 5}});
+        assert!(stale_undo(&base, &reset, "@a:x", Some(10), Some(-1)), "built on the state before the mute");
+        assert!(!stale_undo(&muted, &reset, "@a:x", Some(10), Some(-1)), "built on hush's mute: deliberate");
+        let absent = json!({"users": {"@m:x": 100}});
+        assert!(stale_undo(&absent, &absent, "@a:x", None, Some(-1)), "an absent entry restored by a stale base");
+        assert!(!stale_undo(&base, &json!({"users": {"@a:x": 20}}), "@a:x", Some(10), Some(-1)), "a new level");
+    }
+
     #[test]
     fn edits_restore_exactly() {
         let before = json!({"users": {"@mod:x": 50, "@ten:x": 10}, "users_default": 0, "custom": {"k": 1}});
         let muted = apply_edits(
             &before,
             &[
-                UserLevelEdit { user_id: "@ten:x".into(), level: Some(-1) },
-                UserLevelEdit { user_id: "@absent:x".into(), level: Some(-1) },
+                UserLevelEdit { user_id: "@ten:x".into(), level: Some(-1), expected: None },
+                UserLevelEdit { user_id: "@absent:x".into(), level: Some(-1), expected: None },
             ],
         )
         .unwrap();
@@ -220,8 +297,8 @@ mod tests {
         let restored = apply_edits(
             &muted,
             &[
-                UserLevelEdit { user_id: "@ten:x".into(), level: Some(10) },
-                UserLevelEdit { user_id: "@absent:x".into(), level: None },
+                UserLevelEdit { user_id: "@ten:x".into(), level: Some(10), expected: None },
+                UserLevelEdit { user_id: "@absent:x".into(), level: None, expected: None },
             ],
         )
         .unwrap();
@@ -231,16 +308,20 @@ mod tests {
     #[test]
     fn explicit_default_entry_stays_explicit() {
         let before = json!({"users": {"@zero:x": 0}, "users_default": 0});
-        let muted = apply_edits(&before, &[UserLevelEdit { user_id: "@zero:x".into(), level: Some(-1) }]).unwrap();
-        let restored = apply_edits(&muted, &[UserLevelEdit { user_id: "@zero:x".into(), level: Some(0) }]).unwrap();
+        let muted =
+            apply_edits(&before, &[UserLevelEdit { user_id: "@zero:x".into(), level: Some(-1), expected: None }])
+                .unwrap();
+        let restored =
+            apply_edits(&muted, &[UserLevelEdit { user_id: "@zero:x".into(), level: Some(0), expected: None }])
+                .unwrap();
         assert_eq!(restored, before);
     }
 
     #[test]
     fn no_change_means_no_event() {
         let c = json!({"users": {"@a:x": -1}});
-        assert_eq!(apply_edits(&c, &[UserLevelEdit { user_id: "@a:x".into(), level: Some(-1) }]), None);
-        assert_eq!(apply_edits(&c, &[UserLevelEdit { user_id: "@b:x".into(), level: None }]), None);
+        assert_eq!(apply_edits(&c, &[UserLevelEdit { user_id: "@a:x".into(), level: Some(-1), expected: None }]), None);
+        assert_eq!(apply_edits(&c, &[UserLevelEdit { user_id: "@b:x".into(), level: None, expected: None }]), None);
     }
 
     #[test]
@@ -248,7 +329,7 @@ mod tests {
         let c = json!({"users": "nope", "events": 3, "events_default": "x"});
         assert_eq!(mute_level(&c), -1);
         assert_eq!(user_entry(&c, "@a:x"), None);
-        assert!(apply_edits(&c, &[UserLevelEdit { user_id: "@a:x".into(), level: Some(-1) }]).is_some());
+        assert!(apply_edits(&c, &[UserLevelEdit { user_id: "@a:x".into(), level: Some(-1), expected: None }]).is_some());
         assert_eq!(power_levels_send_level(&json!({"state_default": 60})), 60);
         assert_eq!(power_levels_send_level(&json!({"events": {"m.room.power_levels": 100}})), 100);
         assert_eq!(ban_level(&json!({})), 50);
