@@ -1138,14 +1138,7 @@ async fn held_rules_survive_a_restart() {
     let path = dir.path().join("ledger.sqlite3");
     let hs = FakeHomeserver::new(HUSH);
     hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
-    let start = |hs: &FakeHomeserver| {
-        let clock = TokioClock::starting_at(1_700_000_000_000);
-        let (timers, expired, _task) = driver::spawn(clock, DriverOptions::default());
-        let (tx, inbox) = mpsc::unbounded_channel();
-        let engine = Engine::new(config(), hs.clone(), clock, Ledger::open(&path).unwrap(), timers, tx);
-        Harness { engine, inbox, expired, hs: hs.clone() }
-    };
-    let mut h = start(&hs);
+    let mut h = engine_over(&hs, &path);
     let rule_ev = json!({"type": "m.policy.rule.user", "state_key": "all", "sender": MOD, "event_id": "$all",
                          "content": {"entity": "@*:*", "recommendation": "m.ban"}});
     let boot = |h: &mut Harness| {
@@ -1162,7 +1155,7 @@ async fn held_rules_survive_a_restart() {
     h.settle().await;
     assert_eq!(h.status().await.held.len(), 1);
     drop(h);
-    let mut h = start(&hs);
+    let mut h = engine_over(&hs, &path);
     boot(&mut h);
     h.settle().await;
     let s = h.status().await;
