@@ -1624,3 +1624,42 @@ async fn a_stale_ledger_entry_does_not_delay_a_live_lift_at_start_up() {
     run_until(&mut h, at(180 * MINUTE + 5000)).await;
     assert_eq!(h.status().await.pending_timers, 0);
 }
+
+/// Live rule changes: @a is muted and suspended by LIST's rule until 1 hour. Then a list
+/// that may mute but not suspend mutes them until 3 hours: the room mute now lasts 3
+/// hours, the suspension still 1 hour. The later, longer expiry must not take the timer:
+/// the suspension is lifted at 1 hour, the room mute at 3 hours.
+#[tokio::test(start_paused = true)]
+async fn a_longer_mute_from_another_list_does_not_delay_an_earlier_suspension_lift() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let start = tokio::time::Instant::now();
+    let at = |ms: u64| start + Duration::from_millis(ms);
+    let (mut h, admin) = with_admin(&hs, config(), &["@a:x"]).await;
+    let mute_only = ListTrust { ban: false, mute: true, suspend: false };
+    h.input(Input::Configure { management_room: None, lists: vec![(LIST_B.into(), mute_only)], protected: vec![] })
+        .await;
+    h.input(Input::ListLoaded { room_id: LIST_B.into(), events: vec![] }).await;
+
+    h.input(mute_until("a", "@a:x", T0 + 60 * MINUTE)).await;
+    assert!(admin.suspended().contains("@a:x"));
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1));
+    let longer = mute_rule_until("b", "@a:x", T0 + 180 * MINUTE);
+    h.input(Input::State { room_id: LIST_B.into(), event: longer }).await;
+    let s = h.status().await;
+    assert_eq!(entry_of(&s, ROOM, "@a:x", Kind::MutePowerLevel).and_then(|e| e.expires_at_ms), Some(T0 + 180 * MINUTE));
+    assert_eq!(entry_of(&s, "", "@a:x", Kind::Suspension).and_then(|e| e.expires_at_ms), Some(T0 + 60 * MINUTE));
+    assert_eq!(s.pending_timers, 1);
+
+    run_until(&mut h, at(60 * MINUTE - 1000)).await;
+    assert!(admin.suspended().contains("@a:x"), "suspended until its expiry");
+    run_until(&mut h, at(60 * MINUTE + 5000)).await;
+    assert!(admin.suspended().is_empty(), "the suspension is lifted at 1 hour");
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "the room mute lasts");
+    assert_eq!(h.status().await.pending_timers, 1);
+    run_until(&mut h, at(180 * MINUTE - 1000)).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "muted until its expiry");
+    run_until(&mut h, at(180 * MINUTE + 5000)).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"].get("@a:x"), None, "the room mute is lifted at 3 hours");
+    assert_eq!(h.status().await.pending_timers, 0);
+}
