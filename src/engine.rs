@@ -186,7 +186,10 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     departed: BTreeSet<String>,
     /// Bounds the member writes in flight ([`MEMBER_WRITES_IN_FLIGHT`]).
     member_writes: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Each user's pending expiry timer (engine clock, ms); see [`Engine::arm_reconciled`].
     timer_count: BTreeMap<String, u64>,
+    /// Users reconciled by the input being handled: their timer is re-armed at its end.
+    rearm: BTreeSet<String>,
     reported: HashSet<String>,
     last_errors: Vec<String>,
     /// Account suspension, when enabled (see `accounts`).
@@ -394,6 +397,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             departed: BTreeSet::new(),
             member_writes: std::sync::Arc::new(tokio::sync::Semaphore::new(MEMBER_WRITES_IN_FLIGHT)),
             timer_count: BTreeMap::new(),
+            rearm: BTreeSet::new(),
             reported: HashSet::new(),
             last_errors: Vec::new(),
             suspensions: None,
@@ -407,7 +411,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         mut inputs: mpsc::UnboundedReceiver<Input>,
         mut timers: mpsc::Receiver<Expired<String>>,
     ) {
-        self.schedule_ledger_expiries();
+        self.arm_ledger_users();
         self.flush_reports();
         loop {
             tokio::select! {
@@ -431,22 +435,62 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.clock.now_ms()
     }
 
-    fn schedule_ledger_expiries(&mut self) {
+    /// Arms each user in the ledger once, at their earliest recorded expiry (one already
+    /// past fires at once). Called at start-up, before any input; from then on a user's
+    /// timer is re-armed after each reconciliation of them ([`Engine::arm_reconciled`]).
+    pub(crate) fn arm_ledger_users(&mut self) {
         match self.ledger.all() {
             Ok(entries) => {
+                let mut earliest: BTreeMap<String, u64> = BTreeMap::new();
                 for e in entries {
                     if let Some(at) = e.expires_at_ms {
-                        self.schedule(&e.user_id, at);
+                        let t = earliest.entry(e.user_id).or_insert(at);
+                        *t = (*t).min(at);
                     }
+                }
+                for (user, at) in earliest {
+                    self.set_timer(&user, Some(at));
                 }
             }
             Err(e) => self.error(format!("cannot read the ledger: {e:#}")),
         }
     }
 
-    fn schedule(&mut self, user: &str, at_ms: u64) {
-        if self.timers.schedule(user.to_owned(), at_ms).is_ok() {
-            self.timer_count.insert(user.to_owned(), at_ms);
+    /// The one place expiry timers are set: re-arms the timer of each user reconciled by
+    /// the input being handled at their earliest future expiry, among what the policy
+    /// decides for them and every ledger entry of theirs (rooms and account); none if
+    /// there is none. A user has one timer, so it must be the earliest, whatever order
+    /// their rooms were looked at in.
+    fn arm_reconciled(&mut self) {
+        let users = std::mem::take(&mut self.rearm);
+        let now = self.now();
+        for user in users {
+            let entries = match self.ledger.for_user(&user) {
+                Ok(e) => e,
+                Err(e) => {
+                    error!("cannot read the ledger: {e:#}");
+                    continue;
+                }
+            };
+            let decided = self.decision_for(&user, now, &entries).and_then(|d| d.expires_at_ms);
+            let next = entries.iter().filter_map(|e| e.expires_at_ms).chain(decided).filter(|&at| at > now).min();
+            self.set_timer(&user, next);
+        }
+    }
+
+    fn set_timer(&mut self, user: &str, at_ms: Option<u64>) {
+        match at_ms {
+            Some(at) if self.timer_count.get(user) != Some(&at) => {
+                if self.timers.schedule(user.to_owned(), at).is_ok() {
+                    self.timer_count.insert(user.to_owned(), at);
+                }
+            }
+            Some(_) => {}
+            None => {
+                if self.timer_count.remove(user).is_some() {
+                    let _ = self.timers.cancel(user.to_owned());
+                }
+            }
         }
     }
 
@@ -460,6 +504,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
         self.handle_input(input);
         self.settle();
+        self.arm_reconciled();
         self.forget_departed();
         self.flush_reports();
         if batch.is_ok() {
@@ -938,6 +983,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     }
 
     fn reconcile_room_users(&mut self, room_id: &str, users: &BTreeSet<String>) {
+        self.rearm.extend(users.iter().cloned());
         if self.own.blocked.is_some() {
             // hush cannot write: everyone is looked at again when it can.
             return;
@@ -1430,9 +1476,6 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     applying_entry(room_id, &user_id, Kind::MutePowerLevel, previous, Some(level), &wanted, now);
                 info!(room = room_id, user = %user_id, level, ?previous, rule = %wanted.rule, "muting by power level");
                 self.ledger.begin_apply(&entry).map(|()| {
-                    if let Some(at) = wanted.expires_at_ms {
-                        self.schedule(&user_id, at);
-                    }
                     // hush expects the entry it saw, the one it will restore.
                     self.queue_level(room_id, &user_id, Some(level), previous);
                 })
@@ -1449,9 +1492,6 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             Action::MuteMembership { user_id, wanted } => {
                 let entry = applying_entry(room_id, &user_id, Kind::MuteMembership, None, None, &wanted, now);
                 self.ledger.begin_apply(&entry).map(|()| {
-                    if let Some(at) = wanted.expires_at_ms {
-                        self.schedule(&user_id, at);
-                    }
                     self.spawn_member_write(room_id, &user_id, Kind::MuteMembership, false, "mute", &wanted.reason);
                 })
             }
@@ -1465,9 +1505,6 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 let entry = applying_entry(room_id, &user_id, Kind::Ban, None, None, &wanted, now);
                 info!(room = room_id, user = %user_id, rule = %wanted.rule, "banning");
                 self.ledger.begin_apply(&entry).map(|()| {
-                    if let Some(at) = wanted.expires_at_ms {
-                        self.schedule(&user_id, at);
-                    }
                     self.spawn_member_write(room_id, &user_id, Kind::Ban, false, "ban", &wanted.reason);
                 })
             }
@@ -1498,19 +1535,14 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.departed.insert(user_id.clone());
                 self.ledger.remove(room_id, &user_id, ledger_kind(kind))
             }
-            Action::UpdateCause { user_id, kind, wanted } => {
-                if let Some(at) = wanted.expires_at_ms {
-                    self.schedule(&user_id, at);
-                }
-                self.ledger.update_cause(
-                    room_id,
-                    &user_id,
-                    ledger_kind(kind),
-                    &wanted.rule,
-                    &wanted.reason,
-                    wanted.expires_at_ms,
-                )
-            }
+            Action::UpdateCause { user_id, kind, wanted } => self.ledger.update_cause(
+                room_id,
+                &user_id,
+                ledger_kind(kind),
+                &wanted.rule,
+                &wanted.reason,
+                wanted.expires_at_ms,
+            ),
             Action::Refuse { user_id, restriction, refusal, rule } => {
                 let what = if restriction == Restriction::Ban { "ban" } else { "mute" };
                 warn!(room = room_id, user = %user_id, %refusal, %rule, "refusing to {what}");

@@ -28,6 +28,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
 
     /// Decides and acts on the accounts of these users (when suspension is enabled).
     pub(super) fn reconcile_accounts(&mut self, users: &BTreeSet<String>) {
+        self.rearm.extend(users.iter().cloned());
         let Some(s) = self.suspensions.as_mut() else { return };
         let mut todo = Vec::new();
         for user in users {
@@ -185,9 +186,6 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 };
                 info!(user, rule = %want.rule, "suspending the account");
                 self.ledger.begin_apply(&entry).map(|()| {
-                    if let Some(at) = want.expires_at_ms {
-                        self.schedule(user, at);
-                    }
                     self.spawn_account_call(user, true, fresh);
                 })
             }
@@ -196,9 +194,6 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 Ok(())
             }
             Plan::UpdateCause(want) => {
-                if let Some(at) = want.expires_at_ms {
-                    self.schedule(user, at);
-                }
                 self.ledger.update_cause("", user, Kind::Suspension, &want.rule, &want.reason, want.expires_at_ms)
             }
             Plan::Lift => {
