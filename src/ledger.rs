@@ -124,6 +124,8 @@ CREATE TABLE IF NOT EXISTS changes (
     overridden     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (room_id, user_id, kind)
 );
+-- Per-user look-ups (expiry re-arming, departed members) on every input: not a scan.
+CREATE INDEX IF NOT EXISTS changes_by_user ON changes (user_id);
 CREATE TABLE IF NOT EXISTS guarded_rules (
     list        TEXT NOT NULL,
     kind        TEXT NOT NULL,
