@@ -21,6 +21,18 @@ pub fn tombstone_replacement(ev: &Value) -> Result<Option<String>, String> {
     }
 }
 
+/// Whether a state event from sync is already superseded: the room's current state (what
+/// the SDK stored from the whole sync response before running event handlers, given as
+/// `current_event_id`) holds another event for its type and state key. matrix-sdk asks for
+/// `use_state_after` and hands handlers that final state first, then every timeline event
+/// in order, so older state events follow the newest one. hush's own events are never
+/// superseded here: their echo ends the engine's wait for them.
+pub fn superseded(ev: &Value, current_event_id: Option<&str>, own_user: &str) -> bool {
+    let id = ev.get("event_id").and_then(Value::as_str);
+    let own = ev.get("sender").and_then(Value::as_str) == Some(own_user);
+    !own && id.is_some() && current_event_id.is_some() && id != current_event_id
+}
+
 /// A protected room as hush sees it.
 #[derive(Debug, Clone)]
 pub struct RoomState {
@@ -323,6 +335,16 @@ mod tests {
         r.own_power_levels_written(json!({"users": {"@a:x": -1}}), Some("$ours".into()));
         assert_eq!(r.power_levels["users"]["@a:x"], json!(50));
         assert!(r.awaiting_own_power_levels.is_none());
+    }
+
+    #[test]
+    fn only_events_the_current_state_replaced_are_superseded() {
+        let ev = |id: &str, sender: &str| json!({"type": "m.room.power_levels", "state_key": "", "event_id": id, "sender": sender, "content": {}});
+        assert!(superseded(&ev("$old", "@m:x"), Some("$new"), "@hush:x"));
+        assert!(!superseded(&ev("$new", "@m:x"), Some("$new"), "@hush:x"));
+        assert!(!superseded(&ev("$old", "@m:x"), None, "@hush:x"), "unknown current state: forwarded");
+        assert!(!superseded(&ev("$ours", "@hush:x"), Some("$new"), "@hush:x"), "hush's echo is always forwarded");
+        assert!(!superseded(&json!({"type": "m.room.name", "state_key": ""}), Some("$new"), "@hush:x"));
     }
 
     #[test]
