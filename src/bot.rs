@@ -529,15 +529,43 @@ async fn list_trust(bot: &Bot, room: &str, room_id: &matrix_sdk::ruma::RoomId) -
 }
 
 /// Forwards every state event from sync to the engine (it keeps what concerns it).
+/// A power-levels event the room's current state already replaced (an older timeline
+/// event replayed after the final state, see `rooms::superseded`) is dropped: it would
+/// undo a newer one in the engine's view. Only power levels are checked: a store read per
+/// event would slow the first sync of a list with thousands of rules.
 async fn on_state_event(ev: Raw<AnySyncStateEvent>, room: Room, bot: Ctx<Arc<Bot>>) {
     match matrix::state_event(ev.json().get()) {
         Ok(event) => {
+            let power_levels = event.get("type").and_then(serde_json::Value::as_str) == Some("m.room.power_levels");
+            if power_levels
+                && crate::rooms::superseded(
+                    &event,
+                    current_event_id(&room, &event).await.as_deref(),
+                    bot.own_user.as_str(),
+                )
+            {
+                debug!(room = %room.room_id(), event = ?event.get("event_id"), "skipping a superseded state event");
+                return;
+            }
             if let Some(replacement) = crate::rooms::tombstone_replacement(&event).transpose() {
                 follow_upgrade(&bot, room.room_id(), replacement);
             }
             let _ = bot.engine.send(Input::State { room_id: room.room_id().to_string(), event });
         }
         Err(e) => warn!(room = %room.room_id(), "skipping an unreadable state event: {e}"),
+    }
+}
+
+/// The id of the event the SDK's store holds as the room's current state for `event`'s
+/// type and state key (None when unknown or unreadable).
+async fn current_event_id(room: &Room, event: &serde_json::Value) -> Option<String> {
+    let ty = event.get("type")?.as_str()?;
+    let state_key = event.get("state_key")?.as_str()?;
+    match room.get_state_event(ty.into(), state_key).await {
+        Ok(Some(matrix_sdk::deserialized_responses::RawAnySyncOrStrippedState::Sync(raw))) => {
+            raw.get_field::<String>("event_id").ok().flatten()
+        }
+        _ => None,
     }
 }
 

@@ -607,6 +607,33 @@ async fn own_echo_before_the_write_result_does_not_hide_later_changes() {
     assert!(notices.iter().any(|n| n.contains("changed to 25 while hush's mute was on")), "{notices:?}");
 }
 
+/// Issue 13: hush's own power-levels echo never comes through sync (a gappy sync). A
+/// moderator's later change, which names hush's event as the one it replaces, must still
+/// reach the view: the user it promotes is then a room moderator, whom hush never mutes.
+#[tokio::test(start_paused = true)]
+async fn a_promotion_after_a_lost_own_echo_is_seen() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[("@a:x", 10)]), &[HUSH, "@a:x", "@b:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    h.engine.handle(rule("a", "@a:x", "m.mute"));
+    h.settle().await;
+    let lost = hs.take_sync();
+    let (_, ours) = lost.iter().rev().find(|(r, e)| r == ROOM && e["type"] == "m.room.power_levels").expect("echo");
+    assert_eq!(ours["content"]["users"]["@a:x"], json!(-1), "hush's mute was written");
+
+    let mut ev = hs.set_level_as(ROOM, MOD, "@b:x", 50);
+    hs.take_sync();
+    ev["unsigned"] = json!({"prev_content": ours["content"], "replaces_state": ours["event_id"]});
+    h.input(Input::State { room_id: ROOM.into(), event: ev }).await;
+
+    h.input(rule("b", "@b:x", "m.mute")).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@b:x"], json!(50), "the new moderator is not muted");
+    let notices = h.notices().await;
+    assert!(notices.iter().any(|n| n.contains("@b:x") && n.contains("is a moderator of the room")), "{notices:?}");
+    assert!(!notices.iter().any(|n| n.contains("waited to be written")), "no mute of @b:x was planned: {notices:?}");
+    assert_eq!(hs.power_level_events(ROOM).len(), 1, "only hush's mute of @a:x was written");
+}
+
 /// A rule removed while its mute is being written: the mute must still be lifted.
 #[tokio::test(start_paused = true)]
 async fn a_rule_removed_while_its_mute_is_in_flight_is_still_lifted() {

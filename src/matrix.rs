@@ -449,20 +449,27 @@ pub async fn room_state(client: &Client, room: &RoomId) -> Result<Vec<serde_json
 /// A state event as the engine takes it: only the fields it reads. `unsigned` and the
 /// rest would double the memory a 20,000-rule list takes while it loads; only
 /// `m.room.power_levels` keeps `unsigned.prev_content` (the content the event replaced,
-/// which tells whether its writer saw hush's mute).
+/// which tells whether its writer saw hush's mute) and `unsigned.replaces_state` (the
+/// event it replaced, which tells it is newer than hush's own write).
 pub fn state_event(json: &str) -> serde_json::Result<serde_json::Value> {
     const FIELDS: &[&str] = &["type", "state_key", "sender", "event_id", "content"];
     let mut v: serde_json::Value = serde_json::from_str(json)?;
     let power_levels = v.get("type").and_then(serde_json::Value::as_str) == Some("m.room.power_levels");
     if let Some(fields) = v.as_object_mut() {
-        let prev_content = fields
+        let kept: serde_json::Map<String, serde_json::Value> = fields
             .get_mut("unsigned")
             .and_then(|u| u.as_object_mut())
-            .and_then(|u| u.remove("prev_content"))
-            .filter(|_| power_levels);
+            .filter(|_| power_levels)
+            .map(|u| {
+                ["prev_content", "replaces_state"]
+                    .iter()
+                    .filter_map(|k| Some(((*k).to_owned(), u.remove(*k)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
         fields.retain(|k, _| FIELDS.contains(&k.as_str()));
-        if let Some(prev) = prev_content {
-            fields.insert("unsigned".to_owned(), serde_json::json!({ "prev_content": prev }));
+        if !kept.is_empty() {
+            fields.insert("unsigned".to_owned(), serde_json::Value::Object(kept));
         }
     }
     Ok(v)
@@ -494,12 +501,12 @@ mod tests {
     fn only_power_levels_keep_their_prev_content() {
         let pl = r#"{"type": "m.room.power_levels", "state_key": "", "sender": "@m:x", "event_id": "$1",
                      "content": {"users": {}}, "origin_server_ts": 5,
-                     "unsigned": {"age": 3, "prev_content": {"users": {"@a:x": -1}}}}"#;
+                     "unsigned": {"age": 3, "prev_content": {"users": {"@a:x": -1}}, "replaces_state": "$0"}}"#;
         let v = state_event(pl).unwrap();
-        assert_eq!(v["unsigned"], serde_json::json!({"prev_content": {"users": {"@a:x": -1}}}));
+        assert_eq!(v["unsigned"], serde_json::json!({"prev_content": {"users": {"@a:x": -1}}, "replaces_state": "$0"}));
         assert!(v.get("origin_server_ts").is_none());
         let rule = r#"{"type": "m.policy.rule.user", "state_key": "k", "sender": "@m:x", "event_id": "$2",
-                       "content": {}, "unsigned": {"prev_content": {"entity": "@a:x"}}}"#;
+                       "content": {}, "unsigned": {"prev_content": {"entity": "@a:x"}, "replaces_state": "$1"}}"#;
         assert!(state_event(rule).unwrap().get("unsigned").is_none());
     }
 

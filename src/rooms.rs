@@ -21,6 +21,18 @@ pub fn tombstone_replacement(ev: &Value) -> Result<Option<String>, String> {
     }
 }
 
+/// Whether a state event from sync is already superseded: the room's current state (what
+/// the SDK stored from the whole sync response before running event handlers, given as
+/// `current_event_id`) holds another event for its type and state key. matrix-sdk asks for
+/// `use_state_after` and hands handlers that final state first, then every timeline event
+/// in order, so older state events follow the newest one. hush's own events are never
+/// superseded here: their echo ends the engine's wait for them.
+pub fn superseded(ev: &Value, current_event_id: Option<&str>, own_user: &str) -> bool {
+    let id = ev.get("event_id").and_then(Value::as_str);
+    let own = ev.get("sender").and_then(Value::as_str) == Some(own_user);
+    !own && id.is_some() && current_event_id.is_some() && id != current_event_id
+}
+
 /// A protected room as hush sees it.
 #[derive(Debug, Clone)]
 pub struct RoomState {
@@ -34,11 +46,17 @@ pub struct RoomState {
     pub power_levels: Value,
     pub members: HashMap<String, Membership>,
     /// The power-levels event hush sent last and has not yet seen come back through
-    /// sync: older power-levels events arriving meanwhile are stale and ignored.
+    /// sync: older power-levels events arriving meanwhile are stale and ignored. An event
+    /// that replaces it (or replaces one applied after it) is newer and applied.
     pub awaiting_own_power_levels: Option<String>,
-    /// Ids of the latest power-levels events applied (newest last), so that a write result
-    /// arriving after its own event came back through sync is recognised.
-    pub recent_power_levels: Vec<String>,
+    /// The latest power-levels events applied (newest last), each with the event it names as
+    /// replaced (`unsigned.replaces_state`): a write result arriving after its own event, or
+    /// after an event replacing it, came back through sync is recognised, and an event some
+    /// applied event replaced is stale.
+    pub recent_power_levels: Vec<(String, Option<String>)>,
+    /// Ids of the power-levels events applied since hush's awaited write (bounded like
+    /// `recent_power_levels`): an event replacing one of them is newer than the write.
+    pub after_own_power_levels: Vec<String>,
 }
 
 /// How many power-levels event ids `recent_power_levels` keeps.
@@ -61,6 +79,7 @@ impl RoomState {
             members: HashMap::new(),
             awaiting_own_power_levels: None,
             recent_power_levels: Vec::new(),
+            after_own_power_levels: Vec::new(),
         };
         for ev in events {
             room.apply_state(ev);
@@ -93,18 +112,33 @@ impl RoomState {
             }
             ("m.room.power_levels", Some("")) => {
                 let event_id = ev.get("event_id").and_then(Value::as_str);
+                let replaces = ev.pointer("/unsigned/replaces_state").and_then(Value::as_str);
+                // An event an applied one replaced is older: it must not undo the newer.
+                if event_id.is_some_and(|id| self.recent_power_levels.iter().any(|(_, r)| r.as_deref() == Some(id))) {
+                    if event_id == self.awaiting_own_power_levels.as_deref() {
+                        self.awaiting_own_power_levels = None;
+                    }
+                    return StateChange::Stale;
+                }
                 if let Some(awaited) = &self.awaiting_own_power_levels {
-                    if event_id != Some(awaited.as_str()) {
+                    if event_id == Some(awaited.as_str()) {
+                        self.awaiting_own_power_levels = None;
+                    } else if !replaces.is_some_and(|r| self.is_own_write_or_after(r)) {
                         return StateChange::Stale;
                     }
-                    self.awaiting_own_power_levels = None;
                 }
                 self.power_levels = if content.is_object() { content } else { Value::Object(Default::default()) };
                 if let Some(id) = event_id {
                     if self.recent_power_levels.len() >= RECENT_POWER_LEVELS {
                         self.recent_power_levels.remove(0);
                     }
-                    self.recent_power_levels.push(id.to_owned());
+                    self.recent_power_levels.push((id.to_owned(), replaces.map(str::to_owned)));
+                    if self.awaiting_own_power_levels.is_some() {
+                        if self.after_own_power_levels.len() >= RECENT_POWER_LEVELS {
+                            self.after_own_power_levels.remove(0);
+                        }
+                        self.after_own_power_levels.push(id.to_owned());
+                    }
                 }
                 StateChange::PowerLevels
             }
@@ -130,13 +164,21 @@ impl RoomState {
     /// and is left alone; otherwise it takes the written content and ignores older events
     /// until its own comes back.
     pub fn own_power_levels_written(&mut self, content: Value, event_id: Option<String>) {
-        if event_id.as_ref().is_some_and(|id| self.recent_power_levels.contains(id)) {
+        let seen = |id: &String| self.recent_power_levels.iter().any(|(e, r)| e == id || r.as_ref() == Some(id));
+        if event_id.as_ref().is_some_and(seen) {
             return;
         }
         self.power_levels = content;
         if event_id.is_some() {
             self.awaiting_own_power_levels = event_id;
+            self.after_own_power_levels.clear();
         }
+    }
+
+    /// Whether `id` is the power-levels event hush awaits, or one applied after it: an event
+    /// replacing it is newer than hush's write.
+    fn is_own_write_or_after(&self, id: &str) -> bool {
+        self.awaiting_own_power_levels.as_deref() == Some(id) || self.after_own_power_levels.iter().any(|e| e == id)
     }
 
     pub fn membership(&self, user: &str) -> Membership {
@@ -251,6 +293,58 @@ mod tests {
         assert!(r.awaiting_own_power_levels.is_none());
         r.own_power_levels_written(json!({"users": {"@a:x": -1}}), Some("$new".into()));
         assert_eq!(r.awaiting_own_power_levels.as_deref(), Some("$new"));
+    }
+
+    fn pl(id: &str, replaces: Option<&str>, level: i64) -> Value {
+        let mut ev = json!({"type": "m.room.power_levels", "state_key": "", "event_id": id, "content": {"users": {"@a:x": level}}});
+        if let Some(r) = replaces {
+            ev["unsigned"] = json!({"replaces_state": r});
+        }
+        ev
+    }
+
+    /// Issue 13: hush's echo lost in a gappy sync must not freeze the view.
+    #[test]
+    fn events_after_our_write_are_applied_while_its_echo_is_missing() {
+        let mut r = RoomState::from_state("!r", &[pl("$0", None, 10)]);
+        r.own_power_levels_written(json!({"users": {"@a:x": -1}}), Some("$ours".into()));
+        assert_eq!(r.apply_state(&pl("$old", Some("$0"), 0)), StateChange::Stale, "older than our write");
+        assert_eq!(r.apply_state(&pl("$mod", Some("$ours"), 50)), StateChange::PowerLevels);
+        assert_eq!(r.power_levels["users"]["@a:x"], json!(50));
+        assert_eq!(r.apply_state(&pl("$mod2", Some("$mod"), 60)), StateChange::PowerLevels, "replaces a newer one");
+        assert_eq!(r.power_levels["users"]["@a:x"], json!(60));
+        assert_eq!(r.apply_state(&pl("$ours", Some("$0"), -1)), StateChange::Stale, "a late echo undoes nothing");
+        assert!(r.awaiting_own_power_levels.is_none());
+        assert_eq!(r.power_levels["users"]["@a:x"], json!(60));
+    }
+
+    /// Sync gives the room's final state before its timeline: an event the applied one
+    /// replaced comes after it and must not roll the view back.
+    #[test]
+    fn an_event_already_replaced_does_not_undo_its_replacement() {
+        let mut r = RoomState::from_state("!r", &[pl("$0", None, 10)]);
+        assert_eq!(r.apply_state(&pl("$2", Some("$1"), 30)), StateChange::PowerLevels);
+        assert_eq!(r.apply_state(&pl("$1", Some("$0"), 20)), StateChange::Stale);
+        assert_eq!(r.power_levels["users"]["@a:x"], json!(30));
+    }
+
+    #[test]
+    fn a_write_result_after_an_event_replacing_it_keeps_the_newer_view() {
+        let mut r = RoomState::from_state("!r", &[pl("$0", None, 10)]);
+        assert_eq!(r.apply_state(&pl("$mod", Some("$ours"), 50)), StateChange::PowerLevels);
+        r.own_power_levels_written(json!({"users": {"@a:x": -1}}), Some("$ours".into()));
+        assert_eq!(r.power_levels["users"]["@a:x"], json!(50));
+        assert!(r.awaiting_own_power_levels.is_none());
+    }
+
+    #[test]
+    fn only_events_the_current_state_replaced_are_superseded() {
+        let ev = |id: &str, sender: &str| json!({"type": "m.room.power_levels", "state_key": "", "event_id": id, "sender": sender, "content": {}});
+        assert!(superseded(&ev("$old", "@m:x"), Some("$new"), "@hush:x"));
+        assert!(!superseded(&ev("$new", "@m:x"), Some("$new"), "@hush:x"));
+        assert!(!superseded(&ev("$old", "@m:x"), None, "@hush:x"), "unknown current state: forwarded");
+        assert!(!superseded(&ev("$ours", "@hush:x"), Some("$new"), "@hush:x"), "hush's echo is always forwarded");
+        assert!(!superseded(&json!({"type": "m.room.name", "state_key": ""}), Some("$new"), "@hush:x"));
     }
 
     #[test]
