@@ -3,6 +3,8 @@
 //! ```sh
 //! cargo build --release --bin hush
 //! cargo run --release --example e2e_bench -- [--rooms 20] [--reps 10] [--rules 20000] [--windows default,0]
+//! # two hush binaries (say before and after a change) against one filled list, one run:
+//! target/release/examples/e2e_bench --hush before=/tmp/hush-old,after=target/release/hush
 //! ```
 //!
 //! The program starts its own Synapse (`scripts/synapse start` in a temporary folder, stopped
@@ -23,6 +25,10 @@
 //! 3. **rule to mute**: for each `mute.batch_window_ms` in `--windows`, `--reps` times: the
 //!    moderator sends an `m.mute` rule for a fresh member, then polls the protected rooms
 //!    (one request in flight) until every room's power levels show the mute.
+//!
+//! With several `--hush` binaries, steps 2 and 3 run for each in turn (each with its own
+//! fresh `data_dir`) on the same homeserver and list, and the floor is measured again
+//! between them, so one fill of the list serves a before/after comparison.
 //!
 //! The poller (`GET .../state/m.room.power_levels/`, one request in flight, rooms in turn)
 //! measures hush and the floor alike, so the `observed` ratio compares like with like; its
@@ -61,7 +67,8 @@ struct Opts {
     rules: usize,
     /// `None` = the key left out of the config (hush's default, 250 ms).
     windows: Vec<Option<u64>>,
-    hush: PathBuf,
+    /// The hush binaries to compare, with their labels (one run each, in this order).
+    hush: Vec<(String, PathBuf)>,
     /// Requests in flight while filling the list and joining rooms (1 is the fastest for
     /// Synapse on SQLite, which slows down with concurrent writes).
     concurrency: usize,
@@ -78,7 +85,7 @@ fn parse_opts() -> Result<Opts> {
         reps: 10,
         rules: 20_000,
         windows: vec![None, Some(0)],
-        hush: repo_root().join("target/release/hush"),
+        hush: vec![("hush".to_owned(), repo_root().join("target/release/hush"))],
         concurrency: 1,
         keep: false,
     };
@@ -90,7 +97,16 @@ fn parse_opts() -> Result<Opts> {
             "--reps" => o.reps = val()?.parse()?,
             "--rules" => o.rules = val()?.parse()?,
             "--concurrency" => o.concurrency = val()?.parse::<usize>()?.max(1),
-            "--hush" => o.hush = PathBuf::from(val()?),
+            "--hush" => {
+                o.hush = val()?
+                    .split(',')
+                    .enumerate()
+                    .map(|(i, b)| match b.split_once('=') {
+                        Some((label, path)) => (label.to_owned(), PathBuf::from(path)),
+                        None => (if i == 0 { "hush".to_owned() } else { format!("hush{}", i + 1) }, PathBuf::from(b)),
+                    })
+                    .collect()
+            }
             "--windows" => {
                 o.windows = val()?
                     .split(',')
@@ -100,15 +116,15 @@ fn parse_opts() -> Result<Opts> {
             "--keep" => o.keep = true,
             "-h" | "--help" => {
                 println!(
-                    "e2e_bench [--rooms N] [--reps N] [--rules N] [--windows default,0,10] [--concurrency N] [--hush PATH] [--keep]"
+                    "e2e_bench [--rooms N] [--reps N] [--rules N] [--windows default,0,10] [--concurrency N] [--hush [LABEL=]PATH[,[LABEL=]PATH...]] [--keep]"
                 );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other} (try --help)"),
         }
     }
-    if o.windows.is_empty() || o.rooms == 0 || o.reps == 0 {
-        bail!("--windows, --rooms and --reps must not be empty or zero");
+    if o.windows.is_empty() || o.hush.is_empty() || o.rooms == 0 || o.reps == 0 {
+        bail!("--windows, --hush, --rooms and --reps must not be empty or zero");
     }
     Ok(o)
 }
@@ -346,7 +362,7 @@ struct World {
     protected: Vec<OwnedRoomId>,
     /// The floor's victim.
     floor_user: Account,
-    /// Per window: one user muted while hush is down (start-up), then `reps` users.
+    /// Per binary and window: one user muted while hush is down (start-up), then `reps` users.
     targets: Vec<(Account, Vec<Account>)>,
 }
 
@@ -358,7 +374,7 @@ async fn setup(opts: Opts, hs: Synapse, work: PathBuf) -> Result<World> {
     bot.client.matrix_auth().logout().await.context("log the bot's registration device out")?;
     let floor_user = register_account(&url, "floor").await?;
     let mut targets = Vec::new();
-    for w in 0..opts.windows.len() {
+    for w in 0..opts.windows.len() * opts.hush.len() {
         let start = register_account(&url, &format!("startup{w}")).await?;
         let mut reps = Vec::new();
         for r in 0..opts.reps {
@@ -455,7 +471,7 @@ async fn send_mute_rule(w: &World, user: &Account) -> Result<()> {
     Ok(())
 }
 
-fn write_config(w: &World, window: Option<u64>) -> Result<PathBuf> {
+fn write_config(w: &World, window: Option<u64>, data_dir: &str) -> Result<PathBuf> {
     let path = w.work.join("hush.yaml");
     let rooms: Vec<String> = w.protected.iter().map(|r| format!("  - \"{r}\"")).collect();
     let mut text = format!(
@@ -463,7 +479,7 @@ fn write_config(w: &World, window: Option<u64>) -> Result<PathBuf> {
         w.hs.url,
         w.bot.user_id,
         w.bot.password,
-        w.work.join("hush-data").display(),
+        w.work.join(data_dir).display(),
         w.management,
         w.list,
         w.list,
@@ -585,11 +601,17 @@ fn count(text: &str, needle: &str) -> usize {
 
 /// Starts hush and follows its start-up until `pending` (ruled while hush was down) is
 /// muted in every protected room.
-async fn start_hush(w: &World, config: &Path, label: &str, pending: &Account) -> Result<(Hush, Startup)> {
+async fn start_hush(
+    w: &World,
+    binary: &Path,
+    config: &Path,
+    label: &str,
+    pending: &Account,
+) -> Result<(Hush, Startup)> {
     let log = w.work.join(format!("hush-{label}.log"));
     let since = now_ms();
     let t0 = Instant::now();
-    let mut hush = Hush::start(&w.opts.hush, config, log)?;
+    let mut hush = Hush::start(binary, config, log)?;
     let mut s = Startup::default();
     let mut remaining: Vec<&OwnedRoomId> = w.protected.iter().collect();
     let mut last_notice_check = Instant::now();
@@ -742,8 +764,10 @@ fn num_cpus() -> usize {
 // ---------------------------------------------------------------- main
 
 async fn run(opts: Opts) -> Result<String> {
-    if !opts.hush.exists() {
-        bail!("{} not found: run `cargo build --release --bin hush` first", opts.hush.display());
+    for (_, path) in &opts.hush {
+        if !path.exists() {
+            bail!("{} not found: run `cargo build --release --bin hush` first", path.display());
+        }
     }
     let tmp = tempfile::Builder::new().prefix("hush-e2e-bench-").tempdir()?;
     let (work, _tmp) = if opts.keep { (tmp.keep(), None) } else { (tmp.path().to_owned(), Some(tmp)) };
@@ -764,20 +788,30 @@ async fn run(opts: Opts) -> Result<String> {
 
     let mut startups = Vec::new();
     let mut latencies = Vec::new();
-    for (i, window) in w.opts.windows.clone().into_iter().enumerate() {
-        let (pending, reps) = &w.targets[i];
-        // A rule that arrives while hush is down: enforced right after start.
-        send_mute_rule(&w, pending).await?;
-        let config = write_config(&w, window)?;
-        let label = if i == 0 { "cold".to_owned() } else { format!("warm{i}") };
-        eprintln!("starting hush ({label}, window {})", window_name(window));
-        let (hush, startup) = start_hush(&w, &config, &label, pending).await?;
-        eprintln!("  {startup:?}");
-        eprintln!("rule to mute, window {}", window_name(window));
-        let samples = rule_to_mute(&w, reps).await?;
-        hush.stop().await?;
-        startups.push((label, window, startup));
-        latencies.push((window, samples));
+    // Floors measured between binaries (after the first one ran), for the report.
+    let mut floors_between = Vec::new();
+    let windows = w.opts.windows.clone();
+    for (b, (name, binary)) in w.opts.hush.clone().into_iter().enumerate() {
+        if b > 0 {
+            eprintln!("floor between binaries (hush stopped)");
+            floors_between.push((name.clone(), floor(&w, false).await?, floor(&w, true).await?));
+        }
+        for (i, window) in windows.iter().copied().enumerate() {
+            let (pending, reps) = &w.targets[b * windows.len() + i];
+            // A rule that arrives while hush is down: enforced right after start.
+            send_mute_rule(&w, pending).await?;
+            let config = write_config(&w, window, &format!("hush-data-{b}"))?;
+            let label = if i == 0 { format!("{name} cold") } else { format!("{name} warm{i}") };
+            eprintln!("starting {label}, window {}", window_name(window));
+            let log_label = label.replace(' ', "-");
+            let (hush, startup) = start_hush(&w, &binary, &config, &log_label, pending).await?;
+            eprintln!("  {startup:?}");
+            eprintln!("rule to mute, {name}, window {}", window_name(window));
+            let samples = rule_to_mute(&w, reps).await?;
+            hush.stop().await?;
+            startups.push((label, window, startup));
+            latencies.push((name.clone(), window, samples));
+        }
     }
 
     eprintln!("floor again (hush stopped)");
@@ -799,8 +833,14 @@ async fn run(opts: Opts) -> Result<String> {
     r.push('\n');
     r.push_str(&row("floor: plain client, all rooms at once", &floor_conc, None));
     r.push('\n');
-    for (window, samples) in &latencies {
-        r.push_str(&row(&format!("hush, batch_window_ms {}", window_name(*window)), samples, Some((fo, fw))));
+    for (name, window, samples) in &latencies {
+        r.push_str(&row(&format!("{name}, batch_window_ms {}", window_name(*window)), samples, Some((fo, fw))));
+        r.push('\n');
+    }
+    for (name, seq, conc) in &floors_between {
+        r.push_str(&row(&format!("floor before {name}: one after the other"), seq, None));
+        r.push('\n');
+        r.push_str(&row(&format!("floor before {name}: all at once"), conc, None));
         r.push('\n');
     }
     r.push_str(&row("floor again after hush: one after the other", &floor_seq2, None));
