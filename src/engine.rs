@@ -30,6 +30,8 @@ use crate::rooms::{RoomState, StateChange};
 
 mod accounts;
 mod policy_events;
+#[cfg(test)]
+mod tests;
 
 /// At most this many bans, unbans and membership changes are sent at once, for the whole
 /// engine: a rule over hundreds of members must not become hundreds of concurrent requests
