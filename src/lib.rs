@@ -17,8 +17,3 @@ pub mod matrix;
 pub mod rooms;
 pub mod runtime;
 pub mod suspension;
-
-#[cfg(test)]
-mod engine_tests;
-#[cfg(test)]
-pub mod fake_homeserver;

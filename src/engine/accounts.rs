@@ -28,7 +28,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
 
     /// Decides and acts on the accounts of these users (when suspension is enabled).
     pub(super) fn reconcile_accounts(&mut self, users: &BTreeSet<String>) {
-        self.rearm.extend(users.iter().cloned());
+        self.expiry.rearm(users.iter().cloned());
         let Some(s) = self.suspensions.as_mut() else { return };
         let mut todo = Vec::new();
         for user in users {
@@ -106,13 +106,13 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         // that may suspend.
         let decision = self.index.decide_where(user, now, |c| {
             self.trusted(&c)
-                && !self.holds.blocks(&c)
-                && (c.restriction == hush_core::policy::Restriction::Ban || self.trust_of(c.list).suspend)
+                && !self.guard.holds.blocks(&c)
+                && (c.restriction == hush_core::policy::Restriction::Ban || self.view.trust_of(c.list).suspend)
         });
         let rule = decision.as_ref().and_then(|d| self.index.rule(&d.rule));
-        let held = entry.as_ref().is_some_and(|e| match self.lists.get(rule_list(&e.rule)) {
+        let held = entry.as_ref().is_some_and(|e| match self.view.lists.get(rule_list(&e.rule)) {
             Some(loaded) => !loaded,
-            None => !self.lists_known,
+            None => !self.view.lists_known,
         });
         let protected = self.cfg.protected_users.iter().any(|p| hush_core::policy::glob::glob_match(p, user));
         let rule_ref = decision.as_ref().map(|d| super::rule_ref(&d.rule)).unwrap_or_default();
@@ -136,8 +136,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         if suspension::server_of(user) != Some(server_name.as_str()) {
             return None;
         }
-        let d = self.index.decide_where(user, now, |c| self.trusted(&c) && !self.holds.blocks(&c))?;
-        if self.trust_of(&d.rule.room_id).suspend {
+        let d = self.index.decide_where(user, now, |c| self.trusted(&c) && !self.guard.holds.blocks(&c))?;
+        if self.view.trust_of(&d.rule.room_id).suspend {
             return None;
         }
         let exact = self
@@ -225,10 +225,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let api = s.api.clone();
         let inbox = self.inbox.clone();
         let user = user.to_owned();
-        self.after_commit.push(Box::pin(async move {
+        self.writes.after_commit(async move {
             let done = suspension::run_call(api, user, suspend, fresh).await;
             let _ = inbox.send(Input::Suspension(done));
-        }));
+        });
     }
 
     /// An admin call finished: settle the ledger and report what went wrong, once. A call
@@ -313,10 +313,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             let delay = s.failures.entry(user.clone()).or_insert_with(suspension::retry_backoff).next();
             warn!(user, "trying the account again in {delay:?}");
             let inbox = self.inbox.clone();
-            self.after_commit.push(Box::pin(async move {
+            self.writes.after_commit(async move {
                 tokio::time::sleep(delay).await;
                 let _ = inbox.send(Input::Suspension(Done { user_id: user, suspend: false, outcome: Outcome::Retry }));
-            }));
+            });
         }
     }
 
@@ -342,7 +342,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let text = format!("Cannot {what} {user}: {e}.");
         error!("{text}");
         self.report_once(&key, &text);
-        self.note_error(text);
+        self.reports.note_error(text);
     }
 
     /// A write failed because hush's own account cannot write: pause writes (once) and
@@ -361,10 +361,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.own.blocked = Some(cause.to_owned());
         self.own.since_ms = self.now();
         self.own.generation += 1;
-        self.note_error(format!("hush's own account is {what}: {cause}"));
+        self.reports.note_error(format!("hush's own account is {what}: {cause}"));
         let generation = self.own.generation;
         let room =
-            self.rooms.iter().find(|(_, s)| s.is_some()).map(|(r, _)| r.clone()).or(self.management_room.clone());
+            self.view.rooms.iter().find(|(_, s)| s.is_some()).map(|(r, _)| r.clone()).or(self.management_room.clone());
         let writer = self.writer.clone();
         let inbox = self.inbox.clone();
         tokio::spawn(async move {

@@ -1,0 +1,383 @@
+//! Carrying out planned actions: the ledger's write-ahead entry, then the room write (spawned after the commit), and what each write's result means for the ledger and the view (owns no state of its own).
+
+use hush_core::power_levels::UserLevelEdit;
+use hush_core::reconcile::{Action, AppliedKind, Membership, Restriction, Wanted};
+use hush_core::schedule::Clock;
+use tracing::{debug, info, warn};
+
+use super::{describe_rule, Engine, Input};
+use crate::enforce::{self, PowerLevelsSent, RoomWriter, WriteError};
+use crate::ledger::{Entry, Kind, Phase};
+
+fn ledger_kind(k: AppliedKind) -> Kind {
+    match k {
+        AppliedKind::MuteMembership => Kind::MuteMembership,
+        AppliedKind::MutePowerLevel => Kind::MutePowerLevel,
+        AppliedKind::Ban => Kind::Ban,
+    }
+}
+
+/// A ledger entry for a change about to be made (write-ahead).
+fn applying_entry(
+    room_id: &str,
+    user_id: &str,
+    kind: Kind,
+    previous_level: Option<i64>,
+    applied_level: Option<i64>,
+    wanted: &Wanted,
+    now: u64,
+) -> Entry {
+    Entry {
+        room_id: room_id.to_owned(),
+        user_id: user_id.to_owned(),
+        kind,
+        phase: Phase::Applying,
+        previous_level,
+        applied_level,
+        rule: wanted.rule.clone(),
+        reason: wanted.reason.clone(),
+        applied_at_ms: now,
+        expires_at_ms: wanted.expires_at_ms,
+        overridden: false,
+    }
+}
+
+impl<W: RoomWriter, C: Clock> Engine<W, C> {
+    pub(super) fn execute(&mut self, room_id: &str, action: Action) {
+        let now = self.now();
+        if self.cfg.dry_run {
+            return self.execute_dry(room_id, action);
+        }
+        let result = match action {
+            Action::MutePowerLevel { user_id, level, previous, wanted } => {
+                let entry =
+                    applying_entry(room_id, &user_id, Kind::MutePowerLevel, previous, Some(level), &wanted, now);
+                info!(room = room_id, user = %user_id, level, ?previous, rule = %wanted.rule, "muting by power level");
+                self.ledger.begin_apply(&entry).map(|()| {
+                    // hush expects the entry it saw, the one it will restore.
+                    self.queue_level(room_id, &user_id, Some(level), previous);
+                })
+            }
+            Action::UnmutePowerLevel { user_id, restore } => {
+                info!(room = room_id, user = %user_id, ?restore, "lifting a power-level mute");
+                // hush expects the level it set.
+                let applied = self.ledger.get(room_id, &user_id, Kind::MutePowerLevel).ok().flatten();
+                let expected = applied.and_then(|e| e.applied_level);
+                self.ledger.begin_lift(room_id, &user_id, Kind::MutePowerLevel).map(|()| {
+                    self.queue_level(room_id, &user_id, restore, expected);
+                })
+            }
+            Action::MuteMembership { user_id, wanted } => {
+                let entry = applying_entry(room_id, &user_id, Kind::MuteMembership, None, None, &wanted, now);
+                self.ledger.begin_apply(&entry).map(|()| {
+                    self.spawn_member_write(room_id, &user_id, Kind::MuteMembership, false, "mute", &wanted.reason);
+                })
+            }
+            Action::UnmuteMembership { user_id, to } => {
+                let to = if to == Membership::Leave { "leave" } else { "join" };
+                self.ledger.begin_lift(room_id, &user_id, Kind::MuteMembership).map(|()| {
+                    self.spawn_member_write(room_id, &user_id, Kind::MuteMembership, true, to, "mute lifted");
+                })
+            }
+            Action::Ban { user_id, wanted } => {
+                let entry = applying_entry(room_id, &user_id, Kind::Ban, None, None, &wanted, now);
+                info!(room = room_id, user = %user_id, rule = %wanted.rule, "banning");
+                self.ledger.begin_apply(&entry).map(|()| {
+                    self.spawn_member_write(room_id, &user_id, Kind::Ban, false, "ban", &wanted.reason);
+                })
+            }
+            Action::Unban { user_id } => {
+                info!(room = room_id, user = %user_id, "lifting a ban");
+                self.ledger.begin_lift(room_id, &user_id, Kind::Ban).map(|()| {
+                    self.spawn_member_write(room_id, &user_id, Kind::Ban, true, "unban", "ban lifted");
+                })
+            }
+            Action::MarkApplied { user_id, kind } => {
+                self.power.drop_user(room_id, &user_id);
+                self.ledger.mark_applied(room_id, &user_id, ledger_kind(kind))
+            }
+            Action::MarkOverridden { user_id, kind, note } => {
+                self.report_in_room(
+                    &format!("override|{room_id}|{user_id}|{kind:?}"),
+                    &format!("{note} (in {{rooms}})."),
+                    room_id,
+                );
+                self.ledger.mark_overridden(room_id, &user_id, ledger_kind(kind))
+            }
+            Action::Forget { user_id, kind } => {
+                self.power.drop_user(room_id, &user_id);
+                self.departed.insert(user_id.clone());
+                self.ledger.remove(room_id, &user_id, ledger_kind(kind))
+            }
+            Action::UpdateCause { user_id, kind, wanted } => self.ledger.update_cause(
+                room_id,
+                &user_id,
+                ledger_kind(kind),
+                &wanted.rule,
+                &wanted.reason,
+                wanted.expires_at_ms,
+            ),
+            Action::Refuse { user_id, restriction, refusal, rule } => {
+                let what = if restriction == Restriction::Ban { "ban" } else { "mute" };
+                warn!(room = room_id, user = %user_id, %refusal, %rule, "refusing to {what}");
+                self.report_in_room(
+                    &format!("refuse|{room_id}|{user_id}|{what}|{refusal}|{rule}"),
+                    &format!("Not going to {what} {user_id} in {{rooms}}: {refusal} (rule {}).", describe_rule(&rule)),
+                    room_id,
+                );
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            self.error(format!("ledger write failed in {room_id}: {e:#}"));
+        }
+    }
+
+    pub(super) fn execute_dry(&mut self, room_id: &str, action: Action) {
+        // `{rooms}` is filled in when the input's reports are gathered: one line for all
+        // the rooms where the same would be done.
+        let template = match &action {
+            Action::MutePowerLevel { user_id, level, wanted, .. } => {
+                format!("[dry run] would mute {user_id} in {{rooms}} (power level {level}); rule {}", wanted.rule)
+            }
+            Action::UnmutePowerLevel { user_id, restore } => format!(
+                "[dry run] would lift the mute of {user_id} in {{rooms}} (back to {})",
+                restore.map_or("no entry".to_owned(), |l| l.to_string())
+            ),
+            Action::MuteMembership { user_id, .. } => {
+                format!("[dry run] would mute {user_id} in {{rooms}} (membership)")
+            }
+            Action::UnmuteMembership { user_id, .. } => {
+                format!("[dry run] would unmute {user_id} in {{rooms}} (membership)")
+            }
+            Action::Ban { user_id, wanted } => {
+                format!("[dry run] would ban {user_id} from {{rooms}}: {}", wanted.reason)
+            }
+            Action::Unban { user_id } => format!("[dry run] would unban {user_id} in {{rooms}}"),
+            Action::Refuse { user_id, refusal, .. } => {
+                format!("[dry run] would refuse to act on {user_id} in {{rooms}}: {refusal}")
+            }
+            // Ledger bookkeeping: nothing was applied in a dry run, so nothing to keep.
+            _ => return,
+        };
+        info!(room = room_id, "{template}");
+        let key = template.replace("{rooms}", room_id);
+        self.report_in_room(&key, &template, room_id);
+    }
+
+    /// Queues one user's level change. The first change after a quiet batch window goes
+    /// out at once (after the inputs already queued, so one rule over many members is
+    /// still one event); later ones wait until a window has passed since the last write,
+    /// or until the write in flight is done, and go out together. `expected` is the entry
+    /// hush expects to find; a user queued again keeps the first expectation (the room has
+    /// not been written for them in between).
+    pub(super) fn queue_level(&mut self, room_id: &str, user_id: &str, level: Option<i64>, expected: Option<i64>) {
+        let now = self.now();
+        let Some(wait) = self.power.queue(room_id, user_id, level, expected, now, self.cfg.batch_window) else {
+            return;
+        };
+        let inbox = self.inbox.clone();
+        let room_id = room_id.to_owned();
+        if wait.is_zero() {
+            let _ = inbox.send(Input::Flush { room_id });
+            return;
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = inbox.send(Input::Flush { room_id });
+        });
+    }
+
+    pub(super) fn flush(&mut self, room_id: &str) {
+        let now = self.now();
+        let Some(edits) = self.power.take(room_id, now) else { return };
+        self.writes.started(room_id, edits.iter().map(|e| e.user_id.clone()));
+        let writer = self.writer.clone();
+        let inbox = self.inbox.clone();
+        let room_id = room_id.to_owned();
+        debug!(room = %room_id, edits = edits.len(), "sending power levels");
+        self.writes.after_commit(async move {
+            let result = enforce::send_power_levels(&writer, &room_id, &edits).await;
+            let _ = inbox.send(Input::PowerLevelsDone { room_id, edits, result });
+        });
+    }
+
+    pub(super) fn power_levels_done(
+        &mut self,
+        room_id: &str,
+        edits: Vec<UserLevelEdit>,
+        result: Result<PowerLevelsSent, WriteError>,
+    ) {
+        self.power.done(room_id);
+        match result {
+            Ok(sent) => {
+                if let Some(Some(room)) = self.view.rooms.get_mut(room_id) {
+                    room.own_power_levels_written(sent.content.clone(), sent.event_id);
+                }
+                for edit in &edits {
+                    let entry = self.ledger.get(room_id, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
+                    if sent.skipped.contains(&edit.user_id) {
+                        let now = hush_core::power_levels::user_entry(&sent.content, &edit.user_id);
+                        if let Err(e) = self.changed_before_written(room_id, &edit.user_id, entry, now) {
+                            self.error(format!("ledger write failed in {room_id}: {e:#}"));
+                        }
+                        // Judged again now that the ledger says what happened (an ended
+                        // rule's overridden entry is forgotten).
+                        self.writes.defer(room_id, &edit.user_id);
+                        continue;
+                    }
+                    let r = match entry {
+                        Some(e)
+                            if e.phase == Phase::Applying && edit.level.is_some() && edit.level == e.applied_level =>
+                        {
+                            self.ledger.mark_applied(room_id, &edit.user_id, Kind::MutePowerLevel)
+                        }
+                        Some(e) if e.phase == Phase::Lifting => {
+                            self.ledger.remove(room_id, &edit.user_id, Kind::MutePowerLevel)
+                        }
+                        _ => Ok(()),
+                    };
+                    if let Err(e) = r {
+                        self.error(format!("ledger write failed in {room_id}: {e:#}"));
+                    }
+                }
+                info!(room = room_id, edits = edits.len(), "power levels updated");
+            }
+            Err(e) => {
+                if !self.own_account_error(&e) {
+                    self.error(format!("cannot change power levels in {room_id}: {e}"));
+                }
+                for edit in &edits {
+                    let entry = self.ledger.get(room_id, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
+                    let _ = match entry {
+                        Some(e) if e.phase == Phase::Applying => {
+                            self.ledger.remove(room_id, &edit.user_id, Kind::MutePowerLevel)
+                        }
+                        Some(e) if e.phase == Phase::Lifting => {
+                            self.ledger.mark_applied(room_id, &edit.user_id, Kind::MutePowerLevel)
+                        }
+                        _ => Ok(()),
+                    };
+                }
+            }
+        }
+        self.departed.extend(edits.iter().map(|e| e.user_id.clone()));
+        self.write_finished(room_id, edits.iter().map(|e| e.user_id.as_str()));
+        if self.power.has_pending(room_id) {
+            self.flush(room_id);
+        }
+    }
+
+    /// Someone else (a moderator) changed a user's entry while hush's write for them waited,
+    /// so the write left it alone: that level is the moderator's decision. A mute not yet
+    /// applied is not applied, a lift leaves the moderator's level; either way hush's entry
+    /// is kept as overridden (so the rule does not mute them again, and nothing is restored
+    /// when it ends), and the management room is told once.
+    pub(super) fn changed_before_written(
+        &mut self,
+        room_id: &str,
+        user_id: &str,
+        entry: Option<Entry>,
+        now: Option<i64>,
+    ) -> anyhow::Result<()> {
+        let now = now.map_or("the default".to_owned(), |l| l.to_string());
+        let Some(e) = entry else { return Ok(()) };
+        let note = match e.phase {
+            Phase::Applying => format!(
+                "Did not mute {user_id} in {{rooms}}: their power level was changed to {now} while hush's mute waited to be written; hush leaves it so."
+            ),
+            Phase::Lifting => format!(
+                "The mute of {user_id} ended, but their power level in {{rooms}} was changed to {now} while hush's lift waited to be written; hush leaves it so."
+            ),
+            Phase::Applied => return Ok(()),
+        };
+        info!(room = room_id, user = user_id, phase = ?e.phase, "a level changed by someone else is left as it is");
+        self.report_in_room(&format!("changed-before-written|{room_id}|{user_id}|{:?}", e.phase), &note, room_id);
+        self.ledger.mark_overridden(room_id, user_id, Kind::MutePowerLevel)
+    }
+
+    /// The writes for these users are done and the ledger says what they did: reconcile
+    /// the ones whose reconciliation waited (their rule may have changed meanwhile).
+    pub(super) fn write_finished<'a>(&mut self, room_id: &str, users: impl Iterator<Item = &'a str>) {
+        let again = self.writes.finished(room_id, users);
+        self.reconcile_room_users(room_id, &again);
+    }
+
+    pub(super) fn spawn_member_write(
+        &mut self,
+        room_id: &str,
+        user_id: &str,
+        kind: Kind,
+        lifting: bool,
+        op: &'static str,
+        reason: &str,
+    ) {
+        self.writes.started(room_id, [user_id.to_owned()]);
+        let writer = self.writer.clone();
+        let inbox = self.inbox.clone();
+        let (room_id, user_id, reason) = (room_id.to_owned(), user_id.to_owned(), reason.to_owned());
+        let slots = self.writes.member_slots();
+        self.writes.after_commit(async move {
+            // Held through the retries: a rate-limited write waits without letting another start.
+            let _slot = slots.acquire_owned().await.expect("the semaphore is never closed");
+            let what = format!("{op} {user_id} in {room_id}");
+            let result = enforce::with_retries(&what, || async {
+                match op {
+                    "ban" => writer.ban(&room_id, &user_id, &reason).await,
+                    "unban" => writer.unban(&room_id, &user_id, &reason).await,
+                    membership => writer.set_membership(&room_id, &user_id, membership, &reason).await,
+                }
+            })
+            .await;
+            let _ = inbox.send(Input::MemberWriteDone { room_id, user_id, kind, lifting, result });
+        });
+    }
+
+    pub(super) fn member_write_done(
+        &mut self,
+        room_id: &str,
+        user_id: &str,
+        kind: Kind,
+        lifting: bool,
+        result: Result<(), WriteError>,
+    ) {
+        let r = match (&result, lifting) {
+            (Ok(()), false) => self.ledger.mark_applied(room_id, user_id, kind),
+            (Ok(()), true) => self.ledger.remove(room_id, user_id, kind),
+            (Err(_), false) => self.ledger.remove(room_id, user_id, kind),
+            (Err(_), true) => self.ledger.mark_applied(room_id, user_id, kind),
+        };
+        let written = result.is_ok();
+        if let Err(e) = result {
+            if !self.own_account_error(&e) {
+                self.error(format!(
+                    "cannot {} {user_id} in {room_id}: {e}",
+                    if lifting { "lift the restriction of" } else { "restrict" }
+                ));
+            }
+        }
+        if let Err(e) = r {
+            self.error(format!("ledger write failed in {room_id}: {e:#}"));
+        }
+        if written {
+            // The room has it now, before sync brings the event back: a check that waited
+            // for this write must not read the older view as someone else's undo.
+            if let Some(Some(room)) = self.view.rooms.get_mut(room_id) {
+                let now = match (kind, lifting, room.membership(user_id)) {
+                    (Kind::Ban, false, _) => Some(Membership::Ban),
+                    (Kind::Ban, true, _) => Some(Membership::Leave),
+                    (Kind::MuteMembership, false, Membership::Join) => Some(Membership::Mute),
+                    (Kind::MuteMembership, true, Membership::Mute) => Some(Membership::Join),
+                    (Kind::MuteMembership, true, Membership::LeaveMute) => Some(Membership::Leave),
+                    _ => None,
+                };
+                if let Some(m) = now {
+                    room.members.insert(user_id.to_owned(), m);
+                }
+            }
+        }
+        // The entry may be gone (lifted, or never applied): the user may be departed.
+        self.departed.insert(user_id.to_owned());
+        self.write_finished(room_id, std::iter::once(user_id));
+    }
+}

@@ -1,0 +1,106 @@
+//! Expiry timers: each user's one pending timer (at their earliest expiry) and the users to re-arm at the end of the input being handled.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hush_core::schedule::{Clock, TimerHandle};
+use tracing::error;
+
+use super::Engine;
+use crate::enforce::RoomWriter;
+
+pub(super) struct Expiry {
+    timers: TimerHandle<String>,
+    /// Each user's pending expiry timer (engine clock, ms); see [`Engine::arm_reconciled`].
+    timer_count: BTreeMap<String, u64>,
+    /// Users reconciled by the input being handled: their timer is re-armed at its end.
+    rearm: BTreeSet<String>,
+}
+
+impl Expiry {
+    pub(super) fn new(timers: TimerHandle<String>) -> Self {
+        Expiry { timers, timer_count: BTreeMap::new(), rearm: BTreeSet::new() }
+    }
+
+    /// These users were reconciled: re-arm their timers at the end of the input.
+    pub(super) fn rearm(&mut self, users: impl IntoIterator<Item = String>) {
+        self.rearm.extend(users);
+    }
+
+    fn take_rearm(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.rearm)
+    }
+
+    /// These users' timers fired: none is pending for them any more.
+    pub(super) fn fired(&mut self, users: &BTreeSet<String>) {
+        for u in users {
+            self.timer_count.remove(u);
+        }
+    }
+
+    /// How many users have a timer pending.
+    pub(super) fn pending(&self) -> usize {
+        self.timer_count.len()
+    }
+
+    /// Sets the user's one timer at `at_ms`, or cancels it (`None`).
+    pub(super) fn set_timer(&mut self, user: &str, at_ms: Option<u64>) {
+        match at_ms {
+            Some(at) if self.timer_count.get(user) != Some(&at) => {
+                if self.timers.schedule(user.to_owned(), at).is_ok() {
+                    self.timer_count.insert(user.to_owned(), at);
+                }
+            }
+            Some(_) => {}
+            None => {
+                if self.timer_count.remove(user).is_some() {
+                    let _ = self.timers.cancel(user.to_owned());
+                }
+            }
+        }
+    }
+}
+
+impl<W: RoomWriter, C: Clock> Engine<W, C> {
+    /// Arms each user in the ledger once, at their earliest recorded expiry (one already
+    /// past fires at once). Called at start-up, before any input; from then on a user's
+    /// timer is re-armed after each reconciliation of them ([`Engine::arm_reconciled`]).
+    pub(crate) fn arm_ledger_users(&mut self) {
+        match self.ledger.all() {
+            Ok(entries) => {
+                let mut earliest: BTreeMap<String, u64> = BTreeMap::new();
+                for e in entries {
+                    if let Some(at) = e.expires_at_ms {
+                        let t = earliest.entry(e.user_id).or_insert(at);
+                        *t = (*t).min(at);
+                    }
+                }
+                for (user, at) in earliest {
+                    self.expiry.set_timer(&user, Some(at));
+                }
+            }
+            Err(e) => self.error(format!("cannot read the ledger: {e:#}")),
+        }
+    }
+
+    /// The one place expiry timers are set: re-arms the timer of each user reconciled by
+    /// the input being handled at their earliest future expiry, among what the policy
+    /// decides for them and every ledger entry of theirs (rooms and account); none if
+    /// there is none. A user has one timer, so it must be the earliest, whatever order
+    /// their rooms were looked at in.
+    pub(super) fn arm_reconciled(&mut self) {
+        let users = self.expiry.take_rearm();
+        let now = self.now();
+        for user in users {
+            let entries = match self.ledger.for_user(&user) {
+                Ok(e) => e,
+                Err(e) => {
+                    error!("cannot read the ledger: {e:#}");
+                    continue;
+                }
+            };
+            let decided = self.decision_for(&user, now, &entries).and_then(|d| d.expires_at_ms);
+            let next = entries.iter().filter_map(|e| e.expires_at_ms).chain(decided).filter(|&at| at > now).min();
+            self.expiry.set_timer(&user, next);
+        }
+    }
+}

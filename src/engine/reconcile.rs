@@ -1,0 +1,229 @@
+//! Reconciling members: what the policy and hush's ledger want for a user in a room, the refusals (hush, creators, moderators, `protected_users`), and untracking departed members (owns no state of its own).
+
+use std::collections::{BTreeSet, HashSet};
+
+use hush_core::policy::{Candidate, Decision, Restriction as PolicyRestriction};
+use hush_core::reconcile::{
+    reconcile_member, refusal, Action, Applied, AppliedKind, AppliedPhase, Membership, Restriction, Shield, Wanted,
+};
+use hush_core::schedule::Clock;
+use tracing::{debug, error, warn};
+
+use super::{concerns_policy, rule_list, rule_ref, Engine};
+use crate::enforce::RoomWriter;
+use crate::ledger::{Entry, Kind, Phase};
+
+fn to_wanted(d: &Decision) -> Wanted {
+    Wanted {
+        restriction: match d.action {
+            PolicyRestriction::Ban => Restriction::Ban,
+            PolicyRestriction::Mute => Restriction::Mute,
+        },
+        expires_at_ms: d.expires_at_ms,
+        rule: rule_ref(&d.rule),
+        reason: d.reason.clone(),
+    }
+}
+
+/// The stronger of two restrictions, as the policy ranks rules: a ban beats a mute, then
+/// the one that lasts longer (permanent beats any expiry); `a` on a tie.
+fn stronger(a: Wanted, b: Wanted) -> Wanted {
+    let rank = |w: &Wanted| (w.restriction == Restriction::Ban, w.expires_at_ms.is_none(), w.expires_at_ms);
+    if rank(&b) > rank(&a) {
+        b
+    } else {
+        a
+    }
+}
+
+fn applied_kind(k: Kind) -> Option<AppliedKind> {
+    match k {
+        Kind::MuteMembership => Some(AppliedKind::MuteMembership),
+        Kind::MutePowerLevel => Some(AppliedKind::MutePowerLevel),
+        Kind::Ban => Some(AppliedKind::Ban),
+        Kind::Suspension => None,
+    }
+}
+
+fn to_applied(e: &Entry) -> Option<Applied> {
+    Some(Applied {
+        kind: applied_kind(e.kind)?,
+        phase: match e.phase {
+            Phase::Applying => AppliedPhase::Applying,
+            Phase::Applied => AppliedPhase::Applied,
+            Phase::Lifting => AppliedPhase::Lifting,
+        },
+        previous_level: e.previous_level,
+        applied_level: e.applied_level,
+        rule: e.rule.clone(),
+        expires_at_ms: e.expires_at_ms,
+        overridden: e.overridden,
+    })
+}
+
+impl<W: RoomWriter, C: Clock> Engine<W, C> {
+    /// Reconciles each user in every loaded protected room.
+    pub(super) fn reconcile_users(&mut self, users: BTreeSet<String>) {
+        if users.is_empty() {
+            return;
+        }
+        let rooms: Vec<String> = self.view.rooms.iter().filter(|(_, s)| s.is_some()).map(|(r, _)| r.clone()).collect();
+        for room in rooms {
+            self.reconcile_room_users(&room, &users);
+        }
+        self.reconcile_accounts(&users);
+    }
+
+    pub(super) fn reconcile_room_users(&mut self, room_id: &str, users: &BTreeSet<String>) {
+        self.expiry.rearm(users.iter().cloned());
+        if self.own.blocked.is_some() {
+            // hush cannot write: everyone is looked at again when it can.
+            return;
+        }
+        for user in users {
+            let actions = self.reconcile_one(room_id, user);
+            // A later plan for the same member in the same input replaces the earlier one:
+            // nothing was carried out in between, so it sees the same state or newer.
+            let key = (room_id.to_owned(), user.clone());
+            if actions.is_empty() {
+                self.guard.plan.remove(&key);
+            } else {
+                self.guard.plan.insert(key, actions);
+            }
+        }
+    }
+
+    pub(super) fn reconcile_one(&mut self, room_id: &str, user: &str) -> Vec<Action> {
+        if self.writes.is_writing(room_id, user) {
+            debug!(room = room_id, user, "a write is in flight: reconciling when it is done");
+            self.writes.defer(room_id, user);
+            return Vec::new();
+        }
+        let Some(Some(room)) = self.view.rooms.get(room_id) else { return Vec::new() };
+        let now = self.now();
+        let entries = match self.ledger.get_all_for(room_id, user) {
+            Ok(e) => e,
+            Err(e) => {
+                error!("cannot read the ledger: {e:#}");
+                return Vec::new();
+            }
+        };
+        let applied: Vec<Applied> = entries.iter().filter_map(to_applied).collect();
+        let decided = self.decision_for(user, now, &entries).map(|d| to_wanted(&d));
+        // What a not-yet-loaded list caused is held whatever the loaded lists say: its rule
+        // may well still be there. A loaded list's stronger restriction still applies.
+        let held = entries
+            .iter()
+            .filter(|e| self.view.list_held(rule_list(&e.rule)))
+            .map(|e| Wanted {
+                restriction: if e.kind == Kind::Ban { Restriction::Ban } else { Restriction::Mute },
+                expires_at_ms: e.expires_at_ms,
+                rule: e.rule.clone(),
+                reason: e.reason.clone(),
+            })
+            .reduce(stronger);
+        let wanted = match (held, decided) {
+            (Some(h), Some(d)) => Some(stronger(h, d)),
+            (h, d) => h.or(d),
+        };
+        let facts = self.facts(room);
+        reconcile_member(&facts, user, room.membership(user), wanted.as_ref(), &applied, self.shield(user))
+    }
+
+    /// What hush knows of a user beyond any one protected room.
+    pub(super) fn shield(&self, user: &str) -> Shield {
+        Shield {
+            protected_user: self.cfg.protected_users.iter().any(|p| hush_core::policy::glob::glob_match(p, user)),
+            management_moderator: self.is_management_moderator(user),
+        }
+    }
+
+    /// Whether the rule's list may cause what it asks for.
+    pub(super) fn trusted(&self, c: &Candidate<'_>) -> bool {
+        self.view.trust_of(c.list).allows(c.restriction)
+    }
+
+    /// The policy's decision for a user, among the rules their lists may cause and that
+    /// the guard does not hold. Holding never lifts: a held rule already in force for this
+    /// user (hush's ledger names it) still decides for them.
+    pub(super) fn decision_for(&self, user: &str, now: u64, entries: &[Entry]) -> Option<Decision> {
+        let fresh = self.index.decide_where(user, now, |c| self.trusted(&c) && !self.guard.holds.blocks(&c));
+        if !self.guard.holds.any_blocking() {
+            return fresh;
+        }
+        match self.index.decide_where(user, now, |c| self.trusted(&c)) {
+            Some(full)
+                if Some(&full) != fresh.as_ref()
+                    && entries.iter().any(|e| !e.overridden && e.rule == rule_ref(&full.rule)) =>
+            {
+                Some(full)
+            }
+            _ => fresh,
+        }
+    }
+
+    /// Why a user may never be restricted by hush in some room or account, if so: the
+    /// same refusals as the reconciler's, judged in every protected room and the
+    /// management room (for commands naming the user, and for suspension).
+    pub(super) fn exemption(&self, user: &str) -> Option<String> {
+        let shield = self.shield(user);
+        if user == self.cfg.own_user {
+            return Some("that is hush itself".to_owned());
+        }
+        if shield.protected_user {
+            return Some("the user is in protected_users".to_owned());
+        }
+        if shield.management_moderator {
+            return Some("the user is a moderator of the management room".to_owned());
+        }
+        self.view.rooms.iter().find_map(|(room_id, room)| {
+            let room = room.as_ref()?;
+            refusal(&self.facts(room), user, Shield::default()).map(|r| format!("{r} (in {room_id})"))
+        })
+    }
+
+    /// Stops tracking the input's candidates who are in no protected room any more (see
+    /// [`concerns_policy`]) and of whom hush's ledger has nothing, and drops their `leave`
+    /// from the room views (an unknown member is `leave` anyway): busy rooms see thousands
+    /// of drive-by joins. Users hush restricted stay, so rule changes still reach them; a
+    /// departed user who comes back is tracked and reconciled again by their membership event.
+    pub(super) fn forget_departed(&mut self) {
+        let candidates = std::mem::take(&mut self.departed);
+        if candidates.is_empty() {
+            return;
+        }
+        // One scan of the ledger for many (a room loaded), a lookup each for a few.
+        let entries = if candidates.len() > 16 {
+            self.ledger.all()
+        } else {
+            candidates.iter().try_fold(Vec::new(), |mut all, u| {
+                all.extend(self.ledger.for_user(u)?);
+                anyhow::Ok(all)
+            })
+        };
+        let named: HashSet<String> = match entries {
+            Ok(entries) => entries.into_iter().map(|e| e.user_id).collect(),
+            Err(e) => {
+                // Keep tracking them: a user tracked for nothing costs only memory.
+                warn!("cannot read the ledger to forget departed members: {e:#}");
+                return;
+            }
+        };
+        let mut forgotten = 0usize;
+        for user in candidates {
+            if named.contains(&user) || self.view.rooms.values().flatten().any(|r| concerns_policy(r.membership(&user)))
+            {
+                continue;
+            }
+            for room in self.view.rooms.values_mut().flatten() {
+                if room.members.get(&user) == Some(&Membership::Leave) {
+                    room.members.remove(&user);
+                }
+            }
+            forgotten += usize::from(self.index.untrack_user(&user));
+        }
+        if forgotten > 0 {
+            debug!(users = forgotten, "no longer tracking members who left every protected room");
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Room and account writes under way: who has a write in flight and who waits for it, the bound on member writes, and the writes to start once the input's ledger transaction is committed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+/// A write to start once the input's ledger transaction is committed.
+type Write = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+pub(super) struct Writes {
+    /// Users with a write in flight, by room: they are not reconciled until it is done
+    /// (the room view and the ledger do not yet say what the write did).
+    writing: HashMap<String, BTreeSet<String>>,
+    /// Users whose reconciliation waited for a write, by room: reconciled when it is done.
+    deferred: HashMap<String, BTreeSet<String>>,
+    /// Bounds the member writes in flight ([`super::MEMBER_WRITES_IN_FLIGHT`]).
+    member_writes: Arc<Semaphore>,
+    /// Room and account writes started by the input being handled, spawned once its
+    /// ledger transaction is committed.
+    after_commit: Vec<Write>,
+}
+
+impl Writes {
+    pub(super) fn new(member_writes_in_flight: usize) -> Self {
+        Writes {
+            writing: HashMap::new(),
+            deferred: HashMap::new(),
+            member_writes: Arc::new(Semaphore::new(member_writes_in_flight)),
+            after_commit: Vec::new(),
+        }
+    }
+
+    /// A write for these users in this room is under way.
+    pub(super) fn started(&mut self, room_id: &str, users: impl IntoIterator<Item = String>) {
+        self.writing.entry(room_id.to_owned()).or_default().extend(users);
+    }
+
+    pub(super) fn is_writing(&self, room_id: &str, user: &str) -> bool {
+        self.writing.get(room_id).is_some_and(|w| w.contains(user))
+    }
+
+    /// Reconcile this user when their write in this room is done.
+    pub(super) fn defer(&mut self, room_id: &str, user: &str) {
+        self.deferred.entry(room_id.to_owned()).or_default().insert(user.to_owned());
+    }
+
+    /// The writes for these users are done: returns those whose reconciliation waited.
+    pub(super) fn finished<'a>(&mut self, room_id: &str, users: impl Iterator<Item = &'a str>) -> BTreeSet<String> {
+        let mut again = BTreeSet::new();
+        for user in users {
+            if let Some(w) = self.writing.get_mut(room_id) {
+                w.remove(user);
+            }
+            if let Some(d) = self.deferred.get_mut(room_id) {
+                if d.remove(user) {
+                    again.insert(user.to_owned());
+                }
+            }
+        }
+        if self.writing.get(room_id).is_some_and(BTreeSet::is_empty) {
+            self.writing.remove(room_id);
+        }
+        if self.deferred.get(room_id).is_some_and(BTreeSet::is_empty) {
+            self.deferred.remove(room_id);
+        }
+        again
+    }
+
+    /// The slots member writes take one of while they run.
+    pub(super) fn member_slots(&self) -> Arc<Semaphore> {
+        self.member_writes.clone()
+    }
+
+    /// Starts this write once the input's ledger transaction is committed.
+    pub(super) fn after_commit(&mut self, write: impl Future<Output = ()> + Send + 'static) {
+        self.after_commit.push(Box::pin(write));
+    }
+
+    /// The writes the input started, to spawn now that its transaction is committed.
+    pub(super) fn take_after_commit(&mut self) -> Vec<Write> {
+        std::mem::take(&mut self.after_commit)
+    }
+}
