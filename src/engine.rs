@@ -14,10 +14,8 @@ use hush_core::policy::{
     Candidate, Decision, EntityKind, ListTrust, Outcome, PolicyIndex, Restriction as PolicyRestriction, Rule, RuleId,
 };
 use hush_core::power_levels::UserLevelEdit;
-use hush_core::reconcile::{
-    reconcile_member, refusal, Action, Applied, AppliedKind, AppliedPhase, Membership, Restriction, RoomFacts, Shield,
-    Wanted,
-};
+use hush_core::reconcile::{reconcile_member, refusal, Action, Membership, Restriction, RoomFacts, Shield, Wanted};
+use hush_core::record;
 use hush_core::schedule::{Clock, Expired, TimerHandle};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -235,20 +233,21 @@ fn tally<'a>(
     out
 }
 
-/// A ledger rule reference in words: "`state key` in !list".
-fn describe_rule(r: &str) -> String {
-    match parse_rule_ref(r) {
-        Some(id) => format!("`{}` in {}", id.state_key, id.room_id),
-        None => format!("`{r}`"),
-    }
+/// A rule in words: "`state key` in !list".
+fn describe_rule(id: &RuleId) -> String {
+    format!("`{}` in {}", id.state_key, id.room_id)
 }
 
-/// The rule a ledger reference names.
-fn parse_rule_ref(r: &str) -> Option<RuleId> {
-    let mut parts = r.splitn(3, '|');
-    let (room_id, kind, state_key) = (parts.next()?, parts.next()?, parts.next()?);
-    let kind = EntityKind::ALL.into_iter().find(|k| k.as_str() == kind)?;
-    Some(RuleId { room_id: room_id.to_owned(), kind, state_key: state_key.to_owned() })
+/// The rule a ledger reference names. Temporary, until the ledger stores core's record:
+/// every reference hush wrote ([`rule_ref`]) reads back; anything else is kept whole as
+/// the state key of a user rule of its list, so its entry is still seen (and its cause
+/// rewritten by the next update) rather than dropped.
+fn parse_rule_ref(r: &str) -> RuleId {
+    record::parse_legacy_rule_ref(r).unwrap_or_else(|| RuleId {
+        room_id: rule_list(r).to_owned(),
+        kind: EntityKind::User,
+        state_key: r.to_owned(),
+    })
 }
 
 fn rule_list(rule: &str) -> &str {
@@ -262,7 +261,7 @@ fn to_wanted(d: &Decision) -> Wanted {
             PolicyRestriction::Mute => Restriction::Mute,
         },
         expires_at_ms: d.expires_at_ms,
-        rule: rule_ref(&d.rule),
+        rule: d.rule.clone(),
         reason: d.reason.clone(),
     }
 }
@@ -292,20 +291,21 @@ fn stale_undone_mutes(ev: &Value, content: &Value, entries: &[Entry]) -> Vec<Ent
         .collect()
 }
 
-fn applied_kind(k: Kind) -> Option<AppliedKind> {
+fn record_kind(k: Kind) -> record::Kind {
     match k {
-        Kind::MuteMembership => Some(AppliedKind::MuteMembership),
-        Kind::MutePowerLevel => Some(AppliedKind::MutePowerLevel),
-        Kind::Ban => Some(AppliedKind::Ban),
-        Kind::Suspension => None,
+        Kind::MuteMembership => record::Kind::MuteMembership,
+        Kind::MutePowerLevel => record::Kind::MutePowerLevel,
+        Kind::Ban => record::Kind::Ban,
+        Kind::Suspension => record::Kind::Suspension,
     }
 }
 
-fn ledger_kind(k: AppliedKind) -> Kind {
+fn ledger_kind(k: record::Kind) -> Kind {
     match k {
-        AppliedKind::MuteMembership => Kind::MuteMembership,
-        AppliedKind::MutePowerLevel => Kind::MutePowerLevel,
-        AppliedKind::Ban => Kind::Ban,
+        record::Kind::MuteMembership => Kind::MuteMembership,
+        record::Kind::MutePowerLevel => Kind::MutePowerLevel,
+        record::Kind::Ban => Kind::Ban,
+        record::Kind::Suspension => Kind::Suspension,
     }
 }
 
@@ -326,7 +326,7 @@ fn applying_entry(
         phase: Phase::Applying,
         previous_level,
         applied_level,
-        rule: wanted.rule.clone(),
+        rule: rule_ref(&wanted.rule),
         reason: wanted.reason.clone(),
         applied_at_ms: now,
         expires_at_ms: wanted.expires_at_ms,
@@ -334,20 +334,26 @@ fn applying_entry(
     }
 }
 
-fn to_applied(e: &Entry) -> Option<Applied> {
-    Some(Applied {
-        kind: applied_kind(e.kind)?,
+/// The ledger's entry in core's vocabulary (temporary, until the ledger stores core's
+/// record): room "" is the account.
+fn to_record(e: &Entry) -> record::Entry {
+    record::Entry {
+        scope: if e.room_id.is_empty() { record::Scope::Account } else { record::Scope::Room(e.room_id.clone()) },
+        user_id: e.user_id.clone(),
+        kind: record_kind(e.kind),
         phase: match e.phase {
-            Phase::Applying => AppliedPhase::Applying,
-            Phase::Applied => AppliedPhase::Applied,
-            Phase::Lifting => AppliedPhase::Lifting,
+            Phase::Applying => record::Phase::Applying,
+            Phase::Applied => record::Phase::Applied,
+            Phase::Lifting => record::Phase::Lifting,
         },
         previous_level: e.previous_level,
         applied_level: e.applied_level,
-        rule: e.rule.clone(),
+        rule: parse_rule_ref(&e.rule),
+        reason: e.reason.clone(),
+        applied_at_ms: e.applied_at_ms,
         expires_at_ms: e.expires_at_ms,
         overridden: e.overridden,
-    })
+    }
 }
 
 impl<W: RoomWriter, C: Clock> Engine<W, C> {
@@ -1016,7 +1022,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 return Vec::new();
             }
         };
-        let applied: Vec<Applied> = entries.iter().filter_map(to_applied).collect();
+        let applied: Vec<record::Entry> = entries.iter().map(to_record).collect();
         let decided = self.decision_for(user, now, &entries).map(|d| to_wanted(&d));
         // What a not-yet-loaded list caused is held whatever the loaded lists say: its rule
         // may well still be there. A loaded list's stronger restriction still applies.
@@ -1026,7 +1032,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             .map(|e| Wanted {
                 restriction: if e.kind == Kind::Ban { Restriction::Ban } else { Restriction::Mute },
                 expires_at_ms: e.expires_at_ms,
-                rule: e.rule.clone(),
+                rule: parse_rule_ref(&e.rule),
                 reason: e.reason.clone(),
             })
             .reduce(stronger);
@@ -1181,9 +1187,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 if self.ledger.get(room, user, kind).ok().flatten().is_some() {
                     continue;
                 }
-                if let Some(id) = parse_rule_ref(&wanted.rule) {
-                    new.push((room, user, id, wanted.restriction));
-                }
+                new.push((room, user, wanted.rule.clone(), wanted.restriction));
             }
         }
         if new.is_empty() {
@@ -1276,10 +1280,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let held_rule = |a: &Action| match a {
             Action::Ban { wanted, .. }
             | Action::MutePowerLevel { wanted, .. }
-            | Action::MuteMembership { wanted, .. } => {
-                parse_rule_ref(&wanted.rule).is_some_and(|id| to_hold.contains_key(&id))
-            }
-            Action::Refuse { rule, .. } => parse_rule_ref(rule).is_some_and(|id| to_hold.contains_key(&id)),
+            | Action::MuteMembership { wanted, .. } => to_hold.contains_key(&wanted.rule),
+            Action::Refuse { rule, .. } => to_hold.contains_key(rule),
             _ => false,
         };
         plan.iter()
@@ -1539,7 +1541,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 room_id,
                 &user_id,
                 ledger_kind(kind),
-                &wanted.rule,
+                &rule_ref(&wanted.rule),
                 &wanted.reason,
                 wanted.expires_at_ms,
             ),
@@ -1553,6 +1555,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 );
                 Ok(())
             }
+            // Account actions come from `reconcile_account`, never from a room's reconcile.
+            Action::Suspend { user_id, .. } | Action::Resuspend { user_id } | Action::Unsuspend { user_id } => {
+                warn!(room = room_id, user = %user_id, "ignored an account action planned for a room");
+                Ok(())
+            }
         };
         if let Err(e) = result {
             self.error(format!("ledger write failed in {room_id}: {e:#}"));
@@ -1564,7 +1571,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         // the rooms where the same would be done.
         let template = match &action {
             Action::MutePowerLevel { user_id, level, wanted, .. } => {
-                format!("[dry run] would mute {user_id} in {{rooms}} (power level {level}); rule {}", wanted.rule)
+                format!(
+                    "[dry run] would mute {user_id} in {{rooms}} (power level {level}); rule {}",
+                    rule_ref(&wanted.rule)
+                )
             }
             Action::UnmutePowerLevel { user_id, restore } => format!(
                 "[dry run] would lift the mute of {user_id} in {{rooms}} (back to {})",
