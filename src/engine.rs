@@ -200,20 +200,21 @@ pub fn rule_ref(id: &RuleId) -> String {
     format!("{}|{}|{}", id.room_id, id.kind.as_str(), id.state_key)
 }
 
-/// A ledger rule reference in words: "`state key` in !list".
-fn describe_rule(r: &str) -> String {
-    match parse_rule_ref(r) {
-        Some(id) => format!("`{}` in {}", id.state_key, id.room_id),
-        None => format!("`{r}`"),
-    }
+/// A rule in words: "`state key` in !list".
+fn describe_rule(id: &RuleId) -> String {
+    format!("`{}` in {}", id.state_key, id.room_id)
 }
 
-/// The rule a ledger reference names.
-fn parse_rule_ref(r: &str) -> Option<RuleId> {
-    let mut parts = r.splitn(3, '|');
-    let (room_id, kind, state_key) = (parts.next()?, parts.next()?, parts.next()?);
-    let kind = EntityKind::ALL.into_iter().find(|k| k.as_str() == kind)?;
-    Some(RuleId { room_id: room_id.to_owned(), kind, state_key: state_key.to_owned() })
+/// The rule a ledger reference names. Temporary, until the ledger stores core's record:
+/// every reference hush wrote ([`rule_ref`]) reads back; anything else is kept whole as
+/// the state key of a user rule of its list, so its entry is still seen (and its cause
+/// rewritten by the next update) rather than dropped.
+fn parse_rule_ref(r: &str) -> RuleId {
+    hush_core::record::parse_legacy_rule_ref(r).unwrap_or_else(|| RuleId {
+        room_id: rule_list(r).to_owned(),
+        kind: EntityKind::User,
+        state_key: r.to_owned(),
+    })
 }
 
 fn rule_list(rule: &str) -> &str {

@@ -710,6 +710,159 @@ mod tests {
         assert_eq!(plan(&protected), Plan::Lift, "a user made protected is released");
     }
 
+    /// One combination of the facts `plan` reads, for comparing it with core's
+    /// `reconcile_account`.
+    #[derive(Debug, Clone, Copy)]
+    struct Case {
+        user: &'static str,
+        action: Option<Restriction>,
+        entity: &'static str,
+        kind: EntityKind,
+        known_rule: bool,
+        protected: bool,
+        /// 0: none, 1: a moderator of the management room, 2: a moderator of a protected room.
+        exempt: u8,
+        entry: Option<(Phase, Option<u64>)>,
+        held: bool,
+    }
+
+    fn every_case() -> Vec<Case> {
+        let mut out = Vec::new();
+        let entries = [
+            None,
+            Some((Phase::Applying, Some(99))),
+            Some((Phase::Applied, Some(99))),
+            Some((Phase::Applied, Some(5))),
+        ];
+        let entries = entries.into_iter().chain([Some((Phase::Lifting, Some(99)))]);
+        for entry in entries {
+            for user in ["@a:x", "@hush:x", "@a:elsewhere"] {
+                for action in [None, Some(Restriction::Mute), Some(Restriction::Ban)] {
+                    for (entity, kind) in
+                        [(user, EntityKind::User), ("@a*:x", EntityKind::User), ("x", EntityKind::Server)]
+                    {
+                        for bits in 0..(2 * 2 * 3 * 2) {
+                            let (known_rule, protected) = (bits & 1 == 1, bits & 2 == 2);
+                            let (exempt, held) = ((bits / 4 % 3) as u8, bits / 12 == 1);
+                            out.push(Case { user, action, entity, kind, known_rule, protected, exempt, entry, held });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    const ROOM_MODERATOR: hush_core::reconcile::Refusal =
+        hush_core::reconcile::Refusal::RoomModerator { level: 50, moderator_level: 50 };
+
+    fn case_decision(c: &Case) -> Decision {
+        let mut d = decision(c.action.unwrap_or(Restriction::Mute), Some(99));
+        d.rule.kind = c.kind;
+        d
+    }
+
+    /// What `plan` decides, in words.
+    fn plan_says(c: &Case) -> Vec<String> {
+        let d = case_decision(c);
+        let rule = rule_for(c.entity, c.kind);
+        let entry = c.entry.map(|(phase, expires)| Entry { user_id: c.user.into(), ..entry(phase, expires) });
+        let exempt = match c.exempt {
+            0 => None,
+            1 => Some("the user is a moderator of the management room".to_owned()),
+            _ => Some(format!("{ROOM_MODERATOR} (in !r:x)")),
+        };
+        let facts = Facts {
+            user: c.user,
+            own_user: "@hush:x",
+            server_name: "x",
+            protected: c.protected,
+            // As the engine judges it.
+            exempt: exempt.filter(|_| !c.protected && c.user != "@hush:x"),
+            decision: c.action.map(|_| (&d, c.known_rule.then_some(&rule))),
+            rule_ref: crate::engine::rule_ref(&d.rule),
+            entry: entry.as_ref(),
+            held: c.held,
+        };
+        match plan(&facts) {
+            Plan::Nothing => vec![],
+            Plan::Suspend(w) => vec![format!("suspend {} {} {:?}", w.rule, w.reason, w.expires_at_ms)],
+            Plan::Resuspend => vec!["resuspend".to_owned()],
+            Plan::UpdateCause(w) => vec![format!("update {} {} {:?}", w.rule, w.reason, w.expires_at_ms)],
+            Plan::Lift => vec!["unsuspend".to_owned()],
+            Plan::Refuse(Refusal::OwnAccount) => vec!["refuse: itself".to_owned()],
+            Plan::Refuse(r) => vec![format!("refuse: {r}")],
+        }
+    }
+
+    /// What core's `reconcile_account` decides from the same facts, in the same words.
+    fn core_says(c: &Case) -> Vec<String> {
+        use hush_core::reconcile::{self as core, Action};
+        use hush_core::record;
+        let d = case_decision(c);
+        let wanted = c.action.map(|a| core::Wanted {
+            restriction: if a == Restriction::Ban { core::Restriction::Ban } else { core::Restriction::Mute },
+            expires_at_ms: d.expires_at_ms,
+            rule: d.rule.clone(),
+            reason: d.reason.clone(),
+        });
+        let entry = c.entry.map(|(phase, expires)| record::Entry {
+            scope: record::Scope::Account,
+            user_id: c.user.into(),
+            kind: record::Kind::Suspension,
+            phase: match phase {
+                Phase::Applying => record::Phase::Applying,
+                Phase::Applied => record::Phase::Applied,
+                Phase::Lifting => record::Phase::Lifting,
+            },
+            previous_level: None,
+            applied_level: None,
+            rule: RuleId { room_id: "!l:x".into(), kind: EntityKind::User, state_key: "k".into() },
+            reason: "spam".into(),
+            applied_at_ms: 1,
+            expires_at_ms: expires,
+            overridden: false,
+        });
+        let shield = core::AccountShield {
+            shield: core::Shield { protected_user: c.protected, management_moderator: c.exempt == 1 },
+            protected_room: (c.exempt == 2).then(|| ("!r:x".to_owned(), ROOM_MODERATOR)),
+        };
+        let facts = core::AccountFacts {
+            own_user: "@hush:x",
+            server_name: "x",
+            rule_entity: c.known_rule.then_some(c.entity),
+            held: c.held,
+        };
+        let rule_ref = crate::engine::rule_ref;
+        core::reconcile_account(&facts, c.user, wanted.as_ref(), entry.as_ref(), &shield)
+            .into_iter()
+            .map(|a| match a {
+                Action::Suspend { wanted: w, .. } => {
+                    format!("suspend {} {} {:?}", rule_ref(&w.rule), w.reason, w.expires_at_ms)
+                }
+                Action::Resuspend { .. } => "resuspend".to_owned(),
+                Action::UpdateCause { wanted: w, kind: record::Kind::Suspension, .. } => {
+                    format!("update {} {} {:?}", rule_ref(&w.rule), w.reason, w.expires_at_ms)
+                }
+                Action::Unsuspend { .. } => "unsuspend".to_owned(),
+                Action::Refuse { refusal: core::Refusal::Itself, .. } => "refuse: itself".to_owned(),
+                Action::Refuse { refusal, .. } => format!("refuse: {refusal}"),
+                other => format!("not an account action: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Core's `reconcile_account` (which replaces `plan` in phase 2 of issue 13) decides as
+    /// `plan` does, over every combination of the facts `plan` reads.
+    #[test]
+    fn core_reconcile_account_decides_as_plan_does() {
+        let cases = every_case();
+        assert_eq!(cases.len(), 5 * 3 * 3 * 3 * 24);
+        for c in &cases {
+            assert_eq!(core_says(c), plan_says(c), "{c:?}");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn run_call_checks_admins_and_prior_suspensions_and_retries_faults() {
         let fake = fake::FakeAdmin::new("x", &["@a:x", "@admin:x", "@b:x"]);

@@ -1,8 +1,9 @@
-//! hush-core: the functional core of hush (policy model, matcher, timer wheel, reconciler, command parser); no network.
+//! hush-core: the functional core of hush (policy model, matcher, timer wheel, record of what hush did, reconciler, command parser); no network.
 
 pub mod commands;
 pub mod guard;
 pub mod policy;
 pub mod power_levels;
 pub mod reconcile;
+pub mod record;
 pub mod schedule;

@@ -1,19 +1,21 @@
 //! Carrying out planned actions: the ledger's write-ahead entry, then the room write (spawned after the commit), and what each write's result means for the ledger and the view (owns no state of its own).
 
 use hush_core::power_levels::UserLevelEdit;
-use hush_core::reconcile::{Action, AppliedKind, Membership, Restriction, Wanted};
+use hush_core::reconcile::{Action, Membership, Restriction, Wanted};
+use hush_core::record;
 use hush_core::schedule::Clock;
 use tracing::{debug, info, warn};
 
-use super::{describe_rule, Engine, Input};
+use super::{describe_rule, rule_ref, Engine, Input};
 use crate::enforce::{self, PowerLevelsSent, RoomWriter, WriteError};
 use crate::ledger::{Entry, Kind, Phase};
 
-fn ledger_kind(k: AppliedKind) -> Kind {
+fn ledger_kind(k: record::Kind) -> Kind {
     match k {
-        AppliedKind::MuteMembership => Kind::MuteMembership,
-        AppliedKind::MutePowerLevel => Kind::MutePowerLevel,
-        AppliedKind::Ban => Kind::Ban,
+        record::Kind::MuteMembership => Kind::MuteMembership,
+        record::Kind::MutePowerLevel => Kind::MutePowerLevel,
+        record::Kind::Ban => Kind::Ban,
+        record::Kind::Suspension => Kind::Suspension,
     }
 }
 
@@ -34,7 +36,7 @@ fn applying_entry(
         phase: Phase::Applying,
         previous_level,
         applied_level,
-        rule: wanted.rule.clone(),
+        rule: rule_ref(&wanted.rule),
         reason: wanted.reason.clone(),
         applied_at_ms: now,
         expires_at_ms: wanted.expires_at_ms,
@@ -113,7 +115,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 room_id,
                 &user_id,
                 ledger_kind(kind),
-                &wanted.rule,
+                &rule_ref(&wanted.rule),
                 &wanted.reason,
                 wanted.expires_at_ms,
             ),
@@ -127,6 +129,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 );
                 Ok(())
             }
+            // Account actions come from `reconcile_account`, never from a room's reconcile.
+            Action::Suspend { user_id, .. } | Action::Resuspend { user_id } | Action::Unsuspend { user_id } => {
+                warn!(room = room_id, user = %user_id, "ignored an account action planned for a room");
+                Ok(())
+            }
         };
         if let Err(e) = result {
             self.error(format!("ledger write failed in {room_id}: {e:#}"));
@@ -138,7 +145,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         // the rooms where the same would be done.
         let template = match &action {
             Action::MutePowerLevel { user_id, level, wanted, .. } => {
-                format!("[dry run] would mute {user_id} in {{rooms}} (power level {level}); rule {}", wanted.rule)
+                format!(
+                    "[dry run] would mute {user_id} in {{rooms}} (power level {level}); rule {}",
+                    rule_ref(&wanted.rule)
+                )
             }
             Action::UnmutePowerLevel { user_id, restore } => format!(
                 "[dry run] would lift the mute of {user_id} in {{rooms}} (back to {})",

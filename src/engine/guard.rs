@@ -9,7 +9,7 @@ use hush_core::reconcile::{Action, Restriction};
 use hush_core::schedule::Clock;
 use tracing::{info, warn};
 
-use super::{parse_rule_ref, Engine};
+use super::Engine;
 use crate::enforce::RoomWriter;
 use crate::holds::{self, Guarded, Holds, Status};
 use crate::ledger::Kind;
@@ -106,9 +106,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 if self.ledger.get(room, user, kind).ok().flatten().is_some() {
                     continue;
                 }
-                if let Some(id) = parse_rule_ref(&wanted.rule) {
-                    new.push((room, user, id, wanted.restriction));
-                }
+                new.push((room, user, wanted.rule.clone(), wanted.restriction));
             }
         }
         if new.is_empty() {
@@ -202,10 +200,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let held_rule = |a: &Action| match a {
             Action::Ban { wanted, .. }
             | Action::MutePowerLevel { wanted, .. }
-            | Action::MuteMembership { wanted, .. } => {
-                parse_rule_ref(&wanted.rule).is_some_and(|id| to_hold.contains_key(&id))
-            }
-            Action::Refuse { rule, .. } => parse_rule_ref(rule).is_some_and(|id| to_hold.contains_key(&id)),
+            | Action::MuteMembership { wanted, .. } => to_hold.contains_key(&wanted.rule),
+            Action::Refuse { rule, .. } => to_hold.contains_key(rule),
             _ => false,
         };
         plan.iter()

@@ -3,13 +3,12 @@
 use std::collections::{BTreeSet, HashSet};
 
 use hush_core::policy::{Candidate, Decision, Restriction as PolicyRestriction};
-use hush_core::reconcile::{
-    reconcile_member, refusal, Action, Applied, AppliedKind, AppliedPhase, Membership, Restriction, Shield, Wanted,
-};
+use hush_core::reconcile::{reconcile_member, refusal, Action, Membership, Restriction, Shield, Wanted};
+use hush_core::record;
 use hush_core::schedule::Clock;
 use tracing::{debug, error, warn};
 
-use super::{concerns_policy, rule_list, rule_ref, Engine};
+use super::{concerns_policy, parse_rule_ref, rule_list, rule_ref, Engine};
 use crate::enforce::RoomWriter;
 use crate::ledger::{Entry, Kind, Phase};
 
@@ -20,7 +19,7 @@ fn to_wanted(d: &Decision) -> Wanted {
             PolicyRestriction::Mute => Restriction::Mute,
         },
         expires_at_ms: d.expires_at_ms,
-        rule: rule_ref(&d.rule),
+        rule: d.rule.clone(),
         reason: d.reason.clone(),
     }
 }
@@ -36,29 +35,35 @@ fn stronger(a: Wanted, b: Wanted) -> Wanted {
     }
 }
 
-fn applied_kind(k: Kind) -> Option<AppliedKind> {
+fn record_kind(k: Kind) -> record::Kind {
     match k {
-        Kind::MuteMembership => Some(AppliedKind::MuteMembership),
-        Kind::MutePowerLevel => Some(AppliedKind::MutePowerLevel),
-        Kind::Ban => Some(AppliedKind::Ban),
-        Kind::Suspension => None,
+        Kind::MuteMembership => record::Kind::MuteMembership,
+        Kind::MutePowerLevel => record::Kind::MutePowerLevel,
+        Kind::Ban => record::Kind::Ban,
+        Kind::Suspension => record::Kind::Suspension,
     }
 }
 
-fn to_applied(e: &Entry) -> Option<Applied> {
-    Some(Applied {
-        kind: applied_kind(e.kind)?,
+/// The ledger's entry in core's vocabulary (temporary, until the ledger stores core's
+/// record): room "" is the account.
+fn to_record(e: &Entry) -> record::Entry {
+    record::Entry {
+        scope: if e.room_id.is_empty() { record::Scope::Account } else { record::Scope::Room(e.room_id.clone()) },
+        user_id: e.user_id.clone(),
+        kind: record_kind(e.kind),
         phase: match e.phase {
-            Phase::Applying => AppliedPhase::Applying,
-            Phase::Applied => AppliedPhase::Applied,
-            Phase::Lifting => AppliedPhase::Lifting,
+            Phase::Applying => record::Phase::Applying,
+            Phase::Applied => record::Phase::Applied,
+            Phase::Lifting => record::Phase::Lifting,
         },
         previous_level: e.previous_level,
         applied_level: e.applied_level,
-        rule: e.rule.clone(),
+        rule: parse_rule_ref(&e.rule),
+        reason: e.reason.clone(),
+        applied_at_ms: e.applied_at_ms,
         expires_at_ms: e.expires_at_ms,
         overridden: e.overridden,
-    })
+    }
 }
 
 impl<W: RoomWriter, C: Clock> Engine<W, C> {
@@ -108,7 +113,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 return Vec::new();
             }
         };
-        let applied: Vec<Applied> = entries.iter().filter_map(to_applied).collect();
+        let applied: Vec<record::Entry> = entries.iter().map(to_record).collect();
         let decided = self.decision_for(user, now, &entries).map(|d| to_wanted(&d));
         // What a not-yet-loaded list caused is held whatever the loaded lists say: its rule
         // may well still be there. A loaded list's stronger restriction still applies.
@@ -118,7 +123,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             .map(|e| Wanted {
                 restriction: if e.kind == Kind::Ban { Restriction::Ban } else { Restriction::Mute },
                 expires_at_ms: e.expires_at_ms,
-                rule: e.rule.clone(),
+                rule: parse_rule_ref(&e.rule),
                 reason: e.reason.clone(),
             })
             .reduce(stronger);

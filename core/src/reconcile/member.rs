@@ -1,275 +1,32 @@
-//! The reconciler: what the policy wants for a member, against what the room and the ledger say, as a list of actions.
-//!
-//! Pure: no I/O, no clock. Every trigger (start-up, a rule change, a member joining, a timer
-//! firing, a command) ends here, one member of one room at a time, so there is one way to
-//! mute and one way to lift, whatever asked for it.
+//! One member of one room: the mutes and bans that bring them to what the policy wants.
 
-use serde_json::Value;
-
+use super::{refusal, Action, Membership, MuteStrategy, Refusal, Restriction, RoomFacts, Shield, Wanted};
 use crate::power_levels;
-
-/// How a room mutes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MuteStrategy {
-    /// MSC3909 `mute` membership (room versions listed in the config).
-    Membership,
-    /// A `users` entry below the send level.
-    PowerLevel,
-}
-
-/// A member's membership, including MSC3909's two new ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Membership {
-    Join,
-    Invite,
-    Knock,
-    Leave,
-    Ban,
-    Mute,
-    LeaveMute,
-}
-
-impl Membership {
-    pub fn parse(s: &str) -> Option<Membership> {
-        Some(match s {
-            "join" => Membership::Join,
-            "invite" => Membership::Invite,
-            "knock" => Membership::Knock,
-            "leave" => Membership::Leave,
-            "ban" => Membership::Ban,
-            "mute" => Membership::Mute,
-            "leave-mute" => Membership::LeaveMute,
-            _ => return None,
-        })
-    }
-    /// In the room or on its way in: the members policy applies to.
-    pub fn is_present(self) -> bool {
-        matches!(self, Membership::Join | Membership::Invite | Membership::Knock | Membership::Mute)
-    }
-}
-
-/// What the reconciler knows of a room.
-#[derive(Debug, Clone)]
-pub struct RoomFacts<'a> {
-    pub room_id: &'a str,
-    pub strategy: MuteStrategy,
-    /// The current `m.room.power_levels` content.
-    pub power_levels: &'a Value,
-    /// The room's creators, in every room version (the `m.room.create` sender, and from
-    /// room version 12 on `additional_creators`): never restricted.
-    pub creators: &'a [String],
-    /// Whether creators have unlimited power and no `users` entry (room version 12+).
-    pub creators_privileged: bool,
-    pub own_user: &'a str,
-    /// hush's own level; None when hush is a creator (unlimited).
-    pub own_level: Option<i64>,
-}
-
-impl RoomFacts<'_> {
-    /// A user's level; None for creators (unlimited).
-    fn level_of(&self, user_id: &str) -> Option<i64> {
-        if self.creators_privileged && self.is_creator(user_id) {
-            None
-        } else {
-            Some(power_levels::user_level(self.power_levels, user_id))
-        }
-    }
-    fn is_creator(&self, user_id: &str) -> bool {
-        self.creators.iter().any(|c| c == user_id)
-    }
-    fn own_can(&self, needed: i64) -> bool {
-        self.own_level.is_none_or(|l| l >= needed)
-    }
-}
-
-/// The restriction the policy wants, from the matching index at a given time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Restriction {
-    Ban,
-    Mute,
-}
-
-/// What the policy wants for one user now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Wanted {
-    pub restriction: Restriction,
-    /// When the rule stops applying (None = permanent).
-    pub expires_at_ms: Option<u64>,
-    /// The rule, for the ledger and reports.
-    pub rule: String,
-    pub reason: String,
-}
-
-/// The kind of change hush records in its ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppliedKind {
-    MuteMembership,
-    MutePowerLevel,
-    Ban,
-}
-
-/// Where a recorded change is (see the ledger's write-ahead discipline).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppliedPhase {
-    Applying,
-    Applied,
-    Lifting,
-}
-
-/// A ledger entry for this member in this room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
-    pub kind: AppliedKind,
-    pub phase: AppliedPhase,
-    pub previous_level: Option<i64>,
-    pub applied_level: Option<i64>,
-    pub rule: String,
-    pub expires_at_ms: Option<u64>,
-    pub overridden: bool,
-}
-
-/// What the shell knows of a user beyond this room, for the refusals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Shield {
-    /// Matches `protected_users`.
-    pub protected_user: bool,
-    /// A moderator of the management room.
-    pub management_moderator: bool,
-}
-
-/// Why hush will not act on a member.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    Itself,
-    Creator,
-    ProtectedUser,
-    ManagementModerator,
-    /// The user's level is at or above the lowest of the room's `kick`, `ban` and `redact`
-    /// levels: one of the room's moderators.
-    RoomModerator {
-        level: i64,
-        moderator_level: i64,
-    },
-    /// The target's level is at or above hush's own.
-    NotBelowHush {
-        target: i64,
-        own: i64,
-    },
-    /// hush cannot change power levels (needs `needed`, has `own`).
-    CannotChangePowerLevels {
-        needed: i64,
-        own: i64,
-    },
-    CannotBan {
-        needed: i64,
-        own: i64,
-    },
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refusal::Itself => write!(f, "hush never restricts itself"),
-            Refusal::Creator => write!(f, "room creators cannot be restricted"),
-            Refusal::ProtectedUser => write!(f, "the user is in protected_users"),
-            Refusal::ManagementModerator => write!(f, "the user is a moderator of the management room"),
-            Refusal::RoomModerator { level, moderator_level } => write!(
-                f,
-                "the user is a moderator of the room (power level {level}, at or above {moderator_level}, the lowest of kick, ban and redact)"
-            ),
-            Refusal::NotBelowHush { target, own } => {
-                write!(f, "the user's power level ({target}) is not below hush's ({own})")
-            }
-            Refusal::CannotChangePowerLevels { needed, own } => {
-                write!(f, "hush needs power level {needed} to change power levels and has {own}")
-            }
-            Refusal::CannotBan { needed, own } => write!(f, "hush needs power level {needed} to ban and has {own}"),
-        }
-    }
-}
-
-/// One thing to do. Room-changing actions carry what the ledger must record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Lower the user's level to `level`; `previous` is the entry to restore later.
-    MutePowerLevel {
-        user_id: String,
-        level: i64,
-        previous: Option<i64>,
-        wanted: Wanted,
-    },
-    /// Put the user's entry back to `restore` (None = remove the entry).
-    UnmutePowerLevel {
-        user_id: String,
-        restore: Option<i64>,
-    },
-    /// MSC3909: `join` -> `mute`.
-    MuteMembership {
-        user_id: String,
-        wanted: Wanted,
-    },
-    /// MSC3909: `mute` -> `join`, or `leave-mute` -> `leave`.
-    UnmuteMembership {
-        user_id: String,
-        to: Membership,
-    },
-    Ban {
-        user_id: String,
-        wanted: Wanted,
-    },
-    Unban {
-        user_id: String,
-    },
-    /// Ledger only: the change recorded as `Applying` is in the room.
-    MarkApplied {
-        user_id: String,
-        kind: AppliedKind,
-    },
-    /// Ledger only: a moderator changed what hush did; hush leaves it alone from now on.
-    MarkOverridden {
-        user_id: String,
-        kind: AppliedKind,
-        note: String,
-    },
-    /// Ledger only: the record no longer describes anything hush must undo.
-    Forget {
-        user_id: String,
-        kind: AppliedKind,
-    },
-    /// Ledger only: the same restriction now has another cause or end.
-    UpdateCause {
-        user_id: String,
-        kind: AppliedKind,
-        wanted: Wanted,
-    },
-    /// Nothing changes; tell the moderators why.
-    Refuse {
-        user_id: String,
-        restriction: Restriction,
-        refusal: Refusal,
-        /// The rule that asked for it (the ledger's reference).
-        rule: String,
-    },
-}
+use crate::record::{Entry, Kind, Phase};
 
 /// The actions that bring one member of one room to what the policy wants.
 ///
 /// A user hush must never restrict ([`refusal`]) is treated as if no rule applied: nothing
 /// new is done to them, what hush did before is lifted (a moderator promoted while muted
 /// gets the mute lifted), and a [`Action::Refuse`] says why.
+///
+/// `applied` is hush's record for this user in this room; a suspension entry among them (an
+/// account's, not the room's) is ignored.
 pub fn reconcile_member(
     room: &RoomFacts<'_>,
     user_id: &str,
     membership: Membership,
     wanted: Option<&Wanted>,
-    applied: &[Applied],
+    applied: &[Entry],
     shield: Shield,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     let mut wanted = wanted;
+    let in_room = || applied.iter().filter(|e| e.kind != Kind::Suspension);
     if let Some(w) = wanted {
         if let Some(r) = refusal(room, user_id, shield) {
-            let concerned = membership.is_present() || membership == Membership::LeaveMute || !applied.is_empty();
+            let concerned =
+                membership.is_present() || membership == Membership::LeaveMute || in_room().next().is_some();
             if concerned {
                 actions.push(Action::Refuse {
                     user_id: user_id.to_owned(),
@@ -278,7 +35,7 @@ pub fn reconcile_member(
                     rule: w.rule.clone(),
                 });
             }
-            if applied.iter().any(|a| a.phase != AppliedPhase::Applied && !a.overridden) {
+            if in_room().any(|a| a.phase != Phase::Applied && !a.overridden) {
                 // A change of hush's is not settled yet (the room does not show it, or shows
                 // an older state): lifting now could forget the level to restore. Judge again
                 // when the room says what happened.
@@ -296,45 +53,15 @@ pub fn reconcile_member(
     actions
 }
 
-/// Why hush must not restrict `user_id` in this room, if it must not: hush itself, the
-/// room's creators, `protected_users`, moderators of the management room, the room's
-/// moderators (at or above [`power_levels::moderator_level`]), and anyone at or above
-/// hush's own level.
-pub fn refusal(room: &RoomFacts<'_>, user_id: &str, shield: Shield) -> Option<Refusal> {
-    if user_id == room.own_user {
-        return Some(Refusal::Itself);
-    }
-    if room.is_creator(user_id) {
-        return Some(Refusal::Creator);
-    }
-    if shield.protected_user {
-        return Some(Refusal::ProtectedUser);
-    }
-    if shield.management_moderator {
-        return Some(Refusal::ManagementModerator);
-    }
-    let level = room.level_of(user_id)?;
-    let moderator_level = power_levels::moderator_level(room.power_levels);
-    if level >= moderator_level {
-        return Some(Refusal::RoomModerator { level, moderator_level });
-    }
-    if let Some(own) = room.own_level {
-        if level >= own {
-            return Some(Refusal::NotBelowHush { target: level, own });
-        }
-    }
-    None
-}
-
 fn ban_actions(
     room: &RoomFacts<'_>,
     user_id: &str,
     membership: Membership,
     wanted: Option<&Wanted>,
-    applied: &[Applied],
+    applied: &[Entry],
     out: &mut Vec<Action>,
 ) {
-    let entry = applied.iter().find(|a| a.kind == AppliedKind::Ban);
+    let entry = applied.iter().find(|a| a.kind == Kind::Ban);
     let user = || user_id.to_owned();
     match (wanted, entry) {
         (Some(w), Some(e)) => {
@@ -342,15 +69,15 @@ fn ban_actions(
                 return;
             }
             match (e.phase, membership) {
-                (AppliedPhase::Applied, Membership::Ban) => {
+                (Phase::Applied, Membership::Ban) => {
                     if e.rule != w.rule || e.expires_at_ms != w.expires_at_ms {
-                        out.push(Action::UpdateCause { user_id: user(), kind: AppliedKind::Ban, wanted: w.clone() });
+                        out.push(Action::UpdateCause { user_id: user(), kind: Kind::Ban, wanted: w.clone() });
                     }
                 }
-                (_, Membership::Ban) => out.push(Action::MarkApplied { user_id: user(), kind: AppliedKind::Ban }),
-                (AppliedPhase::Applied, _) => out.push(Action::MarkOverridden {
+                (_, Membership::Ban) => out.push(Action::MarkApplied { user_id: user(), kind: Kind::Ban }),
+                (Phase::Applied, _) => out.push(Action::MarkOverridden {
                     user_id: user(),
-                    kind: AppliedKind::Ban,
+                    kind: Kind::Ban,
                     note: format!("{user_id} was unbanned by someone else; hush leaves it so"),
                 }),
                 // The ban (or its undo) was interrupted and the user is not banned: ban.
@@ -378,7 +105,7 @@ fn ban_actions(
             if !e.overridden && membership == Membership::Ban {
                 out.push(Action::Unban { user_id: user() });
             } else {
-                out.push(Action::Forget { user_id: user(), kind: AppliedKind::Ban });
+                out.push(Action::Forget { user_id: user(), kind: Kind::Ban });
             }
         }
         (None, None) => {}
@@ -390,13 +117,13 @@ fn mute_actions(
     user_id: &str,
     membership: Membership,
     wanted: Option<&Wanted>,
-    applied: &[Applied],
+    applied: &[Entry],
     out: &mut Vec<Action>,
 ) {
     let wanted = wanted.filter(|w| w.restriction == Restriction::Mute);
-    let entry = applied.iter().find(|a| matches!(a.kind, AppliedKind::MutePowerLevel | AppliedKind::MuteMembership));
+    let entry = applied.iter().find(|a| matches!(a.kind, Kind::MutePowerLevel | Kind::MuteMembership));
     match entry {
-        Some(e) if e.kind == AppliedKind::MutePowerLevel => pl_mute_with_entry(room, user_id, wanted, e, out),
+        Some(e) if e.kind == Kind::MutePowerLevel => pl_mute_with_entry(room, user_id, wanted, e, out),
         Some(e) => membership_mute_with_entry(user_id, membership, wanted, e, out),
         None => {
             let Some(w) = wanted else { return };
@@ -438,15 +165,9 @@ fn mute_actions(
     }
 }
 
-fn pl_mute_with_entry(
-    room: &RoomFacts<'_>,
-    user_id: &str,
-    wanted: Option<&Wanted>,
-    e: &Applied,
-    out: &mut Vec<Action>,
-) {
+fn pl_mute_with_entry(room: &RoomFacts<'_>, user_id: &str, wanted: Option<&Wanted>, e: &Entry, out: &mut Vec<Action>) {
     let user = || user_id.to_owned();
-    let kind = AppliedKind::MutePowerLevel;
+    let kind = Kind::MutePowerLevel;
     let current = power_levels::user_entry(room.power_levels, user_id);
     let in_force = current.is_some() && current == e.applied_level;
     if e.overridden {
@@ -457,12 +178,12 @@ fn pl_mute_with_entry(
     }
     match wanted {
         Some(w) => match e.phase {
-            AppliedPhase::Applied if in_force => {
+            Phase::Applied if in_force => {
                 if e.rule != w.rule || e.expires_at_ms != w.expires_at_ms {
                     out.push(Action::UpdateCause { user_id: user(), kind, wanted: w.clone() });
                 }
             }
-            AppliedPhase::Applied => out.push(Action::MarkOverridden {
+            Phase::Applied => out.push(Action::MarkOverridden {
                 user_id: user(),
                 kind,
                 note: format!(
@@ -483,7 +204,7 @@ fn pl_mute_with_entry(
         None => {
             if in_force {
                 out.push(Action::UnmutePowerLevel { user_id: user(), restore: e.previous_level });
-            } else if e.phase == AppliedPhase::Applied && current != e.previous_level {
+            } else if e.phase == Phase::Applied && current != e.previous_level {
                 out.push(Action::MarkOverridden {
                     user_id: user(),
                     kind,
@@ -504,11 +225,11 @@ fn membership_mute_with_entry(
     user_id: &str,
     membership: Membership,
     wanted: Option<&Wanted>,
-    e: &Applied,
+    e: &Entry,
     out: &mut Vec<Action>,
 ) {
     let user = || user_id.to_owned();
-    let kind = AppliedKind::MuteMembership;
+    let kind = Kind::MuteMembership;
     let in_force = matches!(membership, Membership::Mute | Membership::LeaveMute);
     if e.overridden {
         if wanted.is_none() {
@@ -518,12 +239,12 @@ fn membership_mute_with_entry(
     }
     match wanted {
         Some(w) => match e.phase {
-            AppliedPhase::Applied if in_force => {
+            Phase::Applied if in_force => {
                 if e.rule != w.rule || e.expires_at_ms != w.expires_at_ms {
                     out.push(Action::UpdateCause { user_id: user(), kind, wanted: w.clone() });
                 }
             }
-            AppliedPhase::Applied => out.push(Action::MarkOverridden {
+            Phase::Applied => out.push(Action::MarkOverridden {
                 user_id: user(),
                 kind,
                 note: format!("{user_id} was unmuted by someone else; hush leaves it so"),
@@ -545,7 +266,9 @@ fn membership_mute_with_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::policy::{EntityKind, RuleId};
+    use crate::record::Scope;
+    use serde_json::{json, Value};
 
     const HUSH: &str = "@hush:x";
 
@@ -565,21 +288,29 @@ mod tests {
         json!({"users": {HUSH: 100, "@ten:x": 10, "@mod:x": 100}, "users_default": 0, "events_default": 0})
     }
 
+    fn rule(key: &str) -> RuleId {
+        RuleId { room_id: "!list:x".into(), kind: EntityKind::User, state_key: key.into() }
+    }
+
     fn mute(expiry: Option<u64>) -> Wanted {
-        Wanted { restriction: Restriction::Mute, expires_at_ms: expiry, rule: "rule-1".into(), reason: "spam".into() }
+        Wanted { restriction: Restriction::Mute, expires_at_ms: expiry, rule: rule("rule-1"), reason: "spam".into() }
     }
 
     fn ban() -> Wanted {
-        Wanted { restriction: Restriction::Ban, expires_at_ms: None, rule: "rule-b".into(), reason: "spam".into() }
+        Wanted { restriction: Restriction::Ban, expires_at_ms: None, rule: rule("rule-b"), reason: "spam".into() }
     }
 
-    fn applied(kind: AppliedKind, phase: AppliedPhase, previous: Option<i64>) -> Applied {
-        Applied {
+    fn applied(kind: Kind, phase: Phase, previous: Option<i64>) -> Entry {
+        Entry {
+            scope: Scope::Room("!r".into()),
+            user_id: "@a:x".into(),
             kind,
             phase,
             previous_level: previous,
             applied_level: Some(-1),
-            rule: "rule-1".into(),
+            rule: rule("rule-1"),
+            reason: "spam".into(),
+            applied_at_ms: 1,
             expires_at_ms: None,
             overridden: false,
         }
@@ -608,7 +339,7 @@ mod tests {
         let mut pl = pl();
         pl["users"]["@ten:x"] = json!(-1);
         let room = facts(&pl, &[], MuteStrategy::PowerLevel);
-        let e = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applied, Some(10));
+        let e = applied(Kind::MutePowerLevel, Phase::Applied, Some(10));
         let a = reconcile_member(&room, "@ten:x", Membership::Join, None, &[e], Shield::default());
         assert_eq!(a, vec![Action::UnmutePowerLevel { user_id: "@ten:x".into(), restore: Some(10) }]);
     }
@@ -618,7 +349,7 @@ mod tests {
         let mut pl = pl();
         pl["users"]["@ten:x"] = json!(25);
         let room = facts(&pl, &[], MuteStrategy::PowerLevel);
-        let e = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applied, Some(10));
+        let e = applied(Kind::MutePowerLevel, Phase::Applied, Some(10));
         let a = reconcile_member(
             &room,
             "@ten:x",
@@ -634,7 +365,7 @@ mod tests {
 
     #[test]
     fn crash_recovery_of_interrupted_changes() {
-        let applying = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applying, None);
+        let applying = applied(Kind::MutePowerLevel, Phase::Applying, None);
         // Crashed before the event went out: apply again with the recorded previous entry.
         let pl0 = pl();
         let room = facts(&pl0, &[], MuteStrategy::PowerLevel);
@@ -671,7 +402,7 @@ mod tests {
         );
         assert_eq!(a, vec![Action::UnmutePowerLevel { user_id: "@new:x".into(), restore: None }]);
         // Interrupted while lifting, and the lift went through: forget.
-        let lifting = applied(AppliedKind::MutePowerLevel, AppliedPhase::Lifting, None);
+        let lifting = applied(Kind::MutePowerLevel, Phase::Lifting, None);
         let room = facts(&pl0, &[], MuteStrategy::PowerLevel);
         let a = reconcile_member(&room, "@new:x", Membership::Join, None, &[lifting], Shield::default());
         assert!(matches!(&a[..], [Action::Forget { .. }]), "{a:?}");
@@ -744,7 +475,7 @@ mod tests {
                 user_id: "@helper:x".into(),
                 restriction: Restriction::Ban,
                 refusal: Refusal::RoomModerator { level: 20, moderator_level: 20 },
-                rule: "rule-b".into(),
+                rule: rule("rule-b"),
             }]
         );
         let a = reconcile_member(&room, "@member:x", Membership::Join, Some(&ban()), &[], Shield::default());
@@ -760,7 +491,7 @@ mod tests {
         // Muted by membership, then made a moderator of the management room: lifted.
         let pl = pl();
         let room = facts(&pl, &[], MuteStrategy::Membership);
-        let e = applied(AppliedKind::MuteMembership, AppliedPhase::Applied, None);
+        let e = applied(Kind::MuteMembership, Phase::Applied, None);
         let shield = Shield { management_moderator: true, ..Shield::default() };
         let a = reconcile_member(&room, "@a:x", Membership::Mute, Some(&mute(None)), std::slice::from_ref(&e), shield);
         assert_eq!(
@@ -770,7 +501,7 @@ mod tests {
                     user_id: "@a:x".into(),
                     restriction: Restriction::Mute,
                     refusal: Refusal::ManagementModerator,
-                    rule: "rule-1".into(),
+                    rule: rule("rule-1"),
                 },
                 Action::UnmuteMembership { user_id: "@a:x".into(), to: Membership::Join },
             ]
@@ -779,14 +510,14 @@ mod tests {
         let mut pl = pl;
         pl["users"]["@b:x"] = json!(50);
         let room = facts(&pl, &[], MuteStrategy::PowerLevel);
-        let e = Applied { applied_level: None, ..applied(AppliedKind::Ban, AppliedPhase::Applied, None) };
+        let e = Entry { applied_level: None, ..applied(Kind::Ban, Phase::Applied, None) };
         let a = reconcile_member(&room, "@b:x", Membership::Ban, Some(&ban()), &[e], Shield::default());
         assert!(matches!(&a[..], [Action::Refuse { .. }, Action::Unban { .. }]), "{a:?}");
         // Muted by power level, then promoted to 50 by a moderator: their level stands,
         // and hush forgets its mute instead of restoring the old level over the promotion.
         pl["users"]["@c:x"] = json!(50);
         let room = facts(&pl, &[], MuteStrategy::PowerLevel);
-        let e = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applied, Some(0));
+        let e = applied(Kind::MutePowerLevel, Phase::Applied, Some(0));
         let a = reconcile_member(&room, "@c:x", Membership::Join, Some(&mute(None)), &[e], Shield::default());
         assert!(
             matches!(&a[..], [Action::Refuse { .. }, Action::MarkOverridden { .. }, Action::Forget { .. }]),
@@ -800,12 +531,24 @@ mod tests {
         // state in which the user outranks hush: refuse, but keep the record.
         let pl = json!({"users": {HUSH: 0}, "users_default": 0});
         let room = RoomFacts { own_level: Some(0), ..facts(&pl, &[], MuteStrategy::PowerLevel) };
-        let e = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applying, Some(10));
+        let e = applied(Kind::MutePowerLevel, Phase::Applying, Some(10));
         let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&mute(None)), &[e], Shield::default());
         assert!(
             matches!(&a[..], [Action::Refuse { refusal: Refusal::NotBelowHush { target: 0, own: 0 }, .. }]),
             "{a:?}"
         );
+    }
+
+    #[test]
+    fn an_accounts_suspension_entry_is_not_the_rooms() {
+        // A refused user who left, with only their account's unsettled suspension on
+        // record: nothing in this room to report or to keep.
+        let pl = pl();
+        let room = facts(&pl, &[], MuteStrategy::PowerLevel);
+        let suspension = Entry { scope: Scope::Account, ..applied(Kind::Suspension, Phase::Applying, None) };
+        let shield = Shield { protected_user: true, ..Shield::default() };
+        let a = reconcile_member(&room, "@a:x", Membership::Leave, Some(&mute(None)), &[suspension], shield);
+        assert!(a.is_empty(), "{a:?}");
     }
 
     #[test]
@@ -837,13 +580,10 @@ mod tests {
         let mut pl = pl();
         pl["users"]["@a:x"] = json!(-1);
         let room = facts(&pl, &[], MuteStrategy::PowerLevel);
-        let e = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applied, None);
+        let e = applied(Kind::MutePowerLevel, Phase::Applied, None);
         let longer = mute(Some(5_000));
         let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&longer), &[e], Shield::default());
-        assert_eq!(
-            a,
-            vec![Action::UpdateCause { user_id: "@a:x".into(), kind: AppliedKind::MutePowerLevel, wanted: longer }]
-        );
+        assert_eq!(a, vec![Action::UpdateCause { user_id: "@a:x".into(), kind: Kind::MutePowerLevel, wanted: longer }]);
     }
 
     #[test]
@@ -852,7 +592,7 @@ mod tests {
         let room = facts(&pl, &[], MuteStrategy::Membership);
         let a = reconcile_member(&room, "@a:x", Membership::Join, Some(&mute(None)), &[], Shield::default());
         assert!(matches!(&a[..], [Action::MuteMembership { .. }]));
-        let e = applied(AppliedKind::MuteMembership, AppliedPhase::Applied, None);
+        let e = applied(Kind::MuteMembership, Phase::Applied, None);
         let a = reconcile_member(&room, "@a:x", Membership::Mute, None, std::slice::from_ref(&e), Shield::default());
         assert_eq!(a, vec![Action::UnmuteMembership { user_id: "@a:x".into(), to: Membership::Join }]);
         let a =
@@ -870,11 +610,7 @@ mod tests {
         assert_eq!(a, vec![Action::Ban { user_id: "@a:x".into(), wanted: ban() }]);
         // Banned by someone else: not hush's.
         assert!(reconcile_member(&room, "@a:x", Membership::Ban, None, &[], Shield::default()).is_empty());
-        let e = Applied {
-            kind: AppliedKind::Ban,
-            applied_level: None,
-            ..applied(AppliedKind::Ban, AppliedPhase::Applied, None)
-        };
+        let e = Entry { kind: Kind::Ban, applied_level: None, ..applied(Kind::Ban, Phase::Applied, None) };
         let a = reconcile_member(&room, "@a:x", Membership::Ban, None, std::slice::from_ref(&e), Shield::default());
         assert_eq!(a, vec![Action::Unban { user_id: "@a:x".into() }]);
         // A moderator unbanned while the rule holds: respected.
@@ -887,7 +623,7 @@ mod tests {
         let mut pl = pl();
         pl["users"]["@a:x"] = json!(-1);
         let room = facts(&pl, &[], MuteStrategy::PowerLevel);
-        let m = applied(AppliedKind::MutePowerLevel, AppliedPhase::Applied, None);
+        let m = applied(Kind::MutePowerLevel, Phase::Applied, None);
         let a = reconcile_member(
             &room,
             "@a:x",
