@@ -9,9 +9,6 @@ use anyhow::Result;
 use matrix_sdk::event_handler::Ctx;
 use matrix_sdk::ruma::events::room::member::StrippedRoomMemberEvent;
 use matrix_sdk::ruma::events::room::message::{MessageType, OriginalSyncRoomMessageEvent, Relation};
-use matrix_sdk::ruma::events::room::redaction::OriginalSyncRoomRedactionEvent;
-use matrix_sdk::ruma::events::AnySyncStateEvent;
-use matrix_sdk::ruma::serde::Raw;
 use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use matrix_sdk::{Client, Room, RoomState};
 use tokio::sync::{mpsc, watch};
@@ -277,13 +274,11 @@ pub async fn run(config: Config) -> Result<()> {
     client.add_event_handler_context(bot.clone());
     client.add_event_handler(on_invite);
     client.add_event_handler(on_room_message);
-    client.add_event_handler(on_state_event);
-    client.add_event_handler(on_redaction);
 
     // Join and load what we can now; the rest is retried in the background until it works.
     let followers = tokio::spawn(follow_configured_rooms(bot.clone()));
     info!(user_id = %bot.own_user, homeserver = %bot.config.homeserver_url, "hush is running");
-    let synced = matrix::sync_until(&client, stop_rx).await;
+    let synced = matrix::sync_until(&client, stop_rx, |response| forward_sync(&bot, response)).await;
     followers.abort();
     // The ledger is written synchronously before and after every change, so stopping
     // here loses nothing: an interrupted change is settled at the next start.
@@ -528,44 +523,24 @@ async fn list_trust(bot: &Bot, room: &str, room_id: &matrix_sdk::ruma::RoomId) -
     Some(if is_default { ListTrust::DEFAULT_LIST } else { configured })
 }
 
-/// Forwards every state event from sync to the engine (it keeps what concerns it).
-/// A power-levels event the room's current state already replaced (an older timeline
-/// event replayed after the final state, see `rooms::superseded`) is dropped: it would
-/// undo a newer one in the engine's view. Only power levels are checked: a store read per
-/// event would slow the first sync of a list with thousands of rules.
-async fn on_state_event(ev: Raw<AnySyncStateEvent>, room: Room, bot: Ctx<Arc<Bot>>) {
-    match matrix::state_event(ev.json().get()) {
-        Ok(event) => {
-            let power_levels = event.get("type").and_then(serde_json::Value::as_str) == Some("m.room.power_levels");
-            if power_levels
-                && crate::rooms::superseded(
-                    &event,
-                    current_event_id(&room, &event).await.as_deref(),
-                    bot.own_user.as_str(),
-                )
-            {
-                debug!(room = %room.room_id(), event = ?event.get("event_id"), "skipping a superseded state event");
-                return;
-            }
+/// Forwards what one sync response changed to the engine, room by room: its state events
+/// (the engine keeps what concerns it) in the order `rooms::in_order` gives (no older
+/// event after a newer one of the same type and state key; hush's own events always),
+/// then its redactions (a redacted policy rule is a removed rule). A redaction goes after
+/// the state: it matters only for a rule still in force then. A tombstone in a followed
+/// room starts following its replacement.
+fn forward_sync(bot: &Arc<Bot>, response: &matrix_sdk::sync::SyncResponse) {
+    for update in matrix::room_updates(response, bot.own_user.as_str()) {
+        let room_id = update.room_id.to_string();
+        for event in update.state {
             if let Some(replacement) = crate::rooms::tombstone_replacement(&event).transpose() {
-                follow_upgrade(&bot, room.room_id(), replacement);
+                follow_upgrade(bot, update.room_id, replacement);
             }
-            let _ = bot.engine.send(Input::State { room_id: room.room_id().to_string(), event });
+            let _ = bot.engine.send(Input::State { room_id: room_id.clone(), event });
         }
-        Err(e) => warn!(room = %room.room_id(), "skipping an unreadable state event: {e}"),
-    }
-}
-
-/// The id of the event the SDK's store holds as the room's current state for `event`'s
-/// type and state key (None when unknown or unreadable).
-async fn current_event_id(room: &Room, event: &serde_json::Value) -> Option<String> {
-    let ty = event.get("type")?.as_str()?;
-    let state_key = event.get("state_key")?.as_str()?;
-    match room.get_state_event(ty.into(), state_key).await {
-        Ok(Some(matrix_sdk::deserialized_responses::RawAnySyncOrStrippedState::Sync(raw))) => {
-            raw.get_field::<String>("event_id").ok().flatten()
+        for redacts in update.redacted {
+            let _ = bot.engine.send(Input::Redaction { room_id: room_id.clone(), redacts });
         }
-        _ => None,
     }
 }
 
@@ -670,13 +645,6 @@ async fn refuse_upgrade(
         })?;
     }
     Ok(())
-}
-
-/// Forwards redactions: a redacted policy rule is a removed rule.
-async fn on_redaction(ev: OriginalSyncRoomRedactionEvent, room: Room, bot: Ctx<Arc<Bot>>) {
-    if let Some(redacts) = ev.redacts.as_ref().or(ev.content.redacts.as_ref()) {
-        let _ = bot.engine.send(Input::Redaction { room_id: room.room_id().to_string(), redacts: redacts.to_string() });
-    }
 }
 
 /// Tells the management room, once per run, that hush is up and taking commands.

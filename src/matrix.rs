@@ -12,13 +12,16 @@ use matrix_sdk::ruma::events::reaction::ReactionEventContent;
 use matrix_sdk::ruma::events::relation::Annotation;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use matrix_sdk::ruma::events::room::power_levels::UserPowerLevel;
-use matrix_sdk::ruma::events::AnyStateEventContent;
+use matrix_sdk::ruma::events::room::redaction::OriginalSyncRoomRedactionEvent;
 use matrix_sdk::ruma::events::Mentions;
 use matrix_sdk::ruma::events::StateEventType;
+use matrix_sdk::ruma::events::{AnyStateEventContent, AnySyncTimelineEvent};
 use matrix_sdk::ruma::serde::Raw;
 use matrix_sdk::ruma::{EventId, OwnedRoomId, RoomId, RoomOrAliasId, UserId};
 use matrix_sdk::store::RoomLoadSettings;
+use matrix_sdk::sync::{State as SyncState, SyncResponse};
 use matrix_sdk::{Client, Room, SessionMeta, SessionTokens};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -214,10 +217,15 @@ fn restrict_permissions(path: &Path, mode: u32) {
 }
 
 /// Syncs until `shutdown` turns true, backing off (1 s doubling to 60 s) while the
-/// homeserver is unreachable. Event handlers registered on the client do the work.
-/// Returns an error when the session is logged out: retrying cannot help, and the next
-/// start logs in again (systemd restarts hush on failure).
-pub async fn sync_until(client: &Client, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+/// homeserver is unreachable. Event handlers registered on the client run inside each
+/// sync; `on_response` then gets the response (state events go from there, in order: see
+/// [`room_updates`]). Returns an error when the session is logged out: retrying cannot
+/// help, and the next start logs in again (systemd restarts hush on failure).
+pub async fn sync_until(
+    client: &Client,
+    mut shutdown: watch::Receiver<bool>,
+    mut on_response: impl FnMut(&SyncResponse),
+) -> Result<()> {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     let settings = SyncSettings::default().timeout(Duration::from_secs(30));
     loop {
@@ -226,7 +234,10 @@ pub async fn sync_until(client: &Client, mut shutdown: watch::Receiver<bool>) ->
         }
         tokio::select! {
             result = client.sync_once(settings.clone()) => match result {
-                Ok(_) => backoff.reset(),
+                Ok(response) => {
+                    backoff.reset();
+                    on_response(&response);
+                }
                 Err(matrix_sdk::Error::Http(e)) if is_unknown_token(&e) => {
                     anyhow::bail!("the homeserver logged this session out ({}); restart hush to log in again", classify(&e));
                 }
@@ -242,6 +253,49 @@ pub async fn sync_until(client: &Client, mut shutdown: watch::Receiver<bool>) ->
             _ = shutdown.changed() => return Ok(()),
         }
     }
+}
+
+/// What one room's update in a sync response brings hush.
+pub struct RoomSync<'a> {
+    pub room_id: &'a RoomId,
+    /// Its state events, in the order hush applies them (`rooms::in_order`).
+    pub state: Vec<serde_json::Value>,
+    /// The events its timeline's redactions redact, in timeline order.
+    pub redacted: Vec<String>,
+}
+
+/// Each room's update in a sync response (joined rooms, then rooms hush left): matrix-sdk
+/// asks for `use_state_after`, and its event handlers would see the final state first and
+/// older timeline events after it, so state goes from here, in order. Unreadable events
+/// are skipped (logged).
+pub fn room_updates<'a>(response: &'a SyncResponse, own_user: &'a str) -> impl Iterator<Item = RoomSync<'a>> + 'a {
+    let joined = response.rooms.joined.iter().map(|(id, u)| (id, &u.state, &u.timeline));
+    let left = response.rooms.left.iter().map(|(id, u)| (id, &u.state, &u.timeline));
+    joined.chain(left).map(move |(room_id, state, timeline)| {
+        let (state, state_is_after) = match state {
+            SyncState::Before(events) => (events, false),
+            SyncState::After(events) => (events, true),
+        };
+        let read = |json: &str| match state_event(json) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!(room = %room_id, "skipping an unreadable state event: {e}");
+                None
+            }
+        };
+        let state = state.iter().filter_map(|raw| read(raw.json().get())).collect();
+        let is_state =
+            |raw: &&Raw<AnySyncTimelineEvent>| raw.get_field::<IgnoredAny>("state_key").ok().flatten().is_some();
+        let raws = || timeline.events.iter().map(|ev| ev.raw());
+        let timeline_state = raws().filter(is_state).filter_map(|raw| read(raw.json().get())).collect();
+        let redacted = raws()
+            .filter(|raw| raw.get_field::<String>("type").ok().flatten().as_deref() == Some("m.room.redaction"))
+            .filter_map(|raw| raw.deserialize_as_unchecked::<OriginalSyncRoomRedactionEvent>().ok())
+            .filter_map(|ev| ev.redacts.or(ev.content.redacts).map(|id| id.to_string()))
+            .collect();
+        let state = crate::rooms::in_order(state, state_is_after, timeline_state, own_user);
+        RoomSync { room_id: room_id.as_ref(), state, redacted }
+    })
 }
 
 /// Joins a room by id or alias; returns its id.
@@ -508,6 +562,65 @@ mod tests {
         let rule = r#"{"type": "m.policy.rule.user", "state_key": "k", "sender": "@m:x", "event_id": "$2",
                        "content": {}, "unsigned": {"prev_content": {"entity": "@a:x"}, "replaces_state": "$1"}}"#;
         assert!(state_event(rule).unwrap().get("unsigned").is_none());
+    }
+
+    /// Issue 13: matrix-sdk's handlers got a `state_after` response's final state first and
+    /// its older timeline events after it; what hush forwards keeps only the final one.
+    #[test]
+    fn a_state_after_sync_gives_its_state_in_order_then_its_redactions() {
+        use matrix_sdk::deserialized_responses::TimelineEvent;
+        use matrix_sdk::sync::{JoinedRoomUpdate, LeftRoomUpdate, Timeline};
+        fn raw<T>(v: serde_json::Value) -> Raw<T> {
+            Raw::new(&v).unwrap().cast_unchecked()
+        }
+        let pl = |id: &str| {
+            serde_json::json!({"type": "m.room.power_levels", "state_key": "", "event_id": id, "sender": "@m:x",
+                               "origin_server_ts": 1, "content": {"users": {}}})
+        };
+        let message = serde_json::json!({"type": "m.room.message", "event_id": "$msg", "sender": "@m:x",
+                                         "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": "hi"}});
+        // Up to room version 10 `redacts` is a top-level field; from 11 on it is in the content.
+        let redaction = |id: &str, redacts: &str, v11: bool| {
+            let mut ev = serde_json::json!({"type": "m.room.redaction", "event_id": id, "sender": "@m:x",
+                                            "origin_server_ts": 1, "content": {}});
+            if v11 {
+                ev["content"]["redacts"] = redacts.into()
+            } else {
+                ev["redacts"] = redacts.into()
+            }
+            ev
+        };
+        let timeline = |events: Vec<serde_json::Value>| Timeline {
+            limited: false,
+            prev_batch: None,
+            events: events.into_iter().map(|e| TimelineEvent::from_plaintext(raw(e))).collect(),
+        };
+        let mut response = SyncResponse::default();
+        let joined = JoinedRoomUpdate {
+            state: SyncState::After(vec![raw(pl("$new"))]),
+            timeline: timeline(vec![
+                pl("$old"),
+                redaction("$r", "$gone", false),
+                message.clone(),
+                pl("$new"),
+                redaction("$r11", "$gone11", true),
+            ]),
+            ..Default::default()
+        };
+        response.rooms.joined.insert(OwnedRoomId::try_from("!joined:x").unwrap(), joined);
+        let left = LeftRoomUpdate {
+            state: SyncState::Before(vec![raw(pl("$before"))]),
+            timeline: timeline(vec![message, pl("$leave")]),
+            ..Default::default()
+        };
+        response.rooms.left.insert(OwnedRoomId::try_from("!left:x").unwrap(), left);
+        let seen: Vec<(String, Vec<String>, Vec<String>)> = room_updates(&response, "@hush:x")
+            .map(|u| (u.room_id.to_string(), u.state.iter().map(|e| e["event_id"].to_string()).collect(), u.redacted))
+            .collect();
+        let ids = |ids: &[&str]| ids.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>();
+        let joined = ("!joined:x".to_owned(), ids(&["$new"]), vec!["$gone".to_owned(), "$gone11".to_owned()]);
+        let left = ("!left:x".to_owned(), ids(&["$before", "$leave"]), vec![]);
+        assert_eq!(seen, [joined, left]);
     }
 
     #[test]

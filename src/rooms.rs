@@ -1,6 +1,6 @@
-//! What hush knows of each protected room: version, creators, power levels and members, kept current from sync.
+//! What hush knows of each protected room (version, creators, power levels, members), kept current from sync, and the order a sync response's state events are applied in.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use hush_core::reconcile::{Membership, MuteStrategy};
 use serde_json::Value;
@@ -21,16 +21,51 @@ pub fn tombstone_replacement(ev: &Value) -> Result<Option<String>, String> {
     }
 }
 
-/// Whether a state event from sync is already superseded: the room's current state (what
-/// the SDK stored from the whole sync response before running event handlers, given as
-/// `current_event_id`) holds another event for its type and state key. matrix-sdk asks for
-/// `use_state_after` and hands handlers that final state first, then every timeline event
-/// in order, so older state events follow the newest one. hush's own events are never
-/// superseded here: their echo ends the engine's wait for them.
-pub fn superseded(ev: &Value, current_event_id: Option<&str>, own_user: &str) -> bool {
-    let id = ev.get("event_id").and_then(Value::as_str);
-    let own = ev.get("sender").and_then(Value::as_str) == Some(own_user);
-    !own && id.is_some() && current_event_id.is_some() && id != current_event_id
+/// The state events of one room's sync update (its `state` section and its timeline, both
+/// as JSON events) in the order the engine must apply them, so that no older event undoes
+/// a newer one.
+///
+/// `state_is_after`: the state section is the room's state at the end of the timeline
+/// (`state_after`, which matrix-sdk asks for with `use_state_after`). It then holds, for
+/// each (type, state key) that changed, the event in force at the end: any other timeline
+/// event for that key is older. Those are dropped, except hush's own (`own_user`), whose
+/// echo the engine may be waiting for: they go first, before anything that may replace
+/// them. Then come the state section's events the timeline does not hold (a gap before a
+/// `limited` timeline, or a fork), then the timeline's state events in timeline order.
+///
+/// Otherwise (legacy `state`, the state at the start of the timeline) the state section
+/// comes first and the timeline's state events follow in order: each is newer than the
+/// state section.
+pub fn in_order(state: Vec<Value>, state_is_after: bool, timeline: Vec<Value>, own_user: &str) -> Vec<Value> {
+    let timeline = timeline.into_iter().filter(|e| state_key_of(e).is_some());
+    if !state_is_after {
+        return state.into_iter().chain(timeline).collect();
+    }
+    let event_id = |e: &Value| e.get("event_id").and_then(Value::as_str).map(str::to_owned);
+    let final_ids: HashMap<(String, String), Option<String>> = state
+        .iter()
+        .filter_map(|e| state_key_of(e).map(|(t, k)| ((t.to_owned(), k.to_owned()), event_id(e))))
+        .collect();
+    let (mut out, mut kept, mut in_timeline) = (Vec::new(), Vec::new(), HashSet::new());
+    for e in timeline {
+        let id = event_id(&e);
+        in_timeline.extend(id.clone());
+        let Some((t, k)) = state_key_of(&e) else { continue };
+        match final_ids.get(&(t.to_owned(), k.to_owned())) {
+            None => kept.push(e),
+            Some(final_id) if *final_id == id => kept.push(e),
+            Some(_) if e.get("sender").and_then(Value::as_str) == Some(own_user) => out.push(e),
+            Some(_) => {}
+        }
+    }
+    out.extend(state.into_iter().filter(|e| event_id(e).is_none_or(|id| !in_timeline.contains(&id))));
+    out.extend(kept);
+    out
+}
+
+/// An event's (type, state key), if it is a state event.
+fn state_key_of(ev: &Value) -> Option<(&str, &str)> {
+    Some((ev.get("type")?.as_str()?, ev.get("state_key")?.as_str()?))
 }
 
 /// A protected room as hush sees it.
@@ -337,14 +372,80 @@ mod tests {
         assert!(r.awaiting_own_power_levels.is_none());
     }
 
+    const HUSH: &str = "@hush:x";
+
+    fn ev(ty: &str, state_key: &str, id: &str, sender: &str) -> Value {
+        json!({"type": ty, "state_key": state_key, "event_id": id, "sender": sender, "content": {"n": id}})
+    }
+
+    fn ids(events: &[Value]) -> Vec<&str> {
+        events.iter().map(|e| e["event_id"].as_str().unwrap_or("?")).collect()
+    }
+
+    /// Issue 13: with `state_after`, matrix-sdk's handlers saw the state section (the final
+    /// event per key) and then every timeline event, so an older event came after the newest
+    /// and undid it. Policy rules, memberships and power levels alike.
     #[test]
-    fn only_events_the_current_state_replaced_are_superseded() {
-        let ev = |id: &str, sender: &str| json!({"type": "m.room.power_levels", "state_key": "", "event_id": id, "sender": sender, "content": {}});
-        assert!(superseded(&ev("$old", "@m:x"), Some("$new"), "@hush:x"));
-        assert!(!superseded(&ev("$new", "@m:x"), Some("$new"), "@hush:x"));
-        assert!(!superseded(&ev("$old", "@m:x"), None, "@hush:x"), "unknown current state: forwarded");
-        assert!(!superseded(&ev("$ours", "@hush:x"), Some("$new"), "@hush:x"), "hush's echo is always forwarded");
-        assert!(!superseded(&json!({"type": "m.room.name", "state_key": ""}), Some("$new"), "@hush:x"));
+    fn an_older_timeline_event_never_follows_the_final_state_of_its_key() {
+        let rule = "m.policy.rule.user";
+        for (ty, key) in [(rule, "rule-1"), ("m.room.member", "@a:x"), ("m.room.power_levels", "")] {
+            let (older, newest) = (ev(ty, key, "$older", "@m:x"), ev(ty, key, "$newest", "@m:x"));
+            let state = vec![newest.clone()];
+            let timeline = vec![older.clone(), newest.clone()];
+            let seen = in_order(state, true, timeline, HUSH);
+            assert_eq!(ids(&seen), ["$newest"], "{ty}: the older event is not delivered at all");
+            // A gappy sync whose timeline holds only the older event (the newest came from a
+            // fork or the state section alone): the older one must not come last either.
+            let seen = in_order(vec![newest], true, vec![older], HUSH);
+            assert_eq!(ids(&seen), ["$newest"], "{ty}");
+        }
+    }
+
+    #[test]
+    fn hushs_own_superseded_event_is_delivered_before_the_final_one() {
+        let pl = "m.room.power_levels";
+        let (ours, newest) = (ev(pl, "", "$ours", HUSH), ev(pl, "", "$mod", "@m:x"));
+        let other = ev("m.room.member", "@a:x", "$join", "@a:x");
+        let seen = in_order(vec![newest.clone(), other.clone()], true, vec![ours.clone(), other, newest], HUSH);
+        assert_eq!(ids(&seen), ["$ours", "$join", "$mod"], "the echo ends hush's wait; the final state stays");
+        // Also when the final event is only in the state section (the timeline is gappy).
+        let seen = in_order(vec![ev(pl, "", "$mod", "@m:x")], true, vec![ours], HUSH);
+        assert_eq!(ids(&seen), ["$ours", "$mod"]);
+    }
+
+    #[test]
+    fn events_of_different_keys_keep_timeline_order_and_gap_state_comes_first() {
+        let rule = "m.policy.rule.user";
+        let timeline = vec![
+            ev(rule, "r1", "$1", "@m:x"),
+            json!({"type": "m.room.message", "event_id": "$msg", "sender": "@m:x", "content": {"body": "hi"}}),
+            ev("m.room.member", "@a:x", "$2", "@a:x"),
+            ev(rule, "r2", "$3", "@m:x"),
+        ];
+        // state_after holds every key changed since the last sync, timeline events included;
+        // `$gap` changed in the gap before a limited timeline.
+        let mut state = vec![ev(rule, "r2", "$3", "@m:x"), ev(rule, "r0", "$gap", "@m:x")];
+        state.extend([ev("m.room.member", "@a:x", "$2", "@a:x"), ev(rule, "r1", "$1", "@m:x")]);
+        let seen = in_order(state, true, timeline, HUSH);
+        assert_eq!(ids(&seen), ["$gap", "$1", "$2", "$3"], "each event once, messages left out");
+    }
+
+    #[test]
+    fn legacy_state_before_keeps_state_first_then_the_timeline() {
+        let rule = "m.policy.rule.user";
+        let state = vec![ev(rule, "r1", "$before", "@m:x"), ev("m.room.member", "@a:x", "$m", "@a:x")];
+        let timeline = vec![
+            ev(rule, "r1", "$t1", "@m:x"),
+            json!({"type": "m.room.message", "event_id": "$msg", "sender": "@m:x", "content": {}}),
+            ev(rule, "r1", "$t2", "@m:x"),
+        ];
+        assert_eq!(ids(&in_order(state, false, timeline, HUSH)), ["$before", "$m", "$t1", "$t2"]);
+    }
+
+    #[test]
+    fn a_key_the_state_after_does_not_name_keeps_its_timeline_events() {
+        let timeline = vec![ev("m.room.name", "", "$n1", "@m:x"), ev("m.room.name", "", "$n2", "@m:x")];
+        assert_eq!(ids(&in_order(vec![], true, timeline, HUSH)), ["$n1", "$n2"]);
     }
 
     #[test]

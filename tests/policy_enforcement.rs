@@ -84,6 +84,44 @@ async fn a_glob_rule_mutes_a_later_joiner_at_once() {
     assert!(pl["users"].get(c.moderator.user_id.as_str()).is_none());
 }
 
+/// Issue 13: one rule changed twice in quick succession (the versions usually arrive in
+/// one sync) ends with its newest version enforced and the older ones undone, whatever
+/// order the sync response lists them in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_changed_twice_quickly_ends_with_its_newest_version_enforced() {
+    let c = Community::new().await.unwrap();
+    let first = c.member(Some(10)).await.unwrap();
+    let second = c.member(None).await.unwrap();
+    let newest = c.member(Some(5)).await.unwrap();
+    let config = c.config("");
+    let _hush = c.start(&config, 1).await;
+
+    c.rule("changing", first.user_id.as_str(), "m.mute", None).await.unwrap();
+    c.rule("changing", second.user_id.as_str(), "m.mute", None).await.unwrap();
+    c.rule("changing", newest.user_id.as_str(), "m.mute", None).await.unwrap();
+    c.wait_level(&newest.user_id, Some(-1)).await;
+    c.wait_level(&first.user_id, Some(10)).await;
+    c.wait_level(&second.user_id, None).await;
+    assert_eq!(newest.try_say(c.protected.room_id(), "hello").await, Err("M_FORBIDDEN".to_owned()));
+    assert_eq!(first.try_say(c.protected.room_id(), "hello").await, Ok(()));
+    assert_eq!(second.try_say(c.protected.room_id(), "hello").await, Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redacted_rule_is_a_removed_rule() {
+    use matrix_sdk::ruma::api::client::redact::redact_event;
+    let c = Community::new().await.unwrap();
+    let user = c.member(Some(10)).await.unwrap();
+    let config = c.config("");
+    let _hush = c.start(&config, 1).await;
+    let content = serde_json::json!({"entity": user.user_id.as_str(), "recommendation": "m.mute", "reason": "test"});
+    let rule = c.moderator.put_state(c.list.room_id(), "m.policy.rule.user", "redacted", content).await.unwrap();
+    c.wait_level(&user.user_id, Some(-1)).await;
+    let txn = matrix_sdk::ruma::TransactionId::new();
+    c.moderator.client.send(redact_event::v3::Request::new(c.list.room_id().to_owned(), rule, txn)).await.unwrap();
+    c.wait_level(&user.user_id, Some(10)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ban_rule_bans_and_its_removal_unbans() {
     let c = Community::new().await.unwrap();
