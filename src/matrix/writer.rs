@@ -1,0 +1,151 @@
+//! The `RoomWriter` over matrix-sdk: power levels, memberships, bans and notices as client requests, and what a failed request means (`classify`).
+
+use super::*;
+use crate::enforce::{RoomWriter, WriteError};
+use anyhow::Result;
+use matrix_sdk::config::RequestConfig;
+use matrix_sdk::ruma::api::client::membership::{ban_user, unban_user};
+use matrix_sdk::ruma::api::client::state::{get_state_event_for_key, send_state_event};
+use matrix_sdk::ruma::events::AnyStateEventContent;
+use matrix_sdk::ruma::events::StateEventType;
+use matrix_sdk::ruma::serde::Raw;
+use matrix_sdk::ruma::OwnedRoomId;
+use matrix_sdk::Client;
+use std::time::Duration;
+
+/// Maps an SDK error to what enforcement needs to know: wait, retry, stop, or give up.
+pub fn classify(err: &matrix_sdk::HttpError) -> WriteError {
+    use matrix_sdk::ruma::api::error::{ErrorBody, ErrorKind, RetryAfter};
+    let Some(api) = err.as_client_api_error() else {
+        return WriteError::Transient(err.to_string());
+    };
+    let status = api.status_code.as_u16();
+    let (errcode, message) = match &api.body {
+        ErrorBody::Standard(body) => (body.kind.errcode().to_string(), body.message.clone()),
+        ErrorBody::Json(v) => (
+            v.get("errcode").and_then(|c| c.as_str()).unwrap_or("M_UNKNOWN").to_owned(),
+            v.get("error").and_then(|c| c.as_str()).unwrap_or_default().to_owned(),
+        ),
+        ErrorBody::NotJson { .. } => ("M_UNKNOWN".to_owned(), format!("HTTP {status}")),
+    };
+    if let Some(ErrorKind::LimitExceeded(data)) = err.client_api_error_kind() {
+        let after = match data.retry_after {
+            Some(RetryAfter::Delay(d)) => Some(d),
+            Some(RetryAfter::DateTime(t)) => t.duration_since(std::time::SystemTime::now()).ok(),
+            None => None,
+        };
+        return WriteError::RateLimited(after);
+    }
+    if is_suspension_code(&errcode) {
+        return WriteError::Suspended(format!("{errcode}: {message}"));
+    }
+    if status >= 500 || status == 429 {
+        return WriteError::Transient(format!("HTTP {status} {errcode}: {message}"));
+    }
+    WriteError::Permanent { errcode, message }
+}
+
+/// Error codes that mean hush's own account cannot write (MSC3823 suspension, locking).
+pub fn is_suspension_code(errcode: &str) -> bool {
+    matches!(
+        errcode,
+        "M_USER_SUSPENDED"
+            | "ORG.MATRIX.MSC3823.USER_ACCOUNT_SUSPENDED"
+            | "ORG.MATRIX.MSC3823.USER_SUSPENDED"
+            | "M_USER_LOCKED"
+    )
+}
+
+pub(super) fn room_id(room_id: &str) -> Result<OwnedRoomId, WriteError> {
+    OwnedRoomId::try_from(room_id)
+        .map_err(|e| WriteError::Permanent { errcode: "M_INVALID_PARAM".into(), message: format!("{room_id}: {e}") })
+}
+
+pub(super) fn user_id(user_id: &str) -> Result<matrix_sdk::ruma::OwnedUserId, WriteError> {
+    matrix_sdk::ruma::OwnedUserId::try_from(user_id)
+        .map_err(|e| WriteError::Permanent { errcode: "M_INVALID_PARAM".into(), message: format!("{user_id}: {e}") })
+}
+
+pub(super) fn raw_content(v: &serde_json::Value) -> Result<Raw<AnyStateEventContent>, WriteError> {
+    Raw::new(v)
+        .map(Raw::cast_unchecked)
+        .map_err(|e| WriteError::Permanent { errcode: "M_BAD_JSON".into(), message: e.to_string() })
+}
+
+/// The request config of enforcement's reads and writes: no retries inside the SDK, which
+/// would wait whatever a 429's `retry_after` says (twice, unbounded) before hush sees it;
+/// `enforce::with_retries` retries them, its wait capped at `enforce::MAX_RETRY_AFTER`.
+pub(super) fn write_request() -> RequestConfig {
+    RequestConfig::new().disable_retry().timeout(Duration::from_secs(60))
+}
+
+/// The homeserver side of enforcement.
+#[derive(Clone)]
+pub struct MatrixWriter {
+    pub client: Client,
+}
+
+impl RoomWriter for MatrixWriter {
+    async fn power_levels(&self, room: &str) -> Result<serde_json::Value, WriteError> {
+        let req =
+            get_state_event_for_key::v3::Request::new(room_id(room)?, StateEventType::RoomPowerLevels, String::new());
+        let resp = self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
+        serde_json::from_str(resp.event_or_content.get())
+            .map_err(|e| WriteError::Permanent { errcode: "M_BAD_JSON".into(), message: e.to_string() })
+    }
+
+    async fn put_power_levels(&self, room: &str, content: &serde_json::Value) -> Result<String, WriteError> {
+        let req = send_state_event::v3::Request::new_raw(
+            room_id(room)?,
+            StateEventType::RoomPowerLevels,
+            String::new(),
+            raw_content(content)?,
+        );
+        let resp = self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
+        Ok(resp.event_id.to_string())
+    }
+
+    async fn set_membership(&self, room: &str, user: &str, membership: &str, reason: &str) -> Result<(), WriteError> {
+        let mut content = serde_json::json!({ "membership": membership });
+        if !reason.is_empty() {
+            content["reason"] = reason.into();
+        }
+        let req = send_state_event::v3::Request::new_raw(
+            room_id(room)?,
+            StateEventType::RoomMember,
+            user_id(user)?.to_string(),
+            raw_content(&content)?,
+        );
+        self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
+    async fn ban(&self, room: &str, user: &str, reason: &str) -> Result<(), WriteError> {
+        let mut req = ban_user::v3::Request::new(room_id(room)?, user_id(user)?);
+        req.reason = (!reason.is_empty()).then(|| reason.to_owned());
+        self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
+    async fn unban(&self, room: &str, user: &str, reason: &str) -> Result<(), WriteError> {
+        let mut req = unban_user::v3::Request::new(room_id(room)?, user_id(user)?);
+        req.reason = (!reason.is_empty()).then(|| reason.to_owned());
+        self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
+    async fn notice(&self, room: &str, plain: &str, html: &str) -> Result<(), WriteError> {
+        let id = room_id(room)?;
+        let Some(room) = self.client.get_room(&id) else {
+            return Err(WriteError::Permanent {
+                errcode: "M_FORBIDDEN".into(),
+                message: format!("hush is not in {id}"),
+            });
+        };
+        room.send(notice_content(plain, html)).await.map_err(|e| match e {
+            matrix_sdk::Error::Http(h) => classify(&h),
+            other => WriteError::Transient(other.to_string()),
+        })?;
+        Ok(())
+    }
+}
