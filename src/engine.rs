@@ -26,7 +26,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::enforce::{PowerLevelsSent, RoomWriter, WriteError};
 use crate::holds::{Holds, Status};
-use crate::ledger::{Entry, Kind, Ledger};
+use hush_core::record::{Entry, Kind};
+
+use crate::ledger::Ledger;
 use crate::rooms::RoomState;
 
 mod accounts;
@@ -195,30 +197,9 @@ fn concerns_policy(m: Membership) -> bool {
     m.is_present() || m == Membership::LeaveMute
 }
 
-/// The ledger's rule reference for a policy rule: "list|kind|state key".
-pub fn rule_ref(id: &RuleId) -> String {
-    format!("{}|{}|{}", id.room_id, id.kind.as_str(), id.state_key)
-}
-
 /// A rule in words: "`state key` in !list".
 fn describe_rule(id: &RuleId) -> String {
     format!("`{}` in {}", id.state_key, id.room_id)
-}
-
-/// The rule a ledger reference names. Temporary, until the ledger stores core's record:
-/// every reference hush wrote ([`rule_ref`]) reads back; anything else is kept whole as
-/// the state key of a user rule of its list, so its entry is still seen (and its cause
-/// rewritten by the next update) rather than dropped.
-fn parse_rule_ref(r: &str) -> RuleId {
-    hush_core::record::parse_legacy_rule_ref(r).unwrap_or_else(|| RuleId {
-        room_id: rule_list(r).to_owned(),
-        kind: EntityKind::User,
-        state_key: r.to_owned(),
-    })
-}
-
-fn rule_list(rule: &str) -> &str {
-    rule.split('|').next().unwrap_or_default()
 }
 
 /// Gives the heap freed after loading a large list back to the system: glibc keeps it
@@ -408,7 +389,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                         .all()
                         .unwrap_or_default()
                         .into_iter()
-                        .filter(|e| rule_list(&e.rule) == room_id)
+                        .filter(|e| e.rule.room_id == room_id)
                         .map(|e| e.user_id),
                 );
                 info!(list = %room_id, "no longer following the list");

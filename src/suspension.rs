@@ -17,7 +17,8 @@ use tracing::{debug, info};
 
 use crate::backoff::Backoff;
 use crate::config::Secret;
-use crate::ledger::{Entry, Phase};
+use hush_core::policy::RuleId;
+use hush_core::record::{Entry, Phase};
 
 /// A boxed, sendable future (the trait is used as `dyn AdminApi`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -290,8 +291,8 @@ pub fn from_config(config: &crate::config::Config, own_user: &str) -> anyhow::Re
 /// The winning rule, as far as suspension cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Want {
-    /// The ledger's rule reference.
-    pub rule: String,
+    /// The rule.
+    pub rule: RuleId,
     pub reason: String,
     pub expires_at_ms: Option<u64>,
 }
@@ -307,8 +308,6 @@ pub struct Facts<'a> {
     pub exempt: Option<String>,
     /// The effective decision and its rule (None = no rule in force).
     pub decision: Option<(&'a Decision, Option<&'a Rule>)>,
-    /// The ledger reference of the decision's rule.
-    pub rule_ref: String,
     /// hush's suspension entry for this user.
     pub entry: Option<&'a Entry>,
     /// The entry's list is not loaded yet: its rule may still be there.
@@ -376,7 +375,7 @@ pub fn plan(f: &Facts) -> Plan {
             } else if let Some(why) = &f.exempt {
                 Err(Refusal::Exempt(why.clone()))
             } else {
-                Ok(Some(Want { rule: f.rule_ref.clone(), reason: d.reason.clone(), expires_at_ms: d.expires_at_ms }))
+                Ok(Some(Want { rule: d.rule.clone(), reason: d.reason.clone(), expires_at_ms: d.expires_at_ms }))
             }
         }
         _ => Ok(None),
@@ -623,7 +622,6 @@ mod tests {
             protected: false,
             exempt: None,
             decision: d,
-            rule_ref: "!l:x|user|k".into(),
             entry,
             held: false,
         }
@@ -631,13 +629,13 @@ mod tests {
 
     fn entry(phase: Phase, expires: Option<u64>) -> Entry {
         Entry {
-            room_id: String::new(),
+            scope: hush_core::record::Scope::Account,
             user_id: "@a:x".into(),
-            kind: crate::ledger::Kind::Suspension,
+            kind: hush_core::record::Kind::Suspension,
             phase,
             previous_level: None,
             applied_level: None,
-            rule: "!l:x|user|k".into(),
+            rule: RuleId { room_id: "!l:x".into(), kind: EntityKind::User, state_key: "k".into() },
             reason: "spam".into(),
             applied_at_ms: 1,
             expires_at_ms: expires,
@@ -649,7 +647,8 @@ mod tests {
     fn an_exact_mute_of_a_local_user_suspends_and_nothing_else_does() {
         let mute = decision(Restriction::Mute, Some(99));
         let exact = rule_for("@a:x", EntityKind::User);
-        let want = Want { rule: "!l:x|user|k".into(), reason: "spam".into(), expires_at_ms: Some(99) };
+        let want =
+            Want { rule: decision(Restriction::Mute, None).rule, reason: "spam".into(), expires_at_ms: Some(99) };
         assert_eq!(plan(&facts("@a:x", Some((&mute, Some(&exact))), None)), Plan::Suspend(want.clone()));
 
         let ban = decision(Restriction::Ban, None);
@@ -762,6 +761,10 @@ mod tests {
         d
     }
 
+    fn rule_ref(id: &RuleId) -> String {
+        format!("{}|{}|{}", id.room_id, id.kind.as_str(), id.state_key)
+    }
+
     /// What `plan` decides, in words.
     fn plan_says(c: &Case) -> Vec<String> {
         let d = case_decision(c);
@@ -780,15 +783,14 @@ mod tests {
             // As the engine judges it.
             exempt: exempt.filter(|_| !c.protected && c.user != "@hush:x"),
             decision: c.action.map(|_| (&d, c.known_rule.then_some(&rule))),
-            rule_ref: crate::engine::rule_ref(&d.rule),
             entry: entry.as_ref(),
             held: c.held,
         };
         match plan(&facts) {
             Plan::Nothing => vec![],
-            Plan::Suspend(w) => vec![format!("suspend {} {} {:?}", w.rule, w.reason, w.expires_at_ms)],
+            Plan::Suspend(w) => vec![format!("suspend {} {} {:?}", rule_ref(&w.rule), w.reason, w.expires_at_ms)],
             Plan::Resuspend => vec!["resuspend".to_owned()],
-            Plan::UpdateCause(w) => vec![format!("update {} {} {:?}", w.rule, w.reason, w.expires_at_ms)],
+            Plan::UpdateCause(w) => vec![format!("update {} {} {:?}", rule_ref(&w.rule), w.reason, w.expires_at_ms)],
             Plan::Lift => vec!["unsuspend".to_owned()],
             Plan::Refuse(Refusal::OwnAccount) => vec!["refuse: itself".to_owned()],
             Plan::Refuse(r) => vec![format!("refuse: {r}")],
@@ -810,11 +812,7 @@ mod tests {
             scope: record::Scope::Account,
             user_id: c.user.into(),
             kind: record::Kind::Suspension,
-            phase: match phase {
-                Phase::Applying => record::Phase::Applying,
-                Phase::Applied => record::Phase::Applied,
-                Phase::Lifting => record::Phase::Lifting,
-            },
+            phase,
             previous_level: None,
             applied_level: None,
             rule: RuleId { room_id: "!l:x".into(), kind: EntityKind::User, state_key: "k".into() },
@@ -833,7 +831,6 @@ mod tests {
             rule_entity: c.known_rule.then_some(c.entity),
             held: c.held,
         };
-        let rule_ref = crate::engine::rule_ref;
         core::reconcile_account(&facts, c.user, wanted.as_ref(), entry.as_ref(), &shield)
             .into_iter()
             .map(|a| match a {

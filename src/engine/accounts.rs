@@ -8,9 +8,10 @@ use std::collections::BTreeSet;
 use hush_core::schedule::Clock;
 use tracing::{error, info, warn};
 
-use super::{rule_list, Engine, Input};
+use hush_core::record::{Entry, Kind, Phase, Scope};
+
+use super::{Engine, Input};
 use crate::enforce::{RoomWriter, WriteError};
-use crate::ledger::{Entry, Kind, Phase};
 use crate::suspension::{self, AdminError, Done, Facts, Outcome, Plan, Refusal, Suspensions};
 
 impl<W: RoomWriter, C: Clock> Engine<W, C> {
@@ -72,13 +73,12 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
         if with_ledger {
             let key = ev.get("state_key").and_then(|k| k.as_str()).unwrap_or_default();
-            let suffix = format!("|{key}");
             out.extend(
                 self.ledger
-                    .for_room("")
+                    .for_scope(&Scope::Account)
                     .unwrap_or_default()
                     .into_iter()
-                    .filter(|e| rule_list(&e.rule) == room_id && e.rule.ends_with(&suffix))
+                    .filter(|e| e.rule.room_id == room_id && e.rule.state_key == key)
                     .map(|e| e.user_id),
             );
         }
@@ -90,12 +90,12 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         if self.suspensions.is_none() {
             return BTreeSet::new();
         }
-        self.ledger.for_room("").unwrap_or_default().into_iter().map(|e| e.user_id).collect()
+        self.ledger.for_scope(&Scope::Account).unwrap_or_default().into_iter().map(|e| e.user_id).collect()
     }
 
     fn account_plan(&self, user: &str, now: u64) -> Option<Plan> {
         let s = self.suspensions.as_ref()?;
-        let entry = match self.ledger.get("", user, Kind::Suspension) {
+        let entry = match self.ledger.get(&Scope::Account, user, Kind::Suspension) {
             Ok(e) => e,
             Err(e) => {
                 error!("cannot read the ledger: {e:#}");
@@ -110,12 +110,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 && (c.restriction == hush_core::policy::Restriction::Ban || self.view.trust_of(c.list).suspend)
         });
         let rule = decision.as_ref().and_then(|d| self.index.rule(&d.rule));
-        let held = entry.as_ref().is_some_and(|e| match self.view.lists.get(rule_list(&e.rule)) {
-            Some(loaded) => !loaded,
-            None => !self.view.lists_known,
-        });
+        let held = entry.as_ref().is_some_and(|e| self.view.list_held(&e.rule.room_id));
         let protected = self.cfg.protected_users.iter().any(|p| hush_core::policy::glob::glob_match(p, user));
-        let rule_ref = decision.as_ref().map(|d| super::rule_ref(&d.rule)).unwrap_or_default();
         Some(suspension::plan(&Facts {
             user,
             own_user: &self.cfg.own_user,
@@ -123,7 +119,6 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             protected,
             exempt: self.exemption(user).filter(|_| !protected && user != self.cfg.own_user),
             decision: decision.as_ref().map(|d| (d, rule.as_ref())),
-            rule_ref,
             entry: entry.as_ref(),
             held,
         }))
@@ -158,7 +153,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     fn execute_account(&mut self, user: &str, plan: Plan, now: u64) {
         if self.cfg.dry_run {
             let text = match &plan {
-                Plan::Suspend(w) => format!("[dry run] would suspend the account {user}; rule {}", w.rule),
+                Plan::Suspend(w) => format!(
+                    "[dry run] would suspend the account {user}; rule {}",
+                    super::execute::dry_run_rule(&w.rule)
+                ),
                 Plan::Lift => format!("[dry run] would lift the suspension of {user}"),
                 Plan::Refuse(r) => format!("[dry run] would not suspend {user}: {r}"),
                 _ => return,
@@ -170,9 +168,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let result = match plan {
             Plan::Nothing => Ok(()),
             Plan::Suspend(want) => {
-                let fresh = matches!(self.ledger.get("", user, Kind::Suspension), Ok(None));
+                let fresh = matches!(self.ledger.get(&Scope::Account, user, Kind::Suspension), Ok(None));
                 let entry = Entry {
-                    room_id: String::new(),
+                    scope: Scope::Account,
                     user_id: user.to_owned(),
                     kind: Kind::Suspension,
                     phase: Phase::Applying,
@@ -193,12 +191,19 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.spawn_account_call(user, true, false);
                 Ok(())
             }
-            Plan::UpdateCause(want) => {
-                self.ledger.update_cause("", user, Kind::Suspension, &want.rule, &want.reason, want.expires_at_ms)
-            }
+            Plan::UpdateCause(want) => self.ledger.update_cause(
+                &Scope::Account,
+                user,
+                Kind::Suspension,
+                &want.rule,
+                &want.reason,
+                want.expires_at_ms,
+            ),
             Plan::Lift => {
                 info!(user, "lifting the account suspension");
-                self.ledger.begin_lift("", user, Kind::Suspension).map(|()| self.spawn_account_call(user, false, false))
+                self.ledger
+                    .begin_lift(&Scope::Account, user, Kind::Suspension)
+                    .map(|()| self.spawn_account_call(user, false, false))
             }
             Plan::Refuse(refusal) => {
                 warn!(user, %refusal, "not suspending");
@@ -252,7 +257,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             (_, Outcome::Retry) => Ok(()),
             (true, Outcome::Done) => {
                 info!(user, "account suspended");
-                self.ledger.mark_applied("", &user, Kind::Suspension)
+                self.ledger.mark_applied(&Scope::Account, &user, Kind::Suspension)
             }
             (true, Outcome::AlreadySuspended) => {
                 self.report_once(
@@ -261,7 +266,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                         "{user} is already suspended, not by hush: hush leaves that suspension alone and will not lift it."
                     ),
                 );
-                self.ledger.remove("", &user, Kind::Suspension)
+                self.ledger.remove(&Scope::Account, &user, Kind::Suspension)
             }
             (true, Outcome::IsAdmin) => {
                 warn!(user, "not suspending a homeserver admin");
@@ -271,7 +276,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                         "Not suspending {user}: a homeserver admin. The mute in protected rooms applies as usual."
                     ),
                 );
-                self.ledger.remove("", &user, Kind::Suspension)
+                self.ledger.remove(&Scope::Account, &user, Kind::Suspension)
             }
             (true, Outcome::Unknown(e)) => {
                 // The request may have suspended the account: keep the `Applying` entry
@@ -282,11 +287,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             }
             (true, Outcome::Failed(e)) => {
                 self.admin_error(&user, "suspend", &e);
-                self.ledger.remove("", &user, Kind::Suspension)
+                self.ledger.remove(&Scope::Account, &user, Kind::Suspension)
             }
             (false, Outcome::Failed(AdminError::UnknownUser(_))) => {
                 info!(user, "the account no longer exists: nothing to lift");
-                self.ledger.remove("", &user, Kind::Suspension)
+                self.ledger.remove(&Scope::Account, &user, Kind::Suspension)
             }
             (false, Outcome::Failed(e) | Outcome::Unknown(e)) => {
                 // The entry stays `Lifting`: tried again below, or suspended again by the
@@ -297,7 +302,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             }
             (false, _) => {
                 info!(user, "account suspension lifted");
-                self.ledger.remove("", &user, Kind::Suspension)
+                self.ledger.remove(&Scope::Account, &user, Kind::Suspension)
             }
         };
         if let Err(e) = r {

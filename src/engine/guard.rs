@@ -6,13 +6,13 @@ use hush_core::guard::{self, RoomHits};
 use hush_core::policy::glob::matches_everyone;
 use hush_core::policy::{EntityKind, Rule, RuleId};
 use hush_core::reconcile::{Action, Restriction};
+use hush_core::record::{Kind, Scope};
 use hush_core::schedule::Clock;
 use tracing::{info, warn};
 
 use super::Engine;
 use crate::enforce::RoomWriter;
 use crate::holds::{self, Guarded, Holds, Status};
-use crate::ledger::Kind;
 
 /// How many rules a hold's notice names one by one (a list load can hold hundreds).
 const HOLD_NOTICE_RULES: usize = 10;
@@ -103,7 +103,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     Action::MuteMembership { wanted, .. } => (Kind::MuteMembership, wanted),
                     _ => continue,
                 };
-                if self.ledger.get(room, user, kind).ok().flatten().is_some() {
+                if self.ledger.get(&Scope::Room(room.to_owned()), user, kind).ok().flatten().is_some() {
                     continue;
                 }
                 new.push((room, user, wanted.rule.clone(), wanted.restriction));

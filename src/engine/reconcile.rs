@@ -4,13 +4,12 @@ use std::collections::{BTreeSet, HashSet};
 
 use hush_core::policy::{Candidate, Decision, Restriction as PolicyRestriction};
 use hush_core::reconcile::{reconcile_member, refusal, Action, Membership, Restriction, Shield, Wanted};
-use hush_core::record;
+use hush_core::record::{Entry, Kind, Scope};
 use hush_core::schedule::Clock;
 use tracing::{debug, error, warn};
 
-use super::{concerns_policy, parse_rule_ref, rule_list, rule_ref, Engine};
+use super::{concerns_policy, Engine};
 use crate::enforce::RoomWriter;
-use crate::ledger::{Entry, Kind, Phase};
 
 fn to_wanted(d: &Decision) -> Wanted {
     Wanted {
@@ -32,37 +31,6 @@ fn stronger(a: Wanted, b: Wanted) -> Wanted {
         b
     } else {
         a
-    }
-}
-
-fn record_kind(k: Kind) -> record::Kind {
-    match k {
-        Kind::MuteMembership => record::Kind::MuteMembership,
-        Kind::MutePowerLevel => record::Kind::MutePowerLevel,
-        Kind::Ban => record::Kind::Ban,
-        Kind::Suspension => record::Kind::Suspension,
-    }
-}
-
-/// The ledger's entry in core's vocabulary (temporary, until the ledger stores core's
-/// record): room "" is the account.
-fn to_record(e: &Entry) -> record::Entry {
-    record::Entry {
-        scope: if e.room_id.is_empty() { record::Scope::Account } else { record::Scope::Room(e.room_id.clone()) },
-        user_id: e.user_id.clone(),
-        kind: record_kind(e.kind),
-        phase: match e.phase {
-            Phase::Applying => record::Phase::Applying,
-            Phase::Applied => record::Phase::Applied,
-            Phase::Lifting => record::Phase::Lifting,
-        },
-        previous_level: e.previous_level,
-        applied_level: e.applied_level,
-        rule: parse_rule_ref(&e.rule),
-        reason: e.reason.clone(),
-        applied_at_ms: e.applied_at_ms,
-        expires_at_ms: e.expires_at_ms,
-        overridden: e.overridden,
     }
 }
 
@@ -106,24 +74,23 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
         let Some(Some(room)) = self.view.rooms.get(room_id) else { return Vec::new() };
         let now = self.now();
-        let entries = match self.ledger.get_all_for(room_id, user) {
+        let entries = match self.ledger.get_all_for(&Scope::Room(room_id.to_owned()), user) {
             Ok(e) => e,
             Err(e) => {
                 error!("cannot read the ledger: {e:#}");
                 return Vec::new();
             }
         };
-        let applied: Vec<record::Entry> = entries.iter().map(to_record).collect();
         let decided = self.decision_for(user, now, &entries).map(|d| to_wanted(&d));
         // What a not-yet-loaded list caused is held whatever the loaded lists say: its rule
         // may well still be there. A loaded list's stronger restriction still applies.
         let held = entries
             .iter()
-            .filter(|e| self.view.list_held(rule_list(&e.rule)))
+            .filter(|e| self.view.list_held(&e.rule.room_id))
             .map(|e| Wanted {
                 restriction: if e.kind == Kind::Ban { Restriction::Ban } else { Restriction::Mute },
                 expires_at_ms: e.expires_at_ms,
-                rule: parse_rule_ref(&e.rule),
+                rule: e.rule.clone(),
                 reason: e.reason.clone(),
             })
             .reduce(stronger);
@@ -132,7 +99,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             (h, d) => h.or(d),
         };
         let facts = self.facts(room);
-        reconcile_member(&facts, user, room.membership(user), wanted.as_ref(), &applied, self.shield(user))
+        reconcile_member(&facts, user, room.membership(user), wanted.as_ref(), &entries, self.shield(user))
     }
 
     /// What hush knows of a user beyond any one protected room.
@@ -158,8 +125,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
         match self.index.decide_where(user, now, |c| self.trusted(&c)) {
             Some(full)
-                if Some(&full) != fresh.as_ref()
-                    && entries.iter().any(|e| !e.overridden && e.rule == rule_ref(&full.rule)) =>
+                if Some(&full) != fresh.as_ref() && entries.iter().any(|e| !e.overridden && e.rule == full.rule) =>
             {
                 Some(full)
             }
