@@ -1,7 +1,8 @@
 //! The engine's account-wide side: suspending local accounts on exact mute rules (MSC3823), and pausing writes while hush's own account is suspended or locked.
 //!
-//! The decisions and the admin API are in `crate::suspension`; this module is the glue
-//! that needs the engine's state (index, ledger, timers, reports).
+//! Core's `reconcile_account` decides, from the same facts as the rooms (`UserFacts`);
+//! the admin API is in `crate::suspension`; this module carries out core's account actions
+//! with the engine's state (index, ledger, in-flight tracker, timers, reports).
 
 use std::collections::BTreeSet;
 
@@ -10,9 +11,12 @@ use tracing::{error, info, warn};
 
 use hush_core::record::{Entry, Kind, Phase, Scope};
 
+use hush_core::reconcile::{reconcile_account, AccountFacts, AccountShield, Action, Refusal};
+
+use super::reconcile::{to_wanted, Facts, UserFacts};
 use super::{Engine, Input};
 use crate::enforce::{RoomWriter, WriteError};
-use crate::suspension::{self, AdminError, Done, Facts, Outcome, Plan, Refusal, Suspensions};
+use crate::suspension::{self, AdminError, Done, Outcome, Suspensions};
 
 impl<W: RoomWriter, C: Clock> Engine<W, C> {
     /// Enables account suspension with this admin API.
@@ -29,22 +33,31 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
 
     /// Decides and acts on the accounts of these users (when suspension is enabled).
     pub(super) fn reconcile_accounts(&mut self, users: &BTreeSet<String>) {
-        self.expiry.rearm(users.iter().cloned());
-        let Some(s) = self.suspensions.as_mut() else { return };
-        let mut todo = Vec::new();
-        for user in users {
-            if s.in_flight.contains(user) {
-                s.deferred.insert(user.clone());
-            } else {
-                todo.push(user.clone());
-            }
+        if self.suspensions.is_none() {
+            self.expiry.rearm(users.iter().cloned());
+            return;
+        }
+        let facts = self.facts_of(users);
+        self.reconcile_accounts_with(&facts);
+    }
+
+    /// Decides each account with core's [`reconcile_account`], from the users' facts (the
+    /// same the rooms were judged from), and carries out its actions.
+    pub(super) fn reconcile_accounts_with(&mut self, facts: &Facts) {
+        self.expiry.rearm(facts.keys().cloned());
+        if self.suspensions.is_none() {
+            return;
         }
         let now = self.now();
-        for user in todo {
-            if let Some(plan) = self.account_plan(&user, now) {
-                self.execute_account(&user, plan, now);
+        for (user, user_facts) in facts {
+            if self.writes.is_writing(&Scope::Account, user) {
+                self.writes.defer(&Scope::Account, user);
+                continue;
             }
-            if let Some((key, text)) = self.untrusted_suspension(&user, now) {
+            for action in self.account_actions(user, user_facts, now) {
+                self.execute_account(user, action, now);
+            }
+            if let Some((key, text)) = self.untrusted_suspension(user, now) {
                 self.report_once(&key, &text);
             }
         }
@@ -93,13 +106,14 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.ledger.for_scope(&Scope::Account).unwrap_or_default().into_iter().map(|e| e.user_id).collect()
     }
 
-    fn account_plan(&self, user: &str, now: u64) -> Option<Plan> {
-        let s = self.suspensions.as_ref()?;
+    /// What core's reconcile decides for one account.
+    fn account_actions(&self, user: &str, user_facts: &UserFacts, now: u64) -> Vec<Action> {
+        let Some(s) = self.suspensions.as_ref() else { return Vec::new() };
         let entry = match self.ledger.get(&Scope::Account, user, Kind::Suspension) {
             Ok(e) => e,
             Err(e) => {
                 error!("cannot read the ledger: {e:#}");
-                return None;
+                return Vec::new();
             }
         };
         // Bans from any trusted list (a ban wins and does not suspend); mutes only from lists
@@ -110,18 +124,14 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 && (c.restriction == hush_core::policy::Restriction::Ban || self.view.trust_of(c.list).suspend)
         });
         let rule = decision.as_ref().and_then(|d| self.index.rule(&d.rule));
-        let held = entry.as_ref().is_some_and(|e| self.view.list_held(&e.rule.room_id));
-        let protected = self.cfg.protected_users.iter().any(|p| hush_core::policy::glob::glob_match(p, user));
-        Some(suspension::plan(&Facts {
-            user,
+        let facts = AccountFacts {
             own_user: &self.cfg.own_user,
             server_name: &s.server_name,
-            protected,
-            exempt: self.exemption(user).filter(|_| !protected && user != self.cfg.own_user),
-            decision: decision.as_ref().map(|d| (d, rule.as_ref())),
-            entry: entry.as_ref(),
-            held,
-        }))
+            rule_entity: rule.as_ref().and_then(|r| r.entity.as_deref()),
+            held: entry.as_ref().is_some_and(|e| self.held(e)),
+        };
+        let shield = AccountShield { shield: user_facts.shield, protected_room: user_facts.protected_room.clone() };
+        reconcile_account(&facts, user, decision.as_ref().map(to_wanted).as_ref(), entry.as_ref(), &shield)
     }
 
     /// A local user named exactly by a mute rule of a list that may not suspend: what to
@@ -150,24 +160,25 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         })
     }
 
-    fn execute_account(&mut self, user: &str, plan: Plan, now: u64) {
+    /// Carries out one of core's account actions: the ledger first (write-ahead), the admin
+    /// call after the input's commit.
+    fn execute_account(&mut self, user: &str, action: Action, now: u64) {
         if self.cfg.dry_run {
-            let text = match &plan {
-                Plan::Suspend(w) => format!(
+            let text = match &action {
+                Action::Suspend { wanted, .. } => format!(
                     "[dry run] would suspend the account {user}; rule {}",
-                    super::execute::dry_run_rule(&w.rule)
+                    super::execute::dry_run_rule(&wanted.rule)
                 ),
-                Plan::Lift => format!("[dry run] would lift the suspension of {user}"),
-                Plan::Refuse(r) => format!("[dry run] would not suspend {user}: {r}"),
+                Action::Unsuspend { .. } => format!("[dry run] would lift the suspension of {user}"),
+                Action::Refuse { refusal, .. } => format!("[dry run] would not suspend {user}: {refusal}"),
                 _ => return,
             };
             info!("{text}");
             self.report_once(&text, &text);
             return;
         }
-        let result = match plan {
-            Plan::Nothing => Ok(()),
-            Plan::Suspend(want) => {
+        let result = match action {
+            Action::Suspend { wanted, .. } => {
                 let fresh = matches!(self.ledger.get(&Scope::Account, user, Kind::Suspension), Ok(None));
                 let entry = Entry {
                     scope: Scope::Account,
@@ -176,36 +187,36 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     phase: Phase::Applying,
                     previous_level: None,
                     applied_level: None,
-                    rule: want.rule.clone(),
-                    reason: want.reason.clone(),
+                    rule: wanted.rule.clone(),
+                    reason: wanted.reason.clone(),
                     applied_at_ms: now,
-                    expires_at_ms: want.expires_at_ms,
+                    expires_at_ms: wanted.expires_at_ms,
                     overridden: false,
                 };
-                info!(user, rule = %want.rule, "suspending the account");
+                info!(user, rule = %wanted.rule, "suspending the account");
                 self.ledger.begin_apply(&entry).map(|()| {
                     self.spawn_account_call(user, true, fresh);
                 })
             }
-            Plan::Resuspend => {
+            Action::Resuspend { .. } => {
                 self.spawn_account_call(user, true, false);
                 Ok(())
             }
-            Plan::UpdateCause(want) => self.ledger.update_cause(
+            Action::UpdateCause { wanted, .. } => self.ledger.update_cause(
                 &Scope::Account,
                 user,
                 Kind::Suspension,
-                &want.rule,
-                &want.reason,
-                want.expires_at_ms,
+                &wanted.rule,
+                &wanted.reason,
+                wanted.expires_at_ms,
             ),
-            Plan::Lift => {
+            Action::Unsuspend { .. } => {
                 info!(user, "lifting the account suspension");
                 self.ledger
                     .begin_lift(&Scope::Account, user, Kind::Suspension)
                     .map(|()| self.spawn_account_call(user, false, false))
             }
-            Plan::Refuse(refusal) => {
+            Action::Refuse { refusal, .. } => {
                 warn!(user, %refusal, "not suspending");
                 // A glob names many users: one report per rule, not per user.
                 let key = match &refusal {
@@ -218,6 +229,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 );
                 Ok(())
             }
+            // Room actions come from a room's reconcile, never from an account's.
+            other => {
+                warn!(user, ?other, "ignored a room action planned for an account");
+                Ok(())
+            }
         };
         if let Err(e) = result {
             self.error(format!("ledger write failed for the suspension of {user}: {e:#}"));
@@ -225,9 +241,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     }
 
     fn spawn_account_call(&mut self, user: &str, suspend: bool, fresh: bool) {
-        let Some(s) = self.suspensions.as_mut() else { return };
-        s.in_flight.insert(user.to_owned());
+        let Some(s) = self.suspensions.as_ref() else { return };
         let api = s.api.clone();
+        self.writes.started(&Scope::Account, [user.to_owned()]);
         let inbox = self.inbox.clone();
         let user = user.to_owned();
         self.writes.after_commit(async move {
@@ -245,13 +261,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             self.account_retry_due(&user);
             return;
         }
-        let again = match self.suspensions.as_mut() {
-            Some(s) => {
-                s.in_flight.remove(&user);
-                s.deferred.remove(&user)
-            }
-            None => false,
-        };
+        let again = !self.writes.finished(&Scope::Account, std::iter::once(user.as_str())).is_empty();
         let mut retry = false;
         let r = match (suspend, outcome) {
             (_, Outcome::Retry) => Ok(()),
@@ -311,10 +321,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         if again {
             self.reconcile_accounts(&BTreeSet::from([user.clone()]));
         }
+        let in_flight = self.writes.is_writing(&Scope::Account, &user);
         let Some(s) = self.suspensions.as_mut() else { return };
         if !retry {
             s.failures.remove(&user);
-        } else if !s.in_flight.contains(&user) {
+        } else if !in_flight {
             let delay = s.failures.entry(user.clone()).or_insert_with(suspension::retry_backoff).next();
             warn!(user, "trying the account again in {delay:?}");
             let inbox = self.inbox.clone();
@@ -329,8 +340,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     /// nothing if the rule came back meanwhile).
     fn account_retry_due(&mut self, user: &str) {
         self.reconcile_accounts(&BTreeSet::from([user.to_owned()]));
+        let in_flight = self.writes.is_writing(&Scope::Account, user);
         if let Some(s) = self.suspensions.as_mut() {
-            if !s.in_flight.contains(user) {
+            if !in_flight {
                 // Nothing to try any more: the next failure starts the backoff afresh.
                 s.failures.remove(user);
             }

@@ -193,7 +193,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     pub(super) fn flush(&mut self, room_id: &str) {
         let now = self.now();
         let Some(edits) = self.power.take(room_id, now) else { return };
-        self.writes.started(room_id, edits.iter().map(|e| e.user_id.clone()));
+        self.writes.started(&Scope::Room(room_id.to_owned()), edits.iter().map(|e| e.user_id.clone()));
         let writer = self.writer.clone();
         let inbox = self.inbox.clone();
         let room_id = room_id.to_owned();
@@ -226,7 +226,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                         }
                         // Judged again now that the ledger says what happened (an ended
                         // rule's overridden entry is forgotten).
-                        self.writes.defer(room_id, &edit.user_id);
+                        self.writes.defer(&scope, &edit.user_id);
                         continue;
                     }
                     let r = match entry {
@@ -303,7 +303,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     /// The writes for these users are done and the ledger says what they did: reconcile
     /// the ones whose reconciliation waited (their rule may have changed meanwhile).
     pub(super) fn write_finished<'a>(&mut self, room_id: &str, users: impl Iterator<Item = &'a str>) {
-        let again = self.writes.finished(room_id, users);
+        let again = self.writes.finished(&Scope::Room(room_id.to_owned()), users);
         self.reconcile_room_users(room_id, &again);
     }
 
@@ -316,7 +316,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         op: &'static str,
         reason: &str,
     ) {
-        self.writes.started(room_id, [user_id.to_owned()]);
+        self.writes.started(&Scope::Room(room_id.to_owned()), [user_id.to_owned()]);
         let writer = self.writer.clone();
         let inbox = self.inbox.clone();
         let (room_id, user_id, reason) = (room_id.to_owned(), user_id.to_owned(), reason.to_owned());

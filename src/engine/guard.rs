@@ -77,8 +77,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let held = self.guard(&plan);
         if !held.is_empty() {
             // Plan the members these rules would have hit again, with the rules held.
+            let facts = self.facts_of(&held.iter().map(|(_, user)| user.clone()).collect());
             for (room, user) in held {
-                let actions = self.reconcile_one(&room, &user);
+                let actions = self.reconcile_one(&room, &user, &facts[&user]);
                 plan.insert((room, user), actions);
             }
         }

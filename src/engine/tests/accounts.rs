@@ -68,7 +68,7 @@ async fn suspension_safeguards_refuse_and_report_once() {
     assert!(admin.suspended().is_empty(), "nobody suspended: {:?}", admin.calls());
     let notices = h.notices().await;
     for want in [
-        "Not suspending @hush:x: that is hush's own account.",
+        "Not suspending @hush:x: hush never restricts itself.",
         "Not suspending @vip:x: the user is in protected_users.",
         "Not suspending @boss:x: a homeserver admin.",
         "Not suspending @g1:x: the rule's entity `@g*:x` is not exactly the user id",
@@ -361,4 +361,47 @@ async fn an_account_suspended_by_an_admin_before_hush_is_left_alone() {
     h.input(remove_rule("a")).await;
     assert!(admin.suspended().contains("@a:x"), "never lifted by hush");
     assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+}
+
+/// A management-room moderator and a user in `protected_users`, each named by an exact
+/// mute rule: the rooms and the account are judged from one computation of the user's
+/// facts, so both refuse, with one line each; demoted, the same facts let both act.
+#[tokio::test(start_paused = true)]
+async fn rooms_and_account_are_judged_from_the_same_facts() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@boss:x", "@vip:x"]);
+    hs.create_room(
+        MGMT,
+        "10",
+        MOD,
+        json!({"users": {MOD: 100, "@boss:x": 50}, "events": {"m.room.power_levels": 50}}),
+        &[HUSH, MOD, "@boss:x"],
+    );
+    let mut cfg = config();
+    cfg.protected_users = vec!["@v*:x".into()];
+    let (mut h, admin) = with_admin(&hs, cfg, &["@boss:x", "@vip:x"]).await;
+    h.input(Input::ManagementLoaded { room_id: MGMT.into(), events: hs.state(MGMT) }).await;
+    h.input(rule("b", "@boss:x", "m.mute")).await;
+    h.input(rule("v", "@vip:x", "m.mute")).await;
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+    assert_eq!(hs.power_levels_now(ROOM)["users"].get("@boss:x"), None);
+    assert_eq!(hs.power_levels_now(ROOM)["users"].get("@vip:x"), None);
+    let notices = h.notice_lines().await;
+    for (user, why, key) in [
+        ("@boss:x", "the user is a moderator of the management room", "b"),
+        ("@vip:x", "the user is in protected_users", "v"),
+    ] {
+        let room = format!("Not going to mute {user} in {ROOM}: {why} (rule `{key}` in {LIST}).");
+        let account = format!("Not suspending {user}: {why}. The mute in protected rooms applies as usual.");
+        for want in [room, account] {
+            assert_eq!(notices.iter().filter(|n| **n == want).count(), 1, "{want:?} in {notices:#?}");
+        }
+        assert_eq!(notices.iter().filter(|n| n.contains(user)).count(), 2, "{notices:#?}");
+    }
+
+    // No longer a moderator of the management room: muted and suspended, from the same change.
+    let ev = hs.set_level_as(MGMT, MOD, "@boss:x", 0);
+    h.input(Input::State { room_id: MGMT.into(), event: ev }).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@boss:x"], json!(-1));
+    assert_eq!(admin.suspended(), std::collections::BTreeSet::from(["@boss:x".to_owned()]));
 }
