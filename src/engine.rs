@@ -3,7 +3,8 @@
 //! Inputs arrive on one channel (policy events, room state, timers, write results), so
 //! they are handled one at a time, in order, and the ledger is written by one owner.
 //! Each input names the users it may affect; each of those is reconciled in each
-//! protected room, and the actions are carried out (or, in dry-run, reported).
+//! protected room, and the actions are carried out (or, in dry-run, reported: the
+//! engine's `consequences`, chosen at construction).
 //!
 //! This root holds the inputs, the engine's parts and the inbox dispatch; each part owns
 //! its state in a submodule (`view`, `guard`, `reports`, `power_batch`, `writes`,
@@ -32,6 +33,7 @@ use crate::ledger::Ledger;
 use crate::rooms::RoomState;
 
 mod accounts;
+mod consequences;
 mod execute;
 mod expiry;
 mod guard;
@@ -188,6 +190,8 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     suspensions: Option<crate::suspension::Suspensions>,
     /// Whether hush's own account can write.
     own: crate::suspension::OwnAccount,
+    /// What carrying out an action means (enforce, or dry run), fixed at construction.
+    consequences: std::sync::Arc<dyn consequences::Consequences<W, C>>,
 }
 
 /// Whether a rule can make hush act on a member with this membership and no ledger entry:
@@ -229,6 +233,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 std::process::exit(1);
             }
         };
+        let cfg_dry_run = cfg.dry_run;
         Engine {
             cfg,
             writer,
@@ -247,6 +252,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             departed: BTreeSet::new(),
             suspensions: None,
             own: Default::default(),
+            consequences: consequences::chosen(cfg_dry_run),
         }
     }
 

@@ -55,7 +55,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 continue;
             }
             for action in self.account_actions(user, user_facts, now) {
-                self.execute_account(user, action, now);
+                let consequences = self.consequences.clone();
+                consequences.account(self, user, action, now);
             }
             if let Some((key, text)) = self.untrusted_suspension(user, now) {
                 self.report_once(&key, &text);
@@ -160,23 +161,24 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         })
     }
 
+    /// Dry run: what the account action would do, reported once; nothing written or called.
+    pub(super) fn simulate_account(&mut self, user: &str, action: Action) {
+        let text = match &action {
+            Action::Suspend { wanted, .. } => format!(
+                "[dry run] would suspend the account {user}; rule {}",
+                super::execute::dry_run_rule(&wanted.rule)
+            ),
+            Action::Unsuspend { .. } => format!("[dry run] would lift the suspension of {user}"),
+            Action::Refuse { refusal, .. } => format!("[dry run] would not suspend {user}: {refusal}"),
+            _ => return,
+        };
+        info!("{text}");
+        self.report_once(&text, &text);
+    }
+
     /// Carries out one of core's account actions: the ledger first (write-ahead), the admin
     /// call after the input's commit.
-    fn execute_account(&mut self, user: &str, action: Action, now: u64) {
-        if self.cfg.dry_run {
-            let text = match &action {
-                Action::Suspend { wanted, .. } => format!(
-                    "[dry run] would suspend the account {user}; rule {}",
-                    super::execute::dry_run_rule(&wanted.rule)
-                ),
-                Action::Unsuspend { .. } => format!("[dry run] would lift the suspension of {user}"),
-                Action::Refuse { refusal, .. } => format!("[dry run] would not suspend {user}: {refusal}"),
-                _ => return,
-            };
-            info!("{text}");
-            self.report_once(&text, &text);
-            return;
-        }
+    pub(super) fn enforce_account(&mut self, user: &str, action: Action, now: u64) {
         let result = match action {
             Action::Suspend { wanted, .. } => {
                 let fresh = matches!(self.ledger.get(&Scope::Account, user, Kind::Suspension), Ok(None));

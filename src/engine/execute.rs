@@ -41,12 +41,16 @@ pub(super) fn dry_run_rule(rule: &hush_core::policy::RuleId) -> String {
 }
 
 impl<W: RoomWriter, C: Clock> Engine<W, C> {
+    /// Carries out one planned action in a room, as the engine's consequences say.
     pub(super) fn execute(&mut self, room_id: &str, action: Action) {
+        let consequences = self.consequences.clone();
+        consequences.room(self, room_id, action);
+    }
+
+    /// The ledger's write-ahead entry, then the room write (spawned after the commit).
+    pub(super) fn enforce(&mut self, room_id: &str, action: Action) {
         let now = self.now();
         let scope = Scope::Room(room_id.to_owned());
-        if self.cfg.dry_run {
-            return self.execute_dry(room_id, action);
-        }
         let result = match action {
             Action::MutePowerLevel { user_id, level, previous, wanted } => {
                 let entry =
@@ -132,7 +136,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
     }
 
-    pub(super) fn execute_dry(&mut self, room_id: &str, action: Action) {
+    /// Dry run: what the action would do, reported; nothing written.
+    pub(super) fn simulate(&mut self, room_id: &str, action: Action) {
         // `{rooms}` is filled in when the input's reports are gathered: one line for all
         // the rooms where the same would be done.
         let template = match &action {

@@ -405,3 +405,36 @@ async fn rooms_and_account_are_judged_from_the_same_facts() {
     assert_eq!(hs.power_levels_now(ROOM)["users"]["@boss:x"], json!(-1));
     assert_eq!(admin.suspended(), std::collections::BTreeSet::from(["@boss:x".to_owned()]));
 }
+
+/// Dry run is chosen when the engine is built: the same reconcile and guard run, and a
+/// room mute and an account suspension are reported, while the homeserver, the admin API
+/// and the ledger are left as they were.
+#[tokio::test(start_paused = true)]
+async fn dry_run_reports_a_mute_and_a_suspension_and_changes_nothing() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mut cfg = config();
+    cfg.dry_run = true;
+    let (mut h, admin) = with_admin(&hs, cfg, &["@a:x"]).await;
+    let levels_before = hs.power_levels_now(ROOM);
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    let notices = h.notice_lines().await;
+    for want in [
+        "[dry run] would mute @a:x in !room:x (power level -1); rule !list:x|user|a",
+        "[dry run] would suspend the account @a:x; rule !list:x|user|a",
+    ] {
+        assert_eq!(notices.iter().filter(|n| *n == want).count(), 1, "{want:?} in {notices:#?}");
+    }
+    let writes = hs.writes();
+    assert!(writes.iter().all(|w| matches!(w, Write::Notice { .. })), "only reports: {writes:?}");
+    assert_eq!(hs.power_levels_now(ROOM), levels_before);
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+    assert!(admin.state.lock().unwrap().accounts_read.is_empty(), "not even a look at the account");
+    assert!(h.status().await.ledger.is_empty());
+
+    // The rule goes: nothing to lift, nothing reported as lifted.
+    h.input(remove_rule("a")).await;
+    assert!(h.notice_lines().await.iter().all(|n| !n.contains("lift")));
+    assert!(admin.calls().is_empty());
+    assert!(h.status().await.ledger.is_empty());
+}
