@@ -3,7 +3,8 @@
 //! Inputs arrive on one channel (policy events, room state, timers, write results), so
 //! they are handled one at a time, in order, and the ledger is written by one owner.
 //! Each input names the users it may affect; each of those is reconciled in each
-//! protected room, and the actions are carried out (or, in dry-run, reported).
+//! protected room, and the actions are carried out (or, in dry-run, reported: the
+//! engine's `consequences`, chosen at construction).
 //!
 //! This root holds the inputs, the engine's parts and the inbox dispatch; each part owns
 //! its state in a submodule (`view`, `guard`, `reports`, `power_batch`, `writes`,
@@ -26,10 +27,13 @@ use tracing::{debug, error, info, warn};
 
 use crate::enforce::{PowerLevelsSent, RoomWriter, WriteError};
 use crate::holds::{Holds, Status};
-use crate::ledger::{Entry, Kind, Ledger};
+use hush_core::record::{Entry, Kind};
+
+use crate::ledger::Ledger;
 use crate::rooms::RoomState;
 
 mod accounts;
+mod consequences;
 mod execute;
 mod expiry;
 mod guard;
@@ -186,6 +190,8 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     suspensions: Option<crate::suspension::Suspensions>,
     /// Whether hush's own account can write.
     own: crate::suspension::OwnAccount,
+    /// What carrying out an action means (enforce, or dry run), fixed at construction.
+    consequences: std::sync::Arc<dyn consequences::Consequences<W, C>>,
 }
 
 /// Whether a rule can make hush act on a member with this membership and no ledger entry:
@@ -195,30 +201,9 @@ fn concerns_policy(m: Membership) -> bool {
     m.is_present() || m == Membership::LeaveMute
 }
 
-/// The ledger's rule reference for a policy rule: "list|kind|state key".
-pub fn rule_ref(id: &RuleId) -> String {
-    format!("{}|{}|{}", id.room_id, id.kind.as_str(), id.state_key)
-}
-
 /// A rule in words: "`state key` in !list".
 fn describe_rule(id: &RuleId) -> String {
     format!("`{}` in {}", id.state_key, id.room_id)
-}
-
-/// The rule a ledger reference names. Temporary, until the ledger stores core's record:
-/// every reference hush wrote ([`rule_ref`]) reads back; anything else is kept whole as
-/// the state key of a user rule of its list, so its entry is still seen (and its cause
-/// rewritten by the next update) rather than dropped.
-fn parse_rule_ref(r: &str) -> RuleId {
-    hush_core::record::parse_legacy_rule_ref(r).unwrap_or_else(|| RuleId {
-        room_id: rule_list(r).to_owned(),
-        kind: EntityKind::User,
-        state_key: r.to_owned(),
-    })
-}
-
-fn rule_list(rule: &str) -> &str {
-    rule.split('|').next().unwrap_or_default()
 }
 
 /// Gives the heap freed after loading a large list back to the system: glibc keeps it
@@ -248,6 +233,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 std::process::exit(1);
             }
         };
+        let cfg_dry_run = cfg.dry_run;
         Engine {
             cfg,
             writer,
@@ -266,6 +252,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             departed: BTreeSet::new(),
             suspensions: None,
             own: Default::default(),
+            consequences: consequences::chosen(cfg_dry_run),
         }
     }
 
@@ -408,7 +395,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                         .all()
                         .unwrap_or_default()
                         .into_iter()
-                        .filter(|e| rule_list(&e.rule) == room_id)
+                        .filter(|e| e.rule.room_id == room_id)
                         .map(|e| e.user_id),
                 );
                 info!(list = %room_id, "no longer following the list");

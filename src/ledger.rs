@@ -1,5 +1,9 @@
 //! The ledger: a durable record (SQLite in `data_dir`) of every change hush made to a room or account, and what to restore.
 //!
+//! It stores core's record as it is: [`hush_core::record::Entry`], one row each, in typed
+//! columns (scope, room, rule list, rule kind, rule state key); there is no vocabulary of
+//! the ledger's own.
+//!
 //! Write-ahead discipline: an entry is written in phase `Applying` (with the previous
 //! power level) *before* the room is changed, and marked `Applied` after. Lifting marks
 //! `Lifting` before and deletes after. After a crash, an entry still `Applying` or
@@ -8,124 +12,57 @@
 //!
 //! The engine gathers the entries of one input into one transaction (`begin_batch`,
 //! `commit_batch`) and sends the writes that input started only after the commit.
+//!
+//! # Schema versions (`PRAGMA user_version`)
+//! - 0: `changes` keyed by (room_id, user_id, kind), the rule as one string
+//!   `"list|kind|state key"`, and `room_id = ''` for an account suspension.
+//! - 1: `scope` ('room' | 'account') and the rule in `rule_list`, `rule_kind`
+//!   ('user' | 'room' | 'server'), `rule_state_key`. `room_id` is the room for scope
+//!   'room'; for scope 'account' it is '' — only inside SQL, so that the primary key
+//!   (scope, room_id, user_id, kind) needs no NULL; Rust only ever sees [`Scope`].
+//!
+//! A version-0 database is migrated at open, in one transaction, every row kept.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use hush_core::policy::EntityKind;
+use hush_core::policy::{EntityKind, RuleId};
+use hush_core::record::{parse_legacy_rule_ref, Entry, Kind, Phase, Scope};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::holds::{Guarded, Status};
-
-/// What kind of change hush made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    /// MSC3909 `mute` membership.
-    MuteMembership,
-    /// A `users` entry in `m.room.power_levels` lowered below the send level.
-    MutePowerLevel,
-    Ban,
-    /// MSC3823 account suspension (room is empty).
-    Suspension,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::MuteMembership => "mute-membership",
-            Kind::MutePowerLevel => "mute-power-level",
-            Kind::Ban => "ban",
-            Kind::Suspension => "suspension",
-        }
-    }
-    fn parse(s: &str) -> Option<Kind> {
-        Some(match s {
-            "mute-membership" => Kind::MuteMembership,
-            "mute-power-level" => Kind::MutePowerLevel,
-            "ban" => Kind::Ban,
-            "suspension" => Kind::Suspension,
-            _ => return None,
-        })
-    }
-    /// Whether this kind is a mute (by either strategy).
-    pub fn is_mute(self) -> bool {
-        matches!(self, Kind::MuteMembership | Kind::MutePowerLevel)
-    }
-}
-
-/// Where an entry is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Written before the change was sent; the change may or may not have happened.
-    Applying,
-    /// The change is in the room.
-    Applied,
-    /// Written before the undo was sent; the undo may or may not have happened.
-    Lifting,
-}
-
-impl Phase {
-    fn as_str(self) -> &'static str {
-        match self {
-            Phase::Applying => "applying",
-            Phase::Applied => "applied",
-            Phase::Lifting => "lifting",
-        }
-    }
-    fn parse(s: &str) -> Option<Phase> {
-        Some(match s {
-            "applying" => Phase::Applying,
-            "applied" => Phase::Applied,
-            "lifting" => Phase::Lifting,
-            _ => return None,
-        })
-    }
-}
-
-/// One change hush made (or is making).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// The room, or "" for an account-wide change (suspension).
-    pub room_id: String,
-    pub user_id: String,
-    pub kind: Kind,
-    pub phase: Phase,
-    /// For power-level mutes: the user's explicit entry before the mute (None = absent).
-    pub previous_level: Option<i64>,
-    /// For power-level mutes: the level hush set.
-    pub applied_level: Option<i64>,
-    /// The rule that caused it: "list room id|event type|state key".
-    pub rule: String,
-    pub reason: String,
-    pub applied_at_ms: u64,
-    /// When the restriction ends by itself (None = until the rule goes).
-    pub expires_at_ms: Option<u64>,
-    /// A moderator changed the user's level while hush's mute was on: hush leaves it alone.
-    pub overridden: bool,
-}
 
 /// The ledger on disk.
 pub struct Ledger {
     conn: Connection,
 }
 
-const SCHEMA: &str = "
+/// The schema this code writes (see the module documentation).
+const VERSION: i64 = 1;
+
+const CHANGES: &str = "
 CREATE TABLE IF NOT EXISTS changes (
+    scope          TEXT NOT NULL,
     room_id        TEXT NOT NULL,
     user_id        TEXT NOT NULL,
     kind           TEXT NOT NULL,
     phase          TEXT NOT NULL,
     previous_level INTEGER,
     applied_level  INTEGER,
-    rule           TEXT NOT NULL,
+    rule_list      TEXT NOT NULL,
+    rule_kind      TEXT NOT NULL,
+    rule_state_key TEXT NOT NULL,
     reason         TEXT NOT NULL,
     applied_at_ms  INTEGER NOT NULL,
     expires_at_ms  INTEGER,
     overridden     INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (room_id, user_id, kind)
+    PRIMARY KEY (scope, room_id, user_id, kind)
 );
 -- Per-user look-ups (expiry re-arming, departed members) on every input: not a scan.
 CREATE INDEX IF NOT EXISTS changes_by_user ON changes (user_id);
+";
+
+const GUARDED: &str = "
 CREATE TABLE IF NOT EXISTS guarded_rules (
     list        TEXT NOT NULL,
     kind        TEXT NOT NULL,
@@ -139,8 +76,93 @@ CREATE TABLE IF NOT EXISTS guarded_rules (
 );
 ";
 
+/// The scope's two columns: ('room', the room) or ('account', '').
+fn scope_columns(scope: &Scope) -> (&'static str, &str) {
+    match scope {
+        Scope::Room(room) => ("room", room.as_str()),
+        Scope::Account => ("account", ""),
+    }
+}
+
+/// One row of a version-0 `changes` table.
+struct OldRow {
+    room_id: String,
+    user_id: String,
+    kind: String,
+    phase: String,
+    previous_level: Option<i64>,
+    applied_level: Option<i64>,
+    rule: String,
+    reason: String,
+    applied_at_ms: i64,
+    expires_at_ms: Option<i64>,
+    overridden: i64,
+}
+
+/// Moves a version-0 `changes` table to version 1, inside the caller's transaction. Every
+/// row is kept: a rule string that cannot be read is kept whole as the rule's list, with
+/// kind user and an empty state key, and named in a warning.
+fn migrate_from_0(tx: &rusqlite::Transaction<'_>) -> Result<usize> {
+    let old: Vec<OldRow> = {
+        let mut stmt = tx.prepare("SELECT * FROM changes")?;
+        let rows = stmt.query_map(params![], |r| {
+            Ok(OldRow {
+                room_id: r.get("room_id")?,
+                user_id: r.get("user_id")?,
+                kind: r.get("kind")?,
+                phase: r.get("phase")?,
+                previous_level: r.get("previous_level")?,
+                applied_level: r.get("applied_level")?,
+                rule: r.get("rule")?,
+                reason: r.get("reason")?,
+                applied_at_ms: r.get("applied_at_ms")?,
+                expires_at_ms: r.get("expires_at_ms")?,
+                overridden: r.get("overridden")?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    tx.execute_batch("DROP INDEX IF EXISTS changes_by_user; ALTER TABLE changes RENAME TO changes_v0;")?;
+    tx.execute_batch(CHANGES)?;
+    for o in &old {
+        let rule = parse_legacy_rule_ref(&o.rule).unwrap_or_else(|| {
+            tracing::warn!(
+                rule = %o.rule, user = %o.user_id, room = %o.room_id, kind = %o.kind,
+                "ledger migration: cannot read this entry's rule; kept whole as its list"
+            );
+            RuleId { room_id: o.rule.clone(), kind: EntityKind::User, state_key: String::new() }
+        });
+        let scope = if o.room_id.is_empty() { "account" } else { "room" };
+        tx.execute(
+            "INSERT OR REPLACE INTO changes
+             (scope, room_id, user_id, kind, phase, previous_level, applied_level, rule_list, rule_kind,
+              rule_state_key, reason, applied_at_ms, expires_at_ms, overridden)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                scope,
+                o.room_id,
+                o.user_id,
+                o.kind,
+                o.phase,
+                o.previous_level,
+                o.applied_level,
+                rule.room_id,
+                rule.kind.as_str(),
+                rule.state_key,
+                o.reason,
+                o.applied_at_ms,
+                o.expires_at_ms,
+                o.overridden
+            ],
+        )?;
+    }
+    tx.execute_batch("DROP TABLE changes_v0")?;
+    Ok(old.len())
+}
+
 impl Ledger {
-    /// Opens (or creates) the ledger at `path`. Every write is durable when it returns.
+    /// Opens (or creates) the ledger at `path`, migrating an older schema. Every write is
+    /// durable when it returns.
     pub fn open(path: &Path) -> Result<Ledger> {
         let conn = Connection::open(path).with_context(|| format!("cannot open the ledger {}", path.display()))?;
         Ledger::init(conn)
@@ -151,27 +173,51 @@ impl Ledger {
         Ledger::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Ledger> {
+    fn init(mut conn: Connection) -> Result<Ledger> {
         // WAL + synchronous=FULL: a committed write survives a crash or power loss.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA).context("cannot create the ledger schema")?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > VERSION {
+            anyhow::bail!("the ledger has schema version {version}, newer than this hush knows ({VERSION})");
+        }
+        if version < 1 {
+            let old_table: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('changes') WHERE name = 'rule')",
+                params![],
+                |r| r.get(0),
+            )?;
+            if old_table {
+                let rows = migrate_from_0(&tx).context("cannot migrate the ledger to schema version 1")?;
+                tracing::info!(rows, "ledger migrated to schema version 1 (typed scope and rule)");
+            }
+        }
+        tx.execute_batch(CHANGES).context("cannot create the ledger schema")?;
+        tx.execute_batch(GUARDED).context("cannot create the ledger schema")?;
+        tx.pragma_update(None, "user_version", VERSION)?;
+        tx.commit().context("cannot commit the ledger schema")?;
         Ok(Ledger { conn })
     }
 
     /// Records a change about to be made (phase `Applying`), replacing any entry for the same key.
     pub fn begin_apply(&self, e: &Entry) -> Result<()> {
+        let (scope, room) = scope_columns(&e.scope);
         self.conn.execute(
             "INSERT OR REPLACE INTO changes
-             (room_id, user_id, kind, phase, previous_level, applied_level, rule, reason, applied_at_ms, expires_at_ms, overridden)
-             VALUES (?1, ?2, ?3, 'applying', ?4, ?5, ?6, ?7, ?8, ?9, 0)",
+             (scope, room_id, user_id, kind, phase, previous_level, applied_level, rule_list, rule_kind,
+              rule_state_key, reason, applied_at_ms, expires_at_ms, overridden)
+             VALUES (?1, ?2, ?3, ?4, 'applying', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0)",
             params![
-                e.room_id,
+                scope,
+                room,
                 e.user_id,
                 e.kind.as_str(),
                 e.previous_level,
                 e.applied_level,
-                e.rule,
+                e.rule.room_id,
+                e.rule.kind.as_str(),
+                e.rule.state_key,
                 e.reason,
                 e.applied_at_ms as i64,
                 e.expires_at_ms.map(|v| v as i64)
@@ -180,55 +226,71 @@ impl Ledger {
         Ok(())
     }
 
-    fn set_phase(&self, room_id: &str, user_id: &str, kind: Kind, phase: Phase) -> Result<()> {
+    fn set_phase(&self, scope: &Scope, user_id: &str, kind: Kind, phase: Phase) -> Result<()> {
+        let (scope, room) = scope_columns(scope);
         self.conn.execute(
-            "UPDATE changes SET phase = ?4 WHERE room_id = ?1 AND user_id = ?2 AND kind = ?3",
-            params![room_id, user_id, kind.as_str(), phase.as_str()],
+            "UPDATE changes SET phase = ?5 WHERE scope = ?1 AND room_id = ?2 AND user_id = ?3 AND kind = ?4",
+            params![scope, room, user_id, kind.as_str(), phase.as_str()],
         )?;
         Ok(())
     }
 
-    /// The change is in the room.
-    pub fn mark_applied(&self, room_id: &str, user_id: &str, kind: Kind) -> Result<()> {
-        self.set_phase(room_id, user_id, kind, Phase::Applied)
+    /// The change is made.
+    pub fn mark_applied(&self, scope: &Scope, user_id: &str, kind: Kind) -> Result<()> {
+        self.set_phase(scope, user_id, kind, Phase::Applied)
     }
 
     /// The undo is about to be sent.
-    pub fn begin_lift(&self, room_id: &str, user_id: &str, kind: Kind) -> Result<()> {
-        self.set_phase(room_id, user_id, kind, Phase::Lifting)
+    pub fn begin_lift(&self, scope: &Scope, user_id: &str, kind: Kind) -> Result<()> {
+        self.set_phase(scope, user_id, kind, Phase::Lifting)
     }
 
     /// Updates what an applied entry says about its cause and end (a rule changed, same restriction).
     pub fn update_cause(
         &self,
-        room_id: &str,
+        scope: &Scope,
         user_id: &str,
         kind: Kind,
-        rule: &str,
+        rule: &RuleId,
         reason: &str,
         expires_at_ms: Option<u64>,
     ) -> Result<()> {
+        let (scope, room) = scope_columns(scope);
         self.conn.execute(
-            "UPDATE changes SET rule = ?4, reason = ?5, expires_at_ms = ?6 WHERE room_id = ?1 AND user_id = ?2 AND kind = ?3",
-            params![room_id, user_id, kind.as_str(), rule, reason, expires_at_ms.map(|v| v as i64)],
+            "UPDATE changes SET rule_list = ?5, rule_kind = ?6, rule_state_key = ?7, reason = ?8, expires_at_ms = ?9
+             WHERE scope = ?1 AND room_id = ?2 AND user_id = ?3 AND kind = ?4",
+            params![
+                scope,
+                room,
+                user_id,
+                kind.as_str(),
+                rule.room_id,
+                rule.kind.as_str(),
+                rule.state_key,
+                reason,
+                expires_at_ms.map(|v| v as i64)
+            ],
         )?;
         Ok(())
     }
 
     /// A moderator overrode hush: keep the record (so hush does not re-apply) but never restore.
-    pub fn mark_overridden(&self, room_id: &str, user_id: &str, kind: Kind) -> Result<()> {
+    pub fn mark_overridden(&self, scope: &Scope, user_id: &str, kind: Kind) -> Result<()> {
+        let (scope, room) = scope_columns(scope);
         self.conn.execute(
-            "UPDATE changes SET overridden = 1, phase = 'applied' WHERE room_id = ?1 AND user_id = ?2 AND kind = ?3",
-            params![room_id, user_id, kind.as_str()],
+            "UPDATE changes SET overridden = 1, phase = 'applied'
+             WHERE scope = ?1 AND room_id = ?2 AND user_id = ?3 AND kind = ?4",
+            params![scope, room, user_id, kind.as_str()],
         )?;
         Ok(())
     }
 
     /// The change is gone (lifted, or found never to have happened).
-    pub fn remove(&self, room_id: &str, user_id: &str, kind: Kind) -> Result<()> {
+    pub fn remove(&self, scope: &Scope, user_id: &str, kind: Kind) -> Result<()> {
+        let (scope, room) = scope_columns(scope);
         self.conn.execute(
-            "DELETE FROM changes WHERE room_id = ?1 AND user_id = ?2 AND kind = ?3",
-            params![room_id, user_id, kind.as_str()],
+            "DELETE FROM changes WHERE scope = ?1 AND room_id = ?2 AND user_id = ?3 AND kind = ?4",
+            params![scope, room, user_id, kind.as_str()],
         )?;
         Ok(())
     }
@@ -243,10 +305,11 @@ impl Ledger {
         self.conn.execute_batch("SAVEPOINT carry_over")?;
         let result = (|| {
             let moved = self.conn.execute(
-                "UPDATE OR REPLACE changes SET room_id = ?2 WHERE room_id = ?1 AND kind IN (?3, ?4)",
+                "UPDATE OR REPLACE changes SET room_id = ?2 WHERE scope = 'room' AND room_id = ?1 AND kind IN (?3, ?4)",
                 params![old, new, Kind::MutePowerLevel.as_str(), Kind::Ban.as_str()],
             )?;
-            let dropped = self.conn.execute("DELETE FROM changes WHERE room_id = ?1", params![old])?;
+            let dropped =
+                self.conn.execute("DELETE FROM changes WHERE scope = 'room' AND room_id = ?1", params![old])?;
             anyhow::Ok((moved, dropped))
         })();
         match result {
@@ -333,36 +396,45 @@ impl Ledger {
         self.conn.execute_batch("COMMIT").context("cannot commit the ledger")
     }
 
-    pub fn get(&self, room_id: &str, user_id: &str, kind: Kind) -> Result<Option<Entry>> {
+    pub fn get(&self, scope: &Scope, user_id: &str, kind: Kind) -> Result<Option<Entry>> {
+        let (scope, room) = scope_columns(scope);
         Ok(self
             .conn
             .query_row(
-                "SELECT * FROM changes WHERE room_id = ?1 AND user_id = ?2 AND kind = ?3",
-                params![room_id, user_id, kind.as_str()],
+                "SELECT * FROM changes WHERE scope = ?1 AND room_id = ?2 AND user_id = ?3 AND kind = ?4",
+                params![scope, room, user_id, kind.as_str()],
                 row_to_entry,
             )
             .optional()?
             .flatten())
     }
 
-    /// Entries for one user in one room.
-    pub fn get_all_for(&self, room_id: &str, user_id: &str) -> Result<Vec<Entry>> {
-        self.query("SELECT * FROM changes WHERE room_id = ?1 AND user_id = ?2 ORDER BY kind", params![room_id, user_id])
+    /// Entries for one user in one scope.
+    pub fn get_all_for(&self, scope: &Scope, user_id: &str) -> Result<Vec<Entry>> {
+        let (scope, room) = scope_columns(scope);
+        self.query(
+            "SELECT * FROM changes WHERE scope = ?1 AND room_id = ?2 AND user_id = ?3 ORDER BY kind",
+            params![scope, room, user_id],
+        )
     }
 
-    /// Every entry, in a stable order.
+    /// Every entry, in a stable order (accounts first, then rooms).
     pub fn all(&self) -> Result<Vec<Entry>> {
-        self.query("SELECT * FROM changes ORDER BY room_id, user_id, kind", params![])
+        self.query("SELECT * FROM changes ORDER BY scope, room_id, user_id, kind", params![])
     }
 
-    /// Entries for one room.
-    pub fn for_room(&self, room_id: &str) -> Result<Vec<Entry>> {
-        self.query("SELECT * FROM changes WHERE room_id = ?1 ORDER BY user_id, kind", params![room_id])
+    /// Entries in one scope (a room, or the accounts).
+    pub fn for_scope(&self, scope: &Scope) -> Result<Vec<Entry>> {
+        let (scope, room) = scope_columns(scope);
+        self.query(
+            "SELECT * FROM changes WHERE scope = ?1 AND room_id = ?2 ORDER BY user_id, kind",
+            params![scope, room],
+        )
     }
 
-    /// Entries for one user, in every room.
+    /// Entries for one user, in every room and their account.
     pub fn for_user(&self, user_id: &str) -> Result<Vec<Entry>> {
-        self.query("SELECT * FROM changes WHERE user_id = ?1 ORDER BY room_id, kind", params![user_id])
+        self.query("SELECT * FROM changes WHERE user_id = ?1 ORDER BY scope, room_id, kind", params![user_id])
     }
 
     fn query(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Entry>> {
@@ -378,22 +450,33 @@ impl Ledger {
     }
 }
 
-/// A row, or None (skipped with a warning) if a future version wrote a kind we do not know.
+/// A row, or None (skipped with a warning) if a future version wrote a scope, kind, phase
+/// or rule kind we do not know.
 fn row_to_entry(row: &Row<'_>) -> rusqlite::Result<Option<Entry>> {
+    let scope: String = row.get("scope")?;
     let kind: String = row.get("kind")?;
     let phase: String = row.get("phase")?;
-    let (Some(kind), Some(phase)) = (Kind::parse(&kind), Phase::parse(&phase)) else {
-        tracing::warn!(kind, phase, "skipping a ledger entry of unknown kind or phase");
+    let rule_kind: String = row.get("rule_kind")?;
+    let scope = match scope.as_str() {
+        "room" => Some(Scope::Room(row.get("room_id")?)),
+        "account" => Some(Scope::Account),
+        _ => None,
+    };
+    let entity_kind = EntityKind::ALL.into_iter().find(|k| k.as_str() == rule_kind);
+    let (Some(scope), Some(kind), Some(phase), Some(rule_kind)) =
+        (scope, Kind::parse(&kind), Phase::parse(&phase), entity_kind)
+    else {
+        tracing::warn!(kind, phase, rule_kind, "skipping a ledger entry of unknown scope, kind, phase or rule kind");
         return Ok(None);
     };
     Ok(Some(Entry {
-        room_id: row.get("room_id")?,
+        scope,
         user_id: row.get("user_id")?,
         kind,
         phase,
         previous_level: row.get("previous_level")?,
         applied_level: row.get("applied_level")?,
-        rule: row.get("rule")?,
+        rule: RuleId { room_id: row.get("rule_list")?, kind: rule_kind, state_key: row.get("rule_state_key")? },
         reason: row.get("reason")?,
         applied_at_ms: row.get::<_, i64>("applied_at_ms")? as u64,
         expires_at_ms: row.get::<_, Option<i64>>("expires_at_ms")?.map(|v| v as u64),
@@ -405,15 +488,23 @@ fn row_to_entry(row: &Row<'_>) -> rusqlite::Result<Option<Entry>> {
 mod tests {
     use super::*;
 
+    fn room() -> Scope {
+        Scope::Room("!room".into())
+    }
+
+    fn rule(key: &str) -> RuleId {
+        RuleId { room_id: "!list".into(), kind: EntityKind::User, state_key: key.into() }
+    }
+
     fn entry(user: &str, previous: Option<i64>) -> Entry {
         Entry {
-            room_id: "!room".into(),
+            scope: room(),
             user_id: user.into(),
             kind: Kind::MutePowerLevel,
             phase: Phase::Applying,
             previous_level: previous,
             applied_level: Some(-1),
-            rule: "!list|m.policy.rule.user|spam".into(),
+            rule: rule("spam"),
             reason: "spam".into(),
             applied_at_ms: 1_700_000_000_000,
             expires_at_ms: Some(1_700_000_060_000),
@@ -425,14 +516,14 @@ mod tests {
     fn write_ahead_then_applied_then_lifted() {
         let l = Ledger::in_memory().unwrap();
         l.begin_apply(&entry("@a:x", Some(10))).unwrap();
-        assert_eq!(l.get("!room", "@a:x", Kind::MutePowerLevel).unwrap().unwrap().phase, Phase::Applying);
-        l.mark_applied("!room", "@a:x", Kind::MutePowerLevel).unwrap();
-        let e = l.get("!room", "@a:x", Kind::MutePowerLevel).unwrap().unwrap();
+        assert_eq!(l.get(&room(), "@a:x", Kind::MutePowerLevel).unwrap().unwrap().phase, Phase::Applying);
+        l.mark_applied(&room(), "@a:x", Kind::MutePowerLevel).unwrap();
+        let e = l.get(&room(), "@a:x", Kind::MutePowerLevel).unwrap().unwrap();
         assert_eq!(e.phase, Phase::Applied);
         assert_eq!(e.previous_level, Some(10));
-        l.begin_lift("!room", "@a:x", Kind::MutePowerLevel).unwrap();
+        l.begin_lift(&room(), "@a:x", Kind::MutePowerLevel).unwrap();
         assert_eq!(l.all().unwrap()[0].phase, Phase::Lifting);
-        l.remove("!room", "@a:x", Kind::MutePowerLevel).unwrap();
+        l.remove(&room(), "@a:x", Kind::MutePowerLevel).unwrap();
         assert!(l.all().unwrap().is_empty());
     }
 
@@ -444,28 +535,178 @@ mod tests {
             let l = Ledger::open(&path).unwrap();
             l.begin_apply(&entry("@absent:x", None)).unwrap();
             l.begin_apply(&entry("@ten:x", Some(10))).unwrap();
-            l.mark_applied("!room", "@ten:x", Kind::MutePowerLevel).unwrap();
+            l.mark_applied(&room(), "@ten:x", Kind::MutePowerLevel).unwrap();
         }
         let l = Ledger::open(&path).unwrap();
-        let absent = l.get("!room", "@absent:x", Kind::MutePowerLevel).unwrap().unwrap();
+        let absent = l.get(&room(), "@absent:x", Kind::MutePowerLevel).unwrap().unwrap();
         assert_eq!(absent.previous_level, None);
         assert_eq!(absent.phase, Phase::Applying);
-        let ten = l.get("!room", "@ten:x", Kind::MutePowerLevel).unwrap().unwrap();
+        let ten = l.get(&room(), "@ten:x", Kind::MutePowerLevel).unwrap().unwrap();
         assert_eq!(ten.previous_level, Some(10));
         assert_eq!(ten.expires_at_ms, Some(1_700_000_060_000));
         assert_eq!(l.for_user("@ten:x").unwrap().len(), 1);
-        assert_eq!(l.for_room("!room").unwrap().len(), 2);
+        assert_eq!(l.for_scope(&room()).unwrap().len(), 2);
     }
 
     #[test]
     fn overridden_and_cause_updates() {
         let l = Ledger::in_memory().unwrap();
         l.begin_apply(&entry("@a:x", None)).unwrap();
-        l.update_cause("!room", "@a:x", Kind::MutePowerLevel, "r2", "longer", None).unwrap();
-        l.mark_overridden("!room", "@a:x", Kind::MutePowerLevel).unwrap();
-        let e = l.get("!room", "@a:x", Kind::MutePowerLevel).unwrap().unwrap();
+        let r2 = RuleId { room_id: "!other".into(), kind: EntityKind::Server, state_key: "r2".into() };
+        l.update_cause(&room(), "@a:x", Kind::MutePowerLevel, &r2, "longer", None).unwrap();
+        l.mark_overridden(&room(), "@a:x", Kind::MutePowerLevel).unwrap();
+        let e = l.get(&room(), "@a:x", Kind::MutePowerLevel).unwrap().unwrap();
         assert!(e.overridden);
         assert_eq!(e.phase, Phase::Applied);
-        assert_eq!((e.rule.as_str(), e.reason.as_str(), e.expires_at_ms), ("r2", "longer", None));
+        assert_eq!((&e.rule, e.reason.as_str(), e.expires_at_ms), (&r2, "longer", None));
+    }
+
+    #[test]
+    fn a_room_and_the_account_are_separate_scopes() {
+        let l = Ledger::in_memory().unwrap();
+        let account = Entry { scope: Scope::Account, kind: Kind::Suspension, ..entry("@a:x", None) };
+        l.begin_apply(&account).unwrap();
+        l.begin_apply(&entry("@a:x", None)).unwrap();
+        assert_eq!(l.get(&Scope::Account, "@a:x", Kind::Suspension).unwrap(), Some(account.clone()));
+        assert_eq!(l.for_scope(&Scope::Account).unwrap(), vec![account]);
+        assert!(l.get(&room(), "@a:x", Kind::Suspension).unwrap().is_none());
+        // A room whose id is empty is not the account (it cannot exist, but is no alias).
+        assert!(l.for_scope(&Scope::Room(String::new())).unwrap().is_empty());
+        l.remove(&Scope::Account, "@a:x", Kind::Suspension).unwrap();
+        assert_eq!(l.for_user("@a:x").unwrap().len(), 1);
+    }
+
+    /// The version-0 schema, as hush wrote it before the ledger stored core's record.
+    const OLD_SCHEMA: &str = "
+        CREATE TABLE changes (
+            room_id        TEXT NOT NULL,
+            user_id        TEXT NOT NULL,
+            kind           TEXT NOT NULL,
+            phase          TEXT NOT NULL,
+            previous_level INTEGER,
+            applied_level  INTEGER,
+            rule           TEXT NOT NULL,
+            reason         TEXT NOT NULL,
+            applied_at_ms  INTEGER NOT NULL,
+            expires_at_ms  INTEGER,
+            overridden     INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (room_id, user_id, kind)
+        );
+        CREATE INDEX changes_by_user ON changes (user_id);
+        CREATE TABLE guarded_rules (
+            list        TEXT NOT NULL,
+            kind        TEXT NOT NULL,
+            state_key   TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            status      TEXT NOT NULL,
+            hold_id     TEXT NOT NULL,
+            held_at_ms  INTEGER NOT NULL,
+            why         TEXT NOT NULL,
+            PRIMARY KEY (list, kind, state_key)
+        );
+        INSERT INTO changes VALUES
+            ('!room', '@pl:x', 'mute-power-level', 'applied', 50, -1, '!list|user|spam', 'spam', 10, 99, 0),
+            ('!room', '@m:x', 'mute-membership', 'applying', NULL, NULL, '!list|m.policy.rule.server|evil.org', '', 11, NULL, 1),
+            ('!room', '@b:x', 'ban', 'lifting', NULL, NULL, '!list|room|a|b', 'raid', 12, NULL, 0),
+            ('', '@s:x', 'suspension', 'applied', NULL, NULL, '!list|user|@s:x', 'spam', 13, 1000, 0),
+            ('', '@odd:x', 'suspension', 'applied', NULL, NULL, 'rule-1', 'odd', 14, NULL, 0);
+        INSERT INTO guarded_rules VALUES ('!list', 'user', 'all', 'fp', 'held', 'h1', 5, 'too many');
+    ";
+
+    fn old(scope: Scope, user: &str, kind: Kind, phase: Phase, rule: RuleId) -> Entry {
+        Entry {
+            scope,
+            user_id: user.into(),
+            kind,
+            phase,
+            previous_level: None,
+            applied_level: None,
+            rule,
+            reason: String::new(),
+            applied_at_ms: 0,
+            expires_at_ms: None,
+            overridden: false,
+        }
+    }
+
+    #[test]
+    fn a_version_0_ledger_is_migrated_at_open_keeping_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        Connection::open(&path).unwrap().execute_batch(OLD_SCHEMA).unwrap();
+        let id = |list: &str, kind, key: &str| RuleId { room_id: list.into(), kind, state_key: key.into() };
+        let expected = vec![
+            Entry {
+                applied_at_ms: 14,
+                reason: "odd".into(),
+                // Unreadable: kept whole as the list, never lost.
+                ..old(Scope::Account, "@odd:x", Kind::Suspension, Phase::Applied, id("rule-1", EntityKind::User, ""))
+            },
+            Entry {
+                applied_at_ms: 13,
+                reason: "spam".into(),
+                expires_at_ms: Some(1000),
+                ..old(Scope::Account, "@s:x", Kind::Suspension, Phase::Applied, id("!list", EntityKind::User, "@s:x"))
+            },
+            Entry {
+                applied_at_ms: 12,
+                reason: "raid".into(),
+                ..old(room(), "@b:x", Kind::Ban, Phase::Lifting, id("!list", EntityKind::Room, "a|b"))
+            },
+            Entry {
+                applied_at_ms: 11,
+                overridden: true,
+                ..old(
+                    room(),
+                    "@m:x",
+                    Kind::MuteMembership,
+                    Phase::Applying,
+                    id("!list", EntityKind::Server, "evil.org"),
+                )
+            },
+            Entry {
+                previous_level: Some(50),
+                applied_level: Some(-1),
+                reason: "spam".into(),
+                applied_at_ms: 10,
+                expires_at_ms: Some(99),
+                ..old(room(), "@pl:x", Kind::MutePowerLevel, Phase::Applied, id("!list", EntityKind::User, "spam"))
+            },
+        ];
+        for _ in 0..2 {
+            // The second open finds version 1 and changes nothing.
+            let l = Ledger::open(&path).unwrap();
+            assert_eq!(l.all().unwrap(), expected);
+            assert_eq!(l.get(&Scope::Account, "@s:x", Kind::Suspension).unwrap().as_ref(), expected.get(1));
+            let guarded = l.all_guarded().unwrap();
+            assert_eq!(guarded.len(), 1);
+            assert_eq!((guarded[0].list.as_str(), guarded[0].hold_id.as_str()), ("!list", "h1"));
+        }
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, 1);
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'changes%'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(tables, 1, "the old table is gone");
+        // The per-user index is there for the new table.
+        let index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'changes_by_user'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(index, 1);
+    }
+
+    #[test]
+    fn a_newer_ledger_is_refused_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 2).unwrap();
+        assert!(Ledger::open(&path).is_err());
     }
 }

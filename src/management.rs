@@ -16,8 +16,8 @@ use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::engine::{Input, StatusReport};
-use crate::ledger::{Kind, Phase};
 use crate::runtime::RoomOverrides;
+use hush_core::record::{Entry, Kind, Phase};
 
 mod rooms;
 
@@ -345,7 +345,7 @@ async fn mutes(ctx: &Context<'_>) -> Reply {
         return Reply::error("The engine is not running.".to_owned());
     };
     let now = now_ms();
-    let mut by_user: BTreeMap<String, Vec<&crate::ledger::Entry>> = BTreeMap::new();
+    let mut by_user: BTreeMap<String, Vec<&Entry>> = BTreeMap::new();
     for e in status.ledger.iter().filter(|e| e.kind.is_mute() && e.phase != Phase::Lifting && !e.overridden) {
         by_user.entry(e.user_id.clone()).or_default().push(e);
     }
@@ -360,8 +360,7 @@ async fn mutes(ctx: &Context<'_>) -> Reply {
             Some(at) => format!("ends in {}", fmt_left(at, now)),
             None => "permanent".to_owned(),
         };
-        let mut parts = first.rule.splitn(3, '|');
-        let (list, _kind, key) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (list, key) = (&first.rule.room_id, &first.rule.state_key);
         let reason = if first.reason.is_empty() { String::new() } else { format!(", reason: {}", first.reason) };
         let _ = writeln!(
             text,

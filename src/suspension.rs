@@ -1,23 +1,22 @@
-//! Account suspension (MSC3823): the homeserver admin API that suspends local accounts, the rule that decides who is suspended, and what hush does when its own account cannot write.
+//! Account suspension (MSC3823): the homeserver admin API that suspends local accounts, the calls' retries and outcomes, and what hush does when its own account cannot write.
 //!
 //! A mute from a policy list, applied at server level to a user of hush's own
 //! homeserver, is a read-only account (MSC3907): hush suspends the account with an admin
-//! token and lifts the suspension when the rule goes or expires. The decision is pure
-//! ([`plan`]); the calls go through [`AdminApi`] ([`HttpAdminApi`] for real, a fake in
-//! tests); the engine glue (ledger, reports, timers) is in `engine/accounts.rs`.
+//! token and lifts the suspension when the rule goes or expires. The decision is core's
+//! (`hush_core::reconcile::reconcile_account`); the calls go through [`AdminApi`]
+//! ([`HttpAdminApi`] for real, a fake in tests); the engine glue (facts, ledger, reports,
+//! timers) is in `engine/accounts.rs`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hush_core::policy::{Decision, EntityKind, Restriction, Rule};
 use serde_json::Value;
 use tracing::{debug, info};
 
 use crate::backoff::Backoff;
 use crate::config::Secret;
-use crate::ledger::{Entry, Phase};
 
 /// A boxed, sendable future (the trait is used as `dyn AdminApi`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -250,10 +249,6 @@ pub struct Suspensions {
     pub api: Arc<dyn AdminApi>,
     /// hush's own server name: only its users are suspended.
     pub server_name: String,
-    /// Users with an admin call in flight.
-    pub(crate) in_flight: std::collections::HashSet<String>,
-    /// Users to look at again when their call is done.
-    pub(crate) deferred: std::collections::BTreeSet<String>,
     /// The backoff per user whose calls keep failing and whose entry stays (a lift, a
     /// suspension that may have taken effect): the wait before the next try.
     pub(crate) failures: std::collections::HashMap<String, Backoff>,
@@ -261,13 +256,7 @@ pub struct Suspensions {
 
 impl Suspensions {
     pub fn new(api: Arc<dyn AdminApi>, server_name: &str) -> Suspensions {
-        Suspensions {
-            api,
-            server_name: server_name.to_owned(),
-            in_flight: Default::default(),
-            deferred: Default::default(),
-            failures: Default::default(),
-        }
+        Suspensions { api, server_name: server_name.to_owned(), failures: Default::default() }
     }
 }
 
@@ -285,117 +274,6 @@ pub fn from_config(config: &crate::config::Config, own_user: &str) -> anyhow::Re
     let api = HttpAdminApi::new(&config.homeserver_url, token, server)?;
     info!(server, "account suspension enabled: exact mute rules on local users suspend their accounts");
     Ok(Some(Suspensions::new(Arc::new(api), server)))
-}
-
-/// The winning rule, as far as suspension cares.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Want {
-    /// The ledger's rule reference.
-    pub rule: String,
-    pub reason: String,
-    pub expires_at_ms: Option<u64>,
-}
-
-/// Everything [`plan`] decides on.
-pub struct Facts<'a> {
-    pub user: &'a str,
-    pub own_user: &'a str,
-    pub server_name: &'a str,
-    pub protected: bool,
-    /// Why the user may never be restricted (a moderator or creator of a protected room,
-    /// a moderator of the management room), judged by the engine.
-    pub exempt: Option<String>,
-    /// The effective decision and its rule (None = no rule in force).
-    pub decision: Option<(&'a Decision, Option<&'a Rule>)>,
-    /// The ledger reference of the decision's rule.
-    pub rule_ref: String,
-    /// hush's suspension entry for this user.
-    pub entry: Option<&'a Entry>,
-    /// The entry's list is not loaded yet: its rule may still be there.
-    pub held: bool,
-}
-
-/// Why hush will not suspend someone a mute rule names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// The rule is a glob or a server rule: suspension needs the exact user id.
-    NotExact {
-        entity: String,
-    },
-    OwnAccount,
-    ProtectedUser,
-    /// A moderator or creator somewhere hush protects or is commanded from.
-    Exempt(String),
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refusal::NotExact { entity } => write!(
-                f,
-                "the rule's entity `{entity}` is not exactly the user id (hush suspends only on user rules naming the account exactly, never on globs or server rules)"
-            ),
-            Refusal::OwnAccount => write!(f, "that is hush's own account"),
-            Refusal::ProtectedUser => write!(f, "the user is in protected_users"),
-            Refusal::Exempt(why) => f.write_str(why),
-        }
-    }
-}
-
-/// What to do about one user's account.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
-    Nothing,
-    /// Write an `Applying` entry, then suspend.
-    Suspend(Want),
-    /// The entry is `Applying` (a crash, a lost answer): suspend again, no new entry; the
-    /// account found suspended is hush's own suspension.
-    Resuspend,
-    /// Suspended and still wanted, by another rule or with another expiry.
-    UpdateCause(Want),
-    /// Mark `Lifting` (unless it is already), then unsuspend.
-    Lift,
-    /// Not going to suspend (a rule wants it, a safeguard says no).
-    Refuse(Refusal),
-}
-
-/// Decides what to do about `f.user`'s account. Remote users are never considered: a
-/// mute of a remote user is a mute in rooms only.
-pub fn plan(f: &Facts) -> Plan {
-    let local = server_of(f.user) == Some(f.server_name);
-    let wanted = match f.decision {
-        Some((d, rule)) if d.action == Restriction::Mute && local => {
-            let exact = rule.filter(|r| r.id.kind == EntityKind::User && r.entity.as_deref() == Some(f.user));
-            if exact.is_none() {
-                let entity = rule.and_then(|r| r.entity.clone()).unwrap_or_else(|| "?".to_owned());
-                Err(Refusal::NotExact { entity })
-            } else if f.user == f.own_user {
-                Err(Refusal::OwnAccount)
-            } else if f.protected {
-                Err(Refusal::ProtectedUser)
-            } else if let Some(why) = &f.exempt {
-                Err(Refusal::Exempt(why.clone()))
-            } else {
-                Ok(Some(Want { rule: f.rule_ref.clone(), reason: d.reason.clone(), expires_at_ms: d.expires_at_ms }))
-            }
-        }
-        _ => Ok(None),
-    };
-    match (wanted, f.entry) {
-        (Ok(Some(want)), None) => Plan::Suspend(want),
-        (Ok(Some(want)), Some(e)) => match e.phase {
-            Phase::Applying => Plan::Resuspend,
-            Phase::Lifting => Plan::Suspend(want),
-            Phase::Applied if e.rule != want.rule || e.expires_at_ms != want.expires_at_ms => Plan::UpdateCause(want),
-            Phase::Applied => Plan::Nothing,
-        },
-        (Err(refusal), None) => Plan::Refuse(refusal),
-        // Nothing wants it (or a safeguard now says no): lift what hush did, unless the
-        // rule's list is not loaded yet.
-        (_, Some(_)) if f.held => Plan::Nothing,
-        (_, Some(_)) => Plan::Lift,
-        (Ok(None), None) => Plan::Nothing,
-    }
 }
 
 /// The result of an admin call, back in the engine.
@@ -594,274 +472,6 @@ pub mod fake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hush_core::policy::RuleId;
-
-    fn decision(action: Restriction, expires: Option<u64>) -> Decision {
-        Decision {
-            action,
-            expires_at_ms: expires,
-            rule: RuleId { room_id: "!l:x".into(), kind: EntityKind::User, state_key: "k".into() },
-            reason: "spam".into(),
-            sender: "@mod:x".into(),
-        }
-    }
-
-    fn rule_for(entity: &str, kind: EntityKind) -> Rule {
-        let content = serde_json::json!({"entity": entity, "recommendation": "m.mute", "reason": "spam"});
-        let ty = if kind == EntityKind::Server { "m.policy.rule.server" } else { "m.policy.rule.user" };
-        match hush_core::policy::parse_rule("!l:x", ty, "k", "@mod:x", &content) {
-            hush_core::policy::RuleParse::Rule(r) => r,
-            other => panic!("not a rule: {other:?}"),
-        }
-    }
-
-    fn facts<'a>(user: &'a str, d: Option<(&'a Decision, Option<&'a Rule>)>, entry: Option<&'a Entry>) -> Facts<'a> {
-        Facts {
-            user,
-            own_user: "@hush:x",
-            server_name: "x",
-            protected: false,
-            exempt: None,
-            decision: d,
-            rule_ref: "!l:x|user|k".into(),
-            entry,
-            held: false,
-        }
-    }
-
-    fn entry(phase: Phase, expires: Option<u64>) -> Entry {
-        Entry {
-            room_id: String::new(),
-            user_id: "@a:x".into(),
-            kind: crate::ledger::Kind::Suspension,
-            phase,
-            previous_level: None,
-            applied_level: None,
-            rule: "!l:x|user|k".into(),
-            reason: "spam".into(),
-            applied_at_ms: 1,
-            expires_at_ms: expires,
-            overridden: false,
-        }
-    }
-
-    #[test]
-    fn an_exact_mute_of_a_local_user_suspends_and_nothing_else_does() {
-        let mute = decision(Restriction::Mute, Some(99));
-        let exact = rule_for("@a:x", EntityKind::User);
-        let want = Want { rule: "!l:x|user|k".into(), reason: "spam".into(), expires_at_ms: Some(99) };
-        assert_eq!(plan(&facts("@a:x", Some((&mute, Some(&exact))), None)), Plan::Suspend(want.clone()));
-
-        let ban = decision(Restriction::Ban, None);
-        assert_eq!(plan(&facts("@a:x", Some((&ban, Some(&exact))), None)), Plan::Nothing, "a ban does not suspend");
-        let remote = rule_for("@a:elsewhere", EntityKind::User);
-        assert_eq!(
-            plan(&facts("@a:elsewhere", Some((&mute, Some(&remote))), None)),
-            Plan::Nothing,
-            "remote users are never considered"
-        );
-        let glob = rule_for("@a*:x", EntityKind::User);
-        assert_eq!(
-            plan(&facts("@a:x", Some((&mute, Some(&glob))), None)),
-            Plan::Refuse(Refusal::NotExact { entity: "@a*:x".into() })
-        );
-        let server = rule_for("x", EntityKind::Server);
-        assert!(matches!(
-            plan(&facts("@a:x", Some((&mute, Some(&server))), None)),
-            Plan::Refuse(Refusal::NotExact { .. })
-        ));
-        let own = rule_for("@hush:x", EntityKind::User);
-        assert_eq!(plan(&facts("@hush:x", Some((&mute, Some(&own))), None)), Plan::Refuse(Refusal::OwnAccount));
-        let mut f = facts("@a:x", Some((&mute, Some(&exact))), None);
-        f.protected = true;
-        assert_eq!(plan(&f), Plan::Refuse(Refusal::ProtectedUser));
-        let why = "the user is a moderator of the management room".to_owned();
-        let mut f = facts("@a:x", Some((&mute, Some(&exact))), None);
-        f.exempt = Some(why.clone());
-        assert_eq!(plan(&f), Plan::Refuse(Refusal::Exempt(why.clone())));
-        // Suspended before they became a moderator: lifted.
-        let applied = entry(Phase::Applied, None);
-        let mut f = facts("@a:x", Some((&mute, Some(&exact))), Some(&applied));
-        f.exempt = Some(why);
-        assert_eq!(plan(&f), Plan::Lift);
-    }
-
-    #[test]
-    fn entries_are_kept_updated_retried_and_lifted() {
-        let mute = decision(Restriction::Mute, Some(99));
-        let exact = rule_for("@a:x", EntityKind::User);
-        let d = Some((&mute, Some(&exact)));
-        let applied = entry(Phase::Applied, Some(99));
-        assert_eq!(plan(&facts("@a:x", d, Some(&applied))), Plan::Nothing);
-        let other_expiry = entry(Phase::Applied, Some(50));
-        assert!(matches!(plan(&facts("@a:x", d, Some(&other_expiry))), Plan::UpdateCause(_)));
-        let applying = entry(Phase::Applying, Some(99));
-        assert_eq!(plan(&facts("@a:x", d, Some(&applying))), Plan::Resuspend);
-        let lifting = entry(Phase::Lifting, Some(99));
-        assert!(matches!(plan(&facts("@a:x", d, Some(&lifting))), Plan::Suspend(_)));
-
-        assert_eq!(plan(&facts("@a:x", None, Some(&applied))), Plan::Lift, "the rule went: lift");
-        assert_eq!(plan(&facts("@a:x", None, Some(&lifting))), Plan::Lift, "a half-done lift is finished");
-        let mut held = facts("@a:x", None, Some(&applied));
-        held.held = true;
-        assert_eq!(plan(&held), Plan::Nothing, "held while the list is not loaded");
-        let mut protected = facts("@a:x", d, Some(&applied));
-        protected.protected = true;
-        assert_eq!(plan(&protected), Plan::Lift, "a user made protected is released");
-    }
-
-    /// One combination of the facts `plan` reads, for comparing it with core's
-    /// `reconcile_account`.
-    #[derive(Debug, Clone, Copy)]
-    struct Case {
-        user: &'static str,
-        action: Option<Restriction>,
-        entity: &'static str,
-        kind: EntityKind,
-        known_rule: bool,
-        protected: bool,
-        /// 0: none, 1: a moderator of the management room, 2: a moderator of a protected room.
-        exempt: u8,
-        entry: Option<(Phase, Option<u64>)>,
-        held: bool,
-    }
-
-    fn every_case() -> Vec<Case> {
-        let mut out = Vec::new();
-        let entries = [
-            None,
-            Some((Phase::Applying, Some(99))),
-            Some((Phase::Applied, Some(99))),
-            Some((Phase::Applied, Some(5))),
-        ];
-        let entries = entries.into_iter().chain([Some((Phase::Lifting, Some(99)))]);
-        for entry in entries {
-            for user in ["@a:x", "@hush:x", "@a:elsewhere"] {
-                for action in [None, Some(Restriction::Mute), Some(Restriction::Ban)] {
-                    for (entity, kind) in
-                        [(user, EntityKind::User), ("@a*:x", EntityKind::User), ("x", EntityKind::Server)]
-                    {
-                        for bits in 0..(2 * 2 * 3 * 2) {
-                            let (known_rule, protected) = (bits & 1 == 1, bits & 2 == 2);
-                            let (exempt, held) = ((bits / 4 % 3) as u8, bits / 12 == 1);
-                            out.push(Case { user, action, entity, kind, known_rule, protected, exempt, entry, held });
-                        }
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    const ROOM_MODERATOR: hush_core::reconcile::Refusal =
-        hush_core::reconcile::Refusal::RoomModerator { level: 50, moderator_level: 50 };
-
-    fn case_decision(c: &Case) -> Decision {
-        let mut d = decision(c.action.unwrap_or(Restriction::Mute), Some(99));
-        d.rule.kind = c.kind;
-        d
-    }
-
-    /// What `plan` decides, in words.
-    fn plan_says(c: &Case) -> Vec<String> {
-        let d = case_decision(c);
-        let rule = rule_for(c.entity, c.kind);
-        let entry = c.entry.map(|(phase, expires)| Entry { user_id: c.user.into(), ..entry(phase, expires) });
-        let exempt = match c.exempt {
-            0 => None,
-            1 => Some("the user is a moderator of the management room".to_owned()),
-            _ => Some(format!("{ROOM_MODERATOR} (in !r:x)")),
-        };
-        let facts = Facts {
-            user: c.user,
-            own_user: "@hush:x",
-            server_name: "x",
-            protected: c.protected,
-            // As the engine judges it.
-            exempt: exempt.filter(|_| !c.protected && c.user != "@hush:x"),
-            decision: c.action.map(|_| (&d, c.known_rule.then_some(&rule))),
-            rule_ref: crate::engine::rule_ref(&d.rule),
-            entry: entry.as_ref(),
-            held: c.held,
-        };
-        match plan(&facts) {
-            Plan::Nothing => vec![],
-            Plan::Suspend(w) => vec![format!("suspend {} {} {:?}", w.rule, w.reason, w.expires_at_ms)],
-            Plan::Resuspend => vec!["resuspend".to_owned()],
-            Plan::UpdateCause(w) => vec![format!("update {} {} {:?}", w.rule, w.reason, w.expires_at_ms)],
-            Plan::Lift => vec!["unsuspend".to_owned()],
-            Plan::Refuse(Refusal::OwnAccount) => vec!["refuse: itself".to_owned()],
-            Plan::Refuse(r) => vec![format!("refuse: {r}")],
-        }
-    }
-
-    /// What core's `reconcile_account` decides from the same facts, in the same words.
-    fn core_says(c: &Case) -> Vec<String> {
-        use hush_core::reconcile::{self as core, Action};
-        use hush_core::record;
-        let d = case_decision(c);
-        let wanted = c.action.map(|a| core::Wanted {
-            restriction: if a == Restriction::Ban { core::Restriction::Ban } else { core::Restriction::Mute },
-            expires_at_ms: d.expires_at_ms,
-            rule: d.rule.clone(),
-            reason: d.reason.clone(),
-        });
-        let entry = c.entry.map(|(phase, expires)| record::Entry {
-            scope: record::Scope::Account,
-            user_id: c.user.into(),
-            kind: record::Kind::Suspension,
-            phase: match phase {
-                Phase::Applying => record::Phase::Applying,
-                Phase::Applied => record::Phase::Applied,
-                Phase::Lifting => record::Phase::Lifting,
-            },
-            previous_level: None,
-            applied_level: None,
-            rule: RuleId { room_id: "!l:x".into(), kind: EntityKind::User, state_key: "k".into() },
-            reason: "spam".into(),
-            applied_at_ms: 1,
-            expires_at_ms: expires,
-            overridden: false,
-        });
-        let shield = core::AccountShield {
-            shield: core::Shield { protected_user: c.protected, management_moderator: c.exempt == 1 },
-            protected_room: (c.exempt == 2).then(|| ("!r:x".to_owned(), ROOM_MODERATOR)),
-        };
-        let facts = core::AccountFacts {
-            own_user: "@hush:x",
-            server_name: "x",
-            rule_entity: c.known_rule.then_some(c.entity),
-            held: c.held,
-        };
-        let rule_ref = crate::engine::rule_ref;
-        core::reconcile_account(&facts, c.user, wanted.as_ref(), entry.as_ref(), &shield)
-            .into_iter()
-            .map(|a| match a {
-                Action::Suspend { wanted: w, .. } => {
-                    format!("suspend {} {} {:?}", rule_ref(&w.rule), w.reason, w.expires_at_ms)
-                }
-                Action::Resuspend { .. } => "resuspend".to_owned(),
-                Action::UpdateCause { wanted: w, kind: record::Kind::Suspension, .. } => {
-                    format!("update {} {} {:?}", rule_ref(&w.rule), w.reason, w.expires_at_ms)
-                }
-                Action::Unsuspend { .. } => "unsuspend".to_owned(),
-                Action::Refuse { refusal: core::Refusal::Itself, .. } => "refuse: itself".to_owned(),
-                Action::Refuse { refusal, .. } => format!("refuse: {refusal}"),
-                other => format!("not an account action: {other:?}"),
-            })
-            .collect()
-    }
-
-    /// Core's `reconcile_account` (which replaces `plan` in phase 2 of issue 13) decides as
-    /// `plan` does, over every combination of the facts `plan` reads.
-    #[test]
-    fn core_reconcile_account_decides_as_plan_does() {
-        let cases = every_case();
-        assert_eq!(cases.len(), 5 * 3 * 3 * 3 * 24);
-        for c in &cases {
-            assert_eq!(core_says(c), plan_says(c), "{c:?}");
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn run_call_checks_admins_and_prior_suspensions_and_retries_faults() {

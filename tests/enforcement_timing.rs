@@ -152,20 +152,23 @@ async fn time_to_mute_50_users_in_1_and_in_20_rooms() {
 #[test]
 #[ignore = "a measurement, run by hand (see BENCHMARKS.md)"]
 fn ledger_write_cost() {
-    use hush::ledger::{Entry, Kind, Ledger, Phase};
+    use hush::ledger::Ledger;
+    use hush_core::policy::{EntityKind, RuleId};
+    use hush_core::record::{Entry, Kind, Phase, Scope};
+    let room = Scope::Room("!room:localhost".into());
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(&dir.path().join("ledger.sqlite3")).unwrap();
     let n = 500;
     let start = Instant::now();
     for i in 0..n {
         let e = Entry {
-            room_id: "!room:localhost".into(),
+            scope: room.clone(),
             user_id: format!("@u{i}:localhost"),
             kind: Kind::MutePowerLevel,
             phase: Phase::Applying,
             previous_level: None,
             applied_level: Some(-1),
-            rule: "!list|m.policy.rule.user|k".into(),
+            rule: RuleId { room_id: "!list".into(), kind: EntityKind::User, state_key: "k".into() },
             reason: "spam".into(),
             applied_at_ms: 0,
             expires_at_ms: None,
@@ -176,7 +179,7 @@ fn ledger_write_cost() {
     let apply = start.elapsed();
     let start = Instant::now();
     for i in 0..n {
-        ledger.mark_applied("!room:localhost", &format!("@u{i}:localhost"), Kind::MutePowerLevel).unwrap();
+        ledger.mark_applied(&room, &format!("@u{i}:localhost"), Kind::MutePowerLevel).unwrap();
     }
     let mark = start.elapsed();
     println!(

@@ -128,7 +128,7 @@ async fn the_safeguards_refuse_globs_hush_itself_and_remote_users() {
     wait_say(&user, &c, Err("M_FORBIDDEN")).await;
 
     c.rule("self", c.bot.user_id.as_str(), "m.mute", None).await.unwrap();
-    wait_notice(&c, &format!("Not suspending {}: that is hush's own account", c.bot.user_id)).await;
+    wait_notice(&c, &format!("Not suspending {}: hush never restricts itself", c.bot.user_id)).await;
 
     c.rule("remote", "@someone:elsewhere.example", "m.mute", None).await.unwrap();
     let status = c.command("!hush status", "account suspensions by hush: 0").await;

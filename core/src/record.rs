@@ -1,6 +1,6 @@
 //! The record of what hush did: one [`Entry`] per change hush made (or is making) to a
-//! member of a room or to an account: the vocabulary the reconciler reads. The shell's
-//! ledger converts its entries to it for now (issue 13 has the ledger store it as is).
+//! member of a room or to an account: the vocabulary the reconciler reads, and what the
+//! shell's ledger stores as it is (in typed columns).
 //!
 //! Write-ahead discipline (kept by the shell's ledger): an entry is written in phase
 //! [`Phase::Applying`] before the change is sent and marked [`Phase::Applied`] after;
@@ -112,8 +112,8 @@ pub struct Entry {
     pub overridden: bool,
 }
 
-/// Reads the rule reference the ledger has stored so far, `"list room id|kind|state key"`,
-/// into the rule it names (for the migration to a typed rule column).
+/// Reads the rule reference the ledger stored before schema version 1, `"list room id|kind|state key"`,
+/// into the rule it names (for the ledger's migration to typed rule columns).
 ///
 /// `kind` is what hush has always written, `user`, `room` or `server`; an event type of
 /// any rule family (`m.policy.rule.user`, legacy `m.room.rule.user` and

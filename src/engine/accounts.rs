@@ -1,17 +1,22 @@
 //! The engine's account-wide side: suspending local accounts on exact mute rules (MSC3823), and pausing writes while hush's own account is suspended or locked.
 //!
-//! The decisions and the admin API are in `crate::suspension`; this module is the glue
-//! that needs the engine's state (index, ledger, timers, reports).
+//! Core's `reconcile_account` decides, from the same facts as the rooms (`UserFacts`);
+//! the admin API is in `crate::suspension`; this module carries out core's account actions
+//! with the engine's state (index, ledger, in-flight tracker, timers, reports).
 
 use std::collections::BTreeSet;
 
 use hush_core::schedule::Clock;
 use tracing::{error, info, warn};
 
-use super::{rule_list, Engine, Input};
+use hush_core::record::{Entry, Kind, Phase, Scope};
+
+use hush_core::reconcile::{reconcile_account, AccountFacts, AccountShield, Action, Refusal};
+
+use super::reconcile::{to_wanted, Facts, UserFacts};
+use super::{Engine, Input};
 use crate::enforce::{RoomWriter, WriteError};
-use crate::ledger::{Entry, Kind, Phase};
-use crate::suspension::{self, AdminError, Done, Facts, Outcome, Plan, Refusal, Suspensions};
+use crate::suspension::{self, AdminError, Done, Outcome, Suspensions};
 
 impl<W: RoomWriter, C: Clock> Engine<W, C> {
     /// Enables account suspension with this admin API.
@@ -28,22 +33,32 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
 
     /// Decides and acts on the accounts of these users (when suspension is enabled).
     pub(super) fn reconcile_accounts(&mut self, users: &BTreeSet<String>) {
-        self.expiry.rearm(users.iter().cloned());
-        let Some(s) = self.suspensions.as_mut() else { return };
-        let mut todo = Vec::new();
-        for user in users {
-            if s.in_flight.contains(user) {
-                s.deferred.insert(user.clone());
-            } else {
-                todo.push(user.clone());
-            }
+        if self.suspensions.is_none() {
+            self.expiry.rearm(users.iter().cloned());
+            return;
+        }
+        let facts = self.facts_of(users);
+        self.reconcile_accounts_with(&facts);
+    }
+
+    /// Decides each account with core's [`reconcile_account`], from the users' facts (the
+    /// same the rooms were judged from), and carries out its actions.
+    pub(super) fn reconcile_accounts_with(&mut self, facts: &Facts) {
+        self.expiry.rearm(facts.keys().cloned());
+        if self.suspensions.is_none() {
+            return;
         }
         let now = self.now();
-        for user in todo {
-            if let Some(plan) = self.account_plan(&user, now) {
-                self.execute_account(&user, plan, now);
+        for (user, user_facts) in facts {
+            if self.writes.is_writing(&Scope::Account, user) {
+                self.writes.defer(&Scope::Account, user);
+                continue;
             }
-            if let Some((key, text)) = self.untrusted_suspension(&user, now) {
+            for action in self.account_actions(user, user_facts, now) {
+                let consequences = self.consequences.clone();
+                consequences.account(self, user, action, now);
+            }
+            if let Some((key, text)) = self.untrusted_suspension(user, now) {
                 self.report_once(&key, &text);
             }
         }
@@ -72,13 +87,12 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
         if with_ledger {
             let key = ev.get("state_key").and_then(|k| k.as_str()).unwrap_or_default();
-            let suffix = format!("|{key}");
             out.extend(
                 self.ledger
-                    .for_room("")
+                    .for_scope(&Scope::Account)
                     .unwrap_or_default()
                     .into_iter()
-                    .filter(|e| rule_list(&e.rule) == room_id && e.rule.ends_with(&suffix))
+                    .filter(|e| e.rule.room_id == room_id && e.rule.state_key == key)
                     .map(|e| e.user_id),
             );
         }
@@ -90,16 +104,17 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         if self.suspensions.is_none() {
             return BTreeSet::new();
         }
-        self.ledger.for_room("").unwrap_or_default().into_iter().map(|e| e.user_id).collect()
+        self.ledger.for_scope(&Scope::Account).unwrap_or_default().into_iter().map(|e| e.user_id).collect()
     }
 
-    fn account_plan(&self, user: &str, now: u64) -> Option<Plan> {
-        let s = self.suspensions.as_ref()?;
-        let entry = match self.ledger.get("", user, Kind::Suspension) {
+    /// What core's reconcile decides for one account.
+    fn account_actions(&self, user: &str, user_facts: &UserFacts, now: u64) -> Vec<Action> {
+        let Some(s) = self.suspensions.as_ref() else { return Vec::new() };
+        let entry = match self.ledger.get(&Scope::Account, user, Kind::Suspension) {
             Ok(e) => e,
             Err(e) => {
                 error!("cannot read the ledger: {e:#}");
-                return None;
+                return Vec::new();
             }
         };
         // Bans from any trusted list (a ban wins and does not suspend); mutes only from lists
@@ -110,23 +125,14 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 && (c.restriction == hush_core::policy::Restriction::Ban || self.view.trust_of(c.list).suspend)
         });
         let rule = decision.as_ref().and_then(|d| self.index.rule(&d.rule));
-        let held = entry.as_ref().is_some_and(|e| match self.view.lists.get(rule_list(&e.rule)) {
-            Some(loaded) => !loaded,
-            None => !self.view.lists_known,
-        });
-        let protected = self.cfg.protected_users.iter().any(|p| hush_core::policy::glob::glob_match(p, user));
-        let rule_ref = decision.as_ref().map(|d| super::rule_ref(&d.rule)).unwrap_or_default();
-        Some(suspension::plan(&Facts {
-            user,
+        let facts = AccountFacts {
             own_user: &self.cfg.own_user,
             server_name: &s.server_name,
-            protected,
-            exempt: self.exemption(user).filter(|_| !protected && user != self.cfg.own_user),
-            decision: decision.as_ref().map(|d| (d, rule.as_ref())),
-            rule_ref,
-            entry: entry.as_ref(),
-            held,
-        }))
+            rule_entity: rule.as_ref().and_then(|r| r.entity.as_deref()),
+            held: entry.as_ref().is_some_and(|e| self.held(e)),
+        };
+        let shield = AccountShield { shield: user_facts.shield, protected_room: user_facts.protected_room.clone() };
+        reconcile_account(&facts, user, decision.as_ref().map(to_wanted).as_ref(), entry.as_ref(), &shield)
     }
 
     /// A local user named exactly by a mute rule of a list that may not suspend: what to
@@ -155,52 +161,64 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         })
     }
 
-    fn execute_account(&mut self, user: &str, plan: Plan, now: u64) {
-        if self.cfg.dry_run {
-            let text = match &plan {
-                Plan::Suspend(w) => format!("[dry run] would suspend the account {user}; rule {}", w.rule),
-                Plan::Lift => format!("[dry run] would lift the suspension of {user}"),
-                Plan::Refuse(r) => format!("[dry run] would not suspend {user}: {r}"),
-                _ => return,
-            };
-            info!("{text}");
-            self.report_once(&text, &text);
-            return;
-        }
-        let result = match plan {
-            Plan::Nothing => Ok(()),
-            Plan::Suspend(want) => {
-                let fresh = matches!(self.ledger.get("", user, Kind::Suspension), Ok(None));
+    /// Dry run: what the account action would do, reported once; nothing written or called.
+    pub(super) fn simulate_account(&mut self, user: &str, action: Action) {
+        let text = match &action {
+            Action::Suspend { wanted, .. } => format!(
+                "[dry run] would suspend the account {user}; rule {}",
+                super::execute::dry_run_rule(&wanted.rule)
+            ),
+            Action::Unsuspend { .. } => format!("[dry run] would lift the suspension of {user}"),
+            Action::Refuse { refusal, .. } => format!("[dry run] would not suspend {user}: {refusal}"),
+            _ => return,
+        };
+        info!("{text}");
+        self.report_once(&text, &text);
+    }
+
+    /// Carries out one of core's account actions: the ledger first (write-ahead), the admin
+    /// call after the input's commit.
+    pub(super) fn enforce_account(&mut self, user: &str, action: Action, now: u64) {
+        let result = match action {
+            Action::Suspend { wanted, .. } => {
+                let fresh = matches!(self.ledger.get(&Scope::Account, user, Kind::Suspension), Ok(None));
                 let entry = Entry {
-                    room_id: String::new(),
+                    scope: Scope::Account,
                     user_id: user.to_owned(),
                     kind: Kind::Suspension,
                     phase: Phase::Applying,
                     previous_level: None,
                     applied_level: None,
-                    rule: want.rule.clone(),
-                    reason: want.reason.clone(),
+                    rule: wanted.rule.clone(),
+                    reason: wanted.reason.clone(),
                     applied_at_ms: now,
-                    expires_at_ms: want.expires_at_ms,
+                    expires_at_ms: wanted.expires_at_ms,
                     overridden: false,
                 };
-                info!(user, rule = %want.rule, "suspending the account");
+                info!(user, rule = %wanted.rule, "suspending the account");
                 self.ledger.begin_apply(&entry).map(|()| {
                     self.spawn_account_call(user, true, fresh);
                 })
             }
-            Plan::Resuspend => {
+            Action::Resuspend { .. } => {
                 self.spawn_account_call(user, true, false);
                 Ok(())
             }
-            Plan::UpdateCause(want) => {
-                self.ledger.update_cause("", user, Kind::Suspension, &want.rule, &want.reason, want.expires_at_ms)
-            }
-            Plan::Lift => {
+            Action::UpdateCause { wanted, .. } => self.ledger.update_cause(
+                &Scope::Account,
+                user,
+                Kind::Suspension,
+                &wanted.rule,
+                &wanted.reason,
+                wanted.expires_at_ms,
+            ),
+            Action::Unsuspend { .. } => {
                 info!(user, "lifting the account suspension");
-                self.ledger.begin_lift("", user, Kind::Suspension).map(|()| self.spawn_account_call(user, false, false))
+                self.ledger
+                    .begin_lift(&Scope::Account, user, Kind::Suspension)
+                    .map(|()| self.spawn_account_call(user, false, false))
             }
-            Plan::Refuse(refusal) => {
+            Action::Refuse { refusal, .. } => {
                 warn!(user, %refusal, "not suspending");
                 // A glob names many users: one report per rule, not per user.
                 let key = match &refusal {
@@ -213,6 +231,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 );
                 Ok(())
             }
+            // Room actions come from a room's reconcile, never from an account's.
+            other => {
+                warn!(user, ?other, "ignored a room action planned for an account");
+                Ok(())
+            }
         };
         if let Err(e) = result {
             self.error(format!("ledger write failed for the suspension of {user}: {e:#}"));
@@ -220,9 +243,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     }
 
     fn spawn_account_call(&mut self, user: &str, suspend: bool, fresh: bool) {
-        let Some(s) = self.suspensions.as_mut() else { return };
-        s.in_flight.insert(user.to_owned());
+        let Some(s) = self.suspensions.as_ref() else { return };
         let api = s.api.clone();
+        self.writes.started(&Scope::Account, [user.to_owned()]);
         let inbox = self.inbox.clone();
         let user = user.to_owned();
         self.writes.after_commit(async move {
@@ -240,19 +263,13 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             self.account_retry_due(&user);
             return;
         }
-        let again = match self.suspensions.as_mut() {
-            Some(s) => {
-                s.in_flight.remove(&user);
-                s.deferred.remove(&user)
-            }
-            None => false,
-        };
+        let again = !self.writes.finished(&Scope::Account, std::iter::once(user.as_str())).is_empty();
         let mut retry = false;
         let r = match (suspend, outcome) {
             (_, Outcome::Retry) => Ok(()),
             (true, Outcome::Done) => {
                 info!(user, "account suspended");
-                self.ledger.mark_applied("", &user, Kind::Suspension)
+                self.ledger.mark_applied(&Scope::Account, &user, Kind::Suspension)
             }
             (true, Outcome::AlreadySuspended) => {
                 self.report_once(
@@ -261,7 +278,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                         "{user} is already suspended, not by hush: hush leaves that suspension alone and will not lift it."
                     ),
                 );
-                self.ledger.remove("", &user, Kind::Suspension)
+                self.ledger.remove(&Scope::Account, &user, Kind::Suspension)
             }
             (true, Outcome::IsAdmin) => {
                 warn!(user, "not suspending a homeserver admin");
@@ -271,7 +288,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                         "Not suspending {user}: a homeserver admin. The mute in protected rooms applies as usual."
                     ),
                 );
-                self.ledger.remove("", &user, Kind::Suspension)
+                self.ledger.remove(&Scope::Account, &user, Kind::Suspension)
             }
             (true, Outcome::Unknown(e)) => {
                 // The request may have suspended the account: keep the `Applying` entry
@@ -282,11 +299,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             }
             (true, Outcome::Failed(e)) => {
                 self.admin_error(&user, "suspend", &e);
-                self.ledger.remove("", &user, Kind::Suspension)
+                self.ledger.remove(&Scope::Account, &user, Kind::Suspension)
             }
             (false, Outcome::Failed(AdminError::UnknownUser(_))) => {
                 info!(user, "the account no longer exists: nothing to lift");
-                self.ledger.remove("", &user, Kind::Suspension)
+                self.ledger.remove(&Scope::Account, &user, Kind::Suspension)
             }
             (false, Outcome::Failed(e) | Outcome::Unknown(e)) => {
                 // The entry stays `Lifting`: tried again below, or suspended again by the
@@ -297,7 +314,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             }
             (false, _) => {
                 info!(user, "account suspension lifted");
-                self.ledger.remove("", &user, Kind::Suspension)
+                self.ledger.remove(&Scope::Account, &user, Kind::Suspension)
             }
         };
         if let Err(e) = r {
@@ -306,10 +323,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         if again {
             self.reconcile_accounts(&BTreeSet::from([user.clone()]));
         }
+        let in_flight = self.writes.is_writing(&Scope::Account, &user);
         let Some(s) = self.suspensions.as_mut() else { return };
         if !retry {
             s.failures.remove(&user);
-        } else if !s.in_flight.contains(&user) {
+        } else if !in_flight {
             let delay = s.failures.entry(user.clone()).or_insert_with(suspension::retry_backoff).next();
             warn!(user, "trying the account again in {delay:?}");
             let inbox = self.inbox.clone();
@@ -324,8 +342,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     /// nothing if the rule came back meanwhile).
     fn account_retry_due(&mut self, user: &str) {
         self.reconcile_accounts(&BTreeSet::from([user.to_owned()]));
+        let in_flight = self.writes.is_writing(&Scope::Account, user);
         if let Some(s) = self.suspensions.as_mut() {
-            if !s.in_flight.contains(user) {
+            if !in_flight {
                 // Nothing to try any more: the next failure starts the backoff afresh.
                 s.failures.remove(user);
             }

@@ -2,22 +2,12 @@
 
 use hush_core::power_levels::UserLevelEdit;
 use hush_core::reconcile::{Action, Membership, Restriction, Wanted};
-use hush_core::record;
+use hush_core::record::{Entry, Kind, Phase, Scope};
 use hush_core::schedule::Clock;
 use tracing::{debug, info, warn};
 
-use super::{describe_rule, rule_ref, Engine, Input};
+use super::{describe_rule, Engine, Input};
 use crate::enforce::{self, PowerLevelsSent, RoomWriter, WriteError};
-use crate::ledger::{Entry, Kind, Phase};
-
-fn ledger_kind(k: record::Kind) -> Kind {
-    match k {
-        record::Kind::MuteMembership => Kind::MuteMembership,
-        record::Kind::MutePowerLevel => Kind::MutePowerLevel,
-        record::Kind::Ban => Kind::Ban,
-        record::Kind::Suspension => Kind::Suspension,
-    }
-}
 
 /// A ledger entry for a change about to be made (write-ahead).
 fn applying_entry(
@@ -30,13 +20,13 @@ fn applying_entry(
     now: u64,
 ) -> Entry {
     Entry {
-        room_id: room_id.to_owned(),
+        scope: Scope::Room(room_id.to_owned()),
         user_id: user_id.to_owned(),
         kind,
         phase: Phase::Applying,
         previous_level,
         applied_level,
-        rule: rule_ref(&wanted.rule),
+        rule: wanted.rule.clone(),
         reason: wanted.reason.clone(),
         applied_at_ms: now,
         expires_at_ms: wanted.expires_at_ms,
@@ -44,12 +34,23 @@ fn applying_entry(
     }
 }
 
+/// A rule as dry-run reports name it, "list|kind|state key" (report wording only: the
+/// ledger stores the rule typed).
+pub(super) fn dry_run_rule(rule: &hush_core::policy::RuleId) -> String {
+    format!("{}|{}|{}", rule.room_id, rule.kind.as_str(), rule.state_key)
+}
+
 impl<W: RoomWriter, C: Clock> Engine<W, C> {
+    /// Carries out one planned action in a room, as the engine's consequences say.
     pub(super) fn execute(&mut self, room_id: &str, action: Action) {
+        let consequences = self.consequences.clone();
+        consequences.room(self, room_id, action);
+    }
+
+    /// The ledger's write-ahead entry, then the room write (spawned after the commit).
+    pub(super) fn enforce(&mut self, room_id: &str, action: Action) {
         let now = self.now();
-        if self.cfg.dry_run {
-            return self.execute_dry(room_id, action);
-        }
+        let scope = Scope::Room(room_id.to_owned());
         let result = match action {
             Action::MutePowerLevel { user_id, level, previous, wanted } => {
                 let entry =
@@ -63,9 +64,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             Action::UnmutePowerLevel { user_id, restore } => {
                 info!(room = room_id, user = %user_id, ?restore, "lifting a power-level mute");
                 // hush expects the level it set.
-                let applied = self.ledger.get(room_id, &user_id, Kind::MutePowerLevel).ok().flatten();
+                let applied = self.ledger.get(&scope, &user_id, Kind::MutePowerLevel).ok().flatten();
                 let expected = applied.and_then(|e| e.applied_level);
-                self.ledger.begin_lift(room_id, &user_id, Kind::MutePowerLevel).map(|()| {
+                self.ledger.begin_lift(&scope, &user_id, Kind::MutePowerLevel).map(|()| {
                     self.queue_level(room_id, &user_id, restore, expected);
                 })
             }
@@ -77,7 +78,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             }
             Action::UnmuteMembership { user_id, to } => {
                 let to = if to == Membership::Leave { "leave" } else { "join" };
-                self.ledger.begin_lift(room_id, &user_id, Kind::MuteMembership).map(|()| {
+                self.ledger.begin_lift(&scope, &user_id, Kind::MuteMembership).map(|()| {
                     self.spawn_member_write(room_id, &user_id, Kind::MuteMembership, true, to, "mute lifted");
                 })
             }
@@ -90,13 +91,13 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             }
             Action::Unban { user_id } => {
                 info!(room = room_id, user = %user_id, "lifting a ban");
-                self.ledger.begin_lift(room_id, &user_id, Kind::Ban).map(|()| {
+                self.ledger.begin_lift(&scope, &user_id, Kind::Ban).map(|()| {
                     self.spawn_member_write(room_id, &user_id, Kind::Ban, true, "unban", "ban lifted");
                 })
             }
             Action::MarkApplied { user_id, kind } => {
                 self.power.drop_user(room_id, &user_id);
-                self.ledger.mark_applied(room_id, &user_id, ledger_kind(kind))
+                self.ledger.mark_applied(&scope, &user_id, kind)
             }
             Action::MarkOverridden { user_id, kind, note } => {
                 self.report_in_room(
@@ -104,21 +105,16 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     &format!("{note} (in {{rooms}})."),
                     room_id,
                 );
-                self.ledger.mark_overridden(room_id, &user_id, ledger_kind(kind))
+                self.ledger.mark_overridden(&scope, &user_id, kind)
             }
             Action::Forget { user_id, kind } => {
                 self.power.drop_user(room_id, &user_id);
                 self.departed.insert(user_id.clone());
-                self.ledger.remove(room_id, &user_id, ledger_kind(kind))
+                self.ledger.remove(&scope, &user_id, kind)
             }
-            Action::UpdateCause { user_id, kind, wanted } => self.ledger.update_cause(
-                room_id,
-                &user_id,
-                ledger_kind(kind),
-                &rule_ref(&wanted.rule),
-                &wanted.reason,
-                wanted.expires_at_ms,
-            ),
+            Action::UpdateCause { user_id, kind, wanted } => {
+                self.ledger.update_cause(&scope, &user_id, kind, &wanted.rule, &wanted.reason, wanted.expires_at_ms)
+            }
             Action::Refuse { user_id, restriction, refusal, rule } => {
                 let what = if restriction == Restriction::Ban { "ban" } else { "mute" };
                 warn!(room = room_id, user = %user_id, %refusal, %rule, "refusing to {what}");
@@ -140,14 +136,15 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
     }
 
-    pub(super) fn execute_dry(&mut self, room_id: &str, action: Action) {
+    /// Dry run: what the action would do, reported; nothing written.
+    pub(super) fn simulate(&mut self, room_id: &str, action: Action) {
         // `{rooms}` is filled in when the input's reports are gathered: one line for all
         // the rooms where the same would be done.
         let template = match &action {
             Action::MutePowerLevel { user_id, level, wanted, .. } => {
                 format!(
                     "[dry run] would mute {user_id} in {{rooms}} (power level {level}); rule {}",
-                    rule_ref(&wanted.rule)
+                    dry_run_rule(&wanted.rule)
                 )
             }
             Action::UnmutePowerLevel { user_id, restore } => format!(
@@ -201,7 +198,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     pub(super) fn flush(&mut self, room_id: &str) {
         let now = self.now();
         let Some(edits) = self.power.take(room_id, now) else { return };
-        self.writes.started(room_id, edits.iter().map(|e| e.user_id.clone()));
+        self.writes.started(&Scope::Room(room_id.to_owned()), edits.iter().map(|e| e.user_id.clone()));
         let writer = self.writer.clone();
         let inbox = self.inbox.clone();
         let room_id = room_id.to_owned();
@@ -219,13 +216,14 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         result: Result<PowerLevelsSent, WriteError>,
     ) {
         self.power.done(room_id);
+        let scope = Scope::Room(room_id.to_owned());
         match result {
             Ok(sent) => {
                 if let Some(Some(room)) = self.view.rooms.get_mut(room_id) {
                     room.own_power_levels_written(sent.content.clone(), sent.event_id);
                 }
                 for edit in &edits {
-                    let entry = self.ledger.get(room_id, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
+                    let entry = self.ledger.get(&scope, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
                     if sent.skipped.contains(&edit.user_id) {
                         let now = hush_core::power_levels::user_entry(&sent.content, &edit.user_id);
                         if let Err(e) = self.changed_before_written(room_id, &edit.user_id, entry, now) {
@@ -233,17 +231,17 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                         }
                         // Judged again now that the ledger says what happened (an ended
                         // rule's overridden entry is forgotten).
-                        self.writes.defer(room_id, &edit.user_id);
+                        self.writes.defer(&scope, &edit.user_id);
                         continue;
                     }
                     let r = match entry {
                         Some(e)
                             if e.phase == Phase::Applying && edit.level.is_some() && edit.level == e.applied_level =>
                         {
-                            self.ledger.mark_applied(room_id, &edit.user_id, Kind::MutePowerLevel)
+                            self.ledger.mark_applied(&scope, &edit.user_id, Kind::MutePowerLevel)
                         }
                         Some(e) if e.phase == Phase::Lifting => {
-                            self.ledger.remove(room_id, &edit.user_id, Kind::MutePowerLevel)
+                            self.ledger.remove(&scope, &edit.user_id, Kind::MutePowerLevel)
                         }
                         _ => Ok(()),
                     };
@@ -258,13 +256,13 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     self.error(format!("cannot change power levels in {room_id}: {e}"));
                 }
                 for edit in &edits {
-                    let entry = self.ledger.get(room_id, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
+                    let entry = self.ledger.get(&scope, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
                     let _ = match entry {
                         Some(e) if e.phase == Phase::Applying => {
-                            self.ledger.remove(room_id, &edit.user_id, Kind::MutePowerLevel)
+                            self.ledger.remove(&scope, &edit.user_id, Kind::MutePowerLevel)
                         }
                         Some(e) if e.phase == Phase::Lifting => {
-                            self.ledger.mark_applied(room_id, &edit.user_id, Kind::MutePowerLevel)
+                            self.ledger.mark_applied(&scope, &edit.user_id, Kind::MutePowerLevel)
                         }
                         _ => Ok(()),
                     };
@@ -290,6 +288,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         entry: Option<Entry>,
         now: Option<i64>,
     ) -> anyhow::Result<()> {
+        let scope = Scope::Room(room_id.to_owned());
         let now = now.map_or("the default".to_owned(), |l| l.to_string());
         let Some(e) = entry else { return Ok(()) };
         let note = match e.phase {
@@ -303,13 +302,13 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         };
         info!(room = room_id, user = user_id, phase = ?e.phase, "a level changed by someone else is left as it is");
         self.report_in_room(&format!("changed-before-written|{room_id}|{user_id}|{:?}", e.phase), &note, room_id);
-        self.ledger.mark_overridden(room_id, user_id, Kind::MutePowerLevel)
+        self.ledger.mark_overridden(&scope, user_id, Kind::MutePowerLevel)
     }
 
     /// The writes for these users are done and the ledger says what they did: reconcile
     /// the ones whose reconciliation waited (their rule may have changed meanwhile).
     pub(super) fn write_finished<'a>(&mut self, room_id: &str, users: impl Iterator<Item = &'a str>) {
-        let again = self.writes.finished(room_id, users);
+        let again = self.writes.finished(&Scope::Room(room_id.to_owned()), users);
         self.reconcile_room_users(room_id, &again);
     }
 
@@ -322,7 +321,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         op: &'static str,
         reason: &str,
     ) {
-        self.writes.started(room_id, [user_id.to_owned()]);
+        self.writes.started(&Scope::Room(room_id.to_owned()), [user_id.to_owned()]);
         let writer = self.writer.clone();
         let inbox = self.inbox.clone();
         let (room_id, user_id, reason) = (room_id.to_owned(), user_id.to_owned(), reason.to_owned());
@@ -351,11 +350,12 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         lifting: bool,
         result: Result<(), WriteError>,
     ) {
+        let scope = Scope::Room(room_id.to_owned());
         let r = match (&result, lifting) {
-            (Ok(()), false) => self.ledger.mark_applied(room_id, user_id, kind),
-            (Ok(()), true) => self.ledger.remove(room_id, user_id, kind),
-            (Err(_), false) => self.ledger.remove(room_id, user_id, kind),
-            (Err(_), true) => self.ledger.mark_applied(room_id, user_id, kind),
+            (Ok(()), false) => self.ledger.mark_applied(&scope, user_id, kind),
+            (Ok(()), true) => self.ledger.remove(&scope, user_id, kind),
+            (Err(_), false) => self.ledger.remove(&scope, user_id, kind),
+            (Err(_), true) => self.ledger.mark_applied(&scope, user_id, kind),
         };
         let written = result.is_ok();
         if let Err(e) = result {

@@ -6,13 +6,13 @@ use hush_core::guard::{self, RoomHits};
 use hush_core::policy::glob::matches_everyone;
 use hush_core::policy::{EntityKind, Rule, RuleId};
 use hush_core::reconcile::{Action, Restriction};
+use hush_core::record::{Kind, Scope};
 use hush_core::schedule::Clock;
 use tracing::{info, warn};
 
 use super::Engine;
 use crate::enforce::RoomWriter;
 use crate::holds::{self, Guarded, Holds, Status};
-use crate::ledger::Kind;
 
 /// How many rules a hold's notice names one by one (a list load can hold hundreds).
 const HOLD_NOTICE_RULES: usize = 10;
@@ -77,8 +77,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let held = self.guard(&plan);
         if !held.is_empty() {
             // Plan the members these rules would have hit again, with the rules held.
+            let facts = self.facts_of(&held.iter().map(|(_, user)| user.clone()).collect());
             for (room, user) in held {
-                let actions = self.reconcile_one(&room, &user);
+                let actions = self.reconcile_one(&room, &user, &facts[&user]);
                 plan.insert((room, user), actions);
             }
         }
@@ -103,7 +104,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     Action::MuteMembership { wanted, .. } => (Kind::MuteMembership, wanted),
                     _ => continue,
                 };
-                if self.ledger.get(room, user, kind).ok().flatten().is_some() {
+                if self.ledger.get(&Scope::Room(room.to_owned()), user, kind).ok().flatten().is_some() {
                     continue;
                 }
                 new.push((room, user, wanted.rule.clone(), wanted.restriction));

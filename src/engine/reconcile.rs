@@ -1,18 +1,36 @@
 //! Reconciling members: what the policy and hush's ledger want for a user in a room, the refusals (hush, creators, moderators, `protected_users`), and untracking departed members (owns no state of its own).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use hush_core::policy::{Candidate, Decision, Restriction as PolicyRestriction};
-use hush_core::reconcile::{reconcile_member, refusal, Action, Membership, Restriction, Shield, Wanted};
-use hush_core::record;
+use hush_core::reconcile::{reconcile_member, refusal, Action, Membership, Refusal, Restriction, Shield, Wanted};
+use hush_core::record::{Entry, Kind, Scope};
 use hush_core::schedule::Clock;
 use tracing::{debug, error, warn};
 
-use super::{concerns_policy, parse_rule_ref, rule_list, rule_ref, Engine};
+use super::{concerns_policy, Engine};
 use crate::enforce::RoomWriter;
-use crate::ledger::{Entry, Kind, Phase};
 
-fn to_wanted(d: &Decision) -> Wanted {
+/// What hush knows of one user that both reconciles (each protected room's, and the
+/// account's) need, worked out once per user by [`Engine::user_facts`]: the refusals
+/// that do not depend on a room, and the protected room that forbids restricting them.
+/// The third fact both read, whether an entry of theirs is held, is a fact of the entry's
+/// rule, judged by the one predicate [`Engine::held`].
+#[derive(Debug, Clone, Default)]
+pub(super) struct UserFacts {
+    /// `protected_users`, and moderators of the management room.
+    pub(super) shield: Shield,
+    /// The first protected room (by id) where hush may never restrict the user, and why
+    /// (a creator, a moderator, at or above hush). Only the account's reconcile reads it
+    /// (a room's reconcile judges its own room), so it is worked out only when suspension
+    /// is enabled.
+    pub(super) protected_room: Option<(String, Refusal)>,
+}
+
+/// The users of one input with their facts.
+pub(super) type Facts = BTreeMap<String, UserFacts>;
+
+pub(super) fn to_wanted(d: &Decision) -> Wanted {
     Wanted {
         restriction: match d.action {
             PolicyRestriction::Ban => Restriction::Ban,
@@ -35,58 +53,70 @@ fn stronger(a: Wanted, b: Wanted) -> Wanted {
     }
 }
 
-fn record_kind(k: Kind) -> record::Kind {
-    match k {
-        Kind::MuteMembership => record::Kind::MuteMembership,
-        Kind::MutePowerLevel => record::Kind::MutePowerLevel,
-        Kind::Ban => record::Kind::Ban,
-        Kind::Suspension => record::Kind::Suspension,
-    }
-}
-
-/// The ledger's entry in core's vocabulary (temporary, until the ledger stores core's
-/// record): room "" is the account.
-fn to_record(e: &Entry) -> record::Entry {
-    record::Entry {
-        scope: if e.room_id.is_empty() { record::Scope::Account } else { record::Scope::Room(e.room_id.clone()) },
-        user_id: e.user_id.clone(),
-        kind: record_kind(e.kind),
-        phase: match e.phase {
-            Phase::Applying => record::Phase::Applying,
-            Phase::Applied => record::Phase::Applied,
-            Phase::Lifting => record::Phase::Lifting,
-        },
-        previous_level: e.previous_level,
-        applied_level: e.applied_level,
-        rule: parse_rule_ref(&e.rule),
-        reason: e.reason.clone(),
-        applied_at_ms: e.applied_at_ms,
-        expires_at_ms: e.expires_at_ms,
-        overridden: e.overridden,
-    }
-}
-
 impl<W: RoomWriter, C: Clock> Engine<W, C> {
-    /// Reconciles each user in every loaded protected room.
+    /// The facts builder: what both reconciles need to know of `user` (see [`UserFacts`]).
+    pub(super) fn user_facts(&self, user: &str) -> UserFacts {
+        UserFacts {
+            shield: self.shield(user),
+            protected_room: if self.suspensions.is_some() { self.room_refusal(user) } else { None },
+        }
+    }
+
+    /// The refusals of [`UserFacts`] that do not depend on a room (also for previews).
+    pub(super) fn shield(&self, user: &str) -> Shield {
+        Shield {
+            protected_user: self.cfg.protected_users.iter().any(|p| hush_core::policy::glob::glob_match(p, user)),
+            management_moderator: self.is_management_moderator(user),
+        }
+    }
+
+    /// [`Engine::user_facts`] of each user.
+    pub(super) fn facts_of(&self, users: &BTreeSet<String>) -> Facts {
+        users.iter().map(|u| (u.clone(), self.user_facts(u))).collect()
+    }
+
+    /// Whether what this entry records is held: its rule's list is followed but not loaded
+    /// yet, or (before every configured list is known) not known at all. The one held
+    /// predicate, for rooms and accounts alike.
+    pub(super) fn held(&self, e: &Entry) -> bool {
+        self.view.list_held(&e.rule.room_id)
+    }
+
+    /// The first protected room (by id) where a room's own refusal covers this user.
+    fn room_refusal(&self, user: &str) -> Option<(String, Refusal)> {
+        self.view.rooms.iter().find_map(|(room_id, room)| {
+            let room = room.as_ref()?;
+            refusal(&self.facts(room), user, Shield::default()).map(|r| (room_id.clone(), r))
+        })
+    }
+
+    /// Reconciles each user in every loaded protected room, and their account, from one
+    /// computation of their facts.
     pub(super) fn reconcile_users(&mut self, users: BTreeSet<String>) {
         if users.is_empty() {
             return;
         }
+        let facts = self.facts_of(&users);
         let rooms: Vec<String> = self.view.rooms.iter().filter(|(_, s)| s.is_some()).map(|(r, _)| r.clone()).collect();
         for room in rooms {
-            self.reconcile_room_users(&room, &users);
+            self.reconcile_room_with(&room, &facts);
         }
-        self.reconcile_accounts(&users);
+        self.reconcile_accounts_with(&facts);
     }
 
     pub(super) fn reconcile_room_users(&mut self, room_id: &str, users: &BTreeSet<String>) {
-        self.expiry.rearm(users.iter().cloned());
+        let facts = self.facts_of(users);
+        self.reconcile_room_with(room_id, &facts);
+    }
+
+    fn reconcile_room_with(&mut self, room_id: &str, facts: &Facts) {
+        self.expiry.rearm(facts.keys().cloned());
         if self.own.blocked.is_some() {
             // hush cannot write: everyone is looked at again when it can.
             return;
         }
-        for user in users {
-            let actions = self.reconcile_one(room_id, user);
+        for (user, user_facts) in facts {
+            let actions = self.reconcile_one(room_id, user, user_facts);
             // A later plan for the same member in the same input replaces the earlier one:
             // nothing was carried out in between, so it sees the same state or newer.
             let key = (room_id.to_owned(), user.clone());
@@ -98,32 +128,32 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
     }
 
-    pub(super) fn reconcile_one(&mut self, room_id: &str, user: &str) -> Vec<Action> {
-        if self.writes.is_writing(room_id, user) {
+    pub(super) fn reconcile_one(&mut self, room_id: &str, user: &str, user_facts: &UserFacts) -> Vec<Action> {
+        let scope = Scope::Room(room_id.to_owned());
+        if self.writes.is_writing(&scope, user) {
             debug!(room = room_id, user, "a write is in flight: reconciling when it is done");
-            self.writes.defer(room_id, user);
+            self.writes.defer(&scope, user);
             return Vec::new();
         }
         let Some(Some(room)) = self.view.rooms.get(room_id) else { return Vec::new() };
         let now = self.now();
-        let entries = match self.ledger.get_all_for(room_id, user) {
+        let entries = match self.ledger.get_all_for(&scope, user) {
             Ok(e) => e,
             Err(e) => {
                 error!("cannot read the ledger: {e:#}");
                 return Vec::new();
             }
         };
-        let applied: Vec<record::Entry> = entries.iter().map(to_record).collect();
         let decided = self.decision_for(user, now, &entries).map(|d| to_wanted(&d));
         // What a not-yet-loaded list caused is held whatever the loaded lists say: its rule
         // may well still be there. A loaded list's stronger restriction still applies.
         let held = entries
             .iter()
-            .filter(|e| self.view.list_held(rule_list(&e.rule)))
+            .filter(|e| self.held(e))
             .map(|e| Wanted {
                 restriction: if e.kind == Kind::Ban { Restriction::Ban } else { Restriction::Mute },
                 expires_at_ms: e.expires_at_ms,
-                rule: parse_rule_ref(&e.rule),
+                rule: e.rule.clone(),
                 reason: e.reason.clone(),
             })
             .reduce(stronger);
@@ -132,15 +162,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             (h, d) => h.or(d),
         };
         let facts = self.facts(room);
-        reconcile_member(&facts, user, room.membership(user), wanted.as_ref(), &applied, self.shield(user))
-    }
-
-    /// What hush knows of a user beyond any one protected room.
-    pub(super) fn shield(&self, user: &str) -> Shield {
-        Shield {
-            protected_user: self.cfg.protected_users.iter().any(|p| hush_core::policy::glob::glob_match(p, user)),
-            management_moderator: self.is_management_moderator(user),
-        }
+        reconcile_member(&facts, user, room.membership(user), wanted.as_ref(), &entries, user_facts.shield)
     }
 
     /// Whether the rule's list may cause what it asks for.
@@ -158,8 +180,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
         match self.index.decide_where(user, now, |c| self.trusted(&c)) {
             Some(full)
-                if Some(&full) != fresh.as_ref()
-                    && entries.iter().any(|e| !e.overridden && e.rule == rule_ref(&full.rule)) =>
+                if Some(&full) != fresh.as_ref() && entries.iter().any(|e| !e.overridden && e.rule == full.rule) =>
             {
                 Some(full)
             }
@@ -171,20 +192,19 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     /// same refusals as the reconciler's, judged in every protected room and the
     /// management room (for commands naming the user, and for suspension).
     pub(super) fn exemption(&self, user: &str) -> Option<String> {
-        let shield = self.shield(user);
         if user == self.cfg.own_user {
             return Some("that is hush itself".to_owned());
         }
+        let UserFacts { shield, protected_room } = self.user_facts(user);
         if shield.protected_user {
-            return Some("the user is in protected_users".to_owned());
+            return Some(Refusal::ProtectedUser.to_string());
         }
         if shield.management_moderator {
-            return Some("the user is a moderator of the management room".to_owned());
+            return Some(Refusal::ManagementModerator.to_string());
         }
-        self.view.rooms.iter().find_map(|(room_id, room)| {
-            let room = room.as_ref()?;
-            refusal(&self.facts(room), user, Shield::default()).map(|r| format!("{r} (in {room_id})"))
-        })
+        protected_room
+            .or_else(|| self.room_refusal(user))
+            .map(|(room_id, refusal)| Refusal::InRoom { room_id, refusal: Box::new(refusal) }.to_string())
     }
 
     /// Stops tracking the input's candidates who are in no protected room any more (see

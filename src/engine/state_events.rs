@@ -3,13 +3,13 @@
 use std::collections::BTreeSet;
 
 use hush_core::policy::{Outcome, Rule, RuleId};
+use hush_core::record::{Entry, Kind, Phase, Scope};
 use hush_core::schedule::Clock;
 use serde_json::Value;
 use tracing::{debug, info};
 
 use super::{concerns_policy, Engine};
 use crate::enforce::RoomWriter;
-use crate::ledger::{Entry, Kind, Phase};
 use crate::rooms::{RoomState, StateChange};
 
 /// hush's power-level mutes in force that a power-levels event undid because its writer
@@ -164,7 +164,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         info!(room = room_id, members = users.len(), version = %room.version, "protected room loaded");
         self.view.rooms.insert(room_id.to_owned(), Some(room));
         let mut users = users;
-        if let Ok(entries) = self.ledger.for_room(room_id) {
+        if let Ok(entries) = self.ledger.for_scope(&Scope::Room(room_id.to_owned())) {
             users.extend(entries.into_iter().map(|e| e.user_id));
         }
         self.reconcile_room_users(room_id, &users);
@@ -218,7 +218,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 // A moderator may have changed a level hush set: look at hush's entries here,
                 // and at everyone whose standing changed (a moderator demoted may now be
                 // restricted, a member promoted is no longer).
-                let entries = self.ledger.for_room(room_id).unwrap_or_default();
+                let entries = self.ledger.for_scope(&Scope::Room(room_id.to_owned())).unwrap_or_default();
                 let levels_after = &room.power_levels;
                 let stale = stale_undone_mutes(ev, levels_after, &entries);
                 let mut users: BTreeSet<String> = entries.into_iter().map(|e| e.user_id).collect();
@@ -241,7 +241,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     /// goes back to `Applying` (same level to restore), so reconciling mutes them again, and
     /// the management room is told once.
     pub(super) fn stale_undo(&mut self, e: Entry) {
-        let (room_id, user_id) = (e.room_id.clone(), e.user_id.clone());
+        let Scope::Room(room_id) = e.scope.clone() else { return };
+        let user_id = e.user_id.clone();
         info!(room = %room_id, user = %user_id, "a power-levels write from an older state undid hush's mute: muting again");
         self.report_in_room(
             &format!("stale-undo|{room_id}|{user_id}"),

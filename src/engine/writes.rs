@@ -1,21 +1,23 @@
-//! Room and account writes under way: who has a write in flight and who waits for it, the bound on member writes, and the writes to start once the input's ledger transaction is committed.
+//! Room and account writes under way: who has a write in flight and who waits for it (one tracker, keyed by scope and user), the bound on member writes, and the writes to start once the input's ledger transaction is committed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use hush_core::record::Scope;
 use tokio::sync::Semaphore;
 
 /// A write to start once the input's ledger transaction is committed.
 type Write = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 pub(super) struct Writes {
-    /// Users with a write in flight, by room: they are not reconciled until it is done
-    /// (the room view and the ledger do not yet say what the write did).
-    writing: HashMap<String, BTreeSet<String>>,
-    /// Users whose reconciliation waited for a write, by room: reconciled when it is done.
-    deferred: HashMap<String, BTreeSet<String>>,
+    /// Users with a write in flight, by scope (a room, or their account's admin call): they
+    /// are not reconciled there until it is done (the room view and the ledger do not yet
+    /// say what the write did).
+    writing: HashMap<Scope, BTreeSet<String>>,
+    /// Users whose reconciliation waited for a write, by scope: reconciled when it is done.
+    deferred: HashMap<Scope, BTreeSet<String>>,
     /// Bounds the member writes in flight ([`super::MEMBER_WRITES_IN_FLIGHT`]).
     member_writes: Arc<Semaphore>,
     /// Room and account writes started by the input being handled, spawned once its
@@ -33,38 +35,38 @@ impl Writes {
         }
     }
 
-    /// A write for these users in this room is under way.
-    pub(super) fn started(&mut self, room_id: &str, users: impl IntoIterator<Item = String>) {
-        self.writing.entry(room_id.to_owned()).or_default().extend(users);
+    /// A write for these users in this scope is under way.
+    pub(super) fn started(&mut self, scope: &Scope, users: impl IntoIterator<Item = String>) {
+        self.writing.entry(scope.clone()).or_default().extend(users);
     }
 
-    pub(super) fn is_writing(&self, room_id: &str, user: &str) -> bool {
-        self.writing.get(room_id).is_some_and(|w| w.contains(user))
+    pub(super) fn is_writing(&self, scope: &Scope, user: &str) -> bool {
+        self.writing.get(scope).is_some_and(|w| w.contains(user))
     }
 
-    /// Reconcile this user when their write in this room is done.
-    pub(super) fn defer(&mut self, room_id: &str, user: &str) {
-        self.deferred.entry(room_id.to_owned()).or_default().insert(user.to_owned());
+    /// Reconcile this user when their write in this scope is done.
+    pub(super) fn defer(&mut self, scope: &Scope, user: &str) {
+        self.deferred.entry(scope.clone()).or_default().insert(user.to_owned());
     }
 
     /// The writes for these users are done: returns those whose reconciliation waited.
-    pub(super) fn finished<'a>(&mut self, room_id: &str, users: impl Iterator<Item = &'a str>) -> BTreeSet<String> {
+    pub(super) fn finished<'a>(&mut self, scope: &Scope, users: impl Iterator<Item = &'a str>) -> BTreeSet<String> {
         let mut again = BTreeSet::new();
         for user in users {
-            if let Some(w) = self.writing.get_mut(room_id) {
+            if let Some(w) = self.writing.get_mut(scope) {
                 w.remove(user);
             }
-            if let Some(d) = self.deferred.get_mut(room_id) {
+            if let Some(d) = self.deferred.get_mut(scope) {
                 if d.remove(user) {
                     again.insert(user.to_owned());
                 }
             }
         }
-        if self.writing.get(room_id).is_some_and(BTreeSet::is_empty) {
-            self.writing.remove(room_id);
+        if self.writing.get(scope).is_some_and(BTreeSet::is_empty) {
+            self.writing.remove(scope);
         }
-        if self.deferred.get(room_id).is_some_and(BTreeSet::is_empty) {
-            self.deferred.remove(room_id);
+        if self.deferred.get(scope).is_some_and(BTreeSet::is_empty) {
+            self.deferred.remove(scope);
         }
         again
     }

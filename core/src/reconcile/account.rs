@@ -118,7 +118,7 @@ fn account_refusal(facts: &AccountFacts<'_>, user_id: &str, w: &Wanted, shield: 
 
 #[cfg(test)]
 mod tests {
-    //! The cases of the shell's `suspension::plan` tests, with the same decisions.
+    //! The cases of the shell's former `suspension::plan` tests, with the same decisions.
     use super::*;
     use crate::policy::RuleId;
     use crate::record::Scope;
@@ -266,6 +266,63 @@ mod tests {
             lift,
             "a user made protected is released"
         );
+    }
+
+    /// What the shell's former `suspension::plan` was checked against (every combination
+    /// of the facts) that the cases above do not show.
+    #[test]
+    fn unknown_rules_remote_users_and_the_order_of_refusals() {
+        let m = mute(Some(99));
+        // The rule is not known (gone from the index between decision and look-up).
+        assert_eq!(
+            refused(&reconcile_account(&facts(None), "@a:x", Some(&m), None, &none())),
+            Refusal::NotExact { entity: "?".into() }
+        );
+        // A remote user's entry (from an older configuration) is lifted, unless held.
+        let remote = Entry { user_id: "@a:elsewhere".into(), ..entry(Phase::Applied, Some(99)) };
+        let lift = |u: &str| vec![Action::Unsuspend { user_id: u.into() }];
+        let f = facts(Some("@a:elsewhere"));
+        assert_eq!(reconcile_account(&f, "@a:elsewhere", Some(&m), Some(&remote), &none()), lift("@a:elsewhere"));
+        let held = AccountFacts { held: true, ..f };
+        assert!(reconcile_account(&held, "@a:elsewhere", Some(&m), Some(&remote), &none()).is_empty());
+        // hush's own account, suspended somehow: released like any refused account.
+        let own = Entry { user_id: HUSH.into(), ..entry(Phase::Applied, Some(99)) };
+        assert_eq!(reconcile_account(&facts(Some(HUSH)), HUSH, Some(&m), Some(&own), &none()), lift(HUSH));
+        // A refusal with a held entry: nothing (neither a report nor a lift).
+        let everything = AccountShield {
+            shield: Shield { protected_user: true, management_moderator: true },
+            protected_room: Some(("!r:x".into(), Refusal::Creator)),
+        };
+        let applied = entry(Phase::Applied, Some(99));
+        let held = AccountFacts { held: true, ..facts(Some("@a:x")) };
+        assert!(reconcile_account(&held, "@a:x", Some(&m), Some(&applied), &everything).is_empty());
+        // The order: not exact, then hush itself, protected_users, the management room,
+        // a protected room.
+        assert!(matches!(
+            refused(&reconcile_account(&facts(Some("@*:x")), HUSH, Some(&m), None, &everything)),
+            Refusal::NotExact { .. }
+        ));
+        assert_eq!(refused(&reconcile_account(&facts(Some(HUSH)), HUSH, Some(&m), None, &everything)), Refusal::Itself);
+        let exact = facts(Some("@a:x"));
+        assert_eq!(refused(&reconcile_account(&exact, "@a:x", Some(&m), None, &everything)), Refusal::ProtectedUser);
+        let no_protected = AccountShield {
+            shield: Shield { protected_user: false, management_moderator: true },
+            ..everything.clone()
+        };
+        assert_eq!(
+            refused(&reconcile_account(&exact, "@a:x", Some(&m), None, &no_protected)),
+            Refusal::ManagementModerator
+        );
+        let room_only = AccountShield { shield: Shield::default(), ..everything };
+        assert_eq!(
+            refused(&reconcile_account(&exact, "@a:x", Some(&m), None, &room_only)),
+            Refusal::InRoom { room_id: "!r:x".into(), refusal: Box::new(Refusal::Creator) }
+        );
+        // A ban, a remote user or no rule with no entry: nothing at all, refused or not.
+        let ban = wanted(Restriction::Ban, None, EntityKind::User);
+        assert!(reconcile_account(&exact, "@a:x", Some(&ban), None, &room_only).is_empty());
+        assert!(reconcile_account(&f, "@a:elsewhere", Some(&m), None, &room_only).is_empty());
+        assert!(reconcile_account(&facts(None), "@a:x", None, None, &room_only).is_empty());
     }
 
     #[test]

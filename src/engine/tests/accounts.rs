@@ -14,13 +14,13 @@ async fn an_exact_mute_suspends_a_local_account_and_its_removal_lifts_it() {
     h.input(rule("far", "@far:y", "m.mute")).await;
     assert_eq!(admin.calls(), vec![("@a:x".to_owned(), true)], "only the local user; never a remote one");
     let s = h.status().await;
-    assert_eq!(entry_of(&s, "", "@a:x", Kind::Suspension).map(|e| e.phase), Some(Phase::Applied));
+    assert_eq!(entry_of(&s, &Scope::Account, "@a:x", Kind::Suspension).map(|e| e.phase), Some(Phase::Applied));
     assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "the room mute applies too");
 
     h.input(remove_rule("a")).await;
     assert_eq!(admin.calls().last(), Some(&("@a:x".to_owned(), false)));
     assert!(admin.suspended().is_empty());
-    assert!(entry_of(&h.status().await, "", "@a:x", Kind::Suspension).is_none());
+    assert!(entry_of(&h.status().await, &Scope::Account, "@a:x", Kind::Suspension).is_none());
 }
 
 #[tokio::test(start_paused = true)]
@@ -34,13 +34,16 @@ async fn a_temporary_suspension_ends_at_its_expiry() {
     let done = h.pump_until(|i| matches!(i, Input::Suspension(_))).await;
     h.engine.handle(done);
     assert!(admin.suspended().contains("@a:x"));
-    assert_eq!(entry_of(&h.status().await, "", "@a:x", Kind::Suspension).and_then(|e| e.expires_at_ms), Some(expiry));
+    assert_eq!(
+        entry_of(&h.status().await, &Scope::Account, "@a:x", Kind::Suspension).and_then(|e| e.expires_at_ms),
+        Some(expiry)
+    );
     // Each settle lets ten quiet minutes of paused time pass; the timer fires within an hour.
     for _ in 0..10 {
         h.settle().await;
     }
     assert!(admin.suspended().is_empty(), "lifted at the expiry");
-    assert!(entry_of(&h.status().await, "", "@a:x", Kind::Suspension).is_none());
+    assert!(entry_of(&h.status().await, &Scope::Account, "@a:x", Kind::Suspension).is_none());
 }
 
 #[tokio::test(start_paused = true)]
@@ -65,7 +68,7 @@ async fn suspension_safeguards_refuse_and_report_once() {
     assert!(admin.suspended().is_empty(), "nobody suspended: {:?}", admin.calls());
     let notices = h.notices().await;
     for want in [
-        "Not suspending @hush:x: that is hush's own account.",
+        "Not suspending @hush:x: hush never restricts itself.",
         "Not suspending @vip:x: the user is in protected_users.",
         "Not suspending @boss:x: a homeserver admin.",
         "Not suspending @g1:x: the rule's entity `@g*:x` is not exactly the user id",
@@ -185,7 +188,7 @@ async fn a_suspension_whose_answer_was_lost_is_hushs_and_the_removal_lifts_it() 
     assert!(admin.suspended().contains("@a:x"));
     let s = h.status().await;
     assert_eq!(
-        entry_of(&s, "", "@a:x", Kind::Suspension).map(|e| e.phase),
+        entry_of(&s, &Scope::Account, "@a:x", Kind::Suspension).map(|e| e.phase),
         Some(Phase::Applied),
         "the retry settles hush's own entry: {:?}",
         s.ledger
@@ -195,7 +198,7 @@ async fn a_suspension_whose_answer_was_lost_is_hushs_and_the_removal_lifts_it() 
 
     h.input(remove_rule("a")).await;
     assert!(admin.suspended().is_empty(), "the removal lifts it: {:?}", admin.calls());
-    assert!(entry_of(&h.status().await, "", "@a:x", Kind::Suspension).is_none());
+    assert!(entry_of(&h.status().await, &Scope::Account, "@a:x", Kind::Suspension).is_none());
 }
 
 /// The answer is lost and the server stays unreachable for longer than one call retries:
@@ -215,11 +218,16 @@ async fn a_suspension_whose_answer_stays_lost_keeps_its_entry_and_is_retried() {
     h.input(rule("a", "@a:x", "m.mute")).await;
     assert!(admin.suspended().contains("@a:x"));
     let s = h.status().await;
-    assert_eq!(entry_of(&s, "", "@a:x", Kind::Suspension).map(|e| e.phase), Some(Phase::Applied), "{:?}", s.ledger);
+    assert_eq!(
+        entry_of(&s, &Scope::Account, "@a:x", Kind::Suspension).map(|e| e.phase),
+        Some(Phase::Applied),
+        "{:?}",
+        s.ledger
+    );
 
     h.input(remove_rule("a")).await;
     assert!(admin.suspended().is_empty(), "the removal lifts it: {:?}", admin.calls());
-    assert!(entry_of(&h.status().await, "", "@a:x", Kind::Suspension).is_none());
+    assert!(entry_of(&h.status().await, &Scope::Account, "@a:x", Kind::Suspension).is_none());
 }
 
 /// A lift that fails (the server down for longer than one call retries, twice) is tried
@@ -239,7 +247,7 @@ async fn a_failed_lift_is_retried_until_it_works_with_no_other_input() {
     h.engine.handle(remove_rule("a"));
     h.settle().await;
     assert!(admin.suspended().is_empty(), "lifted by the retries alone: {:?}", admin.calls());
-    assert!(entry_of(&h.status().await, "", "@a:x", Kind::Suspension).is_none());
+    assert!(entry_of(&h.status().await, &Scope::Account, "@a:x", Kind::Suspension).is_none());
     assert_eq!(admin.state.lock().unwrap().transient, 0, "every failure was tried through");
     // Two calls of about two minutes each, the backoff between them, ten quiet minutes.
     assert!(t0.elapsed() < Duration::from_secs(20 * 60), "{:?}", t0.elapsed());
@@ -267,7 +275,12 @@ async fn a_failing_lift_stops_when_the_rule_comes_back() {
     h.input(rule("a", "@a:x", "m.mute")).await;
     assert!(admin.suspended().contains("@a:x"));
     let s = h.status().await;
-    assert_eq!(entry_of(&s, "", "@a:x", Kind::Suspension).map(|e| e.phase), Some(Phase::Applied), "{:?}", s.ledger);
+    assert_eq!(
+        entry_of(&s, &Scope::Account, "@a:x", Kind::Suspension).map(|e| e.phase),
+        Some(Phase::Applied),
+        "{:?}",
+        s.ledger
+    );
     assert!(!admin.calls().contains(&("@a:x".to_owned(), false)), "no lift went through: {:?}", admin.calls());
     h.input(remove_rule("a")).await;
     assert!(admin.suspended().is_empty());
@@ -281,14 +294,18 @@ async fn a_half_done_suspension_found_at_start_up_is_hushs() {
     hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH]);
     let ledger = Ledger::in_memory().unwrap();
     ledger
-        .begin_apply(&crate::ledger::Entry {
-            room_id: String::new(),
+        .begin_apply(&Entry {
+            scope: Scope::Account,
             user_id: "@a:x".into(),
             kind: Kind::Suspension,
             phase: Phase::Applying,
             previous_level: None,
             applied_level: None,
-            rule: format!("{LIST}|user|a"),
+            rule: hush_core::policy::RuleId {
+                room_id: LIST.into(),
+                kind: hush_core::policy::EntityKind::User,
+                state_key: "a".into(),
+            },
             reason: "spam".into(),
             applied_at_ms: 1,
             expires_at_ms: None,
@@ -316,7 +333,12 @@ async fn a_half_done_suspension_found_at_start_up_is_hushs() {
     h.engine.handle(Input::ListsKnown { pinned: vec![] });
     h.settle().await;
     let s = h.status().await;
-    assert_eq!(entry_of(&s, "", "@a:x", Kind::Suspension).map(|e| e.phase), Some(Phase::Applied), "{:?}", s.ledger);
+    assert_eq!(
+        entry_of(&s, &Scope::Account, "@a:x", Kind::Suspension).map(|e| e.phase),
+        Some(Phase::Applied),
+        "{:?}",
+        s.ledger
+    );
     let notices = h.notices().await;
     assert!(!notices.iter().any(|n| n.contains("already suspended")), "{notices:#?}");
 
@@ -333,10 +355,86 @@ async fn an_account_suspended_by_an_admin_before_hush_is_left_alone() {
     let (mut h, admin) = with_admin(&hs, config(), &["@a:x"]).await;
     admin.state.lock().unwrap().suspended.insert("@a:x".into());
     h.input(rule("a", "@a:x", "m.mute")).await;
-    assert!(entry_of(&h.status().await, "", "@a:x", Kind::Suspension).is_none());
+    assert!(entry_of(&h.status().await, &Scope::Account, "@a:x", Kind::Suspension).is_none());
     let notices = h.notices().await;
     assert_eq!(notices.iter().filter(|n| n.contains("@a:x is already suspended, not by hush")).count(), 1);
     h.input(remove_rule("a")).await;
     assert!(admin.suspended().contains("@a:x"), "never lifted by hush");
     assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+}
+
+/// A management-room moderator and a user in `protected_users`, each named by an exact
+/// mute rule: the rooms and the account are judged from one computation of the user's
+/// facts, so both refuse, with one line each; demoted, the same facts let both act.
+#[tokio::test(start_paused = true)]
+async fn rooms_and_account_are_judged_from_the_same_facts() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@boss:x", "@vip:x"]);
+    hs.create_room(
+        MGMT,
+        "10",
+        MOD,
+        json!({"users": {MOD: 100, "@boss:x": 50}, "events": {"m.room.power_levels": 50}}),
+        &[HUSH, MOD, "@boss:x"],
+    );
+    let mut cfg = config();
+    cfg.protected_users = vec!["@v*:x".into()];
+    let (mut h, admin) = with_admin(&hs, cfg, &["@boss:x", "@vip:x"]).await;
+    h.input(Input::ManagementLoaded { room_id: MGMT.into(), events: hs.state(MGMT) }).await;
+    h.input(rule("b", "@boss:x", "m.mute")).await;
+    h.input(rule("v", "@vip:x", "m.mute")).await;
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+    assert_eq!(hs.power_levels_now(ROOM)["users"].get("@boss:x"), None);
+    assert_eq!(hs.power_levels_now(ROOM)["users"].get("@vip:x"), None);
+    let notices = h.notice_lines().await;
+    for (user, why, key) in [
+        ("@boss:x", "the user is a moderator of the management room", "b"),
+        ("@vip:x", "the user is in protected_users", "v"),
+    ] {
+        let room = format!("Not going to mute {user} in {ROOM}: {why} (rule `{key}` in {LIST}).");
+        let account = format!("Not suspending {user}: {why}. The mute in protected rooms applies as usual.");
+        for want in [room, account] {
+            assert_eq!(notices.iter().filter(|n| **n == want).count(), 1, "{want:?} in {notices:#?}");
+        }
+        assert_eq!(notices.iter().filter(|n| n.contains(user)).count(), 2, "{notices:#?}");
+    }
+
+    // No longer a moderator of the management room: muted and suspended, from the same change.
+    let ev = hs.set_level_as(MGMT, MOD, "@boss:x", 0);
+    h.input(Input::State { room_id: MGMT.into(), event: ev }).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@boss:x"], json!(-1));
+    assert_eq!(admin.suspended(), std::collections::BTreeSet::from(["@boss:x".to_owned()]));
+}
+
+/// Dry run is chosen when the engine is built: the same reconcile and guard run, and a
+/// room mute and an account suspension are reported, while the homeserver, the admin API
+/// and the ledger are left as they were.
+#[tokio::test(start_paused = true)]
+async fn dry_run_reports_a_mute_and_a_suspension_and_changes_nothing() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x"]);
+    let mut cfg = config();
+    cfg.dry_run = true;
+    let (mut h, admin) = with_admin(&hs, cfg, &["@a:x"]).await;
+    let levels_before = hs.power_levels_now(ROOM);
+    h.input(rule("a", "@a:x", "m.mute")).await;
+    let notices = h.notice_lines().await;
+    for want in [
+        "[dry run] would mute @a:x in !room:x (power level -1); rule !list:x|user|a",
+        "[dry run] would suspend the account @a:x; rule !list:x|user|a",
+    ] {
+        assert_eq!(notices.iter().filter(|n| *n == want).count(), 1, "{want:?} in {notices:#?}");
+    }
+    let writes = hs.writes();
+    assert!(writes.iter().all(|w| matches!(w, Write::Notice { .. })), "only reports: {writes:?}");
+    assert_eq!(hs.power_levels_now(ROOM), levels_before);
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+    assert!(admin.state.lock().unwrap().accounts_read.is_empty(), "not even a look at the account");
+    assert!(h.status().await.ledger.is_empty());
+
+    // The rule goes: nothing to lift, nothing reported as lifted.
+    h.input(remove_rule("a")).await;
+    assert!(h.notice_lines().await.iter().all(|n| !n.contains("lift")));
+    assert!(admin.calls().is_empty());
+    assert!(h.status().await.ledger.is_empty());
 }

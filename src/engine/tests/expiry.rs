@@ -42,14 +42,14 @@ async fn a_stale_ledger_entry_does_not_delay_a_live_lift_at_start_up() {
     let mut h = engine_over(&hs, &path);
     boot_with(&mut h, &[LIST], vec![(LIST, vec![live.clone()])], &[]).await;
     assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1));
-    let mut stale = entry_of(&h.status().await, ROOM, "@a:x", Kind::MutePowerLevel).unwrap();
+    let mut stale = entry_of(&h.status().await, &in_room(ROOM), "@a:x", Kind::MutePowerLevel).unwrap();
     drop(h);
     assert_eq!(stale.expires_at_ms, Some(T0 + 30 * MINUTE));
-    stale.room_id = "!zzz-old:x".into();
+    stale.scope = in_room("!zzz-old:x");
     stale.expires_at_ms = Some(T0 + 180 * MINUTE);
     let ledger = Ledger::open(&path).unwrap();
     ledger.begin_apply(&stale).unwrap();
-    ledger.mark_applied(&stale.room_id, "@a:x", Kind::MutePowerLevel).unwrap();
+    ledger.mark_applied(&stale.scope, "@a:x", Kind::MutePowerLevel).unwrap();
     drop(ledger);
 
     // The restart: its clock starts at T0 again.
@@ -91,8 +91,14 @@ async fn a_longer_mute_from_another_list_does_not_delay_an_earlier_suspension_li
     let longer = mute_rule_until("b", "@a:x", T0 + 180 * MINUTE);
     h.input(Input::State { room_id: LIST_B.into(), event: longer }).await;
     let s = h.status().await;
-    assert_eq!(entry_of(&s, ROOM, "@a:x", Kind::MutePowerLevel).and_then(|e| e.expires_at_ms), Some(T0 + 180 * MINUTE));
-    assert_eq!(entry_of(&s, "", "@a:x", Kind::Suspension).and_then(|e| e.expires_at_ms), Some(T0 + 60 * MINUTE));
+    assert_eq!(
+        entry_of(&s, &in_room(ROOM), "@a:x", Kind::MutePowerLevel).and_then(|e| e.expires_at_ms),
+        Some(T0 + 180 * MINUTE)
+    );
+    assert_eq!(
+        entry_of(&s, &Scope::Account, "@a:x", Kind::Suspension).and_then(|e| e.expires_at_ms),
+        Some(T0 + 60 * MINUTE)
+    );
     assert_eq!(s.pending_timers, 1);
 
     run_until(&mut h, at(60 * MINUTE - 1000)).await;

@@ -18,11 +18,12 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Engine, EngineConfig, Input, StatusReport};
-use crate::ledger::{Kind, Ledger, Phase};
+use crate::ledger::Ledger;
 use crate::suspension::{fake::FakeAdmin, Suspensions};
 use fake_homeserver::{FakeHomeserver, Fault, Write};
 use hush_core::guard::Limits;
 use hush_core::policy::ListTrust;
+use hush_core::record::{Entry, Kind, Phase, Scope};
 
 const HUSH: &str = "@hush:x";
 const MOD: &str = "@mod:x";
@@ -165,8 +166,12 @@ impl Harness {
     }
 }
 
-fn entry_of(s: &StatusReport, room: &str, user: &str, kind: Kind) -> Option<crate::ledger::Entry> {
-    s.ledger.iter().find(|e| e.room_id == room && e.user_id == user && e.kind == kind).cloned()
+fn entry_of(s: &StatusReport, scope: &Scope, user: &str, kind: Kind) -> Option<Entry> {
+    s.ledger.iter().find(|e| &e.scope == scope && e.user_id == user && e.kind == kind).cloned()
+}
+
+fn in_room(room: &str) -> Scope {
+    Scope::Room(room.to_owned())
 }
 
 fn mute_until(key: &str, entity: &str, expiry: u64) -> Input {

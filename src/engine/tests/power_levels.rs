@@ -108,7 +108,7 @@ async fn a_level_set_while_the_mute_waits_behind_rate_limits_stands() {
     assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(25), "the moderator's level stands");
     assert!(hs.power_level_events(ROOM).is_empty(), "hush wrote nothing: {:?}", hs.power_level_events(ROOM));
     let s = h.status().await;
-    let e = entry_of(&s, ROOM, "@a:x", Kind::MutePowerLevel);
+    let e = entry_of(&s, &in_room(ROOM), "@a:x", Kind::MutePowerLevel);
     assert!(e.as_ref().is_none_or(|e| e.overridden), "no mute of hush's for @a:x: {e:?}");
     let notices = h.notice_lines().await;
     assert_eq!(
@@ -179,7 +179,7 @@ async fn a_stale_clients_write_that_undoes_a_mute_is_muted_again() {
     h.sync().await;
     assert_eq!(hs.power_levels_now(ROOM), levels(&[("@a:x", -1), ("@b:x", 5)]), "muted again, @b:x kept");
     let s = h.status().await;
-    let e = entry_of(&s, ROOM, "@a:x", Kind::MutePowerLevel).expect("hush's mute");
+    let e = entry_of(&s, &in_room(ROOM), "@a:x", Kind::MutePowerLevel).expect("hush's mute");
     assert_eq!((e.phase, e.previous_level, e.overridden), (Phase::Applied, Some(10), false));
     let notices = h.notice_lines().await;
     assert_eq!(
@@ -208,7 +208,7 @@ async fn a_moderators_write_built_on_the_mute_that_undoes_it_is_a_decision() {
     h.sync().await;
     assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(10), "the moderator's level stands");
     let s = h.status().await;
-    assert!(entry_of(&s, ROOM, "@a:x", Kind::MutePowerLevel).is_some_and(|e| e.overridden));
+    assert!(entry_of(&s, &in_room(ROOM), "@a:x", Kind::MutePowerLevel).is_some_and(|e| e.overridden));
     let notices = h.notice_lines().await;
     assert!(notices.iter().any(|n| n.contains("changed to 10 while hush's mute was on")), "{notices:?}");
     assert!(!notices.iter().any(|n| n.contains("older state")), "{notices:?}");
@@ -297,7 +297,7 @@ async fn a_rule_restored_while_its_lift_is_in_flight_mutes_again() {
     h.sync().await;
     assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1), "muted again");
     let s = h.status().await;
-    let e = entry_of(&s, ROOM, "@a:x", Kind::MutePowerLevel).expect("an entry");
+    let e = entry_of(&s, &in_room(ROOM), "@a:x", Kind::MutePowerLevel).expect("an entry");
     assert_eq!((e.phase, e.previous_level, e.overridden), (Phase::Applied, None, false));
     let notices = h.notices().await;
     assert!(notices.is_empty(), "{notices:?}");

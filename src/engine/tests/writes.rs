@@ -21,7 +21,7 @@ async fn membership_mute_and_unmute_with_exact_content() {
     assert!(hs.power_level_events(ROOM).is_empty(), "the membership strategy does not touch power levels");
     let s = h.status().await;
     for u in ["@a:x", "@b:x"] {
-        assert_eq!(entry_of(&s, ROOM, u, Kind::MuteMembership).map(|e| e.phase), Some(Phase::Applied), "{u}");
+        assert_eq!(entry_of(&s, &in_room(ROOM), u, Kind::MuteMembership).map(|e| e.phase), Some(Phase::Applied), "{u}");
     }
 
     // A muted user who leaves is `leave-mute`: still muted, nothing to do.
@@ -132,7 +132,7 @@ async fn departed_members_are_untracked_unless_hush_restricted_them() {
     // The ban on @c:x lifted, hush has nothing more to do with them.
     h.input(remove_rule("c")).await;
     assert_eq!(hs.membership(ROOM, "@c:x").as_deref(), Some("leave"));
-    assert!(entry_of(&h.status().await, ROOM, "@c:x", Kind::Ban).is_none());
+    assert!(entry_of(&h.status().await, &in_room(ROOM), "@c:x", Kind::Ban).is_none());
     assert!(!h.engine.tracked("@c:x").0, "untracked once the ledger no longer names them");
     assert!(!h.engine.knows_member(ROOM, "@c:x"));
 }
@@ -234,10 +234,10 @@ async fn an_upgraded_room_keeps_what_hush_did_and_lifts_it_there() {
     h.input(Input::RoomUpgraded { old: ROOM.into(), new: ROOM2.into() }).await;
     h.input(Input::RoomLoaded { room_id: ROOM2.into(), events: hs.state(ROOM2) }).await;
     let s = h.status().await;
-    assert!(s.ledger.iter().all(|e| e.room_id == ROOM2), "{:?}", s.ledger);
-    let mute = entry_of(&s, ROOM2, "@a:x", Kind::MutePowerLevel).expect("the mute carried over");
+    assert!(s.ledger.iter().all(|e| e.scope == in_room(ROOM2)), "{:?}", s.ledger);
+    let mute = entry_of(&s, &in_room(ROOM2), "@a:x", Kind::MutePowerLevel).expect("the mute carried over");
     assert_eq!(mute.previous_level, Some(10));
-    assert!(entry_of(&s, ROOM2, "@b:x", Kind::Ban).is_some(), "the ban carried over");
+    assert!(entry_of(&s, &in_room(ROOM2), "@b:x", Kind::Ban).is_some(), "the ban carried over");
     assert!(!s.protected_rooms.iter().any(|(r, _)| r == ROOM), "the old room is no longer protected");
 
     let old_events = hs.power_level_events(ROOM).len();
@@ -260,7 +260,7 @@ async fn a_check_waiting_for_hushs_ban_does_not_take_it_for_someone_elses_unban(
     // Looked at again while the ban is in flight (as ListsKnown does at start-up).
     h.engine.handle(Input::ListsKnown { pinned: vec![] });
     h.settle().await; // the ban's result and the waiting check, before any sync
-    let e = entry_of(&h.status().await, ROOM, "@a:x", Kind::Ban).expect("hush's ban is recorded");
+    let e = entry_of(&h.status().await, &in_room(ROOM), "@a:x", Kind::Ban).expect("hush's ban is recorded");
     assert!(!e.overridden, "hush's own ban read as someone else's unban: {e:?}");
     h.sync().await;
     h.input(remove_rule("a")).await;

@@ -1,0 +1,52 @@
+//! What carrying out a planned action means, chosen once when the engine is built: `Enforce` (the ledger's write-ahead entry, then the room write or admin call) or `Simulate` (dry run: a "[dry run] would ..." report, nothing written) (owns no state of its own).
+//!
+//! The reconcile, the guard and the holds run identically either way; only this last
+//! step differs, so there is no dry-run check anywhere in the execution path.
+
+use std::sync::Arc;
+
+use hush_core::reconcile::Action;
+use hush_core::schedule::Clock;
+
+use super::Engine;
+use crate::enforce::RoomWriter;
+
+/// Carries out one planned action, in a room or on an account.
+pub(super) trait Consequences<W: RoomWriter, C: Clock>: Send + Sync {
+    fn room(&self, engine: &mut Engine<W, C>, room_id: &str, action: Action);
+    fn account(&self, engine: &mut Engine<W, C>, user: &str, action: Action, now: u64);
+}
+
+/// Changes rooms and accounts, recording each change in the ledger first.
+pub(super) struct Enforce;
+
+/// Dry run: reports what would be done through the input's gathered reports; writes no
+/// room, calls no admin API, leaves the ledger untouched.
+pub(super) struct Simulate;
+
+impl<W: RoomWriter, C: Clock> Consequences<W, C> for Enforce {
+    fn room(&self, engine: &mut Engine<W, C>, room_id: &str, action: Action) {
+        engine.enforce(room_id, action);
+    }
+    fn account(&self, engine: &mut Engine<W, C>, user: &str, action: Action, now: u64) {
+        engine.enforce_account(user, action, now);
+    }
+}
+
+impl<W: RoomWriter, C: Clock> Consequences<W, C> for Simulate {
+    fn room(&self, engine: &mut Engine<W, C>, room_id: &str, action: Action) {
+        engine.simulate(room_id, action);
+    }
+    fn account(&self, engine: &mut Engine<W, C>, user: &str, action: Action, _now: u64) {
+        engine.simulate_account(user, action);
+    }
+}
+
+/// The consequences the configuration asks for (`dry_run`).
+pub(super) fn chosen<W: RoomWriter, C: Clock>(dry_run: bool) -> Arc<dyn Consequences<W, C>> {
+    if dry_run {
+        Arc::new(Simulate)
+    } else {
+        Arc::new(Enforce)
+    }
+}
