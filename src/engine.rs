@@ -44,7 +44,7 @@ mod reconcile;
 mod reports;
 mod state_events;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod view;
 mod writes;
 

@@ -5,6 +5,7 @@
 
 mod accounts;
 mod expiry;
+pub mod fake_admin;
 pub mod fake_homeserver;
 mod lists;
 mod power_levels;
@@ -19,7 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Engine, EngineConfig, Input, StatusReport};
 use crate::ledger::Ledger;
-use crate::suspension::{fake::FakeAdmin, Suspensions};
+use crate::suspension::Suspensions;
+use fake_admin::FakeAdmin;
 use fake_homeserver::{FakeHomeserver, Fault, Write};
 use hush_core::guard::Limits;
 use hush_core::policy::ListTrust;

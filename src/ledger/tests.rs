@@ -1,0 +1,215 @@
+//! Tests of the ledger: the write-ahead phases, scopes, reopening, and migrating older schemas.
+
+use super::*;
+
+fn room() -> Scope {
+    Scope::Room("!room".into())
+}
+
+fn rule(key: &str) -> RuleId {
+    RuleId { room_id: "!list".into(), kind: EntityKind::User, state_key: key.into() }
+}
+
+fn entry(user: &str, previous: Option<i64>) -> Entry {
+    Entry {
+        scope: room(),
+        user_id: user.into(),
+        kind: Kind::MutePowerLevel,
+        phase: Phase::Applying,
+        previous_level: previous,
+        applied_level: Some(-1),
+        rule: rule("spam"),
+        reason: "spam".into(),
+        applied_at_ms: 1_700_000_000_000,
+        expires_at_ms: Some(1_700_000_060_000),
+        overridden: false,
+    }
+}
+
+#[test]
+fn write_ahead_then_applied_then_lifted() {
+    let l = Ledger::in_memory().unwrap();
+    l.begin_apply(&entry("@a:x", Some(10))).unwrap();
+    assert_eq!(l.get(&room(), "@a:x", Kind::MutePowerLevel).unwrap().unwrap().phase, Phase::Applying);
+    l.mark_applied(&room(), "@a:x", Kind::MutePowerLevel).unwrap();
+    let e = l.get(&room(), "@a:x", Kind::MutePowerLevel).unwrap().unwrap();
+    assert_eq!(e.phase, Phase::Applied);
+    assert_eq!(e.previous_level, Some(10));
+    l.begin_lift(&room(), "@a:x", Kind::MutePowerLevel).unwrap();
+    assert_eq!(l.all().unwrap()[0].phase, Phase::Lifting);
+    l.remove(&room(), "@a:x", Kind::MutePowerLevel).unwrap();
+    assert!(l.all().unwrap().is_empty());
+}
+
+#[test]
+fn absent_previous_level_stays_absent_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    {
+        let l = Ledger::open(&path).unwrap();
+        l.begin_apply(&entry("@absent:x", None)).unwrap();
+        l.begin_apply(&entry("@ten:x", Some(10))).unwrap();
+        l.mark_applied(&room(), "@ten:x", Kind::MutePowerLevel).unwrap();
+    }
+    let l = Ledger::open(&path).unwrap();
+    let absent = l.get(&room(), "@absent:x", Kind::MutePowerLevel).unwrap().unwrap();
+    assert_eq!(absent.previous_level, None);
+    assert_eq!(absent.phase, Phase::Applying);
+    let ten = l.get(&room(), "@ten:x", Kind::MutePowerLevel).unwrap().unwrap();
+    assert_eq!(ten.previous_level, Some(10));
+    assert_eq!(ten.expires_at_ms, Some(1_700_000_060_000));
+    assert_eq!(l.for_user("@ten:x").unwrap().len(), 1);
+    assert_eq!(l.for_scope(&room()).unwrap().len(), 2);
+}
+
+#[test]
+fn overridden_and_cause_updates() {
+    let l = Ledger::in_memory().unwrap();
+    l.begin_apply(&entry("@a:x", None)).unwrap();
+    let r2 = RuleId { room_id: "!other".into(), kind: EntityKind::Server, state_key: "r2".into() };
+    l.update_cause(&room(), "@a:x", Kind::MutePowerLevel, &r2, "longer", None).unwrap();
+    l.mark_overridden(&room(), "@a:x", Kind::MutePowerLevel).unwrap();
+    let e = l.get(&room(), "@a:x", Kind::MutePowerLevel).unwrap().unwrap();
+    assert!(e.overridden);
+    assert_eq!(e.phase, Phase::Applied);
+    assert_eq!((&e.rule, e.reason.as_str(), e.expires_at_ms), (&r2, "longer", None));
+}
+
+#[test]
+fn a_room_and_the_account_are_separate_scopes() {
+    let l = Ledger::in_memory().unwrap();
+    let account = Entry { scope: Scope::Account, kind: Kind::Suspension, ..entry("@a:x", None) };
+    l.begin_apply(&account).unwrap();
+    l.begin_apply(&entry("@a:x", None)).unwrap();
+    assert_eq!(l.get(&Scope::Account, "@a:x", Kind::Suspension).unwrap(), Some(account.clone()));
+    assert_eq!(l.for_scope(&Scope::Account).unwrap(), vec![account]);
+    assert!(l.get(&room(), "@a:x", Kind::Suspension).unwrap().is_none());
+    // A room whose id is empty is not the account (it cannot exist, but is no alias).
+    assert!(l.for_scope(&Scope::Room(String::new())).unwrap().is_empty());
+    l.remove(&Scope::Account, "@a:x", Kind::Suspension).unwrap();
+    assert_eq!(l.for_user("@a:x").unwrap().len(), 1);
+}
+
+/// The version-0 schema, as hush wrote it before the ledger stored core's record.
+const OLD_SCHEMA: &str = "
+    CREATE TABLE changes (
+        room_id        TEXT NOT NULL,
+        user_id        TEXT NOT NULL,
+        kind           TEXT NOT NULL,
+        phase          TEXT NOT NULL,
+        previous_level INTEGER,
+        applied_level  INTEGER,
+        rule           TEXT NOT NULL,
+        reason         TEXT NOT NULL,
+        applied_at_ms  INTEGER NOT NULL,
+        expires_at_ms  INTEGER,
+        overridden     INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (room_id, user_id, kind)
+    );
+    CREATE INDEX changes_by_user ON changes (user_id);
+    CREATE TABLE guarded_rules (
+        list        TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        state_key   TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        hold_id     TEXT NOT NULL,
+        held_at_ms  INTEGER NOT NULL,
+        why         TEXT NOT NULL,
+        PRIMARY KEY (list, kind, state_key)
+    );
+    INSERT INTO changes VALUES
+        ('!room', '@pl:x', 'mute-power-level', 'applied', 50, -1, '!list|user|spam', 'spam', 10, 99, 0),
+        ('!room', '@m:x', 'mute-membership', 'applying', NULL, NULL, '!list|m.policy.rule.server|evil.org', '', 11, NULL, 1),
+        ('!room', '@b:x', 'ban', 'lifting', NULL, NULL, '!list|room|a|b', 'raid', 12, NULL, 0),
+        ('', '@s:x', 'suspension', 'applied', NULL, NULL, '!list|user|@s:x', 'spam', 13, 1000, 0),
+        ('', '@odd:x', 'suspension', 'applied', NULL, NULL, 'rule-1', 'odd', 14, NULL, 0);
+    INSERT INTO guarded_rules VALUES ('!list', 'user', 'all', 'fp', 'held', 'h1', 5, 'too many');
+";
+
+fn old(scope: Scope, user: &str, kind: Kind, phase: Phase, rule: RuleId) -> Entry {
+    Entry {
+        scope,
+        user_id: user.into(),
+        kind,
+        phase,
+        previous_level: None,
+        applied_level: None,
+        rule,
+        reason: String::new(),
+        applied_at_ms: 0,
+        expires_at_ms: None,
+        overridden: false,
+    }
+}
+
+#[test]
+fn a_version_0_ledger_is_migrated_at_open_keeping_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    Connection::open(&path).unwrap().execute_batch(OLD_SCHEMA).unwrap();
+    let id = |list: &str, kind, key: &str| RuleId { room_id: list.into(), kind, state_key: key.into() };
+    let expected = vec![
+        Entry {
+            applied_at_ms: 14,
+            reason: "odd".into(),
+            // Unreadable: kept whole as the list, never lost.
+            ..old(Scope::Account, "@odd:x", Kind::Suspension, Phase::Applied, id("rule-1", EntityKind::User, ""))
+        },
+        Entry {
+            applied_at_ms: 13,
+            reason: "spam".into(),
+            expires_at_ms: Some(1000),
+            ..old(Scope::Account, "@s:x", Kind::Suspension, Phase::Applied, id("!list", EntityKind::User, "@s:x"))
+        },
+        Entry {
+            applied_at_ms: 12,
+            reason: "raid".into(),
+            ..old(room(), "@b:x", Kind::Ban, Phase::Lifting, id("!list", EntityKind::Room, "a|b"))
+        },
+        Entry {
+            applied_at_ms: 11,
+            overridden: true,
+            ..old(room(), "@m:x", Kind::MuteMembership, Phase::Applying, id("!list", EntityKind::Server, "evil.org"))
+        },
+        Entry {
+            previous_level: Some(50),
+            applied_level: Some(-1),
+            reason: "spam".into(),
+            applied_at_ms: 10,
+            expires_at_ms: Some(99),
+            ..old(room(), "@pl:x", Kind::MutePowerLevel, Phase::Applied, id("!list", EntityKind::User, "spam"))
+        },
+    ];
+    for _ in 0..2 {
+        // The second open finds version 1 and changes nothing.
+        let l = Ledger::open(&path).unwrap();
+        assert_eq!(l.all().unwrap(), expected);
+        assert_eq!(l.get(&Scope::Account, "@s:x", Kind::Suspension).unwrap().as_ref(), expected.get(1));
+        let guarded = l.all_guarded().unwrap();
+        assert_eq!(guarded.len(), 1);
+        assert_eq!((guarded[0].list.as_str(), guarded[0].hold_id.as_str()), ("!list", "h1"));
+    }
+    let conn = Connection::open(&path).unwrap();
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, 1);
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'changes%'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tables, 1, "the old table is gone");
+    // The per-user index is there for the new table.
+    let index: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'changes_by_user'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(index, 1);
+}
+
+#[test]
+fn a_newer_ledger_is_refused_not_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    Connection::open(&path).unwrap().pragma_update(None, "user_version", 2).unwrap();
+    assert!(Ledger::open(&path).is_err());
+}
