@@ -2,14 +2,15 @@
 //!
 //! `mute`/`ban` write a rule to `default_policy_list` (hush then enforces it like any
 //! other rule, and every bot following that list sees it); `unmute`/`unban` remove the
-//! rules hush can remove and say which remain.
+//! rules hush can remove and say which remain. `allow` writes an exception
+//! (`management/allow.rs`), `unallow` removes it like `unmute` removes a mute.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hush_core::commands::{self, html_escape, Command, Parsed, Target};
-use hush_core::policy::{EntityKind, Recommendation, Rule};
+use hush_core::policy::{Recommendation, Rule};
 use matrix_sdk::RoomState;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -19,8 +20,10 @@ use crate::engine::{Input, StatusReport};
 use crate::runtime::RoomOverrides;
 use hush_core::record::{Entry, Kind, Phase};
 
+mod allow;
 mod rooms;
 
+use allow::allow;
 use rooms::{change_rooms, may_protect, preview, rooms, watch, Change};
 
 /// What commands need from the running bot, lent to [`handle`] by `bot` (so this module
@@ -175,6 +178,8 @@ pub async fn handle(ctx: &Context<'_>, parsed: Parsed, sender: &str) -> Reply {
             },
             Command::RoomsRemove { room } => change_rooms(ctx, Change::Unprotect, &room).await,
             Command::Rooms => rooms(ctx).await,
+            Command::Allow { target, reason } => allow(ctx, &target, reason).await,
+            Command::Unallow { target } => lift(ctx, Recommendation::Allow, &target).await,
         },
     }
 }
@@ -243,9 +248,13 @@ async fn restrict(
 }
 
 async fn lift(ctx: &Context<'_>, recommendation: Recommendation, target: &Target) -> Reply {
-    let verb = if recommendation == Recommendation::Mute { "unmute" } else { "unban" };
+    let verb = match recommendation {
+        Recommendation::Mute => "unmute",
+        Recommendation::Allow => "unallow",
+        _ => "unban",
+    };
     let wanted = |r: &Rule| match recommendation {
-        Recommendation::Mute => r.recommendation == Recommendation::Mute,
+        Recommendation::Mute | Recommendation::Allow => r.recommendation == recommendation,
         _ => matches!(r.recommendation, Recommendation::Ban | Recommendation::Takedown),
     };
     let rules: Vec<Rule> = rules_for(ctx, target.as_str()).await.into_iter().filter(wanted).collect();
@@ -263,7 +272,7 @@ async fn lift(ctx: &Context<'_>, recommendation: Recommendation, target: &Target
             ));
             continue;
         }
-        let exact = rule.id.kind == EntityKind::User && rule.entity.as_deref() == Some(target.as_str());
+        let exact = rule.id.kind == allow::kind_of(target) && rule.entity.as_deref() == Some(target.as_str());
         let where_ = format!("`{}` in {}", rule.id.state_key, rule.id.room_id);
         if !exact {
             remaining.push(format!(

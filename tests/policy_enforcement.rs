@@ -331,3 +331,53 @@ async fn a_room_upgraded_while_hush_was_down_is_followed_at_start() {
     let what = format!("{} unmuted in the new room", user.user_id);
     c.moderator.wait_for_power_levels(&new, &what, |pl| level_of(pl, &user.user_id).is_none()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allow_in_the_community_list_keeps_a_user_muted_by_another_list_unmuted() {
+    let c = Community::new().await.unwrap();
+    let user = c.member(Some(10)).await.unwrap();
+    let witness = c.member(Some(10)).await.unwrap();
+    let other = c.moderator.create_room("other community's list", &[&c.bot.user_id], false).await.unwrap();
+    let config = c.config("").to_string_lossy().to_string();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("policy_lists: [\"{}\"]", c.list.room_id()),
+        &format!("policy_lists: [\"{}\", \"{}\"]", c.list.room_id(), other.room_id()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let _hush = c.start(std::path::Path::new(&config), 1).await;
+    let mute = |entity: &str, reason: &str| serde_json::json!({"entity": entity, "recommendation": "m.mute", "reason": reason});
+
+    // Another list, which the community does not control, mutes the user.
+    c.moderator
+        .put_state(other.room_id(), "m.policy.rule.user", "u", mute(user.user_id.as_str(), "noise"))
+        .await
+        .unwrap();
+    c.wait_level(&user.user_id, Some(-1)).await;
+
+    // The community allows them: the mute is lifted, back to exactly their level.
+    let key = format!("m.allow:{}", user.user_id);
+    let reply = c.command(&format!("!hush allow {} we know them", user.user_id), "written to").await;
+    assert!(reply.body.contains(&key), "{}", reply.body);
+    let rule = c.rule_content(&key).await.expect("the allow rule is in the community's list");
+    assert_eq!(rule["recommendation"], "m.allow");
+    assert_eq!(rule["entity"], user.user_id.as_str());
+    c.wait_level(&user.user_id, Some(10)).await;
+
+    // The other list says it again (a new reason), then mutes someone else: once that
+    // second mute is seen, the first change has been handled too, and the allow held.
+    c.moderator
+        .put_state(other.room_id(), "m.policy.rule.user", "u", mute(user.user_id.as_str(), "still noise"))
+        .await
+        .unwrap();
+    c.moderator
+        .put_state(other.room_id(), "m.policy.rule.user", "w", mute(witness.user_id.as_str(), "noise"))
+        .await
+        .unwrap();
+    c.wait_level(&witness.user_id, Some(-1)).await;
+    let pl = c.moderator.power_levels(c.protected.room_id()).await.unwrap();
+    assert_eq!(level_of(&pl, &user.user_id), Some(10), "the allow keeps the user unmuted");
+
+    // The exception is withdrawn: the other list's mute applies again.
+    c.command(&format!("!hush unallow {}", user.user_id), "removed 1 rule").await;
+    c.wait_level(&user.user_id, Some(-1)).await;
+}

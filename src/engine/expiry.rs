@@ -84,8 +84,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
 
     /// The one place expiry timers are set: re-arms the timer of each user reconciled by
     /// the input being handled at their earliest future expiry, among what the policy
-    /// decides for them and every ledger entry of theirs (rooms and account); none if
-    /// there is none. A user has one timer, so it must be the earliest, whatever order
+    /// decides for them, the allow rules that lift restrictions for them, and every ledger
+    /// entry of theirs (rooms and account); none if there is none. A user has one timer, so it must be the earliest, whatever order
     /// their rooms were looked at in.
     pub(super) fn arm_reconciled(&mut self) {
         let users = self.expiry.take_rearm();
@@ -99,7 +99,15 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 }
             };
             let decided = self.decision_for(&user, now, &entries).and_then(|d| d.expires_at_ms);
-            let next = entries.iter().filter_map(|e| e.expires_at_ms).chain(decided).filter(|&at| at > now).min();
+            // An expiring allow rule lifts restrictions until then; the decision does not say.
+            let allowed = self.index.allow_expiry_for(&user, now, |c| self.trusted(&c) && !self.guard.holds.blocks(&c));
+            let next = entries
+                .iter()
+                .filter_map(|e| e.expires_at_ms)
+                .chain(decided)
+                .chain(allowed)
+                .filter(|&at| at > now)
+                .min();
             self.expiry.set_timer(&user, next);
         }
     }

@@ -118,6 +118,30 @@ pub fn parse_target(tok: &str) -> Result<Target, String> {
     }
 }
 
+/// Parses a server name or server glob for a server rule (`example.org`,
+/// `example.org:8448`, `[::1]`, `*.example.org`), returned unchanged. A user id written
+/// without its `@` is named as such.
+pub fn parse_server(tok: &str) -> Result<Target, String> {
+    if tok.starts_with(['#', '!']) {
+        return Err(format!("`{}` is a room: give a user (@user:server), a glob or a server name", show(tok)));
+    }
+    if tok.starts_with('@') {
+        return Err(format!("`{}` is a user, not a server name", show(tok)));
+    }
+    if tok.len() > MAX_ID_BYTES {
+        return Err(format!("`{}` is longer than {MAX_ID_BYTES} bytes, the limit for server names", show(tok)));
+    }
+    match check_server(tok, is_glob(tok)) {
+        Ok(()) => Ok(Target::Server(tok.to_owned())),
+        Err(_) if tok.contains(':') && parse_target(&format!("@{tok}")).is_ok() => Err(format!(
+            "`{}` is not a server name; if it is a user, user ids start with @, e.g. @{}",
+            show(tok),
+            show(tok)
+        )),
+        Err(why) => Err(format!("`{}` is not a server name: {why}", show(tok))),
+    }
+}
+
 /// The longest id of a held rule, in characters.
 const MAX_HOLD_ID_CHARS: usize = 32;
 

@@ -22,6 +22,10 @@
 //!   [`matches_everyone`](crate::policy::glob::matches_everyone)): such a rule would
 //!   restrict every user of every server, and every other bot following the list would
 //!   follow it. `unmute`/`unban` accept it, so that such a rule can be removed.
+//! - `allow`/`unallow` take a user, a user glob, or a server name or glob (a token that
+//!   does not start with `@`: `partner.example`, `*.partner.example`, `host:8448`); `allow`
+//!   refuses one that matches everyone (`*`, `@*:*`): it would lift every other list's
+//!   bans and mutes. After the target, `allow` takes a reason (the rest of the message).
 //! - `mute`/`ban`: after the user comes an optional duration, then the reason (the rest
 //!   of the message, internal spaces kept). A duration is one or more tokens such as
 //!   `30s`, `20m`, `2h`, `7d`, `1w`, `1h30m`, `1h 30m` or `2 hours`. A token that starts
@@ -54,7 +58,7 @@ use std::time::Duration;
 use crate::policy::ListTrust;
 
 pub use duration::{format_duration, parse_duration, MAX_DURATION};
-pub use ident::{is_hold_id, parse_room, parse_target};
+pub use ident::{is_hold_id, parse_room, parse_server, parse_target};
 pub use parse::parse;
 pub use usage::{help_html, help_text, html_escape, topic_help, topic_help_html, usage, COMMAND_NAMES};
 
@@ -105,6 +109,12 @@ pub enum Command {
     RoomsAdd { room: RoomRef },
     /// `rooms remove <room>`
     RoomsRemove { room: RoomRef },
+    /// `allow <user-glob-or-server> [reason...]`: an exception to the bans and mutes of the
+    /// other lists, written to the default policy list. The target is a user, a user glob
+    /// or a server name or glob ([`Target::Server`]); one that matches everyone is refused.
+    Allow { target: Target, reason: Option<String> },
+    /// `unallow <user-glob-or-server>`: remove that exception.
+    Unallow { target: Target },
 }
 
 impl Command {
@@ -124,24 +134,29 @@ impl Command {
             Command::Watch { .. } => "watch",
             Command::Preview { .. } => "preview",
             Command::Unwatch { .. } => "unwatch",
+            Command::Allow { .. } => "allow",
+            Command::Unallow { .. } => "unallow",
         }
     }
 }
 
-/// Whom a `mute`/`ban`/`unmute`/`unban` is about.
+/// Whom a `mute`/`ban`/`unmute`/`unban`/`allow`/`unallow` is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     /// A full user id, `@localpart:server`, exactly as given.
     User(String),
     /// A user-id glob containing `*` or `?`, such as `@*:spam.example`.
     Glob(String),
+    /// A server name or server glob (`partner.example`, `*.partner.example`), for a server
+    /// rule: only `allow` and `unallow` take one.
+    Server(String),
 }
 
 impl Target {
     /// The id or glob, as written to a policy rule's `entity`.
     pub fn as_str(&self) -> &str {
         match self {
-            Target::User(s) | Target::Glob(s) => s,
+            Target::User(s) | Target::Glob(s) | Target::Server(s) => s,
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::duration::{check_total, is_number, looks_like_duration, number, token_secs, unit_secs};
-use super::ident::{is_hold_id, parse_room, parse_target, show};
+use super::ident::{is_hold_id, parse_room, parse_server, parse_target, show};
 use super::pill::{check_link_text, extract, resolve_href, Link, Pill};
 use super::usage::{usage as usage_of, ALL_USAGE, COMMAND_NAMES};
 use super::{Command, Parsed, RoomRef, Target, UsageError};
@@ -142,6 +142,12 @@ fn command(prefix: &str, args: &mut Args<'_>) -> Result<Command, UsageError> {
         }
         "unmute" => (Command::Unmute { target: args.target(name)? }, "only a user or glob"),
         "unban" => (Command::Unban { target: args.target(name)? }, "only a user or glob"),
+        "allow" => {
+            let target = args.allow_target(name)?;
+            let reason = args.remainder().map(str::to_owned);
+            (Command::Allow { target, reason }, "")
+        }
+        "unallow" => (Command::Unallow { target: args.allow_target(name)? }, "only a user, glob or server"),
         "confirm" => (Command::Confirm { id: args.hold_id(name)? }, "only one id"),
         "reject" => (Command::Reject { id: args.hold_id(name)? }, "only one id"),
         "watch" => {
@@ -342,6 +348,44 @@ impl<'a> Args<'a> {
             ));
         }
         parse_target(tok).map_err(|m| err(cmd, m))
+    }
+
+    /// The user, glob or server of `allow`/`unallow`: a token without `@` is a server name
+    /// or glob ([`parse_server`]). `allow` refuses one that matches everyone.
+    fn allow_target(&mut self, cmd: &'static str) -> Result<Target, UsageError> {
+        let tok = match self.entity(cmd)? {
+            None => {
+                return Err(err(
+                    cmd,
+                    format!("`{cmd}` needs a user, glob or server, e.g. @friend:example.org or partner.example"),
+                ))
+            }
+            Some(Found::Link(Link::User(u))) => return Ok(Target::User(u)),
+            Some(Found::Link(Link::Room(r))) => {
+                return Err(err(cmd, format!("`{}` is a room: `{cmd}` needs a user, glob or server", show(r.as_str()))))
+            }
+            Some(Found::Token(tok)) => strip_ticks(tok),
+        };
+        if is_url(tok) {
+            return match resolve_href(tok) {
+                Some(Link::User(u)) => Ok(Target::User(u)),
+                _ => Err(err(cmd, format!("`{}` is not a link to a user", show(tok)))),
+            };
+        }
+        if cmd == "allow" && matches_everyone(tok) {
+            return Err(err(
+                cmd,
+                format!(
+                    "`{}` matches everyone: such an allow rule would lift every ban and mute of every \
+                     other list; to stop following a list, `unwatch` it",
+                    show(tok)
+                ),
+            ));
+        }
+        if tok.starts_with('@') {
+            return parse_target(tok).map_err(|m| err(cmd, m));
+        }
+        parse_server(tok).map_err(|m| err(cmd, m))
     }
 
     /// The id of a held rule, for `confirm` and `reject` ([`is_hold_id`]).

@@ -47,7 +47,7 @@ fn identifier(id: &str) -> Option<Link> {
     match id.chars().next()? {
         '@' => match parse_target(id).ok()? {
             Target::User(u) => Some(Link::User(u)),
-            Target::Glob(_) => None,
+            Target::Glob(_) | Target::Server(_) => None,
         },
         '!' | '#' => parse_room(id).ok().map(Link::Room),
         _ => None,

@@ -200,13 +200,13 @@ fn help_unknown_topic() {
         "!hush help mtue",
         Some("help"),
         "`mtue` is not a command; did you mean `mute`?; the commands are mute, unmute, ban, \
-         unban, mutes, confirm, reject, watch, preview, unwatch, rooms, status, help",
+         unban, allow, unallow, mutes, confirm, reject, watch, preview, unwatch, rooms, status, help",
     );
     error(
         "!hush help xyzzy",
         Some("help"),
-        "`xyzzy` is not a command; the commands are mute, unmute, ban, unban, mutes, confirm, \
-         reject, watch, preview, unwatch, rooms, status, help",
+        "`xyzzy` is not a command; the commands are mute, unmute, ban, unban, allow, unallow, \
+         mutes, confirm, reject, watch, preview, unwatch, rooms, status, help",
     );
     error("!hush help rooms list", Some("help"), "`help` takes at most one command name; unexpected `list`");
 }
@@ -785,6 +785,7 @@ proptest::proptest! {
                     "!r", "[A](https://matrix.to/#/@a:b)", "Alice", "`@a:b`", "matrix:u/a:b", ",",
                     "confirm", "reject", "preview", "--actions", "--actions=ban,mute", "ban,", "suspend",
                     "@*:*.*", "*", "[@c:d](https://matrix.to/#/@a:b)", "a1-b2",
+                    "allow", "unallow", "evil.org", "*.org", "a:b",
                 ]).prop_map(str::to_owned),
                 "\\PC{0,12}",
             ],
@@ -811,6 +812,13 @@ proptest::proptest! {
                 Command::Unmute { target } | Command::Unban { target } => {
                     proptest::prop_assert!(parse_target(target.as_str()).is_ok());
                 }
+                Command::Allow { target, .. } | Command::Unallow { target } => {
+                    let ok = match &target {
+                        Target::Server(s) => parse_server(s).is_ok(),
+                        t => parse_target(t.as_str()).is_ok(),
+                    };
+                    proptest::prop_assert!(ok);
+                }
                 Command::Watch { room, .. } | Command::Preview { room } | Command::Unwatch { room }
                 | Command::RoomsAdd { room } | Command::RoomsRemove { room } => {
                     proptest::prop_assert!(parse_room(room.as_str()).is_ok());
@@ -822,4 +830,77 @@ proptest::proptest! {
             }
         }
     }
+}
+
+// ---- allow ----
+
+fn server(s: &str) -> Target {
+    Target::Server(s.to_owned())
+}
+
+#[test]
+fn allow_and_unallow_take_a_user_a_glob_or_a_server() {
+    let allow = |target, reason: Option<&str>| Command::Allow { target, reason: reason.map(str::to_owned) };
+    assert_eq!(cmd("!hush allow @friend:evil.example"), allow(user("@friend:evil.example"), None));
+    assert_eq!(
+        cmd("!hush ALLOW @friend:evil.example known to us, 2 years"),
+        allow(user("@friend:evil.example"), Some("known to us, 2 years"))
+    );
+    // No duration: a word starting with a digit is part of the reason.
+    assert_eq!(cmd("!hush allow @a:b.example 2h"), allow(user("@a:b.example"), Some("2h")));
+    assert_eq!(cmd("!hush allow @*:partner.example"), allow(glob("@*:partner.example"), None));
+    assert_eq!(cmd("!hush allow partner.example ours"), allow(server("partner.example"), Some("ours")));
+    assert_eq!(cmd("!hush allow *.partner.example"), allow(server("*.partner.example"), None));
+    assert_eq!(cmd("!hush allow `hs.example:8448`"), allow(server("hs.example:8448"), None));
+    assert_eq!(
+        cmd_html("!hush allow Alice Smith", &format!("!hush allow {ALICE_PILL}")),
+        allow(user("@alice:example.org"), None)
+    );
+    assert_eq!(cmd("!hush unallow @friend:evil.example"), Command::Unallow { target: user("@friend:evil.example") });
+    assert_eq!(cmd("!hush unallow partner.example"), Command::Unallow { target: server("partner.example") });
+    // Such a rule, once written elsewhere, can be removed.
+    assert_eq!(cmd("!hush unallow *"), Command::Unallow { target: server("*") });
+    assert_eq!(cmd("!hush unallow @*:*"), Command::Unallow { target: glob("@*:*") });
+    assert_eq!(cmd("!hush allow a.example").name(), "allow");
+    assert_eq!(cmd("!hush unallow a.example").name(), "unallow");
+    assert_eq!(server("a.example").to_string(), "a.example");
+}
+
+#[test]
+fn allow_errors() {
+    let a = Some("allow");
+    error("!hush allow", a, "`allow` needs a user, glob or server, e.g. @friend:example.org or partner.example");
+    error(
+        "!hush unallow",
+        Some("unallow"),
+        "`unallow` needs a user, glob or server, e.g. @friend:example.org or partner.example",
+    );
+    for everyone in ["*", "@*:*", "*.*", "@*:*.*"] {
+        error(
+            &format!("!hush allow {everyone} sure"),
+            a,
+            &format!(
+                "`{everyone}` matches everyone: such an allow rule would lift every ban and mute of every \
+                 other list; to stop following a list, `unwatch` it"
+            ),
+        );
+    }
+    error(
+        "!hush allow friend:evil.example",
+        a,
+        "`friend:evil.example` is not a server name; if it is a user, user ids start with @, e.g. @friend:evil.example",
+    );
+    error("!hush allow evil_example", a, "`evil_example` is not a server name: the server name has `_`");
+    error(
+        "!hush allow #lobby:example.org",
+        a,
+        "`#lobby:example.org` is a room: give a user (@user:server), a glob or a server name",
+    );
+    error("!hush allow @friend", a, "`@friend` has no server: write the full user id, e.g. @friend:example.org");
+    error(
+        "!hush unallow partner.example now",
+        Some("unallow"),
+        "`unallow` takes only a user, glob or server; unexpected `now`",
+    );
+    error("!hush allow https://example.com/x", a, "`https://example.com/x` is not a link to a user");
 }

@@ -23,6 +23,10 @@ const DURATIONS: &str = "A duration is e.g. 30s, 20m, 2h, 7d, 1w, 1h30m, `1h 30m
      100 years; without one the rule is permanent. A word after the user starts the reason; a \
      word starting with a digit must be a duration.";
 
+const ALLOWS: &str = "A target without @ is a server name or glob (partner.example, \
+     *.partner.example). An allow in a list lifts only what that list may cause (its actions): \
+     a list that may only mute lifts mutes. `allow` refuses a target that matches everyone.";
+
 const HOLD_IDS: &str = "The id is the one hush gave when it held the rule: 1 to 32 letters, digits or -.";
 
 pub(crate) const SPECS: &[Spec] = &[
@@ -61,6 +65,25 @@ pub(crate) const SPECS: &[Spec] = &[
                   and says which rules remain.",
         details: "",
         examples: &["unban @spammer:example.org"],
+    },
+    Spec {
+        name: "allow",
+        usage: "allow <user-glob-or-server> [reason...]",
+        summary: "Make an exception: writes an m.allow rule to the default policy list, which \
+                  lifts the bans and mutes the other lists have for that user, glob or server \
+                  (and the default list's own rules that name them less closely). The default \
+                  list's own mute and ban rules for exactly that target are removed: the later \
+                  decision wins.",
+        details: ALLOWS,
+        examples: &["allow @friend:evil.example we know them", "allow partner.example", "allow @*:partner.example"],
+    },
+    Spec {
+        name: "unallow",
+        usage: "unallow <user-glob-or-server>",
+        summary: "Remove the allow rules for a user, glob or server that hush can remove: what \
+                  the other lists say about them applies again.",
+        details: ALLOWS,
+        examples: &["unallow @friend:evil.example"],
     },
     Spec {
         name: "mutes",
@@ -139,8 +162,8 @@ pub(crate) const SPECS: &[Spec] = &[
 
 /// The canonical command names, in help order.
 pub const COMMAND_NAMES: &[&str] = &[
-    "mute", "unmute", "ban", "unban", "mutes", "confirm", "reject", "watch", "preview", "unwatch", "rooms", "status",
-    "help",
+    "mute", "unmute", "ban", "unban", "allow", "unallow", "mutes", "confirm", "reject", "watch", "preview", "unwatch",
+    "rooms", "status", "help",
 ];
 
 /// Every synopsis, one per line, without the prefix (the usage of a missing or unknown
@@ -149,6 +172,8 @@ pub(crate) const ALL_USAGE: &str = "mute <user-or-glob> [duration] [reason...]
 unmute <user-or-glob>
 ban <user-or-glob> [duration] [reason...]
 unban <user-or-glob>
+allow <user-glob-or-server> [reason...]
+unallow <user-glob-or-server>
 mutes
 confirm <id>
 reject <id>
@@ -237,7 +262,7 @@ pub fn help_html(prefix: &str) -> String {
 
 fn topic_notes(s: &Spec) -> Vec<String> {
     let mut notes = Vec::new();
-    if matches!(s.name, "mute" | "unmute" | "ban" | "unban") {
+    if matches!(s.name, "mute" | "unmute" | "ban" | "unban" | "allow" | "unallow") {
         notes.push(TARGETS.to_owned());
     }
     if matches!(s.name, "mute" | "ban") {

@@ -42,6 +42,8 @@ pub struct Candidate<'a> {
     pub list: &'a str,
     pub kind: EntityKind,
     pub state_key: &'a str,
+    /// What the rule would do; for an allow rule, the restriction it would lift (it is
+    /// asked about once for bans and once for mutes).
     pub restriction: Restriction,
 }
 
@@ -110,6 +112,7 @@ const REC_BAN: u8 = 0;
 const REC_MUTE: u8 = 1;
 const REC_TAKEDOWN: u8 = 2;
 const REC_OTHER: u8 = 3;
+const REC_ALLOW: u8 = 4;
 
 /// One stored rule: 64 bytes plus one heap string (state key; entity unless it is a suffix
 /// of the state key; an unknown recommendation; reason) and, for hashed rules, a digest.
@@ -181,6 +184,18 @@ impl Slot {
             REC_BAN | REC_TAKEDOWN => Some(Restriction::Ban),
             REC_MUTE => Some(Restriction::Mute),
             _ => None,
+        }
+    }
+    fn is_allow(&self) -> bool {
+        self.rec == REC_ALLOW
+    }
+    /// How closely the rule names a user, for an allow and a restriction of the same list:
+    /// an exact user id or hash (2), a user glob (1), a server rule (0).
+    fn specificity(&self) -> u8 {
+        match self.kind() {
+            EntityKind::User if self.has(F_GLOB) => 1,
+            EntityKind::User => 2,
+            _ => 0,
         }
     }
     fn active(&self, now_ms: u64) -> bool {
@@ -564,8 +579,11 @@ pub struct PolicyIndex {
     lists: Vec<Option<Box<str>>>,
     list_ids: HashMap<Box<str>, u32>,
     strings: Strings,
-    /// (expiry, slot) of effective user/server rules with a restriction and an expiry.
+    /// (expiry, slot) of effective user/server rules that restrict or allow, with an expiry.
     expiring: BTreeSet<(u64, u32)>,
+    /// Effective user/server allow rules: while there are none, a decision is the best
+    /// restriction alone (no allow to look for).
+    allows: usize,
     tracked: Tracked,
     stored: usize,
 }
@@ -589,6 +607,7 @@ impl PolicyIndex {
             list_ids: HashMap::new(),
             strings: Strings::default(),
             expiring: BTreeSet::new(),
+            allows: 0,
             tracked: Tracked::default(),
             stored: 0,
         }
@@ -664,7 +683,15 @@ impl PolicyIndex {
             cands.sort_unstable();
             cands.dedup();
         }
-        let before: Vec<Option<Winner>> = cands.iter().map(|u| self.winner(u, now_ms, |_| true)).collect();
+        // An allow rule entering or leaving, or any allow in force (which may lift the
+        // entering rule), breaks "the best restriction wins": compare whole decisions.
+        let whole = self.allows > 0
+            || rule.as_ref().is_some_and(|r| r.recommendation == Recommendation::Allow)
+            || self.identity_has_allow(key, list, kind, state_key);
+        let before_whole: Vec<Option<Decision>> =
+            if whole { cands.iter().map(|u| self.decide(u, now_ms)).collect() } else { Vec::new() };
+        let before: Vec<Option<Winner>> =
+            if whole { Vec::new() } else { cands.iter().map(|u| self.winner(u, now_ms, |_| true)).collect() };
         // What the decision of a candidate decided by the leaving rule was; the others are
         // compared slot to slot below.
         let before_old: Vec<Option<Decision>> =
@@ -693,6 +720,16 @@ impl PolicyIndex {
         // Only the rule in force at this identity left the matching structures and only
         // the one in force now entered them. A user the leaving rule did not decide keeps
         // the same winner unless the entering rule beats it: one match, not a decision.
+        if whole {
+            let changed = cands
+                .iter()
+                .zip(before_whole)
+                .filter(|(u, b)| self.decide(u, now_ms) != *b)
+                .map(|(u, _)| u.to_string())
+                .collect();
+            let candidates = cands.iter().map(|u| u.to_string()).collect();
+            return Applied { changed, candidates, warning, outcome };
+        }
         let changed = cands
             .iter()
             .zip(before.into_iter().zip(before_old))
@@ -763,7 +800,9 @@ impl PolicyIndex {
     /// The effective decision for `user_id` at `now_ms`: the strongest active restriction
     /// among the user rules matching the id and the server rules matching its server part
     /// (ban beats mute; within one restriction the latest expiry wins and permanent beats
-    /// any expiry; remaining ties go to the smallest (room, kind, state key)).
+    /// any expiry; remaining ties go to the smallest (room, kind, state key)), leaving out
+    /// those an active allow rule lifts (one of another list, or of the same list naming
+    /// the user more closely).
     pub fn decide(&self, user_id: &str, now_ms: u64) -> Option<Decision> {
         self.winner(user_id, now_ms, |_| true).map(|w| self.decision(w))
     }
@@ -777,6 +816,9 @@ impl PolicyIndex {
 
     /// The winning slot of [`PolicyIndex::decide_where`].
     fn winner(&self, user_id: &str, now_ms: u64, allow: impl Fn(Candidate<'_>) -> bool) -> Option<Winner> {
+        if self.allows > 0 {
+            return self.winner_with_allows(user_id, now_ms, allow);
+        }
         let mut best: Option<Winner> = None;
         let mut consider = |s: u32| {
             if let Some(sl) = self.slots.get(s) {
@@ -797,6 +839,88 @@ impl PolicyIndex {
             }
         }
         best
+    }
+
+    /// [`PolicyIndex::winner`] when allow rules exist: the restrictions matching the user
+    /// that `accept` takes and no accepted allow lifts. An allow is asked about as a
+    /// candidate once per restriction (does its list have the right to lift a ban? a
+    /// mute?); it lifts that restriction from every other list, and from its own list when
+    /// it names the user more closely ([`Slot::specificity`]: on a tie the restriction stays).
+    fn winner_with_allows(&self, user_id: &str, now_ms: u64, accept: impl Fn(Candidate<'_>) -> bool) -> Option<Winner> {
+        let mut restricting: Vec<u32> = Vec::new();
+        // (slot, lifts bans, lifts mutes)
+        let mut allowing: Vec<(u32, bool, bool)> = Vec::new();
+        let mut collect = |s: u32| {
+            let Some(sl) = self.slots.get(s) else { return };
+            if !sl.active(now_ms) {
+                return;
+            }
+            let list = self.list_name(sl.list);
+            let candidate = |restriction| Candidate { list, kind: sl.kind(), state_key: sl.state_key(), restriction };
+            if sl.is_allow() {
+                let (ban, mute) = (accept(candidate(Restriction::Ban)), accept(candidate(Restriction::Mute)));
+                if ban || mute {
+                    allowing.push((s, ban, mute));
+                }
+            } else if let Some(r) = sl.restriction() {
+                if accept(candidate(r)) {
+                    restricting.push(s);
+                }
+            }
+        };
+        self.for_each_match(EntityKind::User, user_id, &mut collect);
+        if let Some(server) = server_of(user_id) {
+            self.for_each_match(EntityKind::Server, server, &mut collect);
+            if let Some(host) = host_without_port(server) {
+                self.for_each_match(EntityKind::Server, host, &mut collect);
+            }
+        }
+        let mut best = None;
+        for s in restricting {
+            let sl = &self.slots[s];
+            let lifted = allowing.iter().any(|&(a, ban, mute)| {
+                let al = &self.slots[a];
+                let may = match sl.restriction() {
+                    Some(Restriction::Ban) => ban,
+                    Some(Restriction::Mute) => mute,
+                    None => false,
+                };
+                may && (al.list != sl.list || al.specificity() > sl.specificity())
+            });
+            if !lifted {
+                best = self.better(best, s, now_ms);
+            }
+        }
+        best
+    }
+
+    /// The earliest expiry after `now_ms` of the allow rules matching `user_id` that
+    /// `accept` takes (for a ban or a mute): when lifted restrictions may come back. Their
+    /// decision says nothing of it (nothing applies), so a timer must ask here.
+    pub fn allow_expiry_for(&self, user_id: &str, now_ms: u64, accept: impl Fn(Candidate<'_>) -> bool) -> Option<u64> {
+        if self.allows == 0 {
+            return None;
+        }
+        let mut next: Option<u64> = None;
+        let mut consider = |s: u32| {
+            let Some(sl) = self.slots.get(s) else { return };
+            if !sl.is_allow() || sl.expiry == PERMANENT || !sl.active(now_ms) {
+                return;
+            }
+            let list = self.list_name(sl.list);
+            let candidate = |restriction| Candidate { list, kind: sl.kind(), state_key: sl.state_key(), restriction };
+            if accept(candidate(Restriction::Ban)) || accept(candidate(Restriction::Mute)) {
+                next = Some(next.map_or(sl.expiry, |n| n.min(sl.expiry)));
+            }
+        };
+        self.for_each_match(EntityKind::User, user_id, &mut consider);
+        if let Some(server) = server_of(user_id) {
+            self.for_each_match(EntityKind::Server, server, &mut consider);
+            if let Some(host) = host_without_port(server) {
+                self.for_each_match(EntityKind::Server, host, &mut consider);
+            }
+        }
+        next
     }
 
     /// `best`, or slot `s` if it restricts, is active and beats it.
@@ -866,12 +990,12 @@ impl PolicyIndex {
     }
 
     /// The earliest expiry strictly after `now_ms` among effective user and server rules
-    /// that ban or mute: when the next decision may change by itself.
+    /// that ban, mute or allow: when the next decision may change by itself.
     pub fn next_expiry_after(&self, now_ms: u64) -> Option<u64> {
         self.expiring.range((Bound::Excluded((now_ms, u32::MAX)), Bound::Unbounded)).next().map(|e| e.0)
     }
 
-    /// Effective user/server ban or mute rules expiring in `(from_ms, to_ms]`, by expiry.
+    /// Effective user/server ban, mute or allow rules expiring in `(from_ms, to_ms]`, by expiry.
     pub fn rules_expiring(&self, from_ms: u64, to_ms: u64) -> Vec<(u64, RuleId)> {
         if to_ms <= from_ms {
             return Vec::new();
@@ -1065,6 +1189,19 @@ impl PolicyIndex {
         best.map(|b| b.1)
     }
 
+    /// Whether a rule of any family at this identity is an allow (one shadowed now may be
+    /// the one in force after a change).
+    fn identity_has_allow(&self, key: u32, list: u32, kind: EntityKind, state_key: &str) -> bool {
+        let mut cur = self.ids.get(&key).copied().unwrap_or(NONE);
+        while let Some(sl) = self.slots.get(cur) {
+            if sl.list == list && sl.kind() == kind && sl.state_key() == state_key && sl.is_allow() {
+                return true;
+            }
+            cur = sl.next_key;
+        }
+        false
+    }
+
     fn best_family_except(
         &self,
         key: u32,
@@ -1111,6 +1248,7 @@ impl PolicyIndex {
             Recommendation::Ban => REC_BAN,
             Recommendation::Mute => REC_MUTE,
             Recommendation::Takedown => REC_TAKEDOWN,
+            Recommendation::Allow => REC_ALLOW,
             Recommendation::Other(o) => {
                 text.push_str(o);
                 REC_OTHER
@@ -1206,8 +1344,12 @@ impl PolicyIndex {
         }
         let sl = &mut self.slots[s];
         sl.flags |= F_EFFECTIVE;
-        if sl.expiry != PERMANENT && kind != EntityKind::Room && sl.restriction().is_some() {
+        let decides = kind != EntityKind::Room && (sl.restriction().is_some() || sl.is_allow());
+        if sl.expiry != PERMANENT && decides {
             self.expiring.insert((sl.expiry, s));
+        }
+        if sl.is_allow() && kind != EntityKind::Room {
+            self.allows += 1;
         }
     }
 
@@ -1218,6 +1360,9 @@ impl PolicyIndex {
             return;
         }
         let ki = sl.kind().index();
+        if sl.is_allow() && sl.kind() != EntityKind::Room {
+            self.allows -= 1;
+        }
         let (expiry, next) = (sl.expiry, sl.next_match);
         if sl.has(F_GLOB) {
             self.kinds[ki].globs.remove(next);
@@ -1294,6 +1439,7 @@ impl PolicyIndex {
                 REC_BAN => Recommendation::Ban,
                 REC_MUTE => Recommendation::Mute,
                 REC_TAKEDOWN => Recommendation::Takedown,
+                REC_ALLOW => Recommendation::Allow,
                 _ => Recommendation::Other(sl.other_recommendation().to_owned()),
             },
             reason: sl.reason().to_owned(),

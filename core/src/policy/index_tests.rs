@@ -522,7 +522,15 @@ fn event() -> impl Strategy<Value = Ev> {
             .prop_map(|u| json!({"sha256": encode_sha256(&sha256_of(u))}));
         (
             entity_for(kind),
-            prop_oneof![Just("m.ban"), Just("m.mute"), Just("m.takedown"), Just("other")],
+            prop_oneof![
+                Just("m.ban"),
+                Just("m.mute"),
+                Just("m.takedown"),
+                Just("other"),
+                Just("m.allow"),
+                Just("org.matrix.mjolnir.allow"),
+                Just("fi.mau.meowlnir.unban"),
+            ],
             prop_oneof![Just(None), (1u64..5).prop_map(Some)],
             hashed_user,
             0u64..5,
@@ -611,7 +619,10 @@ proptest! {
             prop_assert_eq!(idx.len(), model.len());
             // Timers.
             let next = after.rules.iter()
-                .filter(|r| r.id.kind != EntityKind::Room && r.recommendation.restriction().is_some())
+                .filter(|r| {
+                    r.id.kind != EntityKind::Room
+                        && (r.recommendation.restriction().is_some() || r.recommendation == Recommendation::Allow)
+                })
                 .filter_map(|r| r.expiry_ms)
                 .filter(|&e| e > 2)
                 .min();
@@ -740,4 +751,131 @@ fn adversarial_globs_cost_work_linear_in_the_id_length() {
     // rescanned per occurrence of the fragment) would be near 16x.
     assert!(long_steps <= 4 * short_steps, "{short_steps} -> {long_steps}");
     assert!(long_steps >= 2 * short_steps, "{short_steps} -> {long_steps}: the measure should see the ids");
+}
+
+fn allow(entity: &str) -> Value {
+    json!({"entity": entity, "recommendation": "m.allow", "reason": "known to us"})
+}
+
+#[test]
+fn an_allow_lifts_another_lists_ban_and_mute_and_its_removal_brings_them_back() {
+    let mut f = Fixture::new(&["@spam:evil.org", "@other:evil.org"]);
+    f.put(L2, "m.policy.rule.user", "b", ban("@spam:evil.org"));
+    f.put(L2, "m.policy.rule.server", "s", mute("evil.org"));
+    assert_eq!(f.action("@spam:evil.org"), Some(Restriction::Ban));
+    // The community's list (L1) allows the user: nothing applies to them any more.
+    let a = f.user("a", allow("@spam:evil.org"));
+    assert_eq!(changed(&a), ["@spam:evil.org"]);
+    assert_eq!(f.action("@spam:evil.org"), None);
+    assert_eq!(f.action("@other:evil.org"), Some(Restriction::Mute), "the allow names one user");
+    // Every recommendation string of an allow works the same.
+    for rec in ["org.matrix.mjolnir.allow", "fi.mau.meowlnir.unban"] {
+        let a = f.user("a", json!({"entity": "@spam:evil.org", "recommendation": rec}));
+        assert!(a.changed.is_empty(), "{rec}");
+        assert_eq!(f.action("@spam:evil.org"), None, "{rec}");
+    }
+    // A glob allow and a server allow lift too.
+    f.user("a", json!({}));
+    assert_eq!(f.action("@spam:evil.org"), Some(Restriction::Ban));
+    let a = f.put(L1, "m.policy.rule.server", "a", allow("*.org"));
+    assert_eq!(changed(&a), ["@other:evil.org", "@spam:evil.org"]);
+    assert_eq!((f.action("@spam:evil.org"), f.action("@other:evil.org")), (None, None));
+    // The allow goes: the other list's rules apply again.
+    let a = f.put(L1, "m.policy.rule.server", "a", json!({}));
+    assert_eq!(changed(&a), ["@other:evil.org", "@spam:evil.org"]);
+    assert_eq!(f.action("@spam:evil.org"), Some(Restriction::Ban));
+    // A rule arriving while an allow is in force stays lifted, and is reported as no change.
+    f.user("a", allow("@spam:evil.org"));
+    let a = f.put(L2, "m.policy.rule.user", "b2", with_expiry(ban("@spam:evil.org"), NOW + 10));
+    assert!(a.changed.is_empty());
+    assert_eq!(f.action("@spam:evil.org"), None);
+}
+
+#[test]
+fn within_one_list_the_closer_rule_wins_and_on_a_tie_the_restriction() {
+    let u = "@friend:evil.org";
+    let mut f = Fixture::new(&[u]);
+    // A server ban with an exact exception: the exception wins.
+    f.put(L1, "m.policy.rule.server", "s", ban("evil.org"));
+    assert_eq!(changed(&f.user("a", allow(u))), [u]);
+    assert_eq!(f.action(u), None);
+    // A glob ban is also less close than the exact allow.
+    f.user("g", ban("@*:evil.org"));
+    assert_eq!(f.action(u), None);
+    // An exact ban in the same list is as close as the allow: the ban stays.
+    assert_eq!(changed(&f.user("b", ban(u))), [u]);
+    assert_eq!(f.action(u), Some(Restriction::Ban));
+    f.user("b", json!({}));
+    f.user("g", json!({}));
+    assert_eq!(f.action(u), None);
+    // A glob allow lifts the list's server ban, not its exact mute, nor its glob ban (a tie).
+    f.user("a", allow("@fr*:evil.org"));
+    assert_eq!(f.action(u), None);
+    f.user("m", mute(u));
+    assert_eq!(f.action(u), Some(Restriction::Mute));
+    f.user("m", json!({}));
+    f.user("g", ban("@*:evil.org"));
+    assert_eq!(f.action(u), Some(Restriction::Ban));
+    f.user("g", json!({}));
+    assert_eq!(f.action(u), None);
+    // A server allow lifts no rule of its own list naming users on it.
+    f.user("a", json!({}));
+    f.put(L1, "m.policy.rule.server", "s", allow("evil.org"));
+    f.user("m", mute(u));
+    assert_eq!(f.action(u), Some(Restriction::Mute));
+    // Another list's allow lifts whatever the first list says.
+    f.put(L2, "m.policy.rule.user", "a", allow("@*:evil.org"));
+    assert_eq!(f.action(u), None);
+}
+
+#[test]
+fn an_allow_lifts_only_what_its_list_may_cause() {
+    let u = "@spam:evil.org";
+    let mut f = Fixture::new(&[u]);
+    f.put(L2, "m.policy.rule.user", "b", ban(u));
+    f.put(L2, "m.policy.rule.server", "m", mute("evil.org"));
+    f.user("a", allow(u));
+    assert_eq!(f.action(u), None);
+    // L1 may only mute: its allow lifts L2's mute, not L2's ban.
+    let l1_mutes_only = |c: Candidate<'_>| !(c.list == L1 && c.restriction == Restriction::Ban);
+    let d = f.idx.decide_where(u, NOW, l1_mutes_only).expect("still banned");
+    assert_eq!((d.action, d.rule.state_key.as_str()), (Restriction::Ban, "b"));
+    let no_bans_at_all = |c: Candidate<'_>| c.restriction != Restriction::Ban;
+    assert_eq!(f.idx.decide_where(u, NOW, no_bans_at_all), None, "the mute is lifted");
+    // A refused allow (held, untrusted) lifts nothing.
+    let d = f.idx.decide_where(u, NOW, |c| c.list != L1).expect("banned");
+    assert_eq!(d.action, Restriction::Ban);
+}
+
+#[test]
+fn an_expiring_allow_brings_the_restriction_back_on_time() {
+    let u = "@spam:evil.org";
+    let mut f = Fixture::new(&[u]);
+    f.put(L2, "m.policy.rule.user", "m", mute(u));
+    let t = NOW + 60_000;
+    f.user("a", with_expiry(allow(u), t));
+    assert_eq!(f.action(u), None);
+    assert_eq!(f.idx.next_expiry_after(NOW), Some(t));
+    assert_eq!(f.idx.allow_expiry_for(u, NOW, |_| true), Some(t));
+    assert_eq!(f.idx.allow_expiry_for(u, NOW, |c| c.list != L1), None, "a refused allow sets no timer");
+    assert_eq!(f.idx.allow_expiry_for("@other:evil.org", NOW, |_| true), None);
+    assert_eq!(f.idx.changes_between(NOW, t), [u]);
+    assert_eq!(f.idx.decide(u, t).map(|d| d.action), Some(Restriction::Mute));
+    assert_eq!(f.idx.allow_expiry_for(u, t, |_| true), None);
+}
+
+/// Found by the model test: a legacy-type allow shadowed by a stable ban at the same state
+/// key comes into force when the ban is removed, and lifts another list's ban.
+#[test]
+fn a_shadowed_allow_coming_into_force_is_a_change() {
+    let (a, b) = ("@a:x.org", "@b:y.org");
+    let mut f = Fixture::new(&[a, b]);
+    f.put(L2, "m.policy.rule.server", "s", ban("?.org"));
+    f.user("k", ban(b));
+    f.put(L1, "m.room.rule.user", "k", allow(a));
+    assert_eq!((f.action(a), f.action(b)), (Some(Restriction::Ban), Some(Restriction::Ban)));
+    let r = f.user("k", json!({}));
+    // @a: the allow now in force lifts L2's ban; @b: banned by L2's rule instead of L1's.
+    assert_eq!(changed(&r), [a, b]);
+    assert_eq!((f.action(a), f.action(b)), (None, Some(Restriction::Ban)));
 }

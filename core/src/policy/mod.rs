@@ -15,7 +15,9 @@
 //!   ban at the same identity: it replaced it.
 //! - Recommendations: `m.ban`/`org.matrix.mjolnir.ban` ban; `m.mute`/
 //!   `support.feline.policy.recomendation_mute` mute; `m.takedown`/
-//!   `org.matrix.msc4204.takedown` are enforced as a ban; anything else is kept (status,
+//!   `org.matrix.msc4204.takedown` are enforced as a ban; `m.allow` (hush's own choice: the
+//!   value MSC4150 proposes, not in the spec), `org.matrix.mjolnir.allow` and
+//!   `fi.mau.meowlnir.unban` are allow rules (below); anything else is kept (status,
 //!   [`PolicyIndex::rules_matching`]) but never restricts anyone.
 //! - Removal: empty content (`{}`, which is what a redaction leaves; `null` too).
 //! - Malformed content (not an object, `entity` not a non-empty string or longer than
@@ -53,6 +55,19 @@
 //! mute; among rules of the winning restriction the latest expiry wins and a permanent
 //! rule beats any expiry; remaining ties go to the smallest (room, kind, state key), so the
 //! provenance is deterministic.
+//!
+//! # Allow rules
+//! An active allow rule matching the user (a user rule, a user glob, a hash, or a server
+//! rule for the user's server) lifts the bans and mutes matching them **of every other
+//! list**, and those of **its own list that name the user less closely**: an exact user
+//! id or hash is closer than a user glob, which is closer than a server rule. Within one
+//! list, a restriction as close as the allow stays: the list contradicts itself, and hush
+//! keeps the restriction (fail safe). An allow never restricts anyone. Through
+//! [`PolicyIndex::decide_where`] an allow is asked about once per restriction it could
+//! lift, as a [`Candidate`] with that restriction: the caller's trust ("may this list
+//! ban?") then also says whether the list may lift bans. When the allow expires or goes,
+//! what it lifted applies again ([`PolicyIndex::allow_expiry_for`] tells a user's timer
+//! when).
 //!
 //! # Change detection
 //! Tracked users ([`PolicyIndex::track_user`]) are the members of protected rooms.

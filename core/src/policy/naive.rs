@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 
 use super::glob::{glob_match, is_glob};
 use super::index::Decision;
-use super::rule::{host_without_port, sha256_of, EntityKind, Restriction, Rule};
+use super::rule::{host_without_port, sha256_of, EntityKind, Recommendation, Restriction, Rule};
 
 /// The rules in force, in a flat list. Same semantics as [`super::PolicyIndex::decide`],
 /// none of its structure.
@@ -29,24 +29,42 @@ fn matches(rule: &Rule, kind: EntityKind, entity: &str) -> bool {
     }
 }
 
+/// Exact user id or hash 2, user glob 1, server rule 0.
+fn specificity(rule: &Rule) -> u8 {
+    match (rule.id.kind, &rule.entity) {
+        (EntityKind::User, Some(e)) if is_glob(e) => 1,
+        (EntityKind::User, _) => 2,
+        _ => 0,
+    }
+}
+
 impl NaiveIndex {
     /// The effective decision for `user_id` at `now_ms`, by scanning every rule.
     pub fn decide(&self, user_id: &str, now_ms: u64) -> Option<Decision> {
         let server = user_id.split_once(':').map(|(_, s)| s);
+        let hit = |rule: &Rule| {
+            matches(rule, EntityKind::User, user_id)
+                || server.is_some_and(|s| {
+                    matches(rule, EntityKind::Server, s)
+                        || host_without_port(s).is_some_and(|h| matches(rule, EntityKind::Server, h))
+                })
+        };
+        let allows: Vec<&Rule> = self
+            .rules
+            .iter()
+            .filter(|r| r.recommendation == Recommendation::Allow && r.is_active(now_ms) && hit(r))
+            .collect();
         let mut best: Option<(Restriction, u64, &Rule)> = None;
         for rule in &self.rules {
             let Some(r) = rule.recommendation.restriction() else {
                 continue;
             };
-            if !rule.is_active(now_ms) {
+            if !rule.is_active(now_ms) || !hit(rule) {
                 continue;
             }
-            let hit = matches(rule, EntityKind::User, user_id)
-                || server.is_some_and(|s| {
-                    matches(rule, EntityKind::Server, s)
-                        || host_without_port(s).is_some_and(|h| matches(rule, EntityKind::Server, h))
-                });
-            if !hit {
+            // Lifted by an allow of another list, or of its own list naming the user more
+            // closely.
+            if allows.iter().any(|a| a.id.room_id != rule.id.room_id || specificity(a) > specificity(rule)) {
                 continue;
             }
             let exp = rule.expiry_ms.unwrap_or(u64::MAX);

@@ -130,6 +130,12 @@ pub enum Recommendation {
     Mute,
     /// `m.takedown`, unstable `org.matrix.msc4204.takedown` (MSC4204); enforced as a ban.
     Takedown,
+    /// An exception: `m.allow` (hush's own choice of value: the name MSC4150 proposes, not
+    /// in the spec), `org.matrix.mjolnir.allow` (Mjolnir, Draupnir) and
+    /// `fi.mau.meowlnir.unban` (Meowlnir). Never restricts anyone; it lifts the bans and
+    /// mutes of *other* lists for whom it matches, and the less specific ones of its own
+    /// list (see [`crate::policy`], "Allow rules").
+    Allow,
     /// Anything else: kept (visible in status) but inert.
     Other(String),
 }
@@ -141,6 +147,7 @@ impl Recommendation {
             "m.ban" | "org.matrix.mjolnir.ban" => Recommendation::Ban,
             "m.mute" | "support.feline.policy.recomendation_mute" => Recommendation::Mute,
             "m.takedown" | "org.matrix.msc4204.takedown" => Recommendation::Takedown,
+            "m.allow" | "org.matrix.mjolnir.allow" | "fi.mau.meowlnir.unban" => Recommendation::Allow,
             other => Recommendation::Other(other.to_owned()),
         }
     }
@@ -151,6 +158,7 @@ impl Recommendation {
             Recommendation::Ban => "m.ban",
             Recommendation::Mute => "m.mute",
             Recommendation::Takedown => "m.takedown",
+            Recommendation::Allow => "m.allow",
             Recommendation::Other(s) => s,
         }
     }
@@ -160,7 +168,7 @@ impl Recommendation {
         match self {
             Recommendation::Ban | Recommendation::Takedown => Some(Restriction::Ban),
             Recommendation::Mute => Some(Restriction::Mute),
-            Recommendation::Other(_) => None,
+            Recommendation::Allow | Recommendation::Other(_) => None,
         }
     }
 }
@@ -568,6 +576,10 @@ mod tests {
             ("support.feline.policy.recomendation_mute", Recommendation::Mute, Some(Restriction::Mute)),
             ("m.takedown", Recommendation::Takedown, Some(Restriction::Ban)),
             ("org.matrix.msc4204.takedown", Recommendation::Takedown, Some(Restriction::Ban)),
+            ("m.allow", Recommendation::Allow, None),
+            ("org.matrix.mjolnir.allow", Recommendation::Allow, None),
+            ("fi.mau.meowlnir.unban", Recommendation::Allow, None),
+            ("m.unban", Recommendation::Other("m.unban".into()), None),
             ("m.ban ", Recommendation::Other("m.ban ".into()), None),
             ("M.BAN", Recommendation::Other("M.BAN".into()), None),
             ("", Recommendation::Other(String::new()), None),

@@ -4,6 +4,7 @@
 //! and deterministically, and nothing here sleeps to synchronise.
 
 mod accounts;
+mod allow;
 mod expiry;
 pub mod fake_admin;
 pub mod fake_homeserver;
