@@ -253,6 +253,10 @@ pub enum RuleError {
     /// State key, entity, recommendation and reason together are longer than a Matrix
     /// event can be ([`MAX_RULE_TEXT`]).
     TooLong,
+    /// An allow rule whose entity matches everyone (`*`, `@*:*`...): it would lift every
+    /// other list's bans and mutes at once, and lifting is never held by the safety guard,
+    /// so such a rule is not followed.
+    AllowForEveryone,
 }
 
 impl fmt::Display for RuleError {
@@ -261,6 +265,9 @@ impl fmt::Display for RuleError {
             RuleError::ContentNotObject => f.write_str("content is not an object"),
             RuleError::EntityNotString => f.write_str("`entity` is not a string"),
             RuleError::EntityEmpty => f.write_str("`entity` is empty"),
+            RuleError::AllowForEveryone => f.write_str(
+                "an allow rule matching everyone would lift every other list's bans and mutes; hush does not follow it",
+            ),
             RuleError::EntityTooLong { len } => {
                 write!(f, "`entity` is {len} bytes long; a Matrix id is at most {MAX_ENTITY_LEN}")
             }
@@ -345,6 +352,10 @@ pub fn parse_rule(room_id: &str, event_type: &str, state_key: &str, sender: &str
             let text = state_key.len() + body.entity.as_ref().map_or(0, String::len) + rec_len + body.reason.len();
             if text > MAX_RULE_TEXT || sender.len() > MAX_RULE_TEXT {
                 return ignored(room_id, event_type, state_key, RuleError::TooLong);
+            }
+            let for_everyone = body.entity.as_deref().is_some_and(super::glob::matches_everyone);
+            if body.recommendation == Recommendation::Allow && kind != EntityKind::Room && for_everyone {
+                return ignored(room_id, event_type, state_key, RuleError::AllowForEveryone);
             }
             RuleParse::Rule(Rule {
                 id: RuleId { room_id: room_id.to_owned(), kind, state_key: state_key.to_owned() },
@@ -517,6 +528,24 @@ mod tests {
             }
             other => panic!("expected a warning, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_allow_for_everyone_is_ignored_but_a_narrow_one_and_a_wide_ban_are_kept() {
+        for entity in ["*", "@*:*", "@*:*.*"] {
+            let content = json!({"entity": entity, "recommendation": "org.matrix.mjolnir.allow"});
+            match parse("m.policy.rule.user", "k", content) {
+                RuleParse::Ignored(w) => assert_eq!(w.error, RuleError::AllowForEveryone, "{entity}"),
+                other => panic!("{entity}: {other:?}"),
+            }
+        }
+        let server_wide = json!({"entity": "*", "recommendation": "m.allow"});
+        assert!(matches!(parse("m.policy.rule.server", "k", server_wide), RuleParse::Ignored(_)));
+        let narrow = json!({"entity": "@*:friends.example", "recommendation": "m.allow"});
+        assert!(matches!(parse("m.policy.rule.user", "k", narrow), RuleParse::Rule(_)));
+        // A wide ban is parsed: the safety guard holds it until a moderator decides.
+        let wide_ban = json!({"entity": "@*:*", "recommendation": "m.ban"});
+        assert!(matches!(parse("m.policy.rule.user", "k", wide_ban), RuleParse::Rule(_)));
     }
 
     #[test]
