@@ -10,6 +10,7 @@ use hush_core::record::{Kind, Scope};
 use hush_core::schedule::Clock;
 use tracing::{info, warn};
 
+use super::server_acl::ACL_KEY;
 use super::Engine;
 use crate::enforce::RoomWriter;
 use crate::holds::{self, Guarded, Holds, Status};
@@ -76,10 +77,15 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let mut plan = std::mem::take(&mut self.guard.plan);
         let held = self.guard(&plan);
         if !held.is_empty() {
-            // Plan the members these rules would have hit again, with the rules held.
-            let facts = self.facts_of(&held.iter().map(|(_, user)| user.clone()).collect());
+            // Plan the members these rules would have hit again, with the rules held (and
+            // the rooms whose ACL they would have changed).
+            let facts = self.facts_of(&held.iter().filter(|(_, key)| key != ACL_KEY).map(|(_, u)| u.clone()).collect());
             for (room, user) in held {
-                let actions = self.reconcile_one(&room, &user, &facts[&user]);
+                let actions = if user == ACL_KEY {
+                    self.replan_acl(&room)
+                } else {
+                    self.reconcile_one(&room, &user, &facts[&user])
+                };
                 plan.insert((room, user), actions);
             }
         }
@@ -95,7 +101,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     /// the count, and tells the management room once. Returns the (room, member) pairs
     /// whose plan used a rule it held.
     pub(super) fn guard(&mut self, plan: &BTreeMap<(String, String), Vec<Action>>) -> Vec<(String, String)> {
-        let mut new: Vec<(&str, &str, RuleId, Restriction)> = Vec::new();
+        // Members whose server a new server ACL entry would deny.
+        let acl_hits = self.acl_new_hits(plan);
+        let mut new: Vec<(&str, &str, RuleId, Restriction)> =
+            acl_hits.iter().map(|(room, user, id, r)| (room.as_str(), user.as_str(), id.clone(), *r)).collect();
         for ((room, user), actions) in plan {
             for a in actions {
                 let (kind, wanted) = match a {
@@ -203,6 +212,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             | Action::MutePowerLevel { wanted, .. }
             | Action::MuteMembership { wanted, .. } => to_hold.contains_key(&wanted.rule),
             Action::Refuse { rule, .. } => to_hold.contains_key(rule),
+            Action::DenyServer { wanted, .. } => to_hold.contains_key(&wanted.rule),
+            Action::RefuseServerDeny { rule, .. } => to_hold.contains_key(rule),
             _ => false,
         };
         plan.iter()
@@ -244,6 +255,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             what.push(format!("and {} more", waiting.len() - HOLD_NOTICE_RULES));
         }
         if status == Status::Confirmed {
+            self.acl.mark_all();
             let n = users.len();
             self.reconcile_users(users);
             Ok(format!("Confirmed {id}: enforcing {} rule(s) for {n} member(s): {}.", waiting.len(), what.join("; ")))
