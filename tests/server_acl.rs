@@ -121,9 +121,11 @@ async fn acl_event_count_for_50_server_rules_in_20_rooms() {
     for r in &rooms {
         at_load += count_events(&c.moderator, r, "m.room.server_acl", bot).await;
     }
+    let start = std::time::Instant::now();
     for i in 0..50 {
         server_rule(&c, &format!("b{i}"), &format!("live{i}.example")).await;
     }
+    let writing = start.elapsed();
     for r in &rooms {
         let f = n_entries(100);
         poll(DEADLINE, || async { f(&acl(&c.moderator, r).await).then_some(()) }).await.expect("100 entries");
@@ -133,5 +135,10 @@ async fn acl_event_count_for_50_server_rules_in_20_rooms() {
         total += count_events(&c.moderator, r, "m.room.server_acl", bot).await;
     }
     println!("\nACL events for 50 server rules in 20 rooms, list loaded at start: {at_load}");
-    println!("ACL events for 50 more server rules arriving live in 20 rooms: {}", total - at_load);
+    println!(
+        "ACL events for 50 more server rules arriving live in 20 rooms: {} (the client wrote them in {} ms; \
+         batch_window_ms 250)",
+        total - at_load,
+        writing.as_millis()
+    );
 }
