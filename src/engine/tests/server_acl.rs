@@ -204,3 +204,80 @@ async fn dry_run_reports_the_acl_diff_and_writes_nothing() {
     assert!(lines.iter().any(|l| l.contains("[dry run] would refuse to deny the server `x`")), "{lines:#?}");
     assert!(h.status().await.ledger.is_empty());
 }
+
+/// kill -9 after the ledger's write-ahead entries, before or after the ACL write went out,
+/// or during a lift: the next start settles each entry against the room's ACL.
+#[tokio::test(start_paused = true)]
+async fn interrupted_acl_writes_are_settled_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH]);
+    // `written` made it to the room, `lost` did not; `lifted` was being taken out.
+    hs.put_acl(ROOM, json!({"allow": ["*"], "deny": ["written.example", "lifted.example"]}));
+    {
+        let ledger = Ledger::open(&path).unwrap();
+        for (server, phase) in [
+            ("written.example", Phase::Applying),
+            ("lost.example", Phase::Applying),
+            ("lifted.example", Phase::Lifting),
+        ] {
+            let rule = hush_core::policy::RuleId {
+                room_id: LIST.into(),
+                kind: hush_core::policy::EntityKind::Server,
+                state_key: server.into(),
+            };
+            let e = Entry {
+                scope: in_room(ROOM),
+                user_id: server.into(),
+                kind: Kind::ServerDeny,
+                phase: Phase::Applying,
+                previous_level: None,
+                applied_level: None,
+                rule,
+                reason: "spam".into(),
+                applied_at_ms: 0,
+                expires_at_ms: None,
+                overridden: false,
+            };
+            ledger.begin_apply(&e).unwrap();
+            if phase == Phase::Lifting {
+                ledger.begin_lift(&e.scope, server, Kind::ServerDeny).unwrap();
+            }
+        }
+    }
+    let mut h = engine_over(&hs, &path);
+    let rules = vec![
+        srule_event("written.example", "written.example", "m.ban", None),
+        srule_event("lost.example", "lost.example", "m.ban", None),
+    ];
+    boot_with(&mut h, &[LIST], vec![(LIST, rules)], &[]).await;
+    assert_eq!(deny_of(&hs, ROOM), ["written.example", "lost.example"]);
+    assert_eq!(hs.acl_events(ROOM).len(), 1, "the add and the lift are one event");
+    let s = h.status().await;
+    let denied: Vec<(&str, Phase)> =
+        s.ledger.iter().filter(|e| e.kind == Kind::ServerDeny).map(|e| (e.user_id.as_str(), e.phase)).collect();
+    assert_eq!(denied, [("lost.example", Phase::Applied), ("written.example", Phase::Applied)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn preview_names_the_servers_a_list_would_deny() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    let events = vec![
+        srule_event("a", "B.example", "m.ban", None),
+        srule_event("b", "a.example", "m.takedown", None),
+        srule_event("c", "muted.example", "m.mute", None),
+    ];
+    for (trust, shown) in
+        [(ListTrust::OTHER_LIST, true), (ListTrust { server_acl: false, ..ListTrust::OTHER_LIST }, false)]
+    {
+        let (tx, rx) = oneshot::channel();
+        h.input(Input::Preview { room_id: "!other:x".into(), events: events.clone(), trust, reply: tx }).await;
+        let text = rx.await.unwrap();
+        let line = "would deny 2 server(s) in the protected rooms' server ACLs: a.example, b.example";
+        assert_eq!(text.contains(line), shown, "{text}");
+    }
+    assert!(hs.acl_events(ROOM).is_empty(), "a preview changes nothing");
+}
