@@ -101,10 +101,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     /// the count, and tells the management room once. Returns the (room, member) pairs
     /// whose plan used a rule it held.
     pub(super) fn guard(&mut self, plan: &BTreeMap<(String, String), Vec<Action>>) -> Vec<(String, String)> {
-        // Members whose server a new server ACL entry would deny.
-        let acl_hits = self.acl_new_hits(plan);
-        let mut new: Vec<(&str, &str, RuleId, Restriction)> =
-            acl_hits.iter().map(|(room, user, id, r)| (room.as_str(), user.as_str(), id.clone(), *r)).collect();
+        let mut new: Vec<(&str, &str, RuleId, Restriction)> = Vec::new();
         for ((room, user), actions) in plan {
             for a in actions {
                 let (kind, wanted) = match a {
@@ -119,6 +116,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 new.push((room, user, wanted.rule.clone(), wanted.restriction));
             }
         }
+        // Members whose server a new server ACL entry would deny count too (after the
+        // members' own actions: `new[acl_from..]`).
+        let acl_hits = self.acl_new_hits(plan);
+        let acl_from = new.len();
+        new.extend(acl_hits.iter().map(|(room, user, id, r)| (room.as_str(), user.as_str(), id.clone(), *r)));
         if new.is_empty() {
             return Vec::new();
         }
@@ -155,7 +157,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             return Vec::new();
         }
         // What the held rules would have done, for the notice.
-        let effect = tally(new.iter().filter(|(_, _, id, _)| to_hold.contains_key(id)));
+        let effect = tally(new[..acl_from].iter().filter(|(_, _, id, _)| to_hold.contains_key(id)));
+        let acl_effect = tally(new[acl_from..].iter().filter(|(_, _, id, _)| to_hold.contains_key(id)));
         let hold_id = self.guard.holds.next_id();
         let now = self.now();
         let mut text = format!(
@@ -197,6 +200,17 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             let more = if more > 0 { format!(" and {more} more") } else { String::new() };
             text.push_str(&format!(
                 "  {room}: would ban {bans} and mute {mutes} of {} members: {}{more}\n",
+                self.view.present_members(room),
+                names.join(", ")
+            ));
+        }
+        for (room, (users, _, _)) in &acl_effect {
+            let names: Vec<&str> = users.iter().take(5).copied().collect();
+            let more = users.len().saturating_sub(names.len());
+            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            text.push_str(&format!(
+                "  {room}: its server ACL would deny the servers of {} of {} members: {}{more}\n",
+                users.len(),
                 self.view.present_members(room),
                 names.join(", ")
             ));

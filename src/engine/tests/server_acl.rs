@@ -178,7 +178,13 @@ async fn the_guard_holds_an_acl_change_that_would_deny_many_members() {
     h.input(srule("crowd", "crowd.example", "m.ban")).await;
     assert!(hs.acl_events(ROOM).is_empty(), "held: the ACL is not changed");
     let notices = h.notices().await;
-    assert!(notices.iter().any(|n| n.starts_with("Held h1:") && n.contains("crowd.example")), "{notices:#?}");
+    let held = notices.iter().find(|n| n.starts_with("Held h1:")).expect("a hold notice");
+    assert!(held.contains("crowd.example"), "{held}");
+    assert!(
+        held.contains("!room:x: its server ACL would deny the servers of 4 of 9 members: @m0:crowd.example"),
+        "{held}"
+    );
+    assert!(!held.contains("would ban"), "the list may not ban: {held}");
     let (tx, rx) = oneshot::channel();
     h.input(Input::Confirm { id: "h1".into(), reply: tx }).await;
     assert!(rx.await.unwrap().unwrap().starts_with("Confirmed h1"));
