@@ -434,6 +434,11 @@ impl Ledger {
         )
     }
 
+    /// Entries of one kind, everywhere (the server ACL's timer reads the `server-deny` ones).
+    pub fn of_kind(&self, kind: Kind) -> Result<Vec<Entry>> {
+        self.query("SELECT * FROM changes WHERE kind = ?1 ORDER BY scope, room_id, user_id", params![kind.as_str()])
+    }
+
     /// Entries for one user, in every room and their account.
     pub fn for_user(&self, user_id: &str) -> Result<Vec<Entry>> {
         self.query("SELECT * FROM changes WHERE user_id = ?1 ORDER BY scope, room_id, kind", params![user_id])

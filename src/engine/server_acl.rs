@@ -168,8 +168,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
 
     /// The one ACL timer, at the earliest future expiry of a denial wanted or made.
     fn arm_acl_timer(&mut self, wanted: &AclWanted, now: u64) {
-        let recorded: Vec<u64> = match self.ledger.all() {
-            Ok(all) => all.iter().filter(|e| e.kind == Kind::ServerDeny).filter_map(|e| e.expires_at_ms).collect(),
+        let recorded: Vec<u64> = match self.ledger.of_kind(Kind::ServerDeny) {
+            Ok(all) => all.iter().filter_map(|e| e.expires_at_ms).collect(),
             Err(e) => {
                 error!("cannot read the ledger: {e:#}");
                 Vec::new()
