@@ -1,9 +1,10 @@
-//! Enforcement: the room writes hush makes (power levels, memberships, bans), retried on rate limits and faults, never dropped.
+//! Enforcement: the room writes hush makes (power levels, memberships, bans, server ACLs), retried on rate limits and faults, never dropped.
 
 use std::future::Future;
 use std::time::Duration;
 
 use hush_core::power_levels::{apply_edits, still_apply, UserLevelEdit};
+use hush_core::server_acl::{apply_edit, AclEdit};
 use serde_json::Value;
 use tracing::{info, warn};
 
@@ -54,6 +55,12 @@ pub trait RoomWriter: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
     fn ban(&self, room_id: &str, user_id: &str, reason: &str) -> impl Future<Output = Result<(), WriteError>> + Send;
     fn unban(&self, room_id: &str, user_id: &str, reason: &str) -> impl Future<Output = Result<(), WriteError>> + Send;
+    /// The current `m.room.server_acl` content, fresh from the homeserver; `None` when the
+    /// room has none.
+    fn server_acl(&self, room_id: &str) -> impl Future<Output = Result<Option<Value>, WriteError>> + Send;
+    /// Sends a new `m.room.server_acl` content; returns the event id.
+    fn put_server_acl(&self, room_id: &str, content: &Value)
+        -> impl Future<Output = Result<String, WriteError>> + Send;
     /// A notice in a room (the management room's reports).
     fn notice(&self, room_id: &str, plain: &str, html: &str) -> impl Future<Output = Result<(), WriteError>> + Send;
 }
@@ -134,6 +141,32 @@ pub async fn send_power_levels<W: RoomWriter>(
             Some(new) => {
                 let event_id = writer.put_power_levels(room_id, &new).await?;
                 Ok(PowerLevelsSent { content: new, event_id: Some(event_id), skipped })
+            }
+        }
+    })
+    .await
+}
+
+/// The outcome of one batched server ACL write.
+#[derive(Debug, Clone)]
+pub struct AclSent {
+    /// The content now in the room (`None`: the room has no ACL).
+    pub content: Option<Value>,
+    /// The event hush sent, or None when the room already was as asked.
+    pub event_id: Option<String>,
+}
+
+/// Sends all of a room's pending `deny` edits as one `m.room.server_acl` event, built from
+/// the freshest content (read, modify, write: what others changed meanwhile stays, see
+/// [`hush_core::server_acl::apply_edit`]), retried like every room write.
+pub async fn send_server_acl<W: RoomWriter>(writer: &W, room_id: &str, edit: &AclEdit) -> Result<AclSent, WriteError> {
+    with_retries(&format!("server ACL of {room_id}"), || async {
+        let current = writer.server_acl(room_id).await?;
+        match apply_edit(current.as_ref(), edit) {
+            None => Ok(AclSent { content: current, event_id: None }),
+            Some(new) => {
+                let event_id = writer.put_server_acl(room_id, &new).await?;
+                Ok(AclSent { content: Some(new), event_id: Some(event_id) })
             }
         }
     })

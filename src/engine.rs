@@ -7,9 +7,10 @@
 //! engine's `consequences`, chosen at construction).
 //!
 //! This root holds the inputs, the engine's parts and the inbox dispatch; each part owns
-//! its state in a submodule (`view`, `guard`, `reports`, `power_batch`, `writes`,
-//! `expiry`, `policy_events`), and what needs several parts is the engine's, in the module
-//! of what it does (`state_events`, `reconcile`, `execute`, `preview`, `accounts`). It is
+//! its state in a submodule (`view`, `guard`, `reports`, `power_batch`, `acl_batch`,
+//! `writes`, `expiry`, `policy_events`), and what needs several parts is the engine's, in
+//! the module of what it does (`state_events`, `reconcile`, `execute`, `preview`,
+//! `accounts`, `server_acl`). It is
 //! a little over 500 lines because every `Input` is documented here and dispatched in one
 //! `match`.
 
@@ -25,7 +26,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::enforce::{PowerLevelsSent, RoomWriter, WriteError};
+use crate::enforce::{AclSent, PowerLevelsSent, RoomWriter, WriteError};
 use crate::holds::{Holds, Status};
 use hush_core::record::{Entry, Kind};
 
@@ -33,6 +34,7 @@ use crate::ledger::Ledger;
 use crate::rooms::RoomState;
 
 mod accounts;
+mod acl_batch;
 mod consequences;
 mod execute;
 mod expiry;
@@ -42,6 +44,7 @@ mod power_batch;
 mod preview;
 mod reconcile;
 mod reports;
+mod server_acl;
 mod state_events;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -107,6 +110,10 @@ pub enum Input {
     MemberWriteDone { room_id: String, user_id: String, kind: Kind, lifting: bool, result: Result<(), WriteError> },
     /// Time to send a room's pending power-level edits.
     Flush { room_id: String },
+    /// Time to send a room's pending server ACL edits.
+    AclFlush { room_id: String },
+    /// A batch of server ACL edits was written (or failed for good).
+    AclDone { room_id: String, edit: hush_core::server_acl::AclEdit, result: Result<AclSent, WriteError> },
     /// A report could not reach the management room: report it again when it recurs.
     ReportFailed { keys: Vec<String> },
     /// A snapshot for `status`/`mutes`.
@@ -177,6 +184,8 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     reports: Reports,
     /// Power-level edits waiting for each room's next write.
     power: PowerBatch,
+    /// Server ACL edits waiting for each room's next write, and the rooms to look at again.
+    acl: acl_batch::AclBatch,
     /// Who has a write in flight, who waits for it, and the writes to start after the commit.
     writes: Writes,
     /// Each user's expiry timer.
@@ -246,6 +255,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             guard: Guard::new(holds),
             reports: Reports::default(),
             power: PowerBatch::default(),
+            acl: Default::default(),
             writes: Writes::new(MEMBER_WRITES_IN_FLIGHT),
             expiry: Expiry::new(timers),
             policy_events: Default::default(),
@@ -295,6 +305,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             warn!("{e:#}");
         }
         self.handle_input(input);
+        self.reconcile_acls();
         self.settle();
         self.arm_reconciled();
         self.forget_departed();
@@ -325,12 +336,15 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 for r in protected {
                     self.view.rooms.entry(r).or_insert(None);
                 }
+                // A list's trust may have changed.
+                self.acl.mark_all();
             }
             Input::ListsKnown { pinned } => {
                 for l in pinned {
                     self.view.lists.entry(l).or_insert(false);
                 }
                 self.view.lists_known = true;
+                self.acl.mark_all();
                 let users = self.all_known_users();
                 self.reconcile_users(users);
             }
@@ -360,8 +374,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 }
             }
             Input::Timers(expired) => {
-                let users: BTreeSet<String> = expired.ids.into_iter().collect();
+                let mut users: BTreeSet<String> = expired.ids.into_iter().collect();
                 self.expiry.fired(&users);
+                if users.remove(server_acl::ACL_KEY) {
+                    self.acl.mark_all();
+                }
                 debug!(count = users.len(), "timers fired");
                 self.reconcile_users(users);
             }
@@ -370,6 +387,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.member_write_done(&room_id, &user_id, kind, lifting, result)
             }
             Input::Flush { room_id } => self.flush(&room_id),
+            Input::AclFlush { room_id } => self.acl_flush(&room_id),
+            Input::AclDone { room_id, edit, result } => self.acl_done(&room_id, edit, result),
             Input::ReportFailed { keys } => {
                 self.reports.failed(keys);
             }
@@ -395,9 +414,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                         .all()
                         .unwrap_or_default()
                         .into_iter()
-                        .filter(|e| e.rule.room_id == room_id)
+                        .filter(|e| e.rule.room_id == room_id && e.kind.is_about_a_user())
                         .map(|e| e.user_id),
                 );
+                self.acl.mark_all();
                 info!(list = %room_id, "no longer following the list");
                 self.reconcile_users(users);
             }
@@ -422,6 +442,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.view.management = Some(room);
                 let mut users = before;
                 users.extend(self.management_moderators());
+                self.acl.mark_all();
                 self.reconcile_users(users);
             }
             Input::Confirm { id, reply } => {
@@ -445,6 +466,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.view.rooms.remove(room_id);
         self.view.buffered.remove(room_id);
         self.power.forget_room(room_id);
+        self.acl.forget_room(room_id);
     }
 
     /// Whether the policy index tracks this user, and how many it tracks (tests).

@@ -295,8 +295,9 @@ impl Ledger {
         Ok(())
     }
 
-    /// A protected room was upgraded. The homeserver copies power levels and bans into the
-    /// replacement, so hush's power-level mutes and bans there are still hush's to undo:
+    /// A protected room was upgraded. The homeserver copies power levels, bans and the server
+    /// ACL into the replacement, so hush's power-level mutes, bans and `deny` entries there
+    /// are still hush's to undo:
     /// they move to `new`, phase and previous level included. MSC3909 mute memberships are
     /// not copied by an upgrade, so their entries are dropped (the member is muted again on
     /// joining the new room). Returns (moved, dropped). One transaction: all or nothing.
@@ -305,8 +306,9 @@ impl Ledger {
         self.conn.execute_batch("SAVEPOINT carry_over")?;
         let result = (|| {
             let moved = self.conn.execute(
-                "UPDATE OR REPLACE changes SET room_id = ?2 WHERE scope = 'room' AND room_id = ?1 AND kind IN (?3, ?4)",
-                params![old, new, Kind::MutePowerLevel.as_str(), Kind::Ban.as_str()],
+                "UPDATE OR REPLACE changes SET room_id = ?2
+                 WHERE scope = 'room' AND room_id = ?1 AND kind IN (?3, ?4, ?5)",
+                params![old, new, Kind::MutePowerLevel.as_str(), Kind::Ban.as_str(), Kind::ServerDeny.as_str()],
             )?;
             let dropped =
                 self.conn.execute("DELETE FROM changes WHERE scope = 'room' AND room_id = ?1", params![old])?;
@@ -430,6 +432,11 @@ impl Ledger {
             "SELECT * FROM changes WHERE scope = ?1 AND room_id = ?2 ORDER BY user_id, kind",
             params![scope, room],
         )
+    }
+
+    /// Entries of one kind, everywhere (the server ACL's timer reads the `server-deny` ones).
+    pub fn of_kind(&self, kind: Kind) -> Result<Vec<Entry>> {
+        self.query("SELECT * FROM changes WHERE kind = ?1 ORDER BY scope, room_id, user_id", params![kind.as_str()])
     }
 
     /// Entries for one user, in every room and their account.

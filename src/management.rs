@@ -407,6 +407,10 @@ async fn status(ctx: &Context<'_>) -> Reply {
             let mutes = s.ledger.iter().filter(|e| e.kind.is_mute() && !e.overridden).count();
             let bans = s.ledger.iter().filter(|e| e.kind == Kind::Ban && !e.overridden).count();
             let _ = writeln!(plain, "restrictions in force: {mutes} mute(s), {bans} ban(s)");
+            let denied = s.ledger.iter().filter(|e| e.kind == Kind::ServerDeny && !e.overridden).count();
+            if denied > 0 {
+                let _ = writeln!(plain, "server ACL deny entries by hush: {denied}");
+            }
             let suspensions = s.ledger.iter().filter(|e| e.kind == Kind::Suspension).count();
             if ctx.config.suspension.enabled || suspensions > 0 {
                 let _ = writeln!(plain, "account suspensions by hush: {suspensions}");

@@ -1,9 +1,12 @@
-//! What hush knows of each protected room (version, creators, power levels, members), kept current from sync, and the order a sync response's state events are applied in.
+//! What hush knows of each protected room (version, creators, power levels, members, server ACL), kept current from sync, and the order a sync response's state events are applied in.
 
 use std::collections::{HashMap, HashSet};
 
 use hush_core::reconcile::{Membership, MuteStrategy};
 use serde_json::Value;
+
+mod acl;
+pub use acl::AclView;
 
 /// The room an `m.room.tombstone` state event points to: `Ok(None)` for any other event,
 /// `Err` (saying why) for a tombstone whose `replacement_room` is missing or not a room id.
@@ -92,6 +95,8 @@ pub struct RoomState {
     /// Ids of the power-levels events applied since hush's awaited write (bounded like
     /// `recent_power_levels`): an event replacing one of them is newer than the write.
     pub after_own_power_levels: Vec<String>,
+    /// The room's `m.room.server_acl`.
+    pub server_acl: AclView,
 }
 
 /// How many power-levels event ids `recent_power_levels` keeps.
@@ -115,6 +120,7 @@ impl RoomState {
             awaiting_own_power_levels: None,
             recent_power_levels: Vec::new(),
             after_own_power_levels: Vec::new(),
+            server_acl: AclView::default(),
         };
         for ev in events {
             room.apply_state(ev);
@@ -190,6 +196,13 @@ impl RoomState {
                     StateChange::Member(user.to_owned())
                 }
             }
+            ("m.room.server_acl", Some("")) => {
+                if self.server_acl.apply(ev) {
+                    StateChange::ServerAcl
+                } else {
+                    StateChange::Stale
+                }
+            }
             _ => StateChange::Other,
         }
     }
@@ -243,8 +256,10 @@ impl RoomState {
 pub enum StateChange {
     Member(String),
     PowerLevels,
-    /// An older power-levels event, superseded by hush's own newer one.
+    /// An older power-levels (or server ACL) event, superseded by hush's own newer one.
     Stale,
+    /// The room's `m.room.server_acl` changed.
+    ServerAcl,
     Other,
 }
 

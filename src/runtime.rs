@@ -104,11 +104,12 @@ impl RoomOverrides {
 
     /// Records what a watched list may make hush do (`watch --actions`).
     pub fn set_actions(&mut self, room: &str, trust: ListTrust) {
-        let names = [(trust.ban, "ban"), (trust.mute, "mute"), (trust.suspend, "suspend")]
-            .into_iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, name)| name.to_owned())
-            .collect();
+        let names =
+            [(trust.ban, "ban"), (trust.mute, "mute"), (trust.suspend, "suspend"), (trust.server_acl, "server_acl")]
+                .into_iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, name)| name.to_owned())
+                .collect();
         self.actions.insert(room.to_owned(), names);
     }
 
@@ -207,6 +208,18 @@ mod tests {
         o.unprotect("#b:x");
         o.protect("#d:x");
         assert_eq!(o.effective_rooms(&configured), vec!["#a:x", "#d:x"]);
+    }
+
+    /// A `watch --actions` with `server_acl` keeps it across a restart (it was dropped
+    /// when only ban, mute and suspend were saved).
+    #[test]
+    fn watched_actions_persist_every_action() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = RoomOverrides::default();
+        let trust = ListTrust { ban: true, mute: false, suspend: false, server_acl: true };
+        o.set_actions("#p:x", trust);
+        o.save(dir.path()).unwrap();
+        assert_eq!(RoomOverrides::load(dir.path()).unwrap().actions_of("#p:x"), Some(trust));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! hush-core: the functional core of hush (policy model, matcher, timer wheel, record of what hush did, reconciler, command parser); no network.
+//! hush-core: the functional core of hush (policy model, matcher, timer wheel, record of what hush did, reconciler, server ACL content, command parser); no network.
 
 pub mod commands;
 pub mod guard;
@@ -7,3 +7,4 @@ pub mod power_levels;
 pub mod reconcile;
 pub mod record;
 pub mod schedule;
+pub mod server_acl;

@@ -28,16 +28,21 @@ pub enum Kind {
     Ban,
     /// MSC3823 account suspension (scope [`Scope::Account`]).
     Suspension,
+    /// A `deny` entry hush added to the room's `m.room.server_acl`. The entry's subject is
+    /// a server glob, not a user: it is carried in [`Entry::user_id`] (see there).
+    ServerDeny,
 }
 
 impl Kind {
-    /// The stored name: `"mute-membership"`, `"mute-power-level"`, `"ban"`, `"suspension"`.
+    /// The stored name: `"mute-membership"`, `"mute-power-level"`, `"ban"`, `"suspension"`,
+    /// `"server-deny"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::MuteMembership => "mute-membership",
             Kind::MutePowerLevel => "mute-power-level",
             Kind::Ban => "ban",
             Kind::Suspension => "suspension",
+            Kind::ServerDeny => "server-deny",
         }
     }
 
@@ -48,6 +53,7 @@ impl Kind {
             "mute-power-level" => Kind::MutePowerLevel,
             "ban" => Kind::Ban,
             "suspension" => Kind::Suspension,
+            "server-deny" => Kind::ServerDeny,
             _ => return None,
         })
     }
@@ -55,6 +61,12 @@ impl Kind {
     /// Whether this kind is a mute (by either strategy).
     pub fn is_mute(self) -> bool {
         matches!(self, Kind::MuteMembership | Kind::MutePowerLevel)
+    }
+
+    /// Whether an entry of this kind is about a user (a member or an account); a
+    /// [`Kind::ServerDeny`] entry is about a server.
+    pub fn is_about_a_user(self) -> bool {
+        self != Kind::ServerDeny
     }
 }
 
@@ -95,6 +107,10 @@ impl Phase {
 pub struct Entry {
     /// The room, or the account for an account-wide change (suspension).
     pub scope: Scope,
+    /// Whom the change is about: a user id, or for [`Kind::ServerDeny`] the server glob
+    /// of the `deny` entry (as written to the room, lower-cased). A user id always starts
+    /// with `@`, a server glob never does, so the two cannot be mistaken for each other;
+    /// the ledger keeps this column's name for both.
     pub user_id: String,
     pub kind: Kind,
     pub phase: Phase,
@@ -145,7 +161,7 @@ mod tests {
 
     #[test]
     fn stored_names_read_back_and_nothing_else_does() {
-        for k in [Kind::MuteMembership, Kind::MutePowerLevel, Kind::Ban, Kind::Suspension] {
+        for k in [Kind::MuteMembership, Kind::MutePowerLevel, Kind::Ban, Kind::Suspension, Kind::ServerDeny] {
             assert_eq!(Kind::parse(k.as_str()), Some(k));
         }
         for p in [Phase::Applying, Phase::Applied, Phase::Lifting] {
@@ -155,7 +171,8 @@ mod tests {
         assert_eq!(Kind::parse("Ban"), None);
         assert_eq!(Phase::parse(""), None);
         assert!(Kind::MuteMembership.is_mute() && Kind::MutePowerLevel.is_mute());
-        assert!(!Kind::Ban.is_mute() && !Kind::Suspension.is_mute());
+        assert!(!Kind::Ban.is_mute() && !Kind::Suspension.is_mute() && !Kind::ServerDeny.is_mute());
+        assert!(!Kind::ServerDeny.is_about_a_user() && Kind::Ban.is_about_a_user());
     }
 
     #[test]

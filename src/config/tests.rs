@@ -146,7 +146,7 @@ fn policy_lists_take_both_shapes() {
             PolicyListConfig { room: "#own:localhost".into(), actions: None, write: false },
             PolicyListConfig {
                 room: "#cme:example.org".into(),
-                actions: Some(ListTrust { ban: true, mute: true, suspend: false }),
+                actions: Some(ListTrust { ban: true, mute: true, suspend: false, server_acl: false }),
                 write: true,
             },
             PolicyListConfig { room: "!plain".into(), actions: None, write: false },
@@ -154,7 +154,10 @@ fn policy_lists_take_both_shapes() {
     );
     assert_eq!(c.policy_list_rooms(), vec!["#own:localhost", "#cme:example.org", "!plain"]);
     assert_eq!(c.list_trust("#own:localhost"), ListTrust::DEFAULT_LIST);
-    assert_eq!(c.list_trust("#cme:example.org"), ListTrust { ban: true, mute: true, suspend: false });
+    assert_eq!(
+        c.list_trust("#cme:example.org"),
+        ListTrust { ban: true, mute: true, suspend: false, server_acl: false }
+    );
     assert_eq!(c.list_trust("!plain"), ListTrust::OTHER_LIST);
     assert_eq!(c.list_trust("#not-configured:x"), ListTrust::OTHER_LIST);
     assert_eq!(c.writable_lists(), vec!["#own:localhost", "#cme:example.org"]);
@@ -167,7 +170,7 @@ fn configured_actions_win_over_the_default_list_trust() {
         "{MINIMAL}policy_lists:\n  - room: \"#own:localhost\"\n    actions: [mute]\ndefault_policy_list: \"#own:localhost\"\n"
     ))
     .unwrap();
-    assert_eq!(c.list_trust("#own:localhost"), ListTrust { ban: false, mute: true, suspend: false });
+    assert_eq!(c.list_trust("#own:localhost"), ListTrust { ban: false, mute: true, suspend: false, server_acl: false });
     assert_eq!(c.writable_lists(), vec!["#own:localhost"]);
     let c = parse(&format!("{MINIMAL}policy_lists:\n  - room: \"#x:y\"\n    actions: []\n")).unwrap();
     assert_eq!(c.list_trust("#x:y").to_string(), "nothing");
@@ -181,7 +184,7 @@ fn policy_list_errors_name_the_entry() {
     assert_eq!(e.key, "policy_lists[1].actions");
     assert_eq!(
         e.to_string(),
-        "config key `policy_lists[1].actions`: unknown action `kick` (the actions are: ban, mute, suspend)"
+        "config key `policy_lists[1].actions`: unknown action `kick` (the actions are: ban, mute, suspend, server_acl)"
     );
     let e = list("{room: \"#b:x\", actions: [ban, ban]}");
     assert_eq!(e.key, "policy_lists[1].actions");

@@ -423,6 +423,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             ),
         );
         let users = self.all_known_users();
+        self.acl.mark_all();
         self.reconcile_users(users);
     }
 }

@@ -52,6 +52,15 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let now = self.now();
         let scope = Scope::Room(room_id.to_owned());
         let result = match action {
+            // The server ACL's actions, and the ledger-only ones about its entries.
+            Action::DenyServer { .. }
+            | Action::UndenyServer { .. }
+            | Action::RefuseServerDeny { .. }
+            | Action::MarkApplied { kind: Kind::ServerDeny, .. }
+            | Action::Forget { kind: Kind::ServerDeny, .. } => {
+                self.enforce_acl(room_id, action);
+                return;
+            }
             Action::MutePowerLevel { user_id, level, previous, wanted } => {
                 let entry =
                     applying_entry(room_id, &user_id, Kind::MutePowerLevel, previous, Some(level), &wanted, now);
@@ -141,6 +150,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         // `{rooms}` is filled in when the input's reports are gathered: one line for all
         // the rooms where the same would be done.
         let template = match &action {
+            a @ (Action::DenyServer { .. } | Action::UndenyServer { .. } | Action::RefuseServerDeny { .. }) => {
+                Self::simulate_acl_template(a).unwrap_or_default()
+            }
             Action::MutePowerLevel { user_id, level, wanted, .. } => {
                 format!(
                     "[dry run] would mute {user_id} in {{rooms}} (power level {level}); rule {}",

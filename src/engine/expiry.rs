@@ -70,7 +70,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 let mut earliest: BTreeMap<String, u64> = BTreeMap::new();
                 for e in entries {
                     if let Some(at) = e.expires_at_ms {
-                        let t = earliest.entry(e.user_id).or_insert(at);
+                        // A server's deny entry has the one ACL timer; a user has their own.
+                        let id =
+                            if e.kind.is_about_a_user() { e.user_id } else { super::server_acl::ACL_KEY.to_owned() };
+                        let t = earliest.entry(id).or_insert(at);
                         *t = (*t).min(at);
                     }
                 }

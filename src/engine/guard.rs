@@ -10,6 +10,7 @@ use hush_core::record::{Kind, Scope};
 use hush_core::schedule::Clock;
 use tracing::{info, warn};
 
+use super::server_acl::ACL_KEY;
 use super::Engine;
 use crate::enforce::RoomWriter;
 use crate::holds::{self, Guarded, Holds, Status};
@@ -76,10 +77,15 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let mut plan = std::mem::take(&mut self.guard.plan);
         let held = self.guard(&plan);
         if !held.is_empty() {
-            // Plan the members these rules would have hit again, with the rules held.
-            let facts = self.facts_of(&held.iter().map(|(_, user)| user.clone()).collect());
+            // Plan the members these rules would have hit again, with the rules held (and
+            // the rooms whose ACL they would have changed).
+            let facts = self.facts_of(&held.iter().filter(|(_, key)| key != ACL_KEY).map(|(_, u)| u.clone()).collect());
             for (room, user) in held {
-                let actions = self.reconcile_one(&room, &user, &facts[&user]);
+                let actions = if user == ACL_KEY {
+                    self.replan_acl(&room)
+                } else {
+                    self.reconcile_one(&room, &user, &facts[&user])
+                };
                 plan.insert((room, user), actions);
             }
         }
@@ -110,6 +116,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 new.push((room, user, wanted.rule.clone(), wanted.restriction));
             }
         }
+        // Members whose server a new server ACL entry would deny count too (after the
+        // members' own actions: `new[acl_from..]`).
+        let acl_hits = self.acl_new_hits(plan);
+        let acl_from = new.len();
+        new.extend(acl_hits.iter().map(|(room, user, id, r)| (room.as_str(), user.as_str(), id.clone(), *r)));
         if new.is_empty() {
             return Vec::new();
         }
@@ -146,7 +157,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             return Vec::new();
         }
         // What the held rules would have done, for the notice.
-        let effect = tally(new.iter().filter(|(_, _, id, _)| to_hold.contains_key(id)));
+        let effect = tally(new[..acl_from].iter().filter(|(_, _, id, _)| to_hold.contains_key(id)));
+        let acl_effect = tally(new[acl_from..].iter().filter(|(_, _, id, _)| to_hold.contains_key(id)));
         let hold_id = self.guard.holds.next_id();
         let now = self.now();
         let mut text = format!(
@@ -192,6 +204,17 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 names.join(", ")
             ));
         }
+        for (room, (users, _, _)) in &acl_effect {
+            let names: Vec<&str> = users.iter().take(5).copied().collect();
+            let more = users.len().saturating_sub(names.len());
+            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            text.push_str(&format!(
+                "  {room}: its server ACL would deny the servers of {} of {} members: {}{more}\n",
+                users.len(),
+                self.view.present_members(room),
+                names.join(", ")
+            ));
+        }
         let p = &self.cfg.command_prefix;
         text.push_str(&format!("Type `{p} confirm {hold_id}` to enforce, or `{p} reject {hold_id}` to drop."));
         warn!(hold = %hold_id, rules = to_hold.len(), "the safety guard held rules");
@@ -203,6 +226,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             | Action::MutePowerLevel { wanted, .. }
             | Action::MuteMembership { wanted, .. } => to_hold.contains_key(&wanted.rule),
             Action::Refuse { rule, .. } => to_hold.contains_key(rule),
+            Action::DenyServer { wanted, .. } => to_hold.contains_key(&wanted.rule),
+            Action::RefuseServerDeny { rule, .. } => to_hold.contains_key(rule),
             _ => false,
         };
         plan.iter()
@@ -244,6 +269,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             what.push(format!("and {} more", waiting.len() - HOLD_NOTICE_RULES));
         }
         if status == Status::Confirmed {
+            self.acl.mark_all();
             let n = users.len();
             self.reconcile_users(users);
             Ok(format!("Confirmed {id}: enforcing {} rule(s) for {n} member(s): {}.", waiting.len(), what.join("; ")))

@@ -121,6 +121,25 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             ));
             hits.push(RoomHits { room_id: room_id.clone(), members: members.len(), hit: banned.len() + muted.len() });
         }
+        if trust.server_acl {
+            let mut denied: Vec<String> = index
+                .server_rules()
+                .filter(|r| r.is_active(now) && r.recommendation.restriction() == Some(PolicyRestriction::Ban))
+                .filter_map(|r| r.entity.map(|e| e.to_ascii_lowercase()))
+                .collect();
+            denied.sort();
+            denied.dedup();
+            if !denied.is_empty() {
+                let shown: Vec<&str> = denied.iter().take(5).map(String::as_str).collect();
+                let more = denied.len() - shown.len();
+                let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+                text.push_str(&format!(
+                    "  would deny {} server(s) in the protected rooms' server ACLs: {}{more}\n",
+                    denied.len(),
+                    shown.join(", ")
+                ));
+            }
+        }
         if !accounts.is_empty() {
             text.push_str(&format!("  would suspend {} local account(s)\n", accounts.len()));
         }

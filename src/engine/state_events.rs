@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use hush_core::policy::{Outcome, Rule, RuleId};
+use hush_core::policy::{EntityKind, Outcome, Rule, RuleId};
 use hush_core::record::{Entry, Kind, Phase, Scope};
 use hush_core::schedule::Clock;
 use serde_json::Value;
@@ -29,6 +29,8 @@ fn stale_undone_mutes(ev: &Value, content: &Value, entries: &[Entry]) -> Vec<Ent
 impl<W: RoomWriter, C: Clock> Engine<W, C> {
     pub(super) fn list_loaded(&mut self, room_id: &str, events: &[Value]) {
         let now = self.now();
+        // Its server rules, and what it caused while not loaded, are judged anew.
+        self.acl.mark_all();
         // A reload replaces the list: rules no longer in its state are gone.
         let removed = self.index.remove_list(room_id, now);
         self.policy_events.forget_list(room_id);
@@ -81,6 +83,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             self.policy_events.set(room_id, ty, state_key, in_force);
         }
         let applied = self.index.apply(room_id, ty, state_key, sender, content, now);
+        let server_rule = matches!(hush_core::policy::classify_event_type(ty), Some((_, EntityKind::Server)));
+        if server_rule && matches!(applied.outcome, Outcome::Stored | Outcome::Removed) {
+            self.acl.mark_all();
+        }
         if let Some(w) = applied.warning {
             // parse_rule already logged it with room, type and state key.
             self.reports.note_error(format!("ignored a malformed rule: {w}"));
@@ -101,7 +107,13 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     return changed;
                 }
                 let trust = self.view.trust_of(room_id);
-                if let Some(r) = rule.filter(|r| r.recommendation.restriction().is_some_and(|x| !trust.allows(x))) {
+                // A server rule that bans still denies its server in the ACLs if the list may.
+                let acl = |r: &Rule, x: hush_core::policy::Restriction| {
+                    trust.server_acl && r.id.kind == EntityKind::Server && x == hush_core::policy::Restriction::Ban
+                };
+                if let Some(r) =
+                    rule.filter(|r| r.recommendation.restriction().is_some_and(|x| !trust.allows(x) && !acl(r, x)))
+                {
                     untrusted.push(r);
                 }
             }
@@ -165,8 +177,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.view.rooms.insert(room_id.to_owned(), Some(room));
         let mut users = users;
         if let Ok(entries) = self.ledger.for_scope(&Scope::Room(room_id.to_owned())) {
-            users.extend(entries.into_iter().map(|e| e.user_id));
+            users.extend(entries.into_iter().filter(|e| e.kind.is_about_a_user()).map(|e| e.user_id));
         }
+        self.acl.mark(room_id);
         self.reconcile_room_users(room_id, &users);
         // Members hush did not know before may have an account-wide rule.
         self.reconcile_accounts(&users);
@@ -221,7 +234,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 let entries = self.ledger.for_scope(&Scope::Room(room_id.to_owned())).unwrap_or_default();
                 let levels_after = &room.power_levels;
                 let stale = stale_undone_mutes(ev, levels_after, &entries);
-                let mut users: BTreeSet<String> = entries.into_iter().map(|e| e.user_id).collect();
+                let mut users: BTreeSet<String> =
+                    entries.into_iter().filter(|e| e.kind.is_about_a_user()).map(|e| e.user_id).collect();
+                // Its moderators, whose servers are never denied, may have changed.
+                self.acl.mark(room_id);
                 match hush_core::power_levels::users_with_changed_standing(&levels_before, levels_after) {
                     Some(changed) => users.extend(changed),
                     None => users.extend(room.members.keys().cloned()),
@@ -232,6 +248,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.reconcile_room_users(room_id, &users);
                 self.reconcile_accounts(&users);
             }
+            StateChange::ServerAcl => self.acl.mark(room_id),
             StateChange::Stale | StateChange::Other => {}
         }
     }
@@ -270,6 +287,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let changed: BTreeSet<String> = before.symmetric_difference(&after).cloned().collect();
         if !changed.is_empty() {
             debug!(users = changed.len(), "management room moderators changed");
+            self.acl.mark_all();
             self.reconcile_users(changed);
         }
     }

@@ -92,7 +92,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     pub(super) fn all_known_users(&self) -> BTreeSet<String> {
         let mut users: BTreeSet<String> =
             self.view.rooms.values().flatten().flat_map(|r| r.members.keys().cloned()).collect();
-        users.extend(self.ledger.all().unwrap_or_default().into_iter().map(|e| e.user_id));
+        users.extend(
+            self.ledger.all().unwrap_or_default().into_iter().filter(|e| e.kind.is_about_a_user()).map(|e| e.user_id),
+        );
         users
     }
 }

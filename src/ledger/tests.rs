@@ -41,6 +41,33 @@ fn write_ahead_then_applied_then_lifted() {
     assert!(l.all().unwrap().is_empty());
 }
 
+/// A server's deny entry is stored typed like the others (its server glob where a user id
+/// goes), survives a reopen, and moves with a room upgrade, since Synapse copies the ACL.
+#[test]
+fn a_server_deny_entry_reads_back_and_moves_with_an_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let deny = Entry {
+        kind: Kind::ServerDeny,
+        previous_level: None,
+        applied_level: None,
+        rule: RuleId { room_id: "!list".into(), kind: EntityKind::Server, state_key: "evil".into() },
+        ..entry("evil.example", None)
+    };
+    {
+        let l = Ledger::open(&path).unwrap();
+        l.begin_apply(&deny).unwrap();
+        l.mark_applied(&room(), "evil.example", Kind::ServerDeny).unwrap();
+    }
+    let l = Ledger::open(&path).unwrap();
+    let back = l.get(&room(), "evil.example", Kind::ServerDeny).unwrap().unwrap();
+    assert_eq!(back, Entry { phase: Phase::Applied, ..deny.clone() });
+    l.begin_apply(&entry("@a:x", None)).unwrap();
+    assert_eq!(l.of_kind(Kind::ServerDeny).unwrap(), [Entry { phase: Phase::Applied, ..deny.clone() }]);
+    assert_eq!(l.carry_over("!room", "!new").unwrap(), (2, 0));
+    assert!(l.get(&Scope::Room("!new".into()), "evil.example", Kind::ServerDeny).unwrap().is_some());
+}
+
 #[test]
 fn absent_previous_level_stays_absent_across_reopen() {
     let dir = tempfile::tempdir().unwrap();

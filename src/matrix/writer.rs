@@ -1,4 +1,4 @@
-//! The `RoomWriter` over matrix-sdk: power levels, memberships, bans and notices as client requests, and what a failed request means (`classify`).
+//! The `RoomWriter` over matrix-sdk: power levels, memberships, bans, server ACLs and notices as client requests, and what a failed request means (`classify`).
 
 use super::*;
 use crate::enforce::{RoomWriter, WriteError};
@@ -132,6 +132,30 @@ impl RoomWriter for MatrixWriter {
         req.reason = (!reason.is_empty()).then(|| reason.to_owned());
         self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
         Ok(())
+    }
+
+    async fn server_acl(&self, room: &str) -> Result<Option<serde_json::Value>, WriteError> {
+        let req =
+            get_state_event_for_key::v3::Request::new(room_id(room)?, StateEventType::RoomServerAcl, String::new());
+        match self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e)) {
+            Ok(resp) => serde_json::from_str(resp.event_or_content.get())
+                .map(Some)
+                .map_err(|e| WriteError::Permanent { errcode: "M_BAD_JSON".into(), message: e.to_string() }),
+            // The room has no ACL.
+            Err(WriteError::Permanent { errcode, .. }) if errcode == "M_NOT_FOUND" => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn put_server_acl(&self, room: &str, content: &serde_json::Value) -> Result<String, WriteError> {
+        let req = send_state_event::v3::Request::new_raw(
+            room_id(room)?,
+            StateEventType::RoomServerAcl,
+            String::new(),
+            raw_content(content)?,
+        );
+        let resp = self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
+        Ok(resp.event_id.to_string())
     }
 
     async fn notice(&self, room: &str, plain: &str, html: &str) -> Result<(), WriteError> {

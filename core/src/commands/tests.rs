@@ -627,12 +627,21 @@ fn room_errors() {
 #[test]
 fn watch_actions() {
     let partner = || alias("#partner:example.org");
-    let watch =
-        |ban, mute, suspend| Command::Watch { room: partner(), actions: Some(ListTrust { ban, mute, suspend }) };
+    let watch = |ban, mute, suspend| Command::Watch {
+        room: partner(),
+        actions: Some(ListTrust { ban, mute, suspend, server_acl: false }),
+    };
     assert_eq!(cmd("!hush watch #partner:example.org --actions ban"), watch(true, false, false));
     assert_eq!(cmd("!hush watch #partner:example.org --actions=ban,mute"), watch(true, true, false));
     assert_eq!(cmd("!hush watch #partner:example.org --ACTIONS Mute,BAN,suspend"), watch(true, true, true));
     assert_eq!(cmd("!hush watch --actions ban #partner:example.org"), watch(true, false, false));
+    assert_eq!(
+        cmd("!hush watch #partner:example.org --actions ban,server_acl"),
+        Command::Watch {
+            room: partner(),
+            actions: Some(ListTrust { ban: true, mute: false, suspend: false, server_acl: true })
+        }
+    );
     assert_eq!(cmd("!hush watch #partner:example.org --actions ban, mute"), watch(true, true, false));
     assert_eq!(cmd("!hush watch #partner:example.org --actions ban,mute,"), watch(true, true, false));
     assert_eq!(
@@ -650,12 +659,12 @@ fn watch_action_errors() {
     error(
         "!hush watch #p:example.org --actions ban,kick",
         w,
-        "in `--actions`: unknown action `kick` (the actions are: ban, mute, suspend)",
+        "in `--actions`: unknown action `kick` (the actions are: ban, mute, suspend, server_acl)",
     );
     error(
         "!hush watch #p:example.org --actions=kick",
         w,
-        "in `--actions`: unknown action `kick` (the actions are: ban, mute, suspend)",
+        "in `--actions`: unknown action `kick` (the actions are: ban, mute, suspend, server_acl)",
     );
     error("!hush watch #p:example.org --actions ban,ban", w, "in `--actions`: action `ban` is given twice");
     for body in [
@@ -666,13 +675,13 @@ fn watch_action_errors() {
         error(
             body,
             w,
-            "`--actions` needs a list of actions, e.g. --actions ban,mute (the actions are: ban, mute, suspend)",
+            "`--actions` needs a list of actions, e.g. --actions ban,mute (the actions are: ban, mute, suspend, server_acl)",
         );
     }
     error(
         "!hush watch #p:example.org --actions --actions ban",
         w,
-        "`--actions` needs a list of actions, e.g. --actions ban,mute (the actions are: ban, mute, suspend)",
+        "`--actions` needs a list of actions, e.g. --actions ban,mute (the actions are: ban, mute, suspend, server_acl)",
     );
     error("!hush watch #p:example.org --actions ban --actions mute", w, "`--actions` is given twice");
     error(
@@ -694,7 +703,7 @@ fn watch_action_errors() {
     error(
         "!hush watch #p:example.org --actions ban\u{7}",
         w,
-        "in `--actions`: unknown action `ban` (the actions are: ban, mute, suspend)",
+        "in `--actions`: unknown action `ban` (the actions are: ban, mute, suspend, server_acl)",
     );
     // `--actions` is `watch`'s alone.
     error(

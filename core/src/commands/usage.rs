@@ -108,11 +108,12 @@ pub(crate) const SPECS: &[Spec] = &[
     },
     Spec {
         name: "watch",
-        usage: "watch <room> [--actions ban,mute,suspend]",
+        usage: "watch <room> [--actions ban,mute,suspend,server_acl]",
         summary: "Follow a policy list (a room id or alias); survives restarts. Without \
-                  --actions, the list may ban and mute (never suspend).",
+                  --actions, the list may ban, mute and set server ACLs (never suspend).",
         details: "--actions lists what the list may make hush do: ban, mute, suspend (suspend \
-                  local accounts on exact mute rules); rules for other actions are ignored. \
+                  local accounts on exact mute rules), server_acl (deny banned servers in \
+                  m.room.server_acl); rules for other actions are ignored. \
                   `--actions=ban,mute` works too. A room is a room id (!…) or an alias \
                   (#name:server), or a pill.",
         examples: &[
@@ -177,7 +178,7 @@ unallow <user-glob-or-server>
 mutes
 confirm <id>
 reject <id>
-watch <room> [--actions ban,mute,suspend]
+watch <room> [--actions ban,mute,suspend,server_acl]
 preview <room>
 unwatch <room>
 rooms

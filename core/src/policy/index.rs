@@ -1058,6 +1058,16 @@ impl PolicyIndex {
         self.slots.iter().filter(|(_, sl)| !sl.has(F_FREE)).map(|(s, sl)| (self.rule_of(s), sl.has(F_EFFECTIVE)))
     }
 
+    /// The server rules in force (not shadowed at their identity), active or not: what the
+    /// server ACLs are built from. Allocates one [`Rule`] per server rule only; user and
+    /// room rules are skipped by their slot's kind.
+    pub fn server_rules(&self) -> impl Iterator<Item = Rule> + '_ {
+        self.slots
+            .iter()
+            .filter(|(_, sl)| !sl.has(F_FREE) && sl.has(F_EFFECTIVE) && sl.kind() == EntityKind::Server)
+            .map(|(s, _)| self.rule_of(s))
+    }
+
     /// Number of stored rules (effective and shadowed).
     pub fn len(&self) -> usize {
         self.stored

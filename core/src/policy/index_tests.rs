@@ -404,6 +404,22 @@ fn server_rules_ignore_ports() {
 }
 
 #[test]
+fn server_rules_lists_only_server_rules_in_force() {
+    let mut f = Fixture::new(&[]);
+    f.put(L1, "m.policy.rule.server", "s", ban("evil.org"));
+    f.put(L1, "org.matrix.mjolnir.rule.server", "s", ban("legacy.org"));
+    f.put(L1, "m.policy.rule.user", "u", ban("@a:x.org"));
+    f.put(L2, "m.policy.rule.server", "m", mute("*.noisy.org"));
+    let mut entities: Vec<String> = f.idx.server_rules().filter_map(|r| r.entity).collect();
+    entities.sort();
+    assert_eq!(entities, ["*.noisy.org", "evil.org"], "the shadowed legacy rule and the user rule are not listed");
+    f.put(L1, "m.policy.rule.server", "s", json!({}));
+    let mut entities: Vec<String> = f.idx.server_rules().filter_map(|r| r.entity).collect();
+    entities.sort();
+    assert_eq!(entities, ["*.noisy.org", "legacy.org"], "removing the winner brings the legacy rule back");
+}
+
+#[test]
 fn remove_list_and_counts() {
     let mut f = Fixture::new(&["@a:x.org", "@b:y.org"]);
     f.put(L1, "m.policy.rule.user", "1", ban("@a:x.org"));

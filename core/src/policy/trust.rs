@@ -12,25 +12,31 @@ pub struct ListTrust {
     pub mute: bool,
     /// Suspend local accounts on exact mute rules (MSC3823).
     pub suspend: bool,
+    /// Turn server rules with a ban or takedown recommendation into `deny` entries of
+    /// `m.room.server_acl` in the protected rooms.
+    pub server_acl: bool,
 }
 
 impl ListTrust {
     /// The community's own list (`default_policy_list`): every action.
-    pub const DEFAULT_LIST: ListTrust = ListTrust { ban: true, mute: true, suspend: true };
-    /// Any other list, unless configured otherwise: bans and mutes in rooms, never accounts.
-    pub const OTHER_LIST: ListTrust = ListTrust { ban: true, mute: true, suspend: false };
+    pub const DEFAULT_LIST: ListTrust = ListTrust { ban: true, mute: true, suspend: true, server_acl: true };
+    /// Any other list, unless configured otherwise: bans and mutes in rooms, and server
+    /// ACLs (it may ban), never accounts.
+    pub const OTHER_LIST: ListTrust = ListTrust { ban: true, mute: true, suspend: false, server_acl: true };
     /// The action names a configuration or a command may use.
-    pub const NAMES: [&'static str; 3] = ["ban", "mute", "suspend"];
+    pub const NAMES: [&'static str; 4] = ["ban", "mute", "suspend", "server_acl"];
 
-    /// Parses a list of action names (`ban`, `mute`, `suspend`); an unknown or repeated
-    /// name is an error that says which and what is allowed.
+    /// Parses a list of action names (`ban`, `mute`, `suspend`, `server_acl`); an unknown
+    /// or repeated name is an error that says which and what is allowed. The list is
+    /// exact: an action it does not name is off.
     pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<ListTrust, String> {
-        let mut t = ListTrust { ban: false, mute: false, suspend: false };
+        let mut t = ListTrust { ban: false, mute: false, suspend: false, server_acl: false };
         for name in names {
             let slot = match name.trim() {
                 "ban" => &mut t.ban,
                 "mute" => &mut t.mute,
                 "suspend" => &mut t.suspend,
+                "server_acl" => &mut t.server_acl,
                 other => return Err(format!("unknown action `{other}` (the actions are: {})", Self::NAMES.join(", "))),
             };
             if *slot {
@@ -52,10 +58,11 @@ impl ListTrust {
 
 impl fmt::Display for ListTrust {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = [(self.ban, "ban"), (self.mute, "mute"), (self.suspend, "suspend")]
-            .into_iter()
-            .filter_map(|(on, n)| on.then_some(n))
-            .collect();
+        let names: Vec<&str> =
+            [(self.ban, "ban"), (self.mute, "mute"), (self.suspend, "suspend"), (self.server_acl, "server_acl")]
+                .into_iter()
+                .filter_map(|(on, n)| on.then_some(n))
+                .collect();
         if names.is_empty() {
             f.write_str("nothing")
         } else {
@@ -71,8 +78,14 @@ mod tests {
     #[test]
     fn parses_and_prints_actions() {
         let t = ListTrust::parse(["ban", " mute"]).unwrap();
-        assert_eq!(t, ListTrust { ban: true, mute: true, suspend: false });
+        assert_eq!(t, ListTrust { ban: true, mute: true, suspend: false, server_acl: false });
         assert_eq!(t.to_string(), "ban, mute");
+        let acl = ListTrust::parse(["ban", "server_acl"]).unwrap();
+        assert!(acl.server_acl && acl.ban && !acl.mute);
+        assert_eq!(acl.to_string(), "ban, server_acl");
+        for default in [ListTrust::DEFAULT_LIST, ListTrust::OTHER_LIST] {
+            assert_eq!(default.server_acl, default.ban, "on where ban is on: {default}");
+        }
         assert!(t.allows(Restriction::Ban) && !ListTrust::parse(["ban"]).unwrap().allows(Restriction::Mute));
         assert_eq!(ListTrust::parse([]).unwrap().to_string(), "nothing");
         assert!(ListTrust::parse(["kick"]).unwrap_err().contains("unknown action `kick`"));

@@ -13,10 +13,12 @@ use crate::power_levels;
 use crate::record::Kind;
 
 mod account;
+mod acl;
 mod member;
 mod refusal;
 
 pub use account::{reconcile_account, AccountFacts, AccountShield};
+pub use acl::{never_deny, reconcile_server_acl, server_refusal, AclFacts, NeverDeny, ServerRefusal};
 pub use member::reconcile_member;
 pub use refusal::{refusal, Refusal};
 
@@ -199,5 +201,23 @@ pub enum Action {
     /// Mark the suspension entry `Lifting` (unless it is already), then unsuspend.
     Unsuspend {
         user_id: String,
+    },
+    /// Write an `Applying` [`Kind::ServerDeny`] entry, then add `server` (a lower-cased
+    /// server glob) to the room's `m.room.server_acl` `deny` list. Its ledger-only
+    /// actions are the ones above, with the server glob as `user_id`.
+    DenyServer {
+        server: String,
+        wanted: Wanted,
+    },
+    /// Mark hush's `server` entry `Lifting`, then take it out of the `deny` list.
+    UndenyServer {
+        server: String,
+    },
+    /// hush will not deny `server` in this room; tell the moderators why.
+    RefuseServerDeny {
+        server: String,
+        refusal: ServerRefusal,
+        /// The rule that asked for it.
+        rule: RuleId,
     },
 }

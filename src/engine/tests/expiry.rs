@@ -80,7 +80,7 @@ async fn a_longer_mute_from_another_list_does_not_delay_an_earlier_suspension_li
     let start = tokio::time::Instant::now();
     let at = |ms: u64| start + Duration::from_millis(ms);
     let (mut h, admin) = with_admin(&hs, config(), &["@a:x"]).await;
-    let mute_only = ListTrust { ban: false, mute: true, suspend: false };
+    let mute_only = ListTrust { ban: false, mute: true, suspend: false, server_acl: false };
     h.input(Input::Configure { management_room: None, lists: vec![(LIST_B.into(), mute_only)], protected: vec![] })
         .await;
     h.input(Input::ListLoaded { room_id: LIST_B.into(), events: vec![] }).await;

@@ -1,4 +1,4 @@
-//! An in-memory homeserver for engine tests: rooms with power levels and memberships, MSC3909 transitions checked, every write recorded, faults injectable.
+//! An in-memory homeserver for engine tests: rooms with power levels, memberships and server ACLs, MSC3909 transitions checked, every write recorded, faults injectable.
 //!
 //! It implements [`RoomWriter`] the way `matrix::MatrixWriter` talks to a real server:
 //! the member event content it records is exactly what `MatrixWriter` would send. Writes it
@@ -29,6 +29,7 @@ pub enum Fault {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     PowerLevels { room: String, content: Value },
+    ServerAcl { room: String, content: Value },
     Member { room: String, user: String, content: Value },
     Ban { room: String, user: String },
     Unban { room: String, user: String },
@@ -48,6 +49,8 @@ struct Room {
     version: String,
     power_levels: Value,
     members: HashMap<String, String>,
+    /// The `m.room.server_acl` content, if the room has one.
+    acl: Option<Value>,
 }
 
 #[derive(Default)]
@@ -118,6 +121,10 @@ impl FakeHomeserver {
             json!({"type": "m.room.power_levels", "state_key": "", "sender": r.creator, "event_id": "$pl0",
                    "content": r.power_levels}),
         ];
+        if let Some(acl) = &r.acl {
+            out.push(json!({"type": "m.room.server_acl", "state_key": "", "sender": r.creator, "event_id": "$acl0",
+                            "content": acl}));
+        }
         for (user, m) in &r.members {
             out.push(json!({"type": "m.room.member", "state_key": user, "sender": user,
                             "event_id": format!("$m0-{user}"), "content": {"membership": m}}));
@@ -127,6 +134,33 @@ impl FakeHomeserver {
 
     pub fn power_levels_now(&self, room: &str) -> Value {
         self.inner.lock().unwrap().rooms[room].power_levels.clone()
+    }
+
+    pub fn acl_now(&self, room: &str) -> Option<Value> {
+        self.inner.lock().unwrap().rooms[room].acl.clone()
+    }
+
+    /// Sets the room's ACL as part of its initial state (no sync event).
+    pub fn put_acl(&self, room: &str, content: Value) {
+        self.inner.lock().unwrap().rooms.get_mut(room).expect("room").acl = Some(content);
+    }
+
+    /// Someone else (a moderator, `sender`) sends a server ACL; returns the state event.
+    pub fn set_acl_as(&self, room: &str, sender: &str, content: Value) -> Value {
+        let mut inner = self.inner.lock().unwrap();
+        inner.rooms.get_mut(room).expect("room").acl = Some(content.clone());
+        inner.event(room, sender, "m.room.server_acl", "", content)
+    }
+
+    /// Accepted `m.room.server_acl` contents sent to `room`.
+    pub fn acl_events(&self, room: &str) -> Vec<Value> {
+        self.writes()
+            .into_iter()
+            .filter_map(|w| match w {
+                Write::ServerAcl { room: r, content } if r == room => Some(content),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn membership(&self, room: &str, user: &str) -> Option<String> {
@@ -352,6 +386,28 @@ impl RoomWriter for FakeHomeserver {
     async fn unban(&self, room: &str, user: &str, _reason: &str) -> Result<(), WriteError> {
         let write = Write::Unban { room: room.to_owned(), user: user.to_owned() };
         self.member_write(|inner| inner.membership_write(room, user, "leave", write)).await
+    }
+
+    async fn server_acl(&self, room: &str) -> Result<Option<Value>, WriteError> {
+        let inner = self.inner.lock().unwrap();
+        inner.rooms.get(room).map(|r| r.acl.clone()).ok_or_else(|| Inner::forbidden(format!("not in {room}")))
+    }
+
+    async fn put_server_acl(&self, room: &str, content: &Value) -> Result<String, WriteError> {
+        let mut inner = self.inner.lock().unwrap();
+        let write = Write::ServerAcl { room: room.to_owned(), content: content.clone() };
+        let needed = |pl: &Value| {
+            pl.pointer("/events/m.room.server_acl")
+                .and_then(Value::as_i64)
+                .or_else(|| pl.get("state_default").and_then(Value::as_i64))
+                .unwrap_or(50)
+        };
+        let r = inner.fault().and_then(|()| inner.check_power(room, needed));
+        inner.record(write, r)?;
+        inner.rooms.get_mut(room).expect("room").acl = Some(content.clone());
+        let sender = inner.own_user.clone();
+        let ev = inner.event(room, &sender, "m.room.server_acl", "", content.clone());
+        Ok(ev["event_id"].as_str().unwrap_or_default().to_owned())
     }
 
     async fn notice(&self, room: &str, plain: &str, _html: &str) -> Result<(), WriteError> {

@@ -11,6 +11,7 @@ pub mod fake_homeserver;
 mod lists;
 mod power_levels;
 mod safety;
+mod server_acl;
 mod writes;
 
 use std::time::Duration;

@@ -181,7 +181,7 @@ async fn a_list_acts_only_as_far_as_it_is_trusted() {
     let hs = FakeHomeserver::new(HUSH);
     hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x", "@b:x"]);
     let mut h = Harness::start(&hs, config(), &[ROOM]).await;
-    let mute_only = ListTrust { ban: false, mute: true, suspend: false };
+    let mute_only = ListTrust { ban: false, mute: true, suspend: false, server_acl: false };
     h.input(Input::Configure { management_room: None, lists: vec![(LIST.into(), mute_only)], protected: vec![] }).await;
     h.input(rule("a", "@a:x", "m.ban")).await;
     h.input(rule("b", "@b:x", "m.mute")).await;
