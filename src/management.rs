@@ -175,6 +175,7 @@ pub async fn handle(ctx: &Context<'_>, parsed: Parsed, sender: &str) -> Reply {
             },
             Command::RoomsRemove { room } => change_rooms(ctx, Change::Unprotect, &room).await,
             Command::Rooms => rooms(ctx).await,
+            Command::Redact { user, room, limit } => redact(ctx, &user, room.as_ref(), limit).await,
         },
     }
 }
@@ -340,6 +341,26 @@ async fn decide_hold(ctx: &Context<'_>, id: &str, confirm: bool) -> Reply {
     }
 }
 
+/// `redact`: the engine plans the redaction like a ban's, with the same refusals.
+async fn redact(ctx: &Context<'_>, user: &str, room: Option<&commands::RoomRef>, limit: Option<u32>) -> Reply {
+    let room_id = match room {
+        None => None,
+        Some(r) => match crate::matrix::resolve(ctx.client, r.as_str()).await {
+            Ok(id) => Some(id.to_string()),
+            Err(e) => return Reply::error(format!("Cannot resolve {r}: {e:#}")),
+        },
+    };
+    let (tx, rx) = oneshot::channel();
+    if ctx.engine.send(Input::Redact { user: user.to_owned(), room: room_id, limit, reply: tx }).is_err() {
+        return Reply::error("The engine is not running.".to_owned());
+    }
+    match rx.await {
+        Ok(Ok(text)) => Reply::ok(text),
+        Ok(Err(text)) => Reply::error(text),
+        Err(_) => Reply::error("The engine is not running.".to_owned()),
+    }
+}
+
 async fn mutes(ctx: &Context<'_>) -> Reply {
     let Some(status) = engine_status(ctx).await else {
         return Reply::error("The engine is not running.".to_owned());
@@ -398,6 +419,10 @@ async fn status(ctx: &Context<'_>) -> Reply {
             let mutes = s.ledger.iter().filter(|e| e.kind.is_mute() && !e.overridden).count();
             let bans = s.ledger.iter().filter(|e| e.kind == Kind::Ban && !e.overridden).count();
             let _ = writeln!(plain, "restrictions in force: {mutes} mute(s), {bans} ban(s)");
+            let redactions = s.ledger.iter().filter(|e| e.kind == Kind::Redaction).count();
+            if redactions > 0 {
+                let _ = writeln!(plain, "redactions under way: {redactions}");
+            }
             let suspensions = s.ledger.iter().filter(|e| e.kind == Kind::Suspension).count();
             if ctx.config.suspension.enabled || suspensions > 0 {
                 let _ = writeln!(plain, "account suspensions by hush: {suspensions}");

@@ -28,16 +28,24 @@ pub enum Kind {
     Ban,
     /// MSC3823 account suspension (scope [`Scope::Account`]).
     Suspension,
+    /// A redaction of the user's recent events in the room, under way: written before the
+    /// first event is looked up, removed when done. Never lifted (a redaction cannot be
+    /// undone); an entry left by a crash is resumed at start-up. The entry's
+    /// `previous_level` holds the start of the window (ms since the epoch) and its
+    /// `applied_level` the most events to redact.
+    Redaction,
 }
 
 impl Kind {
-    /// The stored name: `"mute-membership"`, `"mute-power-level"`, `"ban"`, `"suspension"`.
+    /// The stored name: `"mute-membership"`, `"mute-power-level"`, `"ban"`, `"suspension"`,
+    /// `"redaction"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::MuteMembership => "mute-membership",
             Kind::MutePowerLevel => "mute-power-level",
             Kind::Ban => "ban",
             Kind::Suspension => "suspension",
+            Kind::Redaction => "redaction",
         }
     }
 
@@ -48,6 +56,7 @@ impl Kind {
             "mute-power-level" => Kind::MutePowerLevel,
             "ban" => Kind::Ban,
             "suspension" => Kind::Suspension,
+            "redaction" => Kind::Redaction,
             _ => return None,
         })
     }
@@ -145,7 +154,7 @@ mod tests {
 
     #[test]
     fn stored_names_read_back_and_nothing_else_does() {
-        for k in [Kind::MuteMembership, Kind::MutePowerLevel, Kind::Ban, Kind::Suspension] {
+        for k in [Kind::MuteMembership, Kind::MutePowerLevel, Kind::Ban, Kind::Suspension, Kind::Redaction] {
             assert_eq!(Kind::parse(k.as_str()), Some(k));
         }
         for p in [Phase::Applying, Phase::Applied, Phase::Lifting] {
@@ -155,7 +164,7 @@ mod tests {
         assert_eq!(Kind::parse("Ban"), None);
         assert_eq!(Phase::parse(""), None);
         assert!(Kind::MuteMembership.is_mute() && Kind::MutePowerLevel.is_mute());
-        assert!(!Kind::Ban.is_mute() && !Kind::Suspension.is_mute());
+        assert!(!Kind::Ban.is_mute() && !Kind::Suspension.is_mute() && !Kind::Redaction.is_mute());
     }
 
     #[test]

@@ -37,6 +37,8 @@
 //!   its default for other lists (ban and mute, never suspend). An unknown, repeated or
 //!   empty option or action is an error that names it.
 //! - `preview <room>` names a policy list to evaluate without following it.
+//! - `redact <user> [room] [--limit N]` (also `--limit=N`, the flag anywhere after the
+//!   user): one user id, never a glob; `N` is 1 to [`MAX_REDACT_LIMIT`].
 //! - Every other command takes exactly the arguments of its usage; extra ones are errors.
 
 mod duration;
@@ -55,7 +57,7 @@ use crate::policy::ListTrust;
 
 pub use duration::{format_duration, parse_duration, MAX_DURATION};
 pub use ident::{is_hold_id, parse_room, parse_target};
-pub use parse::parse;
+pub use parse::{parse, MAX_REDACT_LIMIT};
 pub use usage::{help_html, help_text, html_escape, topic_help, topic_help_html, usage, COMMAND_NAMES};
 
 /// What one management-room message is.
@@ -105,6 +107,10 @@ pub enum Command {
     RoomsAdd { room: RoomRef },
     /// `rooms remove <room>`
     RoomsRemove { room: RoomRef },
+    /// `redact <user> [room] [--limit N]`: redact the user's recent events (the configured
+    /// window) in one protected room or all of them, at most `limit` per room (None: the
+    /// configured cap).
+    Redact { user: String, room: Option<RoomRef>, limit: Option<u32> },
 }
 
 impl Command {
@@ -124,6 +130,7 @@ impl Command {
             Command::Watch { .. } => "watch",
             Command::Preview { .. } => "preview",
             Command::Unwatch { .. } => "unwatch",
+            Command::Redact { .. } => "redact",
         }
     }
 }

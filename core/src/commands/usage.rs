@@ -63,6 +63,15 @@ pub(crate) const SPECS: &[Spec] = &[
         examples: &["unban @spammer:example.org"],
     },
     Spec {
+        name: "redact",
+        usage: "redact <user> [room] [--limit N]",
+        summary: "Redact the user's recent events (within the configured redaction window) in one \
+                  protected room, or in all of them, at most N per room (default: the configured \
+                  cap). Moderators and protected users are refused, as for a ban.",
+        details: ROOMS,
+        examples: &["redact @spammer:example.org", "redact @spammer:example.org #lobby:example.org --limit 50"],
+    },
+    Spec {
         name: "mutes",
         usage: "mutes",
         summary: "List the active mutes: user, rooms, since, time left, rule and list.",
@@ -139,8 +148,8 @@ pub(crate) const SPECS: &[Spec] = &[
 
 /// The canonical command names, in help order.
 pub const COMMAND_NAMES: &[&str] = &[
-    "mute", "unmute", "ban", "unban", "mutes", "confirm", "reject", "watch", "preview", "unwatch", "rooms", "status",
-    "help",
+    "mute", "unmute", "ban", "unban", "redact", "mutes", "confirm", "reject", "watch", "preview", "unwatch", "rooms",
+    "status", "help",
 ];
 
 /// Every synopsis, one per line, without the prefix (the usage of a missing or unknown
@@ -149,6 +158,7 @@ pub(crate) const ALL_USAGE: &str = "mute <user-or-glob> [duration] [reason...]
 unmute <user-or-glob>
 ban <user-or-glob> [duration] [reason...]
 unban <user-or-glob>
+redact <user> [room] [--limit N]
 mutes
 confirm <id>
 reject <id>
