@@ -1,4 +1,4 @@
-//! A ban redacts the banned member's recent messages, against a real Synapse: event by event on the usual test homeserver, and by the homeserver itself (MSC4293, hush sending no redaction) on a second one started with `experimental_features: {msc4293_enabled: true}`. Also the time to redact 200 events (ignored; see BENCHMARKS.md).
+//! A ban redacts the banned member's recent messages, against a real Synapse: event by event on the usual test homeserver, and by the homeserver itself (MSC4293, hush sending no redaction) on a second one started with `experimental_features: {msc4293_enabled: true}`; a redaction interrupted by kill -9 resumes. Also the time to redact 200 events (ignored; see BENCHMARKS.md).
 #![recursion_limit = "256"]
 
 mod common;
@@ -79,6 +79,58 @@ async fn a_ban_redacts_the_members_recent_messages() {
 async fn with_msc4293_the_ban_itself_redacts_the_messages() {
     let c = Community::on(homeserver_msc4293()).await.unwrap();
     ban_redacts(c, "m.room.member", "The 3 recent event(s) of {user} in ").await;
+}
+
+/// What `kill -9` in the middle of a redaction leaves: the ledger's entry, written before
+/// the first redaction, and some events redacted. The next start resumes it (without any
+/// ban: the entry alone), redacts what is left, and says what was already done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redaction_interrupted_by_kill_9_resumes_at_the_next_start() {
+    use hush_core::policy::{EntityKind, RuleId};
+    use hush_core::record::{Entry, Kind, Phase, Scope};
+    let c = Community::new().await.unwrap();
+    let (spammer, ids, kept) = chatter(&c, 3).await;
+    let config = c.config("");
+    let hush = c.start(&config, 1).await;
+    hush.kill9();
+
+    let room = c.protected.room_id().to_string();
+    let entry = Entry {
+        scope: Scope::Room(room.clone()),
+        user_id: spammer.user_id.to_string(),
+        kind: Kind::Redaction,
+        phase: Phase::Applying,
+        previous_level: Some((now_ms() - 3_600_000) as i64),
+        applied_level: Some(100),
+        rule: RuleId { room_id: c.list.room_id().to_string(), kind: EntityKind::User, state_key: "spam".into() },
+        reason: "spam".into(),
+        applied_at_ms: now_ms(),
+        expires_at_ms: None,
+        overridden: false,
+    };
+    let ledger = c.bot.dir.path().join("data").join("ledger.sqlite3");
+    hush::ledger::Ledger::open(&ledger).unwrap().begin_apply(&entry).unwrap();
+    // The first run had redacted the newest message.
+    {
+        use matrix_sdk::ruma::api::client::redact::redact_event;
+        use matrix_sdk::ruma::TransactionId;
+        let req =
+            redact_event::v3::Request::new(c.protected.room_id().to_owned(), ids[2].clone(), TransactionId::new());
+        c.moderator.client.send(req).await.unwrap();
+    }
+
+    let _hush = c.start(&config, 2).await;
+    for id in &ids {
+        assert_eq!(wait_redacted(&c, id).await, "m.room.redaction", "{id}");
+    }
+    let done = wait_notice(&c, |b| b.contains(" recent event(s) of ")).await;
+    let expected = format!("Redacted 2 recent event(s) of {} in {room}; 1 more were already redacted", spammer.user_id);
+    assert!(done.body.starts_with(&expected), "{}", done.body);
+    assert_eq!(c.membership(&spammer.user_id).await.as_deref(), Some("join"), "resuming a redaction bans no one");
+    let kept_now = event(&c, c.protected.room_id(), &kept).await.unwrap();
+    assert_eq!(kept_now["content"]["body"], "hello");
+    let status = c.command("!hush status", "restrictions in force").await;
+    assert!(!status.body.contains("redactions under way"), "the entry is gone: {}", status.body);
 }
 
 /// The figure in BENCHMARKS.md: from the ban rule to hush's "Redacted 200" notice, 200
