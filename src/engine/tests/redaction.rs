@@ -149,6 +149,11 @@ async fn dry_run_reports_the_redaction_and_changes_nothing() {
                 && l.ends_with("(at most 100 per room)")),
         "{lines:#?}"
     );
+    // The command too: the same report, nothing looked up or written.
+    let text = redact(&mut h, SPAM, Some(ROOM), None).await.unwrap();
+    assert!(text.starts_with("[dry run] Would redact the events @spam:x sent since"), "{text}");
+    assert_eq!(hs.lookups(), 0);
+    assert!(hs.writes().iter().all(|w| matches!(w, Write::Notice { .. })), "{:#?}", hs.writes());
     assert!(h.status().await.ledger.is_empty());
 }
 
@@ -250,4 +255,22 @@ async fn the_redact_command_plans_the_same_redaction_and_refuses_moderators() {
         "!elsewhere:x is not a protected room."
     );
     assert_eq!(redactions(&hs).len(), 2, "nothing more was redacted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_redact_on_mute_a_mute_redacts_too() {
+    let hs = FakeHomeserver::new(HUSH);
+    let recent = room_with_messages(&hs, 2);
+    let mut cfg = redacting(100);
+    cfg.redaction.on_mute = true;
+    let mut h = Harness::start(&hs, cfg, &[ROOM]).await;
+
+    h.input(rule("m", SPAM, "m.mute")).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"][SPAM], json!(-1));
+    let mut sent = redactions(&hs);
+    sent.sort();
+    let mut want = recent;
+    want.sort();
+    assert_eq!(sent, want);
+    no_redaction_entry(&mut h).await;
 }
