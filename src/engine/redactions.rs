@@ -24,6 +24,9 @@ pub(super) struct Redactions {
     running: BTreeSet<(String, String)>,
     /// Waiting for the member's write in flight (the ban that asks MSC4293 to redact goes first).
     waiting: BTreeSet<(String, String)>,
+    /// Outcomes not reported yet (key, template, room): reported together when none is left
+    /// under way, so a ban over many members is one notice, not one per member.
+    unreported: Vec<(String, String, String)>,
 }
 
 /// "2026-11-29 10:00 UTC", for reports.
@@ -151,9 +154,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
     }
 
-    /// A redaction finished: its entry goes, and the management room hears what it did. One
-    /// stopped by hush's own account (suspended, locked) keeps its entry: it resumes at the
-    /// next start.
+    /// A redaction finished: its entry goes, and the management room hears what it did, in
+    /// one notice with the others once none is under way (nothing for a member who had
+    /// nothing to redact). One stopped by hush's own account (suspended, locked) keeps its
+    /// entry: it resumes at the next start.
     pub(super) fn redaction_done(&mut self, room_id: &str, user_id: &str, result: Result<Redacted, WriteError>) {
         self.redactions.running.remove(&(room_id.to_owned(), user_id.to_owned()));
         let scope = Scope::Room(room_id.to_owned());
@@ -161,7 +165,12 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         match result {
             Ok(r) => {
                 let mut text = match (r.redacted, r.already) {
-                    (0, 0) => format!("Found no recent event of {user_id} to redact in {{rooms}}"),
+                    (0, 0) if r.failed == 0 => {
+                        // Nothing to say: a ban over many members who never spoke stays quiet.
+                        info!(room = room_id, user = user_id, "no recent event to redact");
+                        String::new()
+                    }
+                    (0, 0) => format!("Redacted no recent event of {user_id} in {{rooms}}"),
                     (0, already) => format!(
                         "The {already} recent event(s) of {user_id} in {{rooms}} were already redacted (by the homeserver, MSC4293, or earlier)"
                     ),
@@ -177,9 +186,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                         r.first_error.as_deref().unwrap_or("unknown error")
                     ));
                 }
-                text.push('.');
-                let key = format!("redacted|{room_id}|{user_id}|{started}");
-                self.report_in_room(&key, &text, room_id);
+                if !text.is_empty() {
+                    text.push('.');
+                    let key = format!("redacted|{room_id}|{user_id}|{started}");
+                    self.redactions.unreported.push((key, text, room_id.to_owned()));
+                }
             }
             Err(e) => {
                 if self.own_account_error(&e) {
@@ -198,5 +209,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
         // The entry kept the member tracked; they may have left.
         self.departed.insert(user_id.to_owned());
+        if self.redactions.running.is_empty() && self.redactions.waiting.is_empty() {
+            for (key, text, room) in std::mem::take(&mut self.redactions.unreported) {
+                self.report_in_room(&key, &text, &room);
+            }
+        }
     }
 }

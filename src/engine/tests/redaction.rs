@@ -274,3 +274,25 @@ async fn with_redact_on_mute_a_mute_redacts_too() {
     assert_eq!(sent, want);
     no_redaction_entry(&mut h).await;
 }
+
+/// A ban over many members is one report, naming those who had something to redact.
+#[tokio::test(start_paused = true)]
+async fn a_ban_over_several_members_reports_once() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@s1:x", "@s2:x", "@s3:x", "@s4:x"]);
+    for u in ["@s1:x", "@s2:x", "@s3:x"] {
+        hs.post(ROOM, u, START - 1);
+    }
+    let cfg = EngineConfig { safety: Limits { max_new_restrictions: 1000, max_room_share: 1.0 }, ..redacting(100) };
+    let mut h = Harness::start(&hs, cfg, &[ROOM]).await;
+
+    h.input(rule("glob", "@s*:x", "m.ban")).await;
+    assert_eq!(hs.redacted(ROOM).len(), 3);
+    let notices = h.notices().await;
+    let reports: Vec<&String> = notices.iter().filter(|n| n.contains("recent event")).collect();
+    assert_eq!(reports.len(), 1, "{notices:#?}");
+    for u in ["@s1:x", "@s2:x", "@s3:x"] {
+        assert!(reports[0].contains(&format!("Redacted 1 recent event(s) of {u} in !room:x.")), "{}", reports[0]);
+    }
+    assert!(!reports[0].contains("@s4:x"), "nothing to say about a member who never spoke: {}", reports[0]);
+}
