@@ -247,6 +247,8 @@ pub async fn run(config: Config) -> Result<()> {
 
             moderator_power_level: config.moderator_power_level,
             command_prefix: config.command_prefix.clone(),
+            redaction: config.redaction.policy(),
+            redact_with_msc4293: config.redaction.msc4293,
         },
         matrix::MatrixWriter { client: client.clone() },
         hush_core::schedule::SystemClock,

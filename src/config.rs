@@ -66,6 +66,7 @@ pub struct Config {
     pub suspension: SuspensionConfig,
     pub safety: SafetyConfig,
     pub dry_run: bool,
+    pub redaction: RedactionConfig,
 }
 
 /// One entry of `policy_lists`: a room id or alias, or a map with `room`, `actions`, `write`.
@@ -102,6 +103,34 @@ impl Default for SafetyConfig {
 pub struct MuteConfig {
     pub membership_room_versions: Vec<String>,
     pub batch_window_ms: u64,
+}
+
+/// Redacting a restricted member's recent events (`redaction`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedactionConfig {
+    /// A new ban redacts (`redact_on: [ban]`, the default).
+    pub on_ban: bool,
+    /// A new mute redacts (`mute` in `redact_on`).
+    pub on_mute: bool,
+    /// How far back: the events sent within this time before the restriction.
+    pub window: std::time::Duration,
+    /// The most events redacted per room, for one restriction or command.
+    pub max_per_room: u32,
+    /// Bans that redact carry MSC4293's `redact_events` flag, so a homeserver implementing
+    /// it redacts them itself (hush then finds them redacted and sends nothing more).
+    pub msc4293: bool,
+}
+
+impl RedactionConfig {
+    /// The engine's view of it (core's policy).
+    pub fn policy(&self) -> hush_core::reconcile::RedactPolicy {
+        hush_core::reconcile::RedactPolicy {
+            on_ban: self.on_ban,
+            on_mute: self.on_mute,
+            window_ms: u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX),
+            max_per_room: self.max_per_room,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

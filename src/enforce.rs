@@ -1,4 +1,5 @@
 //! Enforcement: the room writes hush makes (power levels, memberships, bans, server ACLs), retried on rate limits and faults, never dropped.
+//! Enforcement: the room writes hush makes (power levels, memberships, bans, redactions), retried on rate limits and faults, never dropped.
 
 use std::future::Future;
 use std::time::Duration;
@@ -63,6 +64,39 @@ pub trait RoomWriter: Clone + Send + Sync + 'static {
         -> impl Future<Output = Result<String, WriteError>> + Send;
     /// A notice in a room (the management room's reports).
     fn notice(&self, room_id: &str, plain: &str, html: &str) -> impl Future<Output = Result<(), WriteError>> + Send;
+    /// Bans with MSC4293's `org.matrix.msc4293.redact_events: true` in the ban's content: a
+    /// homeserver (and clients) implementing MSC4293 then redact the user's events in the room.
+    fn ban_redacting(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), WriteError>> + Send;
+    /// The user's most recent events in the room sent at or after `since_ms`, newest first,
+    /// at most `limit` (state events and redactions left out), each saying whether the
+    /// homeserver already serves it redacted.
+    fn recent_events(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        since_ms: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<RecentEvent>, WriteError>> + Send;
+    /// Redacts one event.
+    fn redact(
+        &self,
+        room_id: &str,
+        event_id: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), WriteError>> + Send;
+}
+
+/// One of a user's recent events, as [`RoomWriter::recent_events`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentEvent {
+    pub event_id: String,
+    /// The homeserver already serves it redacted (a redaction, or MSC4293's redaction by the ban).
+    pub redacted: bool,
 }
 
 /// The longest hush waits on a 429, whatever `retry_after` says: a server (or a proxy)

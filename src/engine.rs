@@ -43,6 +43,7 @@ mod policy_events;
 mod power_batch;
 mod preview;
 mod reconcile;
+mod redactions;
 mod reports;
 mod server_acl;
 mod state_events;
@@ -133,6 +134,16 @@ pub enum Input {
     Suspension(crate::suspension::Done),
     /// hush's own account can write again (the probe of this block generation wrote).
     OwnAccountWritable { generation: u64 },
+    /// A moderator's `redact`: the user's recent events in one protected room (None: all of
+    /// them), at most `limit` per room (None: the configured cap). `Ok` says what happens.
+    Redact {
+        user: String,
+        room: Option<String>,
+        limit: Option<u32>,
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
+    /// A redaction of a user's recent events in a room finished (or failed for good).
+    RedactionDone { room_id: String, user_id: String, result: Result<crate::redaction::Redacted, WriteError> },
 }
 
 /// What the engine can tell the management room.
@@ -164,6 +175,10 @@ pub struct EngineConfig {
     pub moderator_power_level: Option<i64>,
     /// The command prefix, for notices that say what to type.
     pub command_prefix: String,
+    /// Which restrictions also redact the member's recent events, how far back, how many.
+    pub redaction: hush_core::reconcile::RedactPolicy,
+    /// Bans that redact carry MSC4293's `redact_events` flag.
+    pub redact_with_msc4293: bool,
 }
 
 /// The engine state; see the module doc. Each part owns its state (see the modules);
@@ -201,6 +216,8 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     own: crate::suspension::OwnAccount,
     /// What carrying out an action means (enforce, or dry run), fixed at construction.
     consequences: std::sync::Arc<dyn consequences::Consequences<W, C>>,
+    /// Redactions under way, and those waiting for the member's write in flight.
+    redactions: redactions::Redactions,
 }
 
 /// Whether a rule can make hush act on a member with this membership and no ledger entry:
@@ -263,6 +280,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             suspensions: None,
             own: Default::default(),
             consequences: consequences::chosen(cfg_dry_run),
+            redactions: Default::default(),
         }
     }
 
@@ -458,6 +476,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 let _ = reply.send(self.preview(&room_id, &events, trust));
             }
             Input::OwnAccountWritable { generation } => self.own_account_writable(generation),
+            Input::Redact { user, room, limit, reply } => {
+                let _ = reply.send(self.redact_command(&user, room.as_deref(), limit));
+            }
+            Input::RedactionDone { room_id, user_id, result } => self.redaction_done(&room_id, &user_id, result),
         }
     }
 

@@ -14,6 +14,7 @@ pub mod instance;
 pub mod ledger;
 pub mod management;
 pub mod matrix;
+pub mod redaction;
 pub mod rooms;
 pub mod runtime;
 pub mod suspension;

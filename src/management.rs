@@ -180,6 +180,7 @@ pub async fn handle(ctx: &Context<'_>, parsed: Parsed, sender: &str) -> Reply {
             Command::Rooms => rooms(ctx).await,
             Command::Allow { target, reason } => allow(ctx, &target, reason).await,
             Command::Unallow { target } => lift(ctx, Recommendation::Allow, &target).await,
+            Command::Redact { user, room, limit } => redact(ctx, &user, room.as_ref(), limit).await,
         },
     }
 }
@@ -349,6 +350,26 @@ async fn decide_hold(ctx: &Context<'_>, id: &str, confirm: bool) -> Reply {
     }
 }
 
+/// `redact`: the engine plans the redaction like a ban's, with the same refusals.
+async fn redact(ctx: &Context<'_>, user: &str, room: Option<&commands::RoomRef>, limit: Option<u32>) -> Reply {
+    let room_id = match room {
+        None => None,
+        Some(r) => match crate::matrix::resolve(ctx.client, r.as_str()).await {
+            Ok(id) => Some(id.to_string()),
+            Err(e) => return Reply::error(format!("Cannot resolve {r}: {e:#}")),
+        },
+    };
+    let (tx, rx) = oneshot::channel();
+    if ctx.engine.send(Input::Redact { user: user.to_owned(), room: room_id, limit, reply: tx }).is_err() {
+        return Reply::error("The engine is not running.".to_owned());
+    }
+    match rx.await {
+        Ok(Ok(text)) => Reply::ok(text),
+        Ok(Err(text)) => Reply::error(text),
+        Err(_) => Reply::error("The engine is not running.".to_owned()),
+    }
+}
+
 async fn mutes(ctx: &Context<'_>) -> Reply {
     let Some(status) = engine_status(ctx).await else {
         return Reply::error("The engine is not running.".to_owned());
@@ -410,6 +431,10 @@ async fn status(ctx: &Context<'_>) -> Reply {
             let denied = s.ledger.iter().filter(|e| e.kind == Kind::ServerDeny && !e.overridden).count();
             if denied > 0 {
                 let _ = writeln!(plain, "server ACL deny entries by hush: {denied}");
+            }
+            let redactions = s.ledger.iter().filter(|e| e.kind == Kind::Redaction).count();
+            if redactions > 0 {
+                let _ = writeln!(plain, "redactions under way: {redactions}");
             }
             let suspensions = s.ledger.iter().filter(|e| e.kind == Kind::Suspension).count();
             if ctx.config.suspension.enabled || suspensions > 0 {

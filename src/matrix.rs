@@ -29,7 +29,7 @@ mod writer;
 pub use session::connect;
 use session::is_unknown_token;
 use writer::raw_content;
-pub use writer::{classify, is_suspension_code, MatrixWriter};
+pub use writer::{classify, is_suspension_code, MatrixWriter, REDACT_EVENTS};
 
 /// Syncs until `shutdown` turns true, backing off (1 s doubling to 60 s) while the
 /// homeserver is unreachable. Event handlers registered on the client run inside each

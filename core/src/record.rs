@@ -31,11 +31,17 @@ pub enum Kind {
     /// A `deny` entry hush added to the room's `m.room.server_acl`. The entry's subject is
     /// a server glob, not a user: it is carried in [`Entry::user_id`] (see there).
     ServerDeny,
+    /// A redaction of the user's recent events in the room, under way: written before the
+    /// first event is looked up, removed when done. Never lifted (a redaction cannot be
+    /// undone); an entry left by a crash is resumed at start-up. The entry's
+    /// `previous_level` holds the start of the window (ms since the epoch) and its
+    /// `applied_level` the most events to redact.
+    Redaction,
 }
 
 impl Kind {
     /// The stored name: `"mute-membership"`, `"mute-power-level"`, `"ban"`, `"suspension"`,
-    /// `"server-deny"`.
+    /// `"server-deny"`, `"redaction"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::MuteMembership => "mute-membership",
@@ -43,6 +49,7 @@ impl Kind {
             Kind::Ban => "ban",
             Kind::Suspension => "suspension",
             Kind::ServerDeny => "server-deny",
+            Kind::Redaction => "redaction",
         }
     }
 
@@ -54,6 +61,7 @@ impl Kind {
             "ban" => Kind::Ban,
             "suspension" => Kind::Suspension,
             "server-deny" => Kind::ServerDeny,
+            "redaction" => Kind::Redaction,
             _ => return None,
         })
     }
@@ -161,7 +169,15 @@ mod tests {
 
     #[test]
     fn stored_names_read_back_and_nothing_else_does() {
-        for k in [Kind::MuteMembership, Kind::MutePowerLevel, Kind::Ban, Kind::Suspension, Kind::ServerDeny] {
+        let all = [
+            Kind::MuteMembership,
+            Kind::MutePowerLevel,
+            Kind::Ban,
+            Kind::Suspension,
+            Kind::ServerDeny,
+            Kind::Redaction,
+        ];
+        for k in all {
             assert_eq!(Kind::parse(k.as_str()), Some(k));
         }
         for p in [Phase::Applying, Phase::Applied, Phase::Lifting] {
@@ -173,6 +189,7 @@ mod tests {
         assert!(Kind::MuteMembership.is_mute() && Kind::MutePowerLevel.is_mute());
         assert!(!Kind::Ban.is_mute() && !Kind::Suspension.is_mute() && !Kind::ServerDeny.is_mute());
         assert!(!Kind::ServerDeny.is_about_a_user() && Kind::Ban.is_about_a_user());
+        assert!(!Kind::Redaction.is_mute() && Kind::Redaction.is_about_a_user());
     }
 
     #[test]

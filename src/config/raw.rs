@@ -28,10 +28,12 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "suspension",
     "safety",
     "dry_run",
+    "redaction",
 ];
 pub(super) const MUTE_KEYS: &[&str] = &["membership_room_versions", "batch_window_ms"];
 pub(super) const SUSPENSION_KEYS: &[&str] = &["enabled", "admin_access_token_file", "admin_access_token"];
 pub(super) const SAFETY_KEYS: &[&str] = &["max_new_restrictions", "max_room_share"];
+pub(super) const REDACTION_KEYS: &[&str] = &["redact_on", "window", "max_per_room", "msc4293"];
 pub(super) const POLICY_LIST_KEYS: &[&str] = &["room", "actions", "write"];
 
 /// The file as written, before validation.
@@ -66,6 +68,8 @@ pub(super) struct RawConfig {
     pub(super) safety: RawSafety,
     #[serde(default)]
     pub(super) dry_run: bool,
+    #[serde(default)]
+    pub(super) redaction: RawRedaction,
 }
 
 pub(super) fn default_prefix() -> String {
@@ -120,6 +124,45 @@ pub(super) fn default_max_room_share() -> f64 {
     0.25
 }
 
+#[derive(Deserialize)]
+pub(super) struct RawRedaction {
+    #[serde(default = "default_redact_on")]
+    pub(super) redact_on: Vec<String>,
+    #[serde(default = "default_redaction_window")]
+    pub(super) window: String,
+    #[serde(default = "default_max_per_room")]
+    pub(super) max_per_room: u32,
+    #[serde(default = "default_msc4293")]
+    pub(super) msc4293: bool,
+}
+
+impl Default for RawRedaction {
+    fn default() -> Self {
+        RawRedaction {
+            redact_on: default_redact_on(),
+            window: default_redaction_window(),
+            max_per_room: default_max_per_room(),
+            msc4293: default_msc4293(),
+        }
+    }
+}
+
+pub(super) fn default_redact_on() -> Vec<String> {
+    vec!["ban".to_owned()]
+}
+
+pub(super) fn default_redaction_window() -> String {
+    "24h".to_owned()
+}
+
+pub(super) fn default_max_per_room() -> u32 {
+    100
+}
+
+pub(super) fn default_msc4293() -> bool {
+    true
+}
+
 pub(super) fn missing_field(msg: &str) -> Option<&str> {
     let rest = msg.strip_prefix("missing field `")?;
     rest.split('`').next()
@@ -130,7 +173,9 @@ pub(super) fn check_keys(value: &Value) -> Result<(), ConfigError> {
         return Err(ConfigError::new("", "expected a mapping of keys to values at the top level"));
     };
     check_map_keys("", map, TOP_KEYS)?;
-    for (section, keys) in [("mute", MUTE_KEYS), ("suspension", SUSPENSION_KEYS), ("safety", SAFETY_KEYS)] {
+    for (section, keys) in
+        [("mute", MUTE_KEYS), ("suspension", SUSPENSION_KEYS), ("safety", SAFETY_KEYS), ("redaction", REDACTION_KEYS)]
+    {
         match map.get(section) {
             None | Some(Value::Null) => {}
             Some(Value::Mapping(inner)) => check_map_keys(section, inner, keys)?,

@@ -298,3 +298,48 @@ fn not_yaml_or_not_a_mapping() {
     assert!(parse("a: [").unwrap_err().reason.contains("not valid YAML"));
     assert!(parse("- 1\n- 2\n").unwrap_err().reason.contains("mapping"));
 }
+
+#[test]
+fn redaction_defaults_to_bans_over_a_day() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(
+        c.redaction,
+        RedactionConfig {
+            on_ban: true,
+            on_mute: false,
+            window: std::time::Duration::from_secs(86_400),
+            max_per_room: 100,
+            msc4293: true,
+        }
+    );
+    let c = parse(&format!(
+        "{MINIMAL}redaction:\n  redact_on: [ban, mute]\n  window: 2h\n  max_per_room: 500\n  msc4293: false\n"
+    ))
+    .unwrap();
+    assert!(c.redaction.on_ban && c.redaction.on_mute && !c.redaction.msc4293);
+    assert_eq!(c.redaction.window, std::time::Duration::from_secs(7200));
+    assert_eq!(c.redaction.policy().window_ms, 7_200_000);
+    assert_eq!(c.redaction.max_per_room, 500);
+    let never = parse(&format!("{MINIMAL}redaction:\n  redact_on: []\n")).unwrap();
+    assert!(!never.redaction.on_ban && !never.redaction.on_mute);
+}
+
+#[test]
+fn redaction_errors_name_the_key() {
+    for (yaml, key, says) in [
+        ("redaction:\n  redact_on: [kick]\n", "redaction.redact_on[0]", "`kick` is not a restriction that redacts"),
+        ("redaction:\n  redact_on: [ban, ban]\n", "redaction.redact_on[1]", "listed twice"),
+        ("redaction:\n  window: forever\n", "redaction.window", "`forever` is not a duration"),
+        ("redaction:\n  window: 0s\n", "redaction.window", "more than 0"),
+        ("redaction:\n  window: 31d\n", "redaction.window", "at most 30d"),
+        ("redaction:\n  max_per_room: 0\n", "redaction.max_per_room", "from 1 to 10000"),
+        ("redaction:\n  max_per_room: 10001\n", "redaction.max_per_room", "from 1 to 10000"),
+        ("redaction:\n  max_per_room: -1\n", "redaction.max_per_room", ""),
+        ("redaction:\n  windw: 2h\n", "redaction.windw", "did you mean `window`"),
+        ("redaction: yes\n", "redaction", "expected a mapping"),
+    ] {
+        let e = parse(&format!("{MINIMAL}{yaml}")).unwrap_err();
+        assert_eq!(e.key, key, "{yaml}: {e}");
+        assert!(e.reason.contains(says), "{yaml}: {e}");
+    }
+}

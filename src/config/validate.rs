@@ -65,6 +65,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, env: &dyn Environment) -> Re
             format!("must be a share of a room's members, more than 0 and at most 1 (0.25 is a quarter), not {share}"),
         ));
     }
+    let redaction = redaction(&raw.redaction)?;
     let admin_access_token = secret(
         base,
         env,
@@ -101,7 +102,47 @@ pub(super) fn validate(raw: RawConfig, base: &Path, env: &dyn Environment) -> Re
             max_room_share: raw.safety.max_room_share,
         },
         dry_run: raw.dry_run,
+        redaction,
     })
+}
+
+/// The most `redaction.window` may be: older events are not "recent".
+const MAX_REDACTION_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+fn redaction(raw: &super::raw::RawRedaction) -> Result<RedactionConfig, ConfigError> {
+    let (mut on_ban, mut on_mute) = (false, false);
+    for (i, what) in raw.redact_on.iter().enumerate() {
+        let flag = match what.to_ascii_lowercase().as_str() {
+            "ban" => &mut on_ban,
+            "mute" => &mut on_mute,
+            _ => {
+                return Err(ConfigError::new(
+                    format!("redaction.redact_on[{i}]"),
+                    format!("`{what}` is not a restriction that redacts: use ban or mute (or [] for never)"),
+                ))
+            }
+        };
+        if *flag {
+            return Err(ConfigError::new(format!("redaction.redact_on[{i}]"), format!("`{what}` is listed twice")));
+        }
+        *flag = true;
+    }
+    let window = hush_core::commands::parse_duration(&raw.window)
+        .ok()
+        .filter(|w| *w <= MAX_REDACTION_WINDOW)
+        .ok_or_else(|| {
+            ConfigError::new(
+                "redaction.window",
+                format!("`{}` is not a duration like 24h, 30m or 7d, more than 0 and at most 30d", raw.window),
+            )
+        })?;
+    if raw.max_per_room == 0 || raw.max_per_room > hush_core::commands::MAX_REDACT_LIMIT {
+        return Err(ConfigError::new(
+            "redaction.max_per_room",
+            format!("must be from 1 to {}, not {}", hush_core::commands::MAX_REDACT_LIMIT, raw.max_per_room),
+        ));
+    }
+    Ok(RedactionConfig { on_ban, on_mute, window, max_per_room: raw.max_per_room, msc4293: raw.msc4293 })
 }
 
 /// The host of what follows `http://` or `https://`: no user info, port, path or brackets.

@@ -94,8 +94,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             Action::Ban { user_id, wanted } => {
                 let entry = applying_entry(room_id, &user_id, Kind::Ban, None, None, &wanted, now);
                 info!(room = room_id, user = %user_id, rule = %wanted.rule, "banning");
+                // A ban that redacts asks the homeserver to do it too (MSC4293).
+                let op =
+                    if self.cfg.redaction.on_ban && self.cfg.redact_with_msc4293 { "ban-redacting" } else { "ban" };
                 self.ledger.begin_apply(&entry).map(|()| {
-                    self.spawn_member_write(room_id, &user_id, Kind::Ban, false, "ban", &wanted.reason);
+                    self.spawn_member_write(room_id, &user_id, Kind::Ban, false, op, &wanted.reason);
                 })
             }
             Action::Unban { user_id } => {
@@ -133,6 +136,32 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     room_id,
                 );
                 Ok(())
+            }
+            Action::Redact { user_id, since_ms, limit, rule, reason } => {
+                let entry = Entry {
+                    scope: scope.clone(),
+                    user_id: user_id.clone(),
+                    kind: Kind::Redaction,
+                    phase: Phase::Applying,
+                    previous_level: Some(since_ms as i64),
+                    applied_level: Some(i64::from(limit)),
+                    rule,
+                    reason,
+                    applied_at_ms: now,
+                    expires_at_ms: None,
+                    overridden: false,
+                };
+                match self.ledger.get(&scope, &user_id, Kind::Redaction) {
+                    // One under way (a ban sent again after a crash): it goes on as recorded.
+                    Ok(Some(existing)) => {
+                        self.start_redaction(&existing);
+                        Ok(())
+                    }
+                    _ => {
+                        info!(room = room_id, user = %user_id, since_ms, limit, "redacting recent events");
+                        self.ledger.begin_apply(&entry).map(|()| self.start_redaction(&entry))
+                    }
+                }
             }
             // Account actions come from `reconcile_account`, never from a room's reconcile.
             Action::Suspend { user_id, .. } | Action::Resuspend { user_id } | Action::Unsuspend { user_id } => {
@@ -176,6 +205,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             Action::Refuse { user_id, refusal, .. } => {
                 format!("[dry run] would refuse to act on {user_id} in {{rooms}}: {refusal}")
             }
+            Action::Redact { user_id, since_ms, limit, .. } => format!(
+                "[dry run] would redact the events {user_id} sent in {{rooms}} since {} (at most {limit} per room)",
+                super::redactions::fmt_since(*since_ms)
+            ),
             // Ledger bookkeeping: nothing was applied in a dry run, so nothing to keep.
             _ => return,
         };
@@ -320,7 +353,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     /// The writes for these users are done and the ledger says what they did: reconcile
     /// the ones whose reconciliation waited (their rule may have changed meanwhile).
     pub(super) fn write_finished<'a>(&mut self, room_id: &str, users: impl Iterator<Item = &'a str>) {
-        let again = self.writes.finished(&Scope::Room(room_id.to_owned()), users);
+        let users: Vec<&str> = users.collect();
+        let again = self.writes.finished(&Scope::Room(room_id.to_owned()), users.iter().copied());
+        self.start_waiting_redactions(room_id, &users);
         self.reconcile_room_users(room_id, &again);
     }
 
@@ -345,6 +380,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             let result = enforce::with_retries(&what, || async {
                 match op {
                     "ban" => writer.ban(&room_id, &user_id, &reason).await,
+                    "ban-redacting" => writer.ban_redacting(&room_id, &user_id, &reason).await,
                     "unban" => writer.unban(&room_id, &user_id, &reason).await,
                     membership => writer.set_membership(&room_id, &user_id, membership, &reason).await,
                 }

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use hush_core::policy::{Candidate, Decision, Restriction as PolicyRestriction};
-use hush_core::reconcile::{reconcile_member, refusal, Action, Membership, Refusal, Restriction, Shield, Wanted};
+use hush_core::reconcile::{
+    plan_redactions, reconcile_member, refusal, Action, Membership, Refusal, Restriction, Shield, Wanted,
+};
 use hush_core::record::{Entry, Kind, Scope};
 use hush_core::schedule::Clock;
 use tracing::{debug, error, warn};
@@ -138,7 +140,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let Some(Some(room)) = self.view.rooms.get(room_id) else { return Vec::new() };
         let now = self.now();
         let entries = match self.ledger.get_all_for(&scope, user) {
-            Ok(e) => e,
+            // A redaction under way restricts nothing and is never lifted: not the reconciler's.
+            Ok(e) => e.into_iter().filter(|e| e.kind != Kind::Redaction).collect::<Vec<_>>(),
             Err(e) => {
                 error!("cannot read the ledger: {e:#}");
                 return Vec::new();
@@ -162,7 +165,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             (h, d) => h.or(d),
         };
         let facts = self.facts(room);
-        reconcile_member(&facts, user, room.membership(user), wanted.as_ref(), &entries, user_facts.shield)
+        let mut actions =
+            reconcile_member(&facts, user, room.membership(user), wanted.as_ref(), &entries, user_facts.shield);
+        plan_redactions(&mut actions, &self.cfg.redaction, now);
+        actions
     }
 
     /// Whether the rule's list may cause what it asks for.

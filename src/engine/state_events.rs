@@ -183,6 +183,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.reconcile_room_users(room_id, &users);
         // Members hush did not know before may have an account-wide rule.
         self.reconcile_accounts(&users);
+        self.resume_redactions(room_id);
     }
 
     pub(super) fn state_event(&mut self, room_id: &str, ev: &Value) {

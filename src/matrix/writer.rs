@@ -1,7 +1,8 @@
 //! The `RoomWriter` over matrix-sdk: power levels, memberships, bans, server ACLs and notices as client requests, and what a failed request means (`classify`).
+//! The `RoomWriter` over matrix-sdk: power levels, memberships, bans, redactions and notices as client requests, and what a failed request means (`classify`).
 
 use super::*;
-use crate::enforce::{RoomWriter, WriteError};
+use crate::enforce::{RecentEvent, RoomWriter, WriteError};
 use anyhow::Result;
 use matrix_sdk::config::RequestConfig;
 use matrix_sdk::ruma::api::client::membership::{ban_user, unban_user};
@@ -77,6 +78,29 @@ pub(super) fn raw_content(v: &serde_json::Value) -> Result<Raw<AnyStateEventCont
 /// `enforce::with_retries` retries them, its wait capped at `enforce::MAX_RETRY_AFTER`.
 pub(super) fn write_request() -> RequestConfig {
     RequestConfig::new().disable_retry().timeout(Duration::from_secs(60))
+}
+
+/// MSC4293's flag in a ban's content (unstable prefix): redact the banned user's events.
+pub const REDACT_EVENTS: &str = "org.matrix.msc4293.redact_events";
+
+/// Events asked for per `/messages` page when looking for a user's recent events.
+const PAGE: u32 = 100;
+
+/// The most `/messages` pages read for one user's recent events (the `senders` filter can
+/// return empty pages while it walks past other users' events).
+const MAX_PAGES: usize = 200;
+
+/// A user's event as [`RoomWriter::recent_events`] reports it; None for what is never
+/// redacted (state events, redactions).
+fn recent_event(ev: &serde_json::Value) -> Option<RecentEvent> {
+    let event_id = ev.get("event_id")?.as_str()?.to_owned();
+    let ty = ev.get("type").and_then(serde_json::Value::as_str).unwrap_or_default();
+    if ev.get("state_key").is_some() || ty == "m.room.redaction" {
+        return None;
+    }
+    let redacted = ev.pointer("/unsigned/redacted_because").is_some()
+        || ev.get("content").and_then(serde_json::Value::as_object).is_some_and(|c| c.is_empty());
+    Some(RecentEvent { event_id, redacted })
 }
 
 /// The homeserver side of enforcement.
@@ -156,6 +180,82 @@ impl RoomWriter for MatrixWriter {
         );
         let resp = self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
         Ok(resp.event_id.to_string())
+    }
+
+    async fn ban_redacting(&self, room: &str, user: &str, reason: &str) -> Result<(), WriteError> {
+        // The member event itself (as for MSC3909 memberships): `/ban` takes no extra field
+        // in this SDK, and the content is what MSC4293 reads.
+        let mut content = serde_json::json!({ "membership": "ban" });
+        content[REDACT_EVENTS] = true.into();
+        if !reason.is_empty() {
+            content["reason"] = reason.into();
+        }
+        let req = send_state_event::v3::Request::new_raw(
+            room_id(room)?,
+            StateEventType::RoomMember,
+            user_id(user)?.to_string(),
+            raw_content(&content)?,
+        );
+        self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
+    async fn recent_events(
+        &self,
+        room: &str,
+        user: &str,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<RecentEvent>, WriteError> {
+        use matrix_sdk::ruma::api::client::message::get_message_events;
+        let (room, user) = (room_id(room)?, user_id(user)?);
+        let mut found = Vec::new();
+        let mut from: Option<String> = None;
+        let mut last: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut req = get_message_events::v3::Request::backward(room.clone());
+            req.from = from.take();
+            req.limit = matrix_sdk::ruma::UInt::from(PAGE);
+            req.filter.senders = Some(vec![user.clone()]);
+            let resp = self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
+            for raw in &resp.chunk {
+                let Ok(ev) = raw.deserialize_as_unchecked::<serde_json::Value>() else { continue };
+                if ev.get("sender").and_then(|s| s.as_str()) != Some(user.as_str()) {
+                    continue;
+                }
+                let ts = ev.get("origin_server_ts").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                if ts < since_ms {
+                    return Ok(found);
+                }
+                if let Some(e) = recent_event(&ev) {
+                    found.push(e);
+                    if found.len() >= limit as usize {
+                        return Ok(found);
+                    }
+                }
+            }
+            // No `end`: the start of the room; the same token again: no progress.
+            match resp.end {
+                Some(end) if Some(&end) != last.as_ref() => {
+                    last = Some(end.clone());
+                    from = Some(end);
+                }
+                _ => return Ok(found),
+            }
+        }
+        Ok(found)
+    }
+
+    async fn redact(&self, room: &str, event: &str, reason: &str) -> Result<(), WriteError> {
+        use matrix_sdk::ruma::api::client::redact::redact_event;
+        let event_id = matrix_sdk::ruma::OwnedEventId::try_from(event).map_err(|e| WriteError::Permanent {
+            errcode: "M_INVALID_PARAM".into(),
+            message: format!("{event}: {e}"),
+        })?;
+        let mut req = redact_event::v3::Request::new(room_id(room)?, event_id, matrix_sdk::ruma::TransactionId::new());
+        req.reason = (!reason.is_empty()).then(|| reason.to_owned());
+        self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
+        Ok(())
     }
 
     async fn notice(&self, room: &str, plain: &str, html: &str) -> Result<(), WriteError> {

@@ -38,17 +38,36 @@ pub fn homeserver() -> Homeserver {
         let dir = std::env::var_os("HUSH_TEST_HS_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo_root().join("target/test-homeserver"));
-        let out = Command::new(repo_root().join("scripts/synapse"))
-            .arg("start")
-            .arg(&dir)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/synapse start");
-        assert!(out.status.success(), "scripts/synapse start failed");
-        let url = String::from_utf8(out.stdout).expect("utf-8").trim().to_owned();
-        (url, dir)
+        start_homeserver(&dir, false)
     });
     Homeserver { url: url.clone(), dir: dir.clone() }
+}
+
+/// A second test homeserver with MSC4293 (redact on ban) enabled: in `msc4293/` under
+/// the one `scripts/test` started (which stops it too), or target/test-homeserver-msc4293.
+pub fn homeserver_msc4293() -> Homeserver {
+    static HS: std::sync::OnceLock<(String, PathBuf)> = std::sync::OnceLock::new();
+    let (url, dir) = HS.get_or_init(|| {
+        let dir = std::env::var_os("HUSH_TEST_HS_DIR")
+            .map(|d| PathBuf::from(d).join("msc4293"))
+            .unwrap_or_else(|| repo_root().join("target/test-homeserver-msc4293"));
+        start_homeserver(&dir, true)
+    });
+    Homeserver { url: url.clone(), dir: dir.clone() }
+}
+
+/// `scripts/synapse start DIR` (with MSC4293 enabled if asked); returns the URL and DIR.
+fn start_homeserver(dir: &Path, msc4293: bool) -> (String, PathBuf) {
+    let out = Command::new(repo_root().join("scripts/synapse"))
+        .arg("start")
+        .arg(dir)
+        .env("HUSH_SYNAPSE_MSC4293", if msc4293 { "1" } else { "" })
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/synapse start");
+    assert!(out.status.success(), "scripts/synapse start failed");
+    let url = String::from_utf8(out.stdout).expect("utf-8").trim().to_owned();
+    (url, dir.to_owned())
 }
 
 /// A name unique across test processes and runs.
@@ -513,7 +532,11 @@ pub struct Community {
 
 impl Community {
     pub async fn new() -> Result<Community> {
-        let hs = homeserver();
+        Community::on(homeserver()).await
+    }
+
+    /// The same community on another homeserver.
+    pub async fn on(hs: Homeserver) -> Result<Community> {
         let moderator = register_user(&hs, "mod").await?;
         let bot = BotSetup::new(&hs).await?;
         let management = moderator.create_room("management", &[&bot.user_id], false).await?;

@@ -41,6 +41,8 @@
 //!   its default for other lists (ban and mute, never suspend). An unknown, repeated or
 //!   empty option or action is an error that names it.
 //! - `preview <room>` names a policy list to evaluate without following it.
+//! - `redact <user> [room] [--limit N]` (also `--limit=N`, the flag anywhere after the
+//!   user): one user id, never a glob; `N` is 1 to [`MAX_REDACT_LIMIT`].
 //! - Every other command takes exactly the arguments of its usage; extra ones are errors.
 
 mod duration;
@@ -59,7 +61,7 @@ use crate::policy::ListTrust;
 
 pub use duration::{format_duration, parse_duration, MAX_DURATION};
 pub use ident::{is_hold_id, parse_room, parse_server, parse_target};
-pub use parse::parse;
+pub use parse::{parse, MAX_REDACT_LIMIT};
 pub use usage::{help_html, help_text, html_escape, topic_help, topic_help_html, usage, COMMAND_NAMES};
 
 /// What one management-room message is.
@@ -115,6 +117,10 @@ pub enum Command {
     Allow { target: Target, reason: Option<String> },
     /// `unallow <user-glob-or-server>`: remove that exception.
     Unallow { target: Target },
+    /// `redact <user> [room] [--limit N]`: redact the user's recent events (the configured
+    /// window) in one protected room or all of them, at most `limit` per room (None: the
+    /// configured cap).
+    Redact { user: String, room: Option<RoomRef>, limit: Option<u32> },
 }
 
 impl Command {
@@ -136,6 +142,7 @@ impl Command {
             Command::Unwatch { .. } => "unwatch",
             Command::Allow { .. } => "allow",
             Command::Unallow { .. } => "unallow",
+            Command::Redact { .. } => "redact",
         }
     }
 }

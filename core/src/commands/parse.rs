@@ -10,6 +10,9 @@ use super::{Command, Parsed, RoomRef, Target, UsageError};
 use crate::policy::glob::matches_everyone;
 use crate::policy::ListTrust;
 
+/// The largest `--limit` of `redact`: events redacted per room.
+pub const MAX_REDACT_LIMIT: u32 = 10_000;
+
 /// Punctuation a moderator may put right after a duration (`1h, spam`).
 const TRAILING: [char; 3] = [',', ';', ':'];
 
@@ -155,6 +158,10 @@ fn command(prefix: &str, args: &mut Args<'_>) -> Result<Command, UsageError> {
             (Command::Watch { room, actions }, "only one room and `--actions`")
         }
         "preview" => (Command::Preview { room: args.room(name, name)? }, "only one room"),
+        "redact" => {
+            let (user, room, limit) = args.redact(name)?;
+            (Command::Redact { user, room, limit }, "one user, an optional room and `--limit`")
+        }
         "unwatch" => (Command::Unwatch { room: args.room(name, name)? }, "only one room"),
         _ => match args.next() {
             None => (Command::Rooms, "no arguments"),
@@ -455,6 +462,60 @@ impl<'a> Args<'a> {
             Some(room) => Ok((room, actions)),
             None => Err(err(cmd, format!("`{cmd}` needs a room: an id (!…) or alias (#name:server)"))),
         }
+    }
+
+    /// `redact`'s user (one user id, not a glob), then an optional room and `--limit N`
+    /// (also `--limit=N`) in either order.
+    fn redact(&mut self, cmd: &'static str) -> Result<(String, Option<RoomRef>, Option<u32>), UsageError> {
+        let user = match self.target(cmd)? {
+            Target::User(u) => u,
+            Target::Glob(g) => {
+                return Err(err(cmd, format!("`{}` is a glob: `{cmd}` needs one user id", show(&g))));
+            }
+            Target::Server(s) => {
+                return Err(err(cmd, format!("`{}` is a server: `{cmd}` needs one user id", show(&s))));
+            }
+        };
+        let mut room = None;
+        let mut limit = None;
+        loop {
+            match self.peek() {
+                Some(tok) if tok.starts_with("--") => {
+                    self.next();
+                    let (flag, inline) = match tok.split_once('=') {
+                        Some((flag, value)) => (flag, Some(value)),
+                        None => (tok, None),
+                    };
+                    if !flag.eq_ignore_ascii_case("--limit") {
+                        return Err(err(
+                            cmd,
+                            format!("unknown option `{}`: `{cmd}` takes only `--limit`, e.g. --limit 50", show(flag)),
+                        ));
+                    }
+                    if limit.is_some() {
+                        return Err(err(cmd, "`--limit` is given twice".to_owned()));
+                    }
+                    let value = match inline {
+                        Some(v) => v,
+                        None => self.next().unwrap_or_default(),
+                    };
+                    let n =
+                        value.parse::<u32>().ok().filter(|n| (1..=MAX_REDACT_LIMIT).contains(n)).ok_or_else(|| {
+                            err(
+                                cmd,
+                                format!(
+                                    "`--limit` needs a number of events from 1 to {MAX_REDACT_LIMIT}, not `{}`",
+                                    show(value)
+                                ),
+                            )
+                        })?;
+                    limit = Some(n);
+                }
+                Some(_) if room.is_none() => room = Some(self.room(cmd, cmd)?),
+                _ => break,
+            }
+        }
+        Ok((user, room, limit))
     }
 
     fn room(&mut self, cmd: &'static str, shown: &str) -> Result<RoomRef, UsageError> {

@@ -200,13 +200,13 @@ fn help_unknown_topic() {
         "!hush help mtue",
         Some("help"),
         "`mtue` is not a command; did you mean `mute`?; the commands are mute, unmute, ban, \
-         unban, allow, unallow, mutes, confirm, reject, watch, preview, unwatch, rooms, status, help",
+         unban, allow, unallow, redact, mutes, confirm, reject, watch, preview, unwatch, rooms, status, help",
     );
     error(
         "!hush help xyzzy",
         Some("help"),
         "`xyzzy` is not a command; the commands are mute, unmute, ban, unban, allow, unallow, \
-         mutes, confirm, reject, watch, preview, unwatch, rooms, status, help",
+         redact, mutes, confirm, reject, watch, preview, unwatch, rooms, status, help",
     );
     error("!hush help rooms list", Some("help"), "`help` takes at most one command name; unexpected `list`");
 }
@@ -912,4 +912,49 @@ fn allow_errors() {
         "`unallow` takes only a user, glob or server; unexpected `now`",
     );
     error("!hush allow https://example.com/x", a, "`https://example.com/x` is not a link to a user");
+}
+
+#[test]
+fn redact_user_room_and_limit_in_any_order() {
+    let lobby = || Some(alias("#lobby:example.org"));
+    let redact = |room: Option<RoomRef>, limit: Option<u32>| Command::Redact {
+        user: "@spammer:example.org".into(),
+        room,
+        limit,
+    };
+    assert_eq!(cmd("!hush redact @spammer:example.org"), redact(None, None));
+    assert_eq!(cmd("!hush REDACT @spammer:example.org #lobby:example.org"), redact(lobby(), None));
+    assert_eq!(cmd("!hush redact @spammer:example.org #lobby:example.org --limit 50"), redact(lobby(), Some(50)));
+    assert_eq!(cmd("!hush redact @spammer:example.org --limit=50 #lobby:example.org"), redact(lobby(), Some(50)));
+    assert_eq!(cmd("!hush redact @spammer:example.org --LIMIT 10000"), redact(None, Some(10_000)));
+    assert_eq!(
+        cmd("!hush redact https://matrix.to/#/@spammer:example.org !r:example.org"),
+        redact(Some(RoomRef::Id("!r:example.org".into())), None)
+    );
+}
+
+#[test]
+fn redact_errors_name_what_is_wrong() {
+    error("!hush redact", Some("redact"), "`redact` needs a user or glob, e.g. @spammer:example.org");
+    error("!hush redact @*:spam.example", Some("redact"), "`@*:spam.example` is a glob: `redact` needs one user id");
+    for bad in ["0", "10001", "-1", "ten", ""] {
+        let body = format!("!hush redact @s:example.org --limit {bad}");
+        error(&body, Some("redact"), &format!("`--limit` needs a number of events from 1 to 10000, not `{bad}`"));
+    }
+    error("!hush redact @s:example.org --limit 5 --limit 6", Some("redact"), "`--limit` is given twice");
+    error(
+        "!hush redact @s:example.org --since 2h",
+        Some("redact"),
+        "unknown option `--since`: `redact` takes only `--limit`, e.g. --limit 50",
+    );
+    error(
+        "!hush redact @s:example.org #a:example.org #b:example.org",
+        Some("redact"),
+        "`redact` takes one user, an optional room and `--limit`; unexpected `#b:example.org`",
+    );
+    error(
+        "!hush redact @s:example.org @t:example.org",
+        Some("redact"),
+        "`@t:example.org` is a user: give a room id (!…) or alias (#name:server)",
+    );
 }

@@ -86,6 +86,15 @@ pub(crate) const SPECS: &[Spec] = &[
         examples: &["unallow @friend:evil.example"],
     },
     Spec {
+        name: "redact",
+        usage: "redact <user> [room] [--limit N]",
+        summary: "Redact the user's recent events (within the configured redaction window) in one \
+                  protected room, or in all of them, at most N per room (default: the configured \
+                  cap). Moderators and protected users are refused, as for a ban.",
+        details: ROOMS,
+        examples: &["redact @spammer:example.org", "redact @spammer:example.org #lobby:example.org --limit 50"],
+    },
+    Spec {
         name: "mutes",
         usage: "mutes",
         summary: "List the active mutes: user, rooms, since, time left, rule and list.",
@@ -163,8 +172,8 @@ pub(crate) const SPECS: &[Spec] = &[
 
 /// The canonical command names, in help order.
 pub const COMMAND_NAMES: &[&str] = &[
-    "mute", "unmute", "ban", "unban", "allow", "unallow", "mutes", "confirm", "reject", "watch", "preview", "unwatch",
-    "rooms", "status", "help",
+    "mute", "unmute", "ban", "unban", "allow", "unallow", "redact", "mutes", "confirm", "reject", "watch", "preview",
+    "unwatch", "rooms", "status", "help",
 ];
 
 /// Every synopsis, one per line, without the prefix (the usage of a missing or unknown
@@ -175,6 +184,7 @@ ban <user-or-glob> [duration] [reason...]
 unban <user-or-glob>
 allow <user-glob-or-server> [reason...]
 unallow <user-glob-or-server>
+redact <user> [room] [--limit N]
 mutes
 confirm <id>
 reject <id>

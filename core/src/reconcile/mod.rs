@@ -15,11 +15,13 @@ use crate::record::Kind;
 mod account;
 mod acl;
 mod member;
+mod redact;
 mod refusal;
 
 pub use account::{reconcile_account, AccountFacts, AccountShield};
 pub use acl::{never_deny, reconcile_server_acl, server_refusal, AclFacts, NeverDeny, ServerRefusal};
 pub use member::reconcile_member;
+pub use redact::{plan_redactions, RedactPolicy};
 pub use refusal::{refusal, Refusal};
 
 /// How a room mutes.
@@ -219,5 +221,16 @@ pub enum Action {
         refusal: ServerRefusal,
         /// The rule that asked for it.
         rule: RuleId,
+    },
+    /// Write a [`Kind::Redaction`] entry, then redact the user's events in the room sent
+    /// at or after `since_ms`, at most `limit` of them, newest first (a ban's or mute's
+    /// companion, see [`plan_redactions`], or a moderator's `redact` command). Never lifted.
+    Redact {
+        user_id: String,
+        since_ms: u64,
+        limit: u32,
+        /// The rule behind the restriction (for a command: the management room, empty key).
+        rule: RuleId,
+        reason: String,
     },
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use hush_core::power_levels;
 use serde_json::{json, Value};
 
-use crate::enforce::{RoomWriter, WriteError};
+use crate::enforce::{RecentEvent, RoomWriter, WriteError};
 
 /// A fault injected into the next room write (power levels, membership, ban, unban).
 #[derive(Debug, Clone)]
@@ -34,6 +34,7 @@ pub enum Write {
     Ban { room: String, user: String },
     Unban { room: String, user: String },
     Notice { room: String, text: String },
+    Redact { room: String, event_id: String },
 }
 
 /// A write request and what the server answered.
@@ -51,6 +52,8 @@ struct Room {
     members: HashMap<String, String>,
     /// The `m.room.server_acl` content, if the room has one.
     acl: Option<Value>,
+    /// Messages: (event id, sender, origin_server_ts, redacted), oldest first.
+    messages: Vec<(String, String, u64, bool)>,
 }
 
 #[derive(Default)]
@@ -67,6 +70,10 @@ struct Inner {
     /// there ever were at once.
     member_writes_in_flight: usize,
     max_member_writes_in_flight: usize,
+    /// The server implements MSC4293: a ban with `redact_events` redacts the user's messages.
+    msc4293: bool,
+    /// `recent_events` look-ups answered.
+    lookups: usize,
 }
 
 /// The fake; cheap to clone (shared state).
@@ -197,6 +204,31 @@ impl FakeHomeserver {
         let mut inner = self.inner.lock().unwrap();
         inner.member_writes_in_flight -= 1;
         write(&mut inner)
+    }
+
+    /// A message `sender` sent to `room` at `ts` (ms since the epoch); returns its event id.
+    pub fn post(&self, room: &str, sender: &str, ts: u64) -> String {
+        let mut inner = self.inner.lock().unwrap();
+        inner.next_event += 1;
+        let id = format!("$msg{}", inner.next_event);
+        inner.rooms.get_mut(room).expect("room").messages.push((id.clone(), sender.to_owned(), ts, false));
+        id
+    }
+
+    /// The event ids of `room`'s messages that are redacted, oldest first.
+    pub fn redacted(&self, room: &str) -> Vec<String> {
+        let inner = self.inner.lock().unwrap();
+        inner.rooms[room].messages.iter().filter(|m| m.3).map(|m| m.0.clone()).collect()
+    }
+
+    /// Makes the server implement MSC4293 (or not).
+    pub fn set_msc4293(&self, on: bool) {
+        self.inner.lock().unwrap().msc4293 = on;
+    }
+
+    /// How many times hush looked up a user's recent events.
+    pub fn lookups(&self) -> usize {
+        self.inner.lock().unwrap().lookups
     }
 
     /// Every write request so far, in order.
@@ -413,6 +445,59 @@ impl RoomWriter for FakeHomeserver {
     async fn notice(&self, room: &str, plain: &str, _html: &str) -> Result<(), WriteError> {
         let mut inner = self.inner.lock().unwrap();
         inner.record(Write::Notice { room: room.to_owned(), text: plain.to_owned() }, Ok(()))
+    }
+
+    async fn ban_redacting(&self, room: &str, user: &str, reason: &str) -> Result<(), WriteError> {
+        // Exactly what MatrixWriter sends.
+        let mut content = json!({ "membership": "ban" });
+        content[crate::matrix::REDACT_EVENTS] = true.into();
+        if !reason.is_empty() {
+            content["reason"] = reason.into();
+        }
+        let write = Write::Member { room: room.to_owned(), user: user.to_owned(), content };
+        self.member_write(|inner| {
+            inner.membership_write(room, user, "ban", write)?;
+            if inner.msc4293 {
+                let r = inner.rooms.get_mut(room).expect("room");
+                r.messages.iter_mut().filter(|m| m.1 == user).for_each(|m| m.3 = true);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn recent_events(
+        &self,
+        room: &str,
+        user: &str,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<RecentEvent>, WriteError> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.lookups += 1;
+        let r = inner.rooms.get(room).ok_or_else(|| Inner::forbidden(format!("not in {room}")))?;
+        Ok(r.messages
+            .iter()
+            .rev()
+            .filter(|m| m.1 == user && m.2 >= since_ms)
+            .take(limit as usize)
+            .map(|m| RecentEvent { event_id: m.0.clone(), redacted: m.3 })
+            .collect())
+    }
+
+    async fn redact(&self, room: &str, event_id: &str, _reason: &str) -> Result<(), WriteError> {
+        let write = Write::Redact { room: room.to_owned(), event_id: event_id.to_owned() };
+        self.member_write(|inner| {
+            let r = inner
+                .fault()
+                .and_then(|()| inner.check_power(room, |pl| pl.get("redact").and_then(Value::as_i64).unwrap_or(50)));
+            inner.record(write, r)?;
+            let m = inner.rooms.get_mut(room).expect("room").messages.iter_mut().find(|m| m.0 == event_id);
+            m.ok_or_else(|| WriteError::Permanent { errcode: "M_NOT_FOUND".into(), message: event_id.into() })?.3 =
+                true;
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -10,6 +10,7 @@ pub mod fake_admin;
 pub mod fake_homeserver;
 mod lists;
 mod power_levels;
+mod redaction;
 mod safety;
 mod server_acl;
 mod writes;
@@ -54,6 +55,9 @@ fn config() -> EngineConfig {
         safety: hush_core::guard::Limits::default(),
         moderator_power_level: None,
         command_prefix: "!hush".into(),
+        // Redaction has its own tests (`redaction.rs`); the others are about what they name.
+        redaction: hush_core::reconcile::RedactPolicy::OFF,
+        redact_with_msc4293: false,
     }
 }
 
