@@ -28,6 +28,7 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "suspension",
     "safety",
     "dry_run",
+    "protections",
 ];
 pub(super) const MUTE_KEYS: &[&str] = &["membership_room_versions", "batch_window_ms"];
 pub(super) const SUSPENSION_KEYS: &[&str] = &["enabled", "admin_access_token_file", "admin_access_token"];
@@ -66,6 +67,8 @@ pub(super) struct RawConfig {
     pub(super) safety: RawSafety,
     #[serde(default)]
     pub(super) dry_run: bool,
+    #[serde(default)]
+    pub(super) protections: super::protections::RawProtections,
 }
 
 pub(super) fn default_prefix() -> String {
@@ -137,7 +140,7 @@ pub(super) fn check_keys(value: &Value) -> Result<(), ConfigError> {
             Some(_) => return Err(ConfigError::new(section, "expected a mapping of keys to values")),
         }
     }
-    Ok(())
+    super::protections::check_keys(map)
 }
 
 pub(super) fn check_map_keys(prefix: &str, map: &serde_yaml_ng::Mapping, known: &[&str]) -> Result<(), ConfigError> {
