@@ -42,6 +42,7 @@ mod guard;
 mod policy_events;
 mod power_batch;
 mod preview;
+mod protections;
 mod reconcile;
 mod reports;
 mod server_acl;
@@ -56,6 +57,8 @@ use guard::Guard;
 use power_batch::PowerBatch;
 use reports::Reports;
 use view::View;
+
+pub use protections::ProtectionSettings;
 use writes::Writes;
 
 /// At most this many bans, unbans and membership changes are sent at once, for the whole
@@ -129,6 +132,9 @@ pub enum Input {
     /// copied is carried over to `new`, and `old` is no longer protected. `new` is loaded
     /// by a `RoomLoaded` that follows.
     RoomUpgraded { old: String, new: String },
+    /// Events of members in a protected room (sender, `origin_server_ts`), for the
+    /// protections' counters (hush's own are not counted).
+    Activity { room_id: String, events: Vec<(String, u64)> },
     /// An account suspension (or its lift) was made, or failed for good.
     Suspension(crate::suspension::Done),
     /// hush's own account can write again (the probe of this block generation wrote).
@@ -201,6 +207,8 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     own: crate::suspension::OwnAccount,
     /// What carrying out an action means (enforce, or dry run), fixed at construction.
     consequences: std::sync::Arc<dyn consequences::Consequences<W, C>>,
+    /// Flood protection, escalation and the local rules they write.
+    protections: protections::Protections,
 }
 
 /// Whether a rule can make hush act on a member with this membership and no ledger entry:
@@ -263,6 +271,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             suspensions: None,
             own: Default::default(),
             consequences: consequences::chosen(cfg_dry_run),
+            protections: Default::default(),
         }
     }
 
@@ -272,6 +281,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         mut inputs: mpsc::UnboundedReceiver<Input>,
         mut timers: mpsc::Receiver<Expired<String>>,
     ) {
+        self.load_local_rules();
         self.arm_ledger_users();
         self.flush_reports();
         loop {
@@ -435,6 +445,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     Err(e) => error!(%old, %new, "cannot carry the ledger over to the upgraded room: {e:#}"),
                 }
             }
+            Input::Activity { room_id, events } => self.activity(&room_id, events),
             Input::Suspension(done) => self.account_call_done(done),
             Input::ManagementLoaded { room_id, events } => {
                 let room = RoomState::from_state(&room_id, &events);
