@@ -8,9 +8,9 @@
 //!
 //! This root holds the inputs, the engine's parts and the inbox dispatch; each part owns
 //! its state in a submodule (`view`, `guard`, `reports`, `power_batch`, `acl_batch`,
-//! `writes`, `expiry`, `policy_events`), and what needs several parts is the engine's, in
-//! the module of what it does (`state_events`, `reconcile`, `execute`, `preview`,
-//! `accounts`, `server_acl`). It is
+//! `writes`, `expiry`, `policy_events`, `protections`), and what needs several parts is the
+//! engine's, in the module of what it does (`state_events`, `reconcile`, `execute`,
+//! `preview`, `accounts`, `server_acl`). It is
 //! a little over 500 lines because every `Input` is documented here and dispatched in one
 //! `match`.
 
