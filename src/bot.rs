@@ -200,6 +200,21 @@ impl following::Host for Bot {
     }
 }
 
+/// The engine's protection settings from the configuration.
+fn protection_settings(config: &Config) -> crate::engine::ProtectionSettings {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let p = &config.protections;
+    crate::engine::ProtectionSettings {
+        flood: p.flood.as_ref().map(|f| {
+            (hush_core::protections::FloodLimits { max_events: f.max_events, per_ms: ms(f.per) }, ms(f.mute_for))
+        }),
+        escalation: hush_core::protections::EscalationLimits {
+            within_ms: ms(p.escalation.within),
+            max_ms: ms(p.escalation.max_mute),
+        },
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -256,6 +271,8 @@ pub async fn run(config: Config) -> Result<()> {
         timers,
         engine_tx.clone(),
     );
+    let local_rules = crate::local_rules::LocalRules::load(&config.data_dir, now_ms())?;
+    let engine = engine.with_protections(protection_settings(&config), local_rules);
     let engine = match crate::suspension::from_config(&config, own_user.as_str())? {
         Some(s) => engine.with_suspension(s),
         None => engine,

@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use hush_core::policy::ListTrust;
 use serde_yaml_ng::Value;
 
+mod protections;
 mod raw;
 mod validate;
+
+pub use protections::{EscalationConfig, FloodConfig, ProtectionsConfig};
 
 use raw::{check_keys, default_max_new_restrictions, default_max_room_share, missing_field, RawConfig};
 use validate::validate;
@@ -67,6 +70,8 @@ pub struct Config {
     pub safety: SafetyConfig,
     pub dry_run: bool,
     pub redaction: RedactionConfig,
+    /// Flood protection and escalation (off by default).
+    pub protections: ProtectionsConfig,
 }
 
 /// One entry of `policy_lists`: a room id or alias, or a map with `room`, `actions`, `write`.

@@ -8,9 +8,9 @@
 //!
 //! This root holds the inputs, the engine's parts and the inbox dispatch; each part owns
 //! its state in a submodule (`view`, `guard`, `reports`, `power_batch`, `acl_batch`,
-//! `writes`, `expiry`, `policy_events`), and what needs several parts is the engine's, in
-//! the module of what it does (`state_events`, `reconcile`, `execute`, `preview`,
-//! `accounts`, `server_acl`). It is
+//! `writes`, `expiry`, `policy_events`, `protections`), and what needs several parts is the
+//! engine's, in the module of what it does (`state_events`, `reconcile`, `execute`,
+//! `preview`, `accounts`, `server_acl`). It is
 //! a little over 500 lines because every `Input` is documented here and dispatched in one
 //! `match`.
 
@@ -42,6 +42,7 @@ mod guard;
 mod policy_events;
 mod power_batch;
 mod preview;
+mod protections;
 mod reconcile;
 mod redactions;
 mod reports;
@@ -57,6 +58,8 @@ use guard::Guard;
 use power_batch::PowerBatch;
 use reports::Reports;
 use view::View;
+
+pub use protections::ProtectionSettings;
 use writes::Writes;
 
 /// At most this many bans, unbans and membership changes are sent at once, for the whole
@@ -130,6 +133,9 @@ pub enum Input {
     /// copied is carried over to `new`, and `old` is no longer protected. `new` is loaded
     /// by a `RoomLoaded` that follows.
     RoomUpgraded { old: String, new: String },
+    /// Events of members in a protected room (sender, `origin_server_ts`), for the
+    /// protections' counters (hush's own are not counted).
+    Activity { room_id: String, events: Vec<(String, u64)> },
     /// An account suspension (or its lift) was made, or failed for good.
     Suspension(crate::suspension::Done),
     /// hush's own account can write again (the probe of this block generation wrote).
@@ -218,6 +224,8 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     consequences: std::sync::Arc<dyn consequences::Consequences<W, C>>,
     /// Redactions under way, and those waiting for the member's write in flight.
     redactions: redactions::Redactions,
+    /// Flood protection, escalation and the local rules they write.
+    protections: protections::Protections,
 }
 
 /// Whether a rule can make hush act on a member with this membership and no ledger entry:
@@ -281,6 +289,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             own: Default::default(),
             consequences: consequences::chosen(cfg_dry_run),
             redactions: Default::default(),
+            protections: Default::default(),
         }
     }
 
@@ -290,6 +299,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         mut inputs: mpsc::UnboundedReceiver<Input>,
         mut timers: mpsc::Receiver<Expired<String>>,
     ) {
+        self.load_local_rules();
         self.arm_ledger_users();
         self.flush_reports();
         loop {
@@ -453,6 +463,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     Err(e) => error!(%old, %new, "cannot carry the ledger over to the upgraded room: {e:#}"),
                 }
             }
+            Input::Activity { room_id, events } => self.activity(&room_id, events),
             Input::Suspension(done) => self.account_call_done(done),
             Input::ManagementLoaded { room_id, events } => {
                 let room = RoomState::from_state(&room_id, &events);

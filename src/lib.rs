@@ -12,6 +12,7 @@ pub mod following;
 pub mod holds;
 pub mod instance;
 pub mod ledger;
+pub mod local_rules;
 pub mod management;
 pub mod matrix;
 pub mod redaction;

@@ -77,6 +77,9 @@ pub struct RoomSync<'a> {
     pub state: Vec<serde_json::Value>,
     /// The events its timeline's redactions redact, in timeline order.
     pub redacted: Vec<String>,
+    /// The timeline's other events (not state, not redactions) of other senders: sender
+    /// and `origin_server_ts`, for the protections' counters.
+    pub activity: Vec<(String, u64)>,
 }
 
 /// Each room's update in a sync response (joined rooms, then rooms hush left): matrix-sdk
@@ -108,8 +111,17 @@ pub fn room_updates<'a>(response: &'a SyncResponse, own_user: &'a str) -> impl I
             .filter_map(|raw| raw.deserialize_as_unchecked::<OriginalSyncRoomRedactionEvent>().ok())
             .filter_map(|ev| ev.redacts.or(ev.content.redacts).map(|id| id.to_string()))
             .collect();
+        let activity = raws()
+            .filter(|raw| !is_state(raw))
+            .filter(|raw| raw.get_field::<String>("type").ok().flatten().as_deref() != Some("m.room.redaction"))
+            .filter_map(|raw| {
+                let sender = raw.get_field::<String>("sender").ok().flatten()?;
+                let ts = raw.get_field::<u64>("origin_server_ts").ok().flatten()?;
+                (sender != own_user).then_some((sender, ts))
+            })
+            .collect();
         let state = crate::rooms::in_order(state, state_is_after, timeline_state, own_user);
-        RoomSync { room_id: room_id.as_ref(), state, redacted }
+        RoomSync { room_id: room_id.as_ref(), state, redacted, activity }
     })
 }
 

@@ -4,6 +4,7 @@ pub mod commands;
 pub mod guard;
 pub mod policy;
 pub mod power_levels;
+pub mod protections;
 pub mod reconcile;
 pub mod record;
 pub mod schedule;

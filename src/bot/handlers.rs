@@ -32,6 +32,14 @@ pub(super) fn forward_sync(bot: &Arc<Bot>, response: &matrix_sdk::sync::SyncResp
         for redacts in update.redacted {
             let _ = bot.engine.send(Input::Redaction { room_id: room_id.clone(), redacts });
         }
+        if bot.config.protections.flood.is_some() {
+            // Events from before the start (the first sync's timeline) are not counted.
+            let events: Vec<(String, u64)> =
+                update.activity.into_iter().filter(|(_, ts)| *ts >= bot.started_at_ms).collect();
+            if !events.is_empty() {
+                let _ = bot.engine.send(Input::Activity { room_id, events });
+            }
+        }
     }
 }
 

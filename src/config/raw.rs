@@ -29,6 +29,7 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "safety",
     "dry_run",
     "redaction",
+    "protections",
 ];
 pub(super) const MUTE_KEYS: &[&str] = &["membership_room_versions", "batch_window_ms"];
 pub(super) const SUSPENSION_KEYS: &[&str] = &["enabled", "admin_access_token_file", "admin_access_token"];
@@ -70,6 +71,7 @@ pub(super) struct RawConfig {
     pub(super) dry_run: bool,
     #[serde(default)]
     pub(super) redaction: RawRedaction,
+    pub(super) protections: super::protections::RawProtections,
 }
 
 pub(super) fn default_prefix() -> String {
@@ -182,7 +184,7 @@ pub(super) fn check_keys(value: &Value) -> Result<(), ConfigError> {
             Some(_) => return Err(ConfigError::new(section, "expected a mapping of keys to values")),
         }
     }
-    Ok(())
+    super::protections::check_keys(map)
 }
 
 pub(super) fn check_map_keys(prefix: &str, map: &serde_yaml_ng::Mapping, known: &[&str]) -> Result<(), ConfigError> {

@@ -343,3 +343,46 @@ fn redaction_errors_name_the_key() {
         assert!(e.reason.contains(says), "{yaml}: {e}");
     }
 }
+
+#[test]
+fn protections_are_off_by_default_with_the_issue_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.protections.flood, None);
+    let c = parse(&format!("{MINIMAL}protections:\n  flood:\n    enabled: true\n")).unwrap();
+    assert_eq!(
+        c.protections.flood,
+        Some(FloodConfig {
+            max_events: 10,
+            per: std::time::Duration::from_secs(10),
+            mute_for: std::time::Duration::from_secs(600)
+        })
+    );
+    assert_eq!(c.protections.escalation, EscalationConfig::default());
+}
+
+#[test]
+fn protections_read_durations_like_commands() {
+    let text = format!(
+        "{MINIMAL}protections:\n  flood:\n    enabled: true\n    max_events: 3\n    per: 5s\n    mute_for: 1h30m\n  escalation:\n    within: 2d\n    max_mute: 1w\n"
+    );
+    let c = parse(&text).unwrap();
+    let f = c.protections.flood.unwrap();
+    assert_eq!((f.max_events, f.per.as_secs(), f.mute_for.as_secs()), (3, 5, 5400));
+    assert_eq!(c.protections.escalation.within.as_secs(), 2 * 86_400);
+    assert_eq!(c.protections.escalation.max_mute.as_secs(), 7 * 86_400);
+}
+
+#[test]
+fn protections_errors_name_the_key() {
+    let bad = |yaml: &str| parse(&format!("{MINIMAL}{yaml}")).unwrap_err().to_string();
+    let e = bad("protections:\n  flood:\n    per: soon\n");
+    assert!(e.contains("protections.flood.per"), "{e}");
+    let e = bad("protections:\n  flood:\n    max_events: 0\n");
+    assert!(e.contains("protections.flood.max_events"), "{e}");
+    let e = bad("protections:\n  flood:\n    mute_four: 1m\n");
+    assert!(e.contains("protections.flood.mute_four") && e.contains("mute_for"), "{e}");
+    let e = bad("protections:\n  spam: {}\n");
+    assert!(e.contains("protections.spam"), "{e}");
+    let e = bad("protections:\n  escalation:\n    within: 0s\n");
+    assert!(e.contains("protections.escalation.within"), "{e}");
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use hush_core::reconcile::Action;
 use hush_core::schedule::Clock;
 
+use super::protections::LocalMute;
 use super::Engine;
 use crate::enforce::RoomWriter;
 
@@ -15,6 +16,8 @@ use crate::enforce::RoomWriter;
 pub(super) trait Consequences<W: RoomWriter, C: Clock>: Send + Sync {
     fn room(&self, engine: &mut Engine<W, C>, room_id: &str, action: Action);
     fn account(&self, engine: &mut Engine<W, C>, user: &str, action: Action, now: u64);
+    /// A protection's mute: a local rule written to disk and let into the index.
+    fn local_mute(&self, engine: &mut Engine<W, C>, mute: LocalMute);
 }
 
 /// Changes rooms and accounts, recording each change in the ledger first.
@@ -31,6 +34,9 @@ impl<W: RoomWriter, C: Clock> Consequences<W, C> for Enforce {
     fn account(&self, engine: &mut Engine<W, C>, user: &str, action: Action, now: u64) {
         engine.enforce_account(user, action, now);
     }
+    fn local_mute(&self, engine: &mut Engine<W, C>, mute: LocalMute) {
+        engine.write_local_mute(mute);
+    }
 }
 
 impl<W: RoomWriter, C: Clock> Consequences<W, C> for Simulate {
@@ -39,6 +45,12 @@ impl<W: RoomWriter, C: Clock> Consequences<W, C> for Simulate {
     }
     fn account(&self, engine: &mut Engine<W, C>, user: &str, action: Action, _now: u64) {
         engine.simulate_account(user, action);
+    }
+    /// Neither the local rule nor the mute: the report says what would have been done.
+    fn local_mute(&self, engine: &mut Engine<W, C>, mute: LocalMute) {
+        let now = engine.clock.now_ms();
+        engine
+            .report_once(&format!("protection|{}|{now}", mute.user), &format!("[dry run] would have: {}", mute.notice));
     }
 }
 
