@@ -71,6 +71,7 @@ pub(super) struct RawConfig {
     pub(super) dry_run: bool,
     #[serde(default)]
     pub(super) redaction: RawRedaction,
+    #[serde(default)]
     pub(super) protections: super::protections::RawProtections,
 }
 
