@@ -109,6 +109,29 @@ pub struct MatrixWriter {
     pub client: Client,
 }
 
+/// An `m.room.member` content: the membership, and the reason when there is one.
+fn member_content(membership: &str, reason: &str) -> serde_json::Value {
+    let mut content = serde_json::json!({ "membership": membership });
+    if !reason.is_empty() {
+        content["reason"] = reason.into();
+    }
+    content
+}
+
+impl MatrixWriter {
+    /// Sends another user's `m.room.member` event with this content.
+    async fn put_member(&self, room: &str, user: &str, content: serde_json::Value) -> Result<(), WriteError> {
+        let req = send_state_event::v3::Request::new_raw(
+            room_id(room)?,
+            StateEventType::RoomMember,
+            user_id(user)?.to_string(),
+            raw_content(&content)?,
+        );
+        self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
+        Ok(())
+    }
+}
+
 impl RoomWriter for MatrixWriter {
     async fn power_levels(&self, room: &str) -> Result<serde_json::Value, WriteError> {
         let req =
@@ -130,18 +153,7 @@ impl RoomWriter for MatrixWriter {
     }
 
     async fn set_membership(&self, room: &str, user: &str, membership: &str, reason: &str) -> Result<(), WriteError> {
-        let mut content = serde_json::json!({ "membership": membership });
-        if !reason.is_empty() {
-            content["reason"] = reason.into();
-        }
-        let req = send_state_event::v3::Request::new_raw(
-            room_id(room)?,
-            StateEventType::RoomMember,
-            user_id(user)?.to_string(),
-            raw_content(&content)?,
-        );
-        self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
-        Ok(())
+        self.put_member(room, user, member_content(membership, reason)).await
     }
 
     async fn ban(&self, room: &str, user: &str, reason: &str) -> Result<(), WriteError> {
@@ -185,19 +197,9 @@ impl RoomWriter for MatrixWriter {
     async fn ban_redacting(&self, room: &str, user: &str, reason: &str) -> Result<(), WriteError> {
         // The member event itself (as for MSC3909 memberships): `/ban` takes no extra field
         // in this SDK, and the content is what MSC4293 reads.
-        let mut content = serde_json::json!({ "membership": "ban" });
+        let mut content = member_content("ban", reason);
         content[REDACT_EVENTS] = true.into();
-        if !reason.is_empty() {
-            content["reason"] = reason.into();
-        }
-        let req = send_state_event::v3::Request::new_raw(
-            room_id(room)?,
-            StateEventType::RoomMember,
-            user_id(user)?.to_string(),
-            raw_content(&content)?,
-        );
-        self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
-        Ok(())
+        self.put_member(room, user, content).await
     }
 
     async fn recent_events(

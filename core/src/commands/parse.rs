@@ -413,6 +413,34 @@ impl<'a> Args<'a> {
         Ok(id.to_owned())
     }
 
+    /// The option at `tok` (just peeked): taken, checked to be `name` (the only option
+    /// `cmd` takes; `example` shows it) and not given before; returns the value written
+    /// after `=`, if any.
+    fn option(
+        &mut self,
+        cmd: &'static str,
+        tok: &'a str,
+        name: &str,
+        example: &str,
+        given: bool,
+    ) -> Result<Option<&'a str>, UsageError> {
+        self.next();
+        let (flag, inline) = match tok.split_once('=') {
+            Some((flag, value)) => (flag, Some(value)),
+            None => (tok, None),
+        };
+        if !flag.eq_ignore_ascii_case(name) {
+            return Err(err(
+                cmd,
+                format!("unknown option `{}`: `{cmd}` takes only `{name}`, e.g. {example}", show(flag)),
+            ));
+        }
+        if given {
+            return Err(err(cmd, format!("`{name}` is given twice")));
+        }
+        Ok(inline)
+    }
+
     /// `watch`'s room and optional `--actions ban,mute,suspend` (also `--actions=...`),
     /// in either order. The action list may be written with spaces after its commas.
     fn watch(&mut self, cmd: &'static str) -> Result<(RoomRef, Option<ListTrust>), UsageError> {
@@ -421,23 +449,7 @@ impl<'a> Args<'a> {
         loop {
             match self.peek() {
                 Some(tok) if tok.starts_with("--") => {
-                    self.next();
-                    let (flag, inline) = match tok.split_once('=') {
-                        Some((flag, value)) => (flag, Some(value)),
-                        None => (tok, None),
-                    };
-                    if !flag.eq_ignore_ascii_case("--actions") {
-                        return Err(err(
-                            cmd,
-                            format!(
-                                "unknown option `{}`: `{cmd}` takes only `--actions`, e.g. --actions ban,mute",
-                                show(flag)
-                            ),
-                        ));
-                    }
-                    if actions.is_some() {
-                        return Err(err(cmd, "`--actions` is given twice".to_owned()));
-                    }
+                    let inline = self.option(cmd, tok, "--actions", "--actions ban,mute", actions.is_some())?;
                     let mut value = match inline {
                         Some(v) => v.to_owned(),
                         None => self.next().filter(|v| !v.starts_with("--")).unwrap_or_default().to_owned(),
@@ -481,20 +493,7 @@ impl<'a> Args<'a> {
         loop {
             match self.peek() {
                 Some(tok) if tok.starts_with("--") => {
-                    self.next();
-                    let (flag, inline) = match tok.split_once('=') {
-                        Some((flag, value)) => (flag, Some(value)),
-                        None => (tok, None),
-                    };
-                    if !flag.eq_ignore_ascii_case("--limit") {
-                        return Err(err(
-                            cmd,
-                            format!("unknown option `{}`: `{cmd}` takes only `--limit`, e.g. --limit 50", show(flag)),
-                        ));
-                    }
-                    if limit.is_some() {
-                        return Err(err(cmd, "`--limit` is given twice".to_owned()));
-                    }
+                    let inline = self.option(cmd, tok, "--limit", "--limit 50", limit.is_some())?;
                     let value = match inline {
                         Some(v) => v,
                         None => self.next().unwrap_or_default(),
