@@ -342,6 +342,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 }
             }
             Input::Activity { room_id, events } => self.activity(&room_id, events),
+            Input::RemoveLocalRule { kind, state_key, reply } => {
+                let removed = self.remove_local_rule(&kind, &state_key).map_err(|e| format!("{e:#}"));
+                let _ = reply.send(removed);
+            }
             Input::Suspension(done) => self.account_call_done(done),
             Input::ManagementLoaded { room_id, events } => {
                 let room = RoomState::from_state(&room_id, &events);

@@ -75,6 +75,23 @@ impl LocalRules {
         Ok(())
     }
 
+    /// The rule kept under (`type`, `state_key`), if any.
+    pub fn get(&self, kind: &str, state_key: &str) -> Option<&Value> {
+        self.events.get(&(kind.to_owned(), state_key.to_owned()))
+    }
+
+    /// Takes a rule out and writes the file durably before returning; `Ok(None)` when there
+    /// was none. On a write error the rule stays, in memory as on disk.
+    pub fn remove(&mut self, kind: &str, state_key: &str) -> Result<Option<Value>> {
+        let k = (kind.to_owned(), state_key.to_owned());
+        let Some(before) = self.events.remove(&k) else { return Ok(None) };
+        if let Err(e) = self.save() {
+            self.events.insert(k, before);
+            return Err(e);
+        }
+        Ok(Some(before))
+    }
+
     /// Writes atomically and durably: a temporary file, synced, renamed over the old one.
     fn save(&self) -> Result<()> {
         let Some(path) = &self.path else { return Ok(()) };
@@ -112,6 +129,18 @@ mod tests {
         assert_eq!(again.events(), vec![rule("@a:x", 2_000), rule("@b:x", 5_000)], "one rule per key, the latest");
         let later = LocalRules::load(dir.path(), 2_000).unwrap();
         assert_eq!(later.events(), vec![rule("@b:x", 5_000)]);
+    }
+
+    #[test]
+    fn a_removed_rule_stays_removed_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rules = LocalRules::load(dir.path(), 0).unwrap();
+        rules.insert(rule("@a:x", 9_000), 0).unwrap();
+        rules.insert(rule("@b:x", 9_000), 0).unwrap();
+        assert_eq!(rules.get("m.policy.rule.user", "flood:@a:x"), Some(&rule("@a:x", 9_000)));
+        assert_eq!(rules.remove("m.policy.rule.user", "flood:@a:x").unwrap(), Some(rule("@a:x", 9_000)));
+        assert_eq!(rules.remove("m.policy.rule.user", "flood:@a:x").unwrap(), None, "already gone");
+        assert_eq!(LocalRules::load(dir.path(), 0).unwrap().events(), vec![rule("@b:x", 9_000)]);
     }
 
     #[test]

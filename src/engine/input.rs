@@ -90,6 +90,9 @@ pub enum Input {
     },
     /// A redaction of a user's recent events in a room finished (or failed for good).
     RedactionDone { room_id: String, user_id: String, result: Result<crate::redaction::Redacted, WriteError> },
+    /// Take a local rule (a protection's mute, a local exception) out of `data_dir` and the
+    /// index, which lifts what it caused. `Ok(false)`: there was no such rule.
+    RemoveLocalRule { kind: String, state_key: String, reply: tokio::sync::oneshot::Sender<Result<bool, String>> },
 }
 
 /// What the engine can tell the management room.

@@ -121,4 +121,16 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.report_once(&key, &mute.notice);
         self.state_event(LOCAL_LIST, &mute.event);
     }
+
+    /// Takes a local rule out of the file, then out of the index (which lifts what it
+    /// caused, through the same reconcile and ledger). `Ok(false)`: there was no such rule.
+    pub(super) fn remove_local_rule(&mut self, kind: &str, state_key: &str) -> anyhow::Result<bool> {
+        let Some(local) = &mut self.protections.local else { return Ok(false) };
+        if local.remove(kind, state_key)?.is_none() {
+            return Ok(false);
+        }
+        let removal = json!({"type": kind, "state_key": state_key, "sender": self.cfg.own_user, "content": {}});
+        self.state_event(LOCAL_LIST, &removal);
+        Ok(true)
+    }
 }

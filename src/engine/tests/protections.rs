@@ -79,3 +79,21 @@ async fn a_second_flood_within_a_day_mutes_twice_as_long() {
     let notices = h.notice_lines().await;
     assert!(notices.iter().any(|n| n.contains("Muted @a:x for 2h")), "{notices:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn removing_a_local_rule_lifts_its_mute_and_keeps_it_lifted() {
+    let (mut h, hs) = with_flood(config()).await;
+    h.input(burst("@a:x", 11)).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@a:x"], json!(-1));
+    assert_eq!(remove(&mut h, "hush.flood:@a:x").await, Ok(true));
+    assert!(hs.power_levels_now(ROOM)["users"].get("@a:x").is_none(), "{}", hs.power_levels_now(ROOM));
+    assert!(h.status().await.ledger.is_empty());
+    assert_eq!(remove(&mut h, "hush.flood:@a:x").await, Ok(false), "gone already");
+}
+
+async fn remove(h: &mut Harness, state_key: &str) -> Result<bool, String> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let kind = "m.policy.rule.user".to_owned();
+    h.input(Input::RemoveLocalRule { kind, state_key: state_key.into(), reply }).await;
+    answer.await.unwrap()
+}
