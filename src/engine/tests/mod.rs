@@ -10,6 +10,7 @@ pub mod fake_admin;
 pub mod fake_homeserver;
 mod lists;
 mod power_levels;
+mod progress;
 mod protections;
 mod redaction;
 mod safety;
