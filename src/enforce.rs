@@ -46,16 +46,36 @@ pub trait RoomWriter: Clone + Send + Sync + 'static {
         room_id: &str,
         content: &Value,
     ) -> impl Future<Output = Result<String, WriteError>> + Send;
+    /// The content the state event `event_id` replaced (its `unsigned.prev_content`), when
+    /// the homeserver says: hush's power-levels write compares it with what it read, to
+    /// find a change someone made between its read and its write.
+    fn replaced_content(
+        &self,
+        room_id: &str,
+        event_id: &str,
+    ) -> impl Future<Output = Result<Option<Value>, WriteError>> + Send;
     /// Sends an `m.room.member` event for another user (MSC3909 `mute`, back to `join`...).
+    /// Member writes return the event id the homeserver gave (the view waits for it to
+    /// come back through sync before it believes older member events again).
     fn set_membership(
         &self,
         room_id: &str,
         user_id: &str,
         membership: &str,
         reason: &str,
-    ) -> impl Future<Output = Result<(), WriteError>> + Send;
-    fn ban(&self, room_id: &str, user_id: &str, reason: &str) -> impl Future<Output = Result<(), WriteError>> + Send;
-    fn unban(&self, room_id: &str, user_id: &str, reason: &str) -> impl Future<Output = Result<(), WriteError>> + Send;
+    ) -> impl Future<Output = Result<Option<String>, WriteError>> + Send;
+    fn ban(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<Option<String>, WriteError>> + Send;
+    fn unban(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<Option<String>, WriteError>> + Send;
     /// The current `m.room.server_acl` content, fresh from the homeserver; `None` when the
     /// room has none.
     fn server_acl(&self, room_id: &str) -> impl Future<Output = Result<Option<Value>, WriteError>> + Send;
@@ -71,7 +91,7 @@ pub trait RoomWriter: Clone + Send + Sync + 'static {
         room_id: &str,
         user_id: &str,
         reason: &str,
-    ) -> impl Future<Output = Result<(), WriteError>> + Send;
+    ) -> impl Future<Output = Result<Option<String>, WriteError>> + Send;
     /// The user's most recent events in the room sent at or after `since_ms`, newest first,
     /// at most `limit` (state events and redactions left out), each saying whether the
     /// homeserver already serves it redacted.
@@ -149,6 +169,8 @@ pub struct PowerLevelsSent {
     pub content: Value,
     /// The event hush sent, or None when the room already was as asked.
     pub event_id: Option<String>,
+    /// The content hush read and built its event on (None: nothing sent).
+    pub read: Option<Value>,
     /// Users left out of the write: their entry was no longer what hush expected (someone
     /// else changed it while the write waited), so hush did not overwrite it.
     pub skipped: Vec<String>,
@@ -164,21 +186,63 @@ pub async fn send_power_levels<W: RoomWriter>(
     room_id: &str,
     edits: &[UserLevelEdit],
 ) -> Result<PowerLevelsSent, WriteError> {
-    with_retries(&format!("power levels of {room_id}"), || async {
+    let sent = with_retries(&format!("power levels of {room_id}"), || async {
         let current = writer.power_levels(room_id).await?;
         let (apply, skipped) = still_apply(&current, edits);
         if !skipped.is_empty() {
             info!(room = room_id, ?skipped, "levels changed by someone else since hush looked: left as they are");
         }
         match apply_edits(&current, &apply) {
-            None => Ok(PowerLevelsSent { content: current, event_id: None, skipped }),
+            None => Ok(PowerLevelsSent { content: current, event_id: None, read: None, skipped }),
             Some(new) => {
                 let event_id = writer.put_power_levels(room_id, &new).await?;
-                Ok(PowerLevelsSent { content: new, event_id: Some(event_id), skipped })
+                Ok(PowerLevelsSent { content: new, event_id: Some(event_id), read: Some(current), skipped })
             }
         }
     })
-    .await
+    .await?;
+    restore_overwritten(writer, room_id, sent, &current_of(edits)).await
+}
+
+/// The users hush edited (their entries are hush's to set).
+fn current_of(edits: &[UserLevelEdit]) -> Vec<String> {
+    edits.iter().map(|e| e.user_id.clone()).collect()
+}
+
+/// Between hush's read and its write, someone else may have changed the power levels; the
+/// write then replaced their change (Matrix has no compare-and-swap). The event hush sent
+/// names what it replaced (`prev_content`): when that is not what hush read, hush writes
+/// their changes back (a moderator's value also wins for a user hush was editing, who is
+/// then reported as skipped), and checks that write the same way, a few times at most.
+async fn restore_overwritten<W: RoomWriter>(
+    writer: &W,
+    room_id: &str,
+    mut sent: PowerLevelsSent,
+    edited: &[String],
+) -> Result<PowerLevelsSent, WriteError> {
+    for _ in 0..3 {
+        let (Some(event_id), Some(read)) = (sent.event_id.clone(), sent.read.clone()) else { return Ok(sent) };
+        let Ok(Some(replaced)) = writer.replaced_content(room_id, &event_id).await else { return Ok(sent) };
+        let Some(restored) = hush_core::power_levels::restore_concurrent(&read, &replaced, &sent.content) else {
+            return Ok(sent);
+        };
+        let lost = hush_core::power_levels::users_with_changed_entries(&read, &replaced);
+        warn!(room = room_id, users = ?lost, "power levels changed by someone else while hush wrote them: writing their change back");
+        for u in lost.into_iter().filter(|u| edited.contains(u)) {
+            if !sent.skipped.contains(&u) {
+                sent.skipped.push(u);
+            }
+        }
+        let event_id =
+            with_retries(&format!("power levels of {room_id}"), || writer.put_power_levels(room_id, &restored)).await?;
+        sent = PowerLevelsSent {
+            read: Some(sent.content),
+            content: restored,
+            event_id: Some(event_id),
+            skipped: sent.skipped,
+        };
+    }
+    Ok(sent)
 }
 
 /// The outcome of one batched server ACL write.

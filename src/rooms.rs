@@ -97,7 +97,17 @@ pub struct RoomState {
     pub after_own_power_levels: Vec<String>,
     /// The room's `m.room.server_acl`.
     pub server_acl: AclView,
+    /// Member events hush wrote and has not yet seen come back through sync, by user:
+    /// older member events of that user arriving meanwhile are stale and ignored (a
+    /// rename from before a ban must not read as an unban).
+    pub awaiting_own_member: HashMap<String, String>,
+    /// The latest member events applied (newest last): (event id, the event it names as
+    /// replaced), so a write answered after its event came back is recognised.
+    pub recent_members: std::collections::VecDeque<(String, Option<String>)>,
 }
+
+/// How many member event ids `recent_members` keeps.
+const RECENT_MEMBERS: usize = 64;
 
 /// How many power-levels event ids `recent_power_levels` keeps.
 const RECENT_POWER_LEVELS: usize = 16;
@@ -119,6 +129,8 @@ impl RoomState {
             members: HashMap::new(),
             awaiting_own_power_levels: None,
             recent_power_levels: Vec::new(),
+            awaiting_own_member: HashMap::new(),
+            recent_members: std::collections::VecDeque::new(),
             after_own_power_levels: Vec::new(),
             server_acl: AclView::default(),
         };
@@ -184,6 +196,22 @@ impl RoomState {
                 StateChange::PowerLevels
             }
             ("m.room.member", Some(user)) => {
+                let event_id = ev.get("event_id").and_then(Value::as_str);
+                let replaces = ev.pointer("/unsigned/replaces_state").and_then(Value::as_str);
+                if let Some(id) = event_id {
+                    if self.recent_members.len() >= RECENT_MEMBERS {
+                        self.recent_members.pop_front();
+                    }
+                    self.recent_members.push_back((id.to_owned(), replaces.map(str::to_owned)));
+                }
+                if let Some(awaited) = self.awaiting_own_member.get(user) {
+                    if event_id == Some(awaited.as_str()) || replaces == Some(awaited.as_str()) {
+                        // hush's own event, or one replacing it: from here on, in order.
+                        self.awaiting_own_member.remove(user);
+                    } else {
+                        return StateChange::Stale;
+                    }
+                }
                 let membership = content
                     .get("membership")
                     .and_then(Value::as_str)
@@ -220,6 +248,21 @@ impl RoomState {
         if event_id.is_some() {
             self.awaiting_own_power_levels = event_id;
             self.after_own_power_levels.clear();
+        }
+    }
+
+    /// Records the membership hush's own member write set. When sync already delivered that
+    /// event (or one replacing it), the view is as fresh or fresher and is left alone;
+    /// otherwise it takes the written membership and ignores the user's older member events
+    /// until its own comes back.
+    pub fn own_member_written(&mut self, user: &str, membership: Membership, event_id: Option<String>) {
+        let seen = |id: &String| self.recent_members.iter().any(|(e, r)| e == id || r.as_ref() == Some(id));
+        if event_id.as_ref().is_some_and(seen) {
+            return;
+        }
+        self.members.insert(user.to_owned(), membership);
+        if let Some(id) = event_id {
+            self.awaiting_own_member.insert(user.to_owned(), id);
         }
     }
 

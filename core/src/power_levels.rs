@@ -208,10 +208,73 @@ pub fn stale_undo(
     before != applied && before == previous && after == previous
 }
 
+/// Users whose `users` entry differs between two power-levels contents, sorted.
+pub fn users_with_changed_entries(a: &Value, b: &Value) -> Vec<String> {
+    let keys = |v: &Value| v.get("users").and_then(Value::as_object).map(|u| u.keys().cloned().collect::<Vec<_>>());
+    let mut users: Vec<String> = keys(a).unwrap_or_default();
+    users.extend(keys(b).unwrap_or_default());
+    users.sort();
+    users.dedup();
+    users.retain(|u| user_entry(a, u) != user_entry(b, u));
+    users
+}
+
+/// hush read `read`, someone else then wrote `replaced`, and hush's event `written` (built
+/// on `read`) replaced theirs. Returns `written` with their change put back: every `users`
+/// entry and every other field that differs between `read` and `replaced` takes the value
+/// of `replaced` (their change wins, also for a user hush was editing). None when nobody
+/// changed anything in between.
+pub fn restore_concurrent(read: &Value, replaced: &Value, written: &Value) -> Option<Value> {
+    if read == replaced {
+        return None;
+    }
+    let empty = Map::new();
+    let (r, p) = (read.as_object().unwrap_or(&empty), replaced.as_object().unwrap_or(&empty));
+    let mut out = written.as_object().cloned().unwrap_or_default();
+    let mut changed = false;
+    let mut fields: Vec<&String> = r.keys().chain(p.keys()).filter(|k| k.as_str() != "users").collect();
+    fields.sort();
+    fields.dedup();
+    for k in fields {
+        if r.get(k) != p.get(k) {
+            match p.get(k) {
+                Some(v) => out.insert(k.clone(), v.clone()),
+                None => out.remove(k),
+            };
+            changed = true;
+        }
+    }
+    let edits: Vec<UserLevelEdit> = users_with_changed_entries(read, replaced)
+        .into_iter()
+        .map(|u| UserLevelEdit { level: user_entry(replaced, &u), expected: None, user_id: u })
+        .collect();
+    let out = Value::Object(out);
+    match apply_edits(&out, &edits) {
+        Some(v) => Some(v),
+        None if changed => Some(out),
+        None => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_change_made_between_hushs_read_and_write_is_put_back() {
+        let read = json!({"users": {"@hush:x": 100, "@a:x": 0}, "ban": 50});
+        // A moderator gave @m:x 20 and took @a:x out meanwhile; hush muted @s:x.
+        let replaced = json!({"users": {"@hush:x": 100, "@m:x": 20}, "ban": 50});
+        let written = json!({"users": {"@hush:x": 100, "@a:x": 0, "@s:x": -1}, "ban": 50});
+        let restored = restore_concurrent(&read, &replaced, &written).unwrap();
+        assert_eq!(restored, json!({"users": {"@hush:x": 100, "@m:x": 20, "@s:x": -1}, "ban": 50}));
+        assert_eq!(users_with_changed_entries(&read, &replaced), vec!["@a:x".to_owned(), "@m:x".to_owned()]);
+        assert_eq!(restore_concurrent(&read, &read, &written), None, "nobody wrote in between");
+        // Another field changed meanwhile comes back too.
+        let replaced = json!({"users": {"@hush:x": 100, "@a:x": 0}, "ban": 60});
+        assert_eq!(restore_concurrent(&read, &replaced, &written).unwrap()["ban"], json!(60));
+    }
 
     #[test]
     fn standing_changes_are_the_changed_entries_or_everyone() {

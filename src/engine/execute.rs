@@ -396,16 +396,16 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         user_id: &str,
         kind: Kind,
         lifting: bool,
-        result: Result<(), WriteError>,
+        result: Result<Option<String>, WriteError>,
     ) {
         let scope = Scope::Room(room_id.to_owned());
         let r = match (&result, lifting) {
-            (Ok(()), false) => self.ledger.mark_applied(&scope, user_id, kind),
-            (Ok(()), true) => self.ledger.remove(&scope, user_id, kind),
+            (Ok(_), false) => self.ledger.mark_applied(&scope, user_id, kind),
+            (Ok(_), true) => self.ledger.remove(&scope, user_id, kind),
             (Err(_), false) => self.ledger.remove(&scope, user_id, kind),
             (Err(_), true) => self.ledger.mark_applied(&scope, user_id, kind),
         };
-        let written = result.is_ok();
+        let written = result.as_ref().ok().cloned();
         if let Err(e) = result {
             if !self.own_account_error(&e) {
                 self.error(format!(
@@ -417,9 +417,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         if let Err(e) = r {
             self.error(format!("ledger write failed in {room_id}: {e:#}"));
         }
-        if written {
+        if let Some(event_id) = written {
             // The room has it now, before sync brings the event back: a check that waited
-            // for this write must not read the older view as someone else's undo.
+            // for this write must not read the older view as someone else's undo, nor may an
+            // older member event sync brings before this one.
             if let Some(Some(room)) = self.view.rooms.get_mut(room_id) {
                 let now = match (kind, lifting, room.membership(user_id)) {
                     (Kind::Ban, false, _) => Some(Membership::Ban),
@@ -430,7 +431,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     _ => None,
                 };
                 if let Some(m) = now {
-                    room.members.insert(user_id.to_owned(), m);
+                    room.own_member_written(user_id, m, event_id);
                 }
             }
         }

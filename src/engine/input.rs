@@ -51,7 +51,14 @@ pub enum Input {
     /// A batch of power-level edits was written (or failed for good).
     PowerLevelsDone { room_id: String, edits: Vec<UserLevelEdit>, result: Result<PowerLevelsSent, WriteError> },
     /// A membership change or ban was written (or failed for good).
-    MemberWriteDone { room_id: String, user_id: String, kind: Kind, lifting: bool, result: Result<(), WriteError> },
+    /// `Ok` holds the member event's id, when the homeserver gave one.
+    MemberWriteDone {
+        room_id: String,
+        user_id: String,
+        kind: Kind,
+        lifting: bool,
+        result: Result<Option<String>, WriteError>,
+    },
     /// Time to send a room's pending power-level edits.
     Flush { room_id: String },
     /// Time to send a room's pending server ACL edits.

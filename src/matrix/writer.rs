@@ -1,11 +1,9 @@
-//! The `RoomWriter` over matrix-sdk: power levels, memberships, bans, server ACLs and notices as client requests, and what a failed request means (`classify`).
 //! The `RoomWriter` over matrix-sdk: power levels, memberships, bans, redactions and notices as client requests, and what a failed request means (`classify`).
 
 use super::*;
 use crate::enforce::{RecentEvent, RoomWriter, WriteError};
 use anyhow::Result;
 use matrix_sdk::config::RequestConfig;
-use matrix_sdk::ruma::api::client::membership::{ban_user, unban_user};
 use matrix_sdk::ruma::api::client::state::{get_state_event_for_key, send_state_event};
 use matrix_sdk::ruma::events::AnyStateEventContent;
 use matrix_sdk::ruma::events::StateEventType;
@@ -119,16 +117,23 @@ fn member_content(membership: &str, reason: &str) -> serde_json::Value {
 }
 
 impl MatrixWriter {
-    /// Sends another user's `m.room.member` event with this content.
-    async fn put_member(&self, room: &str, user: &str, content: serde_json::Value) -> Result<(), WriteError> {
+    /// Sends another user's `m.room.member` event with this content; returns its event id.
+    /// Bans and unbans go this way too (rather than `/ban`, `/unban`, which answer no
+    /// event id), so the view can tell hush's own event from older ones.
+    async fn put_member(
+        &self,
+        room: &str,
+        user: &str,
+        content: serde_json::Value,
+    ) -> Result<Option<String>, WriteError> {
         let req = send_state_event::v3::Request::new_raw(
             room_id(room)?,
             StateEventType::RoomMember,
             user_id(user)?.to_string(),
             raw_content(&content)?,
         );
-        self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
-        Ok(())
+        let resp = self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
+        Ok(Some(resp.event_id.to_string()))
     }
 }
 
@@ -152,22 +157,38 @@ impl RoomWriter for MatrixWriter {
         Ok(resp.event_id.to_string())
     }
 
-    async fn set_membership(&self, room: &str, user: &str, membership: &str, reason: &str) -> Result<(), WriteError> {
+    async fn replaced_content(&self, room: &str, event_id: &str) -> Result<Option<serde_json::Value>, WriteError> {
+        use matrix_sdk::ruma::api::client::room::get_room_event;
+        let event_id = matrix_sdk::ruma::OwnedEventId::try_from(event_id).map_err(|e| WriteError::Permanent {
+            errcode: "M_INVALID_PARAM".into(),
+            message: format!("{event_id}: {e}"),
+        })?;
+        let req = get_room_event::v3::Request::new(room_id(room)?, event_id);
+        let resp = self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
+        let ev: serde_json::Value = resp
+            .event
+            .deserialize_as_unchecked()
+            .map_err(|e| WriteError::Permanent { errcode: "M_BAD_JSON".into(), message: e.to_string() })?;
+        Ok(ev.pointer("/unsigned/prev_content").cloned())
+    }
+
+    async fn set_membership(
+        &self,
+        room: &str,
+        user: &str,
+        membership: &str,
+        reason: &str,
+    ) -> Result<Option<String>, WriteError> {
         self.put_member(room, user, member_content(membership, reason)).await
     }
 
-    async fn ban(&self, room: &str, user: &str, reason: &str) -> Result<(), WriteError> {
-        let mut req = ban_user::v3::Request::new(room_id(room)?, user_id(user)?);
-        req.reason = (!reason.is_empty()).then(|| reason.to_owned());
-        self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
-        Ok(())
+    async fn ban(&self, room: &str, user: &str, reason: &str) -> Result<Option<String>, WriteError> {
+        self.put_member(room, user, member_content("ban", reason)).await
     }
 
-    async fn unban(&self, room: &str, user: &str, reason: &str) -> Result<(), WriteError> {
-        let mut req = unban_user::v3::Request::new(room_id(room)?, user_id(user)?);
-        req.reason = (!reason.is_empty()).then(|| reason.to_owned());
-        self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
-        Ok(())
+    async fn unban(&self, room: &str, user: &str, reason: &str) -> Result<Option<String>, WriteError> {
+        // `leave` over `ban` by someone else is an unban (it needs the ban level).
+        self.put_member(room, user, member_content("leave", reason)).await
     }
 
     async fn server_acl(&self, room: &str) -> Result<Option<serde_json::Value>, WriteError> {
@@ -194,7 +215,7 @@ impl RoomWriter for MatrixWriter {
         Ok(resp.event_id.to_string())
     }
 
-    async fn ban_redacting(&self, room: &str, user: &str, reason: &str) -> Result<(), WriteError> {
+    async fn ban_redacting(&self, room: &str, user: &str, reason: &str) -> Result<Option<String>, WriteError> {
         // The member event itself (as for MSC3909 memberships): `/ban` takes no extra field
         // in this SDK, and the content is what MSC4293 reads.
         let mut content = member_content("ban", reason);

@@ -23,6 +23,9 @@ pub enum Fault {
     ServerError,
     /// A refusal with this errcode.
     Permanent(&'static str),
+    /// Just before the next power-levels write lands, a moderator (`sender`) sets `user` to
+    /// `level`: hush's write, built on what it read before, replaces their change.
+    ConcurrentLevel { sender: &'static str, user: &'static str, level: i64 },
 }
 
 /// One write request that reached the server, accepted or not.
@@ -62,6 +65,8 @@ struct Inner {
     rooms: HashMap<String, Room>,
     attempts: Vec<Attempt>,
     faults: VecDeque<Fault>,
+    /// What each power-levels event replaced (its `unsigned.prev_content`).
+    replaced: HashMap<String, Value>,
     sync: Vec<(String, Value)>,
     next_event: u64,
     /// hush's own account is suspended (MSC3823): every room write fails.
@@ -194,7 +199,10 @@ impl FakeHomeserver {
 
     /// Answers a membership write the way a real server does, after an await point, so
     /// that requests sent together are in flight together (and counted).
-    async fn member_write(&self, write: impl FnOnce(&mut Inner) -> Result<(), WriteError>) -> Result<(), WriteError> {
+    async fn member_write(
+        &self,
+        write: impl FnOnce(&mut Inner) -> Result<String, WriteError>,
+    ) -> Result<Option<String>, WriteError> {
         {
             let mut inner = self.inner.lock().unwrap();
             inner.member_writes_in_flight += 1;
@@ -203,7 +211,7 @@ impl FakeHomeserver {
         tokio::task::yield_now().await;
         let mut inner = self.inner.lock().unwrap();
         inner.member_writes_in_flight -= 1;
-        write(&mut inner)
+        write(&mut inner).map(Some)
     }
 
     /// A message `sender` sent to `room` at `ts` (ms since the epoch); returns its event id.
@@ -301,6 +309,12 @@ impl FakeHomeserver {
         inner.rooms.get_mut(room).expect("room").members.insert(user.to_owned(), membership.to_owned());
     }
 
+    /// The user changes their display name: a `join` member event of their own.
+    pub fn user_renames(&self, room: &str, user: &str, name: &str) -> Value {
+        let mut inner = self.inner.lock().unwrap();
+        inner.event(room, user, "m.room.member", user, json!({"membership": "join", "displayname": name}))
+    }
+
     pub fn user_leaves(&self, room: &str, user: &str) -> Value {
         let mut inner = self.inner.lock().unwrap();
         let r = inner.rooms.get_mut(room).expect("room");
@@ -320,6 +334,16 @@ impl Inner {
         ev
     }
 
+    /// Makes `content` the room's power levels, as an event of `sender` that names the
+    /// content it replaced; returns the event id.
+    fn store_power_levels(&mut self, room: &str, sender: &str, content: Value) -> String {
+        let before = std::mem::replace(&mut self.rooms.get_mut(room).expect("room").power_levels, content.clone());
+        let ev = self.event(room, sender, "m.room.power_levels", "", content);
+        let id = ev["event_id"].as_str().unwrap_or_default().to_owned();
+        self.replaced.insert(id.clone(), before);
+        id
+    }
+
     fn fault(&mut self) -> Result<(), WriteError> {
         if self.suspended {
             return Err(WriteError::Suspended("M_USER_SUSPENDED: account is suspended".into()));
@@ -330,6 +354,11 @@ impl Inner {
             Some(Fault::ServerError) => Err(WriteError::Transient("502 Bad Gateway".into())),
             Some(Fault::Permanent(code)) => {
                 Err(WriteError::Permanent { errcode: code.to_owned(), message: "injected".into() })
+            }
+            // Only a power-levels write takes it; any other write goes through.
+            Some(f @ Fault::ConcurrentLevel { .. }) => {
+                self.faults.push_front(f);
+                Ok(())
             }
         }
     }
@@ -362,7 +391,8 @@ impl Inner {
         }
     }
 
-    fn membership_write(&mut self, room: &str, user: &str, to: &str, write: Write) -> Result<(), WriteError> {
+    /// Returns the member event's id.
+    fn membership_write(&mut self, room: &str, user: &str, to: &str, write: Write) -> Result<String, WriteError> {
         let r = self.fault().and_then(|()| {
             self.check_power(room, power_levels::ban_level)?;
             let from = self.rooms[room].members.get(user).cloned().unwrap_or_else(|| "leave".to_owned());
@@ -378,8 +408,8 @@ impl Inner {
         };
         self.rooms.get_mut(room).expect("room").members.insert(user.to_owned(), to.to_owned());
         let sender = self.own_user.clone();
-        self.event(room, &sender, "m.room.member", user, content);
-        Ok(())
+        let ev = self.event(room, &sender, "m.room.member", user, content);
+        Ok(ev["event_id"].as_str().unwrap_or_default().to_owned())
     }
 }
 
@@ -391,16 +421,30 @@ impl RoomWriter for FakeHomeserver {
 
     async fn put_power_levels(&self, room: &str, content: &Value) -> Result<String, WriteError> {
         let mut inner = self.inner.lock().unwrap();
+        if let Some(Fault::ConcurrentLevel { sender, user, level }) = inner.faults.front().cloned() {
+            inner.faults.pop_front();
+            let mut pl = inner.rooms[room].power_levels.clone();
+            pl["users"][user] = level.into();
+            inner.store_power_levels(room, sender, pl);
+        }
         let write = Write::PowerLevels { room: room.to_owned(), content: content.clone() };
         let r = inner.fault().and_then(|()| inner.check_power(room, power_levels::power_levels_send_level));
         inner.record(write, r)?;
-        inner.rooms.get_mut(room).expect("room").power_levels = content.clone();
         let sender = inner.own_user.clone();
-        let ev = inner.event(room, &sender, "m.room.power_levels", "", content.clone());
-        Ok(ev["event_id"].as_str().unwrap_or_default().to_owned())
+        Ok(inner.store_power_levels(room, &sender, content.clone()))
     }
 
-    async fn set_membership(&self, room: &str, user: &str, membership: &str, reason: &str) -> Result<(), WriteError> {
+    async fn replaced_content(&self, _room: &str, event_id: &str) -> Result<Option<Value>, WriteError> {
+        Ok(self.inner.lock().unwrap().replaced.get(event_id).cloned())
+    }
+
+    async fn set_membership(
+        &self,
+        room: &str,
+        user: &str,
+        membership: &str,
+        reason: &str,
+    ) -> Result<Option<String>, WriteError> {
         // Exactly what MatrixWriter sends.
         let mut content = json!({ "membership": membership });
         if !reason.is_empty() {
@@ -410,12 +454,12 @@ impl RoomWriter for FakeHomeserver {
         self.member_write(|inner| inner.membership_write(room, user, membership, write)).await
     }
 
-    async fn ban(&self, room: &str, user: &str, _reason: &str) -> Result<(), WriteError> {
+    async fn ban(&self, room: &str, user: &str, _reason: &str) -> Result<Option<String>, WriteError> {
         let write = Write::Ban { room: room.to_owned(), user: user.to_owned() };
         self.member_write(|inner| inner.membership_write(room, user, "ban", write)).await
     }
 
-    async fn unban(&self, room: &str, user: &str, _reason: &str) -> Result<(), WriteError> {
+    async fn unban(&self, room: &str, user: &str, _reason: &str) -> Result<Option<String>, WriteError> {
         let write = Write::Unban { room: room.to_owned(), user: user.to_owned() };
         self.member_write(|inner| inner.membership_write(room, user, "leave", write)).await
     }
@@ -447,7 +491,7 @@ impl RoomWriter for FakeHomeserver {
         inner.record(Write::Notice { room: room.to_owned(), text: plain.to_owned() }, Ok(()))
     }
 
-    async fn ban_redacting(&self, room: &str, user: &str, reason: &str) -> Result<(), WriteError> {
+    async fn ban_redacting(&self, room: &str, user: &str, reason: &str) -> Result<Option<String>, WriteError> {
         // Exactly what MatrixWriter sends.
         let mut content = json!({ "membership": "ban" });
         content[crate::matrix::REDACT_EVENTS] = true.into();
@@ -456,12 +500,12 @@ impl RoomWriter for FakeHomeserver {
         }
         let write = Write::Member { room: room.to_owned(), user: user.to_owned(), content };
         self.member_write(|inner| {
-            inner.membership_write(room, user, "ban", write)?;
+            let id = inner.membership_write(room, user, "ban", write)?;
             if inner.msc4293 {
                 let r = inner.rooms.get_mut(room).expect("room");
                 r.messages.iter_mut().filter(|m| m.1 == user).for_each(|m| m.3 = true);
             }
-            Ok(())
+            Ok(id)
         })
         .await
     }
@@ -495,9 +539,10 @@ impl RoomWriter for FakeHomeserver {
             let m = inner.rooms.get_mut(room).expect("room").messages.iter_mut().find(|m| m.0 == event_id);
             m.ok_or_else(|| WriteError::Permanent { errcode: "M_NOT_FOUND".into(), message: event_id.into() })?.3 =
                 true;
-            Ok(())
+            Ok(String::new())
         })
         .await
+        .map(|_| ())
     }
 }
 

@@ -377,3 +377,22 @@ async fn the_first_change_goes_out_at_once_and_the_next_ones_are_gathered() {
     assert_eq!(events[1]["users"]["@b:x"], json!(-1));
     assert_eq!(events[1]["users"]["@c:x"], json!(-1));
 }
+
+/// Found by the chaos run: a moderator's change that lands between hush's read of the power
+/// levels and its write was replaced by hush's event and lost. hush now sees it in what its
+/// event replaced and writes it back.
+#[tokio::test(start_paused = true)]
+async fn a_moderators_change_made_while_hush_writes_is_not_lost() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, MOD, "@a:x", "@b:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    hs.inject(Fault::ConcurrentLevel { sender: MOD, user: "@b:x", level: 20 }, 1);
+    h.input(rule("m", "@a:x", "m.mute")).await;
+    let pl = hs.power_levels_now(ROOM);
+    assert_eq!(pl["users"]["@a:x"], json!(-1), "{pl}");
+    assert_eq!(pl["users"]["@b:x"], json!(20), "the moderator's change stands: {pl}");
+    h.input(remove_rule("m")).await;
+    let pl = hs.power_levels_now(ROOM);
+    assert!(pl["users"].get("@a:x").is_none(), "{pl}");
+    assert_eq!(pl["users"]["@b:x"], json!(20), "{pl}");
+}

@@ -266,3 +266,23 @@ async fn a_check_waiting_for_hushs_ban_does_not_take_it_for_someone_elses_unban(
     h.input(remove_rule("a")).await;
     assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("leave"), "removing the rule lifts the ban");
 }
+
+/// Found by the chaos run: a member event older than hush's ban (the user renamed just
+/// before) that sync delivers after the ban's answer must not read as someone unbanning
+/// them: the ban would be marked overridden, and never lifted when the rule goes.
+#[tokio::test(start_paused = true)]
+async fn an_older_member_event_arriving_after_a_ban_is_not_an_unban() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, MOD, "@u:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    hs.user_renames(ROOM, "@u:x", "U");
+    // The ban is written before sync brings the rename.
+    h.engine.handle(rule("b", "@u:x", "m.ban"));
+    h.settle().await;
+    assert_eq!(hs.membership(ROOM, "@u:x").as_deref(), Some("ban"));
+    h.sync().await;
+    let entry = entry_of(&h.status().await, &in_room(ROOM), "@u:x", Kind::Ban).expect("the ban is recorded");
+    assert!(!entry.overridden, "hush's own ban read as undone by someone else: {entry:?}");
+    h.input(remove_rule("b")).await;
+    assert_eq!(hs.membership(ROOM, "@u:x").as_deref(), Some("leave"), "the ban is lifted with its rule");
+}
