@@ -20,8 +20,10 @@
 //!   ('user' | 'room' | 'server'), `rule_state_key`. `room_id` is the room for scope
 //!   'room'; for scope 'account' it is '' — only inside SQL, so that the primary key
 //!   (scope, room_id, user_id, kind) needs no NULL; Rust only ever sees [`Scope`].
+//! - 2: `event_ids`, the events a [`Kind::Redaction`] entry redacts (a JSON array; NULL:
+//!   the user's recent events), added as a NULL column.
 //!
-//! A version-0 database is migrated at open, in one transaction, every row kept.
+//! An older database is migrated at open, in one transaction, every row kept.
 
 use std::path::Path;
 
@@ -38,7 +40,7 @@ pub struct Ledger {
 }
 
 /// The schema this code writes (see the module documentation).
-const VERSION: i64 = 1;
+const VERSION: i64 = 2;
 
 const CHANGES: &str = "
 CREATE TABLE IF NOT EXISTS changes (
@@ -56,6 +58,7 @@ CREATE TABLE IF NOT EXISTS changes (
     applied_at_ms  INTEGER NOT NULL,
     expires_at_ms  INTEGER,
     overridden     INTEGER NOT NULL DEFAULT 0,
+    event_ids      TEXT,
     PRIMARY KEY (scope, room_id, user_id, kind)
 );
 -- Per-user look-ups (expiry re-arming, departed members) on every input: not a scan.
@@ -193,6 +196,17 @@ impl Ledger {
                 tracing::info!(rows, "ledger migrated to schema version 1 (typed scope and rule)");
             }
         }
+        let has_event_ids: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('changes') WHERE name = 'event_ids')",
+            params![],
+            |r| r.get(0),
+        )?;
+        let has_changes: bool =
+            tx.query_row("SELECT EXISTS (SELECT 1 FROM pragma_table_info('changes'))", params![], |r| r.get(0))?;
+        if has_changes && !has_event_ids {
+            tx.execute_batch("ALTER TABLE changes ADD COLUMN event_ids TEXT")
+                .context("cannot migrate the ledger to schema version 2")?;
+        }
         tx.execute_batch(CHANGES).context("cannot create the ledger schema")?;
         tx.execute_batch(GUARDED).context("cannot create the ledger schema")?;
         tx.pragma_update(None, "user_version", VERSION)?;
@@ -206,8 +220,8 @@ impl Ledger {
         self.conn.execute(
             "INSERT OR REPLACE INTO changes
              (scope, room_id, user_id, kind, phase, previous_level, applied_level, rule_list, rule_kind,
-              rule_state_key, reason, applied_at_ms, expires_at_ms, overridden)
-             VALUES (?1, ?2, ?3, ?4, 'applying', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0)",
+              rule_state_key, reason, applied_at_ms, expires_at_ms, overridden, event_ids)
+             VALUES (?1, ?2, ?3, ?4, 'applying', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13)",
             params![
                 scope,
                 room,
@@ -220,7 +234,8 @@ impl Ledger {
                 e.rule.state_key,
                 e.reason,
                 e.applied_at_ms as i64,
-                e.expires_at_ms.map(|v| v as i64)
+                e.expires_at_ms.map(|v| v as i64),
+                (!e.event_ids.is_empty()).then(|| serde_json::json!(e.event_ids).to_string())
             ],
         )?;
         Ok(())
@@ -488,6 +503,10 @@ fn row_to_entry(row: &Row<'_>) -> rusqlite::Result<Option<Entry>> {
         applied_at_ms: row.get::<_, i64>("applied_at_ms")? as u64,
         expires_at_ms: row.get::<_, Option<i64>>("expires_at_ms")?.map(|v| v as u64),
         overridden: row.get::<_, i64>("overridden")? != 0,
+        event_ids: row
+            .get::<_, Option<String>>("event_ids")?
+            .and_then(|ids| serde_json::from_str(&ids).ok())
+            .unwrap_or_default(),
     }))
 }
 
