@@ -23,6 +23,17 @@ pub struct Mentioned {
     pub room: bool,
 }
 
+/// A message that trips the mention-spam protection or may (it mentions more users than
+/// allowed, or the room), as sync forwards it: the rest of the message is not kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub sender: String,
+    pub event_id: String,
+    /// `origin_server_ts`.
+    pub ts: u64,
+    pub mentioned: Mentioned,
+}
+
 #[derive(Deserialize)]
 struct Event<'a> {
     #[serde(borrow, rename = "type")]

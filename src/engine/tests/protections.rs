@@ -13,6 +13,8 @@ fn settings(mute_ms: u64) -> ProtectionSettings {
     ProtectionSettings {
         flood: Some((FloodLimits { max_events: 10, per_ms: 10_000 }, mute_ms)),
         escalation: EscalationLimits { within_ms: 86_400_000, max_ms: 4 * mute_ms },
+        flood_reach: crate::engine::ProtectionReach::default(),
+        mention_spam: None,
     }
 }
 
