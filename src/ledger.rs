@@ -163,6 +163,12 @@ fn migrate_from_0(tx: &rusqlite::Transaction<'_>) -> Result<usize> {
     Ok(old.len())
 }
 
+/// Whether the `changes` table exists and has `column`.
+fn has_column(tx: &rusqlite::Transaction<'_>, column: &str) -> Result<bool> {
+    let sql = "SELECT EXISTS (SELECT 1 FROM pragma_table_info('changes') WHERE name = ?1)";
+    Ok(tx.query_row(sql, params![column], |r| r.get(0))?)
+}
+
 impl Ledger {
     /// Opens (or creates) the ledger at `path`, migrating an older schema. Every write is
     /// durable when it returns.
@@ -185,25 +191,11 @@ impl Ledger {
         if version > VERSION {
             anyhow::bail!("the ledger has schema version {version}, newer than this hush knows ({VERSION})");
         }
-        if version < 1 {
-            let old_table: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('changes') WHERE name = 'rule')",
-                params![],
-                |r| r.get(0),
-            )?;
-            if old_table {
-                let rows = migrate_from_0(&tx).context("cannot migrate the ledger to schema version 1")?;
-                tracing::info!(rows, "ledger migrated to schema version 1 (typed scope and rule)");
-            }
+        if version < 1 && has_column(&tx, "rule")? {
+            let rows = migrate_from_0(&tx).context("cannot migrate the ledger to schema version 1")?;
+            tracing::info!(rows, "ledger migrated to schema version 1 (typed scope and rule)");
         }
-        let has_event_ids: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('changes') WHERE name = 'event_ids')",
-            params![],
-            |r| r.get(0),
-        )?;
-        let has_changes: bool =
-            tx.query_row("SELECT EXISTS (SELECT 1 FROM pragma_table_info('changes'))", params![], |r| r.get(0))?;
-        if has_changes && !has_event_ids {
+        if version < 2 && has_column(&tx, "scope")? && !has_column(&tx, "event_ids")? {
             tx.execute_batch("ALTER TABLE changes ADD COLUMN event_ids TEXT")
                 .context("cannot migrate the ledger to schema version 2")?;
         }
