@@ -42,12 +42,17 @@ struct Event<'a> {
     content: Option<Content<'a>>,
 }
 
+/// A string borrowed from the event's text unless it has escapes (serde borrows a `Cow`
+/// only when it is a field of its own, not inside an `Option` or a `Vec`).
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
 #[derive(Deserialize)]
 struct Content<'a> {
     #[serde(borrow, default)]
-    body: Option<Cow<'a, str>>,
+    body: Option<Text<'a>>,
     #[serde(borrow, default)]
-    formatted_body: Option<Cow<'a, str>>,
+    formatted_body: Option<Text<'a>>,
     #[serde(borrow, default, rename = "m.mentions")]
     mentions: Option<Mentions<'a>>,
 }
@@ -55,7 +60,7 @@ struct Content<'a> {
 #[derive(Deserialize)]
 struct Mentions<'a> {
     #[serde(borrow, default)]
-    user_ids: Vec<Cow<'a, str>>,
+    user_ids: Vec<Text<'a>>,
     #[serde(default)]
     room: bool,
 }
@@ -71,12 +76,14 @@ pub fn in_event(event_json: &str) -> Option<Mentioned> {
     let Some(content) = ev.content else { return Some(Mentioned::default()) };
     Some(match content.mentions {
         Some(m) => {
-            let mut ids: Vec<&str> = m.user_ids.iter().map(AsRef::as_ref).filter(|u| u.starts_with('@')).collect();
+            let mut ids: Vec<&str> = m.user_ids.iter().map(|t| t.0.as_ref()).filter(|u| u.starts_with('@')).collect();
             ids.sort_unstable();
             ids.dedup();
             Mentioned { users: ids.len(), room: m.room }
         }
-        None => in_text(content.body.as_deref().unwrap_or(""), content.formatted_body.as_deref()),
+        None => {
+            in_text(content.body.as_ref().map_or("", |t| &t.0), content.formatted_body.as_ref().map(|t| t.0.as_ref()))
+        }
     })
 }
 
@@ -202,6 +209,15 @@ mod tests {
         assert!(of(json!({"body": "@room"})).room);
         assert!(!of(json!({"body": "@roommates"})).room);
         assert!(!of(json!({"body": "mail me@room.org"})).room);
+    }
+
+    #[test]
+    fn escaped_text_is_read_too() {
+        // Escapes make serde copy the string instead of borrowing it: still counted.
+        let ev = r#"{"type":"m.room.message","content":{"body":"\"hi\" \u0040room"}}"#;
+        assert_eq!(in_event(ev), Some(Mentioned { users: 0, room: true }));
+        let ev = r#"{"type":"m.room.message","content":{"body":"x","m.mentions":{"user_ids":["\u0040a:x","@b:x"]}}}"#;
+        assert_eq!(in_event(ev), Some(Mentioned { users: 2, room: false }));
     }
 
     #[test]

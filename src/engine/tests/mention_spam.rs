@@ -236,3 +236,16 @@ async fn several_tripping_messages_in_one_sync_are_one_mute_and_one_redaction() 
     assert_eq!(notices.iter().filter(|n| n.contains("Muted @spam:x")).count(), 1, "{notices:#?}");
     assert!(notices.iter().any(|n| n.contains("Muted @spam:x for 1h")), "not escalated within one sync: {notices:#?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_list_to_publish_to_that_is_not_resolved_yet_mutes_locally_and_says_so() {
+    let reach = ProtectionReach { rooms: None, publish_to: Some("#list:x".into()) };
+    let (mut h, hs) = with_mention_spam(config(), reach).await;
+    let (_, input) = message(&hs, ROOM, SPAM, 12, false);
+    h.input(input).await;
+    assert!(!hs.writes().iter().any(|w| matches!(w, Write::State { .. })), "nothing published");
+    let mute = entry_of(&h.status().await, &in_room(ROOM), SPAM, Kind::MutePowerLevel).expect("muted locally");
+    assert_eq!(mute.rule.room_id, LOCAL_LIST);
+    let notices = h.notice_lines().await;
+    assert!(notices.iter().any(|n| n.contains("cannot publish") && n.contains("muting locally")), "{notices:#?}");
+}
