@@ -267,13 +267,11 @@ async fn lift(ctx: &Context<'_>, recommendation: Recommendation, target: &Target
     let mut removed = Vec::new();
     let mut remaining = Vec::new();
     for rule in rules {
-        if let Some(protection) = local::protection_of(&rule.id.room_id, &rule.id.state_key) {
-            // A protection's mute, kept by hush alone: taken out of data_dir and the index.
-            let where_ = format!("the {protection} mute (`{}`, local)", rule.id.state_key);
-            match local::remove(ctx, &rule).await {
-                Ok(true) => removed.push(where_),
-                Ok(false) => {}
-                Err(e) => remaining.push(format!("{where_} (hush cannot remove it: {e})")),
+        if let Some(outcome) = local::lift(ctx, &rule).await {
+            match outcome {
+                Ok(Some(lifted)) => removed.push(lifted),
+                Ok(None) => {}
+                Err(kept) => remaining.push(kept),
             }
             continue;
         }

@@ -162,3 +162,24 @@ async fn at_room_from_a_member_without_the_level_mutes_and_is_redacted() {
     let notice = wait_notice(&c, "(mention spam)").await;
     assert!(notice.body.contains("@room without the power level"), "{}", notice.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_flood_mute_is_written_to_the_default_list_and_enforced_from_it() {
+    let c = Community::new().await.unwrap();
+    let member = c.member(None).await.unwrap();
+    let config = c.config(&format!("{}    publish: true\n", flood("1h")));
+    let _hush = c.start(&config, 1).await;
+
+    flood_from(&member, &c).await;
+    let key = format!("hush.flood:{}", member.user_id);
+    let rule = poll(DEADLINE, || async { c.rule_content(&key).await.filter(|r| r.get("entity").is_some()) }).await;
+    let rule = rule.unwrap_or_else(|| panic!("no rule `{key}` in the list"));
+    assert_eq!(rule["recommendation"], "m.mute", "{rule}");
+    assert!(rule["expiry"].as_u64().is_some_and(|e| e > now_ms()), "{rule}");
+    assert!(rule["reason"].as_str().is_some_and(|r| r.starts_with("flood protection: ")), "{rule}");
+    c.wait_level(&member.user_id, Some(-1)).await;
+    // Enforced from the list, like any rule hush wrote there: unmute removes it.
+    c.command("!hush mutes", &format!("rule `{key}` in {}", c.list.room_id())).await;
+    c.command(&format!("!hush unmute {}", member.user_id), "removed 1 rule(s)").await;
+    c.wait_level(&member.user_id, None).await;
+}

@@ -27,9 +27,22 @@ pub(super) fn describe(list: &str, state_key: &str) -> String {
     }
 }
 
+/// For `unmute`: a protection's local mute, kept by hush alone, is taken out of data_dir
+/// and the index (which lifts it). `None`: not a local rule. `Ok(Some(what))`: removed;
+/// `Ok(None)`: gone already; `Err(what)`: still there, and why.
+pub(super) async fn lift(ctx: &Context<'_>, rule: &Rule) -> Option<Result<Option<String>, String>> {
+    let protection = protection_of(&rule.id.room_id, &rule.id.state_key)?;
+    let what = format!("the {protection} mute (`{}`, local)", rule.id.state_key);
+    Some(match remove(ctx, rule).await {
+        Ok(true) => Ok(Some(what)),
+        Ok(false) => Ok(None),
+        Err(e) => Err(format!("{what} (hush cannot remove it: {e})")),
+    })
+}
+
 /// Takes a protection's local rule out (and with it the mute it caused): `Ok(true)` when
 /// it was there.
-pub(super) async fn remove(ctx: &Context<'_>, rule: &Rule) -> Result<bool, String> {
+async fn remove(ctx: &Context<'_>, rule: &Rule) -> Result<bool, String> {
     let (reply, answer) = oneshot::channel();
     let input =
         Input::RemoveLocalRule { kind: rule.event_type().to_owned(), state_key: rule.id.state_key.clone(), reply };
