@@ -38,6 +38,7 @@ mod mention_spam;
 mod policy_events;
 mod power_batch;
 mod preview;
+mod progress;
 mod protections;
 mod reconcile;
 mod redactions;
@@ -56,6 +57,7 @@ use power_batch::PowerBatch;
 use reports::Reports;
 use view::View;
 
+pub use progress::Loading;
 pub use protections::{MentionSettings, ProtectionReach, ProtectionSettings};
 use writes::Writes;
 
@@ -105,6 +107,8 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     redactions: redactions::Redactions,
     /// Flood protection, escalation and the local rules they write.
     protections: protections::Protections,
+    /// How far start-up loading got.
+    progress: progress::Progress,
 }
 
 /// Whether a rule can make hush act on a member with this membership and no ledger entry:
@@ -169,6 +173,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             consequences: consequences::chosen(cfg_dry_run),
             redactions: Default::default(),
             protections: Default::default(),
+            progress: Default::default(),
         }
     }
 
@@ -217,6 +222,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.arm_reconciled();
         self.forget_departed();
         self.flush_reports();
+        self.log_progress();
         if batch.is_ok() {
             if let Err(e) = self.ledger.commit_batch() {
                 // The writes below would go out with no durable record of what to undo:
@@ -417,6 +423,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             dry_run: self.cfg.dry_run,
             own_account_blocked: self.own.blocked.clone().map(|c| (c, self.own.since_ms)),
             held: self.guard.waiting(),
+            loading: self.loading(),
         }
     }
 

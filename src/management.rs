@@ -422,6 +422,18 @@ async fn status(ctx: &Context<'_>) -> Reply {
     }
     match engine_status(ctx).await {
         Some(s) => {
+            if let Some(l) = &s.loading {
+                let _ = writeln!(
+                    plain,
+                    "starting: {} of {} protected rooms and {} of {} policy lists loaded ({} rules), for {}",
+                    l.rooms_loaded,
+                    l.rooms,
+                    l.lists_loaded,
+                    l.lists,
+                    l.rules,
+                    commands::format_duration(Duration::from_secs((l.elapsed_ms / 1000).max(1)))
+                );
+            }
             let _ = writeln!(plain, "policy lists ({}):", s.lists.len());
             for (list, rules, loaded) in &s.lists {
                 let _ = writeln!(plain, "  {list}: {rules} rules{}", if *loaded { "" } else { " (not loaded yet)" });

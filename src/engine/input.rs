@@ -115,6 +115,8 @@ pub struct StatusReport {
     pub own_account_blocked: Option<(String, u64)>,
     /// Holds waiting for a moderator: id, and one line per rule.
     pub held: Vec<(String, Vec<String>)>,
+    /// How far start-up loading got, while it lasts.
+    pub loading: Option<super::Loading>,
 }
 
 /// The engine's settings.

@@ -11,6 +11,7 @@ pub mod fake_homeserver;
 mod lists;
 mod mention_spam;
 mod power_levels;
+mod progress;
 mod protections;
 mod redaction;
 mod safety;
