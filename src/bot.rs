@@ -251,6 +251,7 @@ async fn resolve_protection_aliases(bot: Arc<Bot>) {
         loop {
             match matrix::resolve(&bot.client, &alias).await {
                 Ok(id) => {
+                    info!(%alias, room = %id, "an alias the protections name is resolved");
                     let _ = bot
                         .engine
                         .send(Input::ProtectionRoomResolved { alias: alias.clone(), room_id: id.to_string() });

@@ -183,3 +183,27 @@ async fn a_published_flood_mute_is_written_to_the_default_list_and_enforced_from
     c.command(&format!("!hush unmute {}", member.user_id), "removed 1 rule(s)").await;
     c.wait_level(&member.user_id, None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protection_limited_to_a_room_by_its_alias_watches_it_once_resolved() {
+    use matrix_sdk::ruma::api::client::alias::create_alias;
+    let c = Community::new().await.unwrap();
+    let member = c.member(None).await.unwrap();
+    let alias = format!("#{}:{}", unique("lobby"), c.moderator.user_id.server_name());
+    let alias_id = matrix_sdk::ruma::OwnedRoomAliasId::try_from(alias.as_str()).unwrap();
+    let req = create_alias::v3::Request::new(alias_id, c.protected.room_id().to_owned());
+    c.moderator.client.send(req).await.unwrap();
+    let config = c.config(&format!("{MENTION_SPAM}    rooms: [\"{alias}\"]\n"));
+    let hush = c.start(&config, 1).await;
+    // The alias resolves in the background: the room is watched from then on.
+    let resolved = poll(DEADLINE, || async {
+        hush.log_text().contains("an alias the protections name is resolved").then_some(())
+    })
+    .await;
+    assert!(resolved.is_some(), "the alias never resolved; log:\n{}", hush.log_text());
+
+    let users: Vec<String> = (0..12).map(|i| format!("@victim{i}:localhost")).collect();
+    let spam = send(&member, &c, json!({"msgtype": "m.text", "body": "hey", "m.mentions": {"user_ids": users}})).await;
+    c.wait_level(&member.user_id, Some(-1)).await;
+    wait_redacted(&c, &spam).await;
+}
