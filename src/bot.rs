@@ -204,6 +204,10 @@ impl following::Host for Bot {
 fn protection_settings(config: &Config) -> crate::engine::ProtectionSettings {
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let p = &config.protections;
+    let reach = |r: &crate::config::Reach| crate::engine::ProtectionReach {
+        rooms: r.rooms.clone(),
+        publish_to: if r.publish { config.default_policy_list.clone() } else { None },
+    };
     crate::engine::ProtectionSettings {
         flood: p.flood.as_ref().map(|f| {
             (hush_core::protections::FloodLimits { max_events: f.max_events, per_ms: ms(f.per) }, ms(f.mute_for))
@@ -212,6 +216,53 @@ fn protection_settings(config: &Config) -> crate::engine::ProtectionSettings {
             within_ms: ms(p.escalation.within),
             max_ms: ms(p.escalation.max_mute),
         },
+        flood_reach: p.flood.as_ref().map(|f| reach(&f.reach)).unwrap_or_default(),
+        mention_spam: p.mention_spam.as_ref().map(|m| crate::engine::MentionSettings {
+            max_mentions: m.max_mentions,
+            mute_ms: ms(m.mute_for),
+            redact: m.redact,
+            reach: reach(&m.reach),
+        }),
+    }
+}
+
+/// The aliases the protections name (`rooms`, and the list they publish to), to resolve.
+fn protection_aliases(config: &Config) -> Vec<String> {
+    let p = &config.protections;
+    let reaches = p.flood.iter().map(|f| &f.reach).chain(p.mention_spam.iter().map(|m| &m.reach));
+    let mut out: Vec<String> = Vec::new();
+    for r in reaches {
+        out.extend(r.rooms.iter().flatten().cloned());
+        if r.publish {
+            out.extend(config.default_policy_list.iter().cloned());
+        }
+    }
+    out.retain(|r| r.starts_with('#'));
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Resolves the protections' aliases (retrying with backoff until each resolves) and
+/// tells the engine: a protection acts in an aliased room once its alias is resolved.
+async fn resolve_protection_aliases(bot: Arc<Bot>) {
+    for alias in protection_aliases(&bot.config) {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+        loop {
+            match matrix::resolve(&bot.client, &alias).await {
+                Ok(id) => {
+                    info!(%alias, room = %id, "an alias the protections name is resolved");
+                    let _ = bot
+                        .engine
+                        .send(Input::ProtectionRoomResolved { alias: alias.clone(), room_id: id.to_string() });
+                    break;
+                }
+                Err(e) => {
+                    warn!(%alias, "cannot resolve an alias the protections name, retrying: {e:#}");
+                    tokio::time::sleep(backoff.next()).await;
+                }
+            }
+        }
     }
 }
 
@@ -272,7 +323,13 @@ pub async fn run(config: Config) -> Result<()> {
         engine_tx.clone(),
     );
     let local_rules = crate::local_rules::LocalRules::load(&config.data_dir, now_ms())?;
-    let engine = engine.with_protections(protection_settings(&config), local_rules);
+    let (memory, records) = crate::escalation_memory::EscalationMemory::load(
+        &config.data_dir,
+        now_ms(),
+        u64::try_from(config.protections.escalation.within.as_millis()).unwrap_or(u64::MAX),
+    )?;
+    let engine =
+        engine.with_protections(protection_settings(&config), local_rules).with_escalation_memory(memory, records);
     let engine = match crate::suspension::from_config(&config, own_user.as_str())? {
         Some(s) => engine.with_suspension(s),
         None => engine,
@@ -299,9 +356,11 @@ pub async fn run(config: Config) -> Result<()> {
 
     // Join and load what we can now; the rest is retried in the background until it works.
     let followers = tokio::spawn(follow_configured_rooms(bot.clone()));
+    let resolving = tokio::spawn(resolve_protection_aliases(bot.clone()));
     info!(user_id = %bot.own_user, homeserver = %bot.config.homeserver_url, "hush is running");
     let synced = matrix::sync_until(&client, stop_rx, |response| forward_sync(&bot, response)).await;
     followers.abort();
+    resolving.abort();
     // The ledger is written synchronously before and after every change, so stopping
     // here loses nothing: an interrupted change is settled at the next start.
     engine_task.abort();

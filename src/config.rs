@@ -11,7 +11,7 @@ mod protections;
 mod raw;
 mod validate;
 
-pub use protections::{EscalationConfig, FloodConfig, ProtectionsConfig};
+pub use protections::{EscalationConfig, FloodConfig, MentionSpamConfig, ProtectionsConfig, Reach};
 
 use raw::{check_keys, default_max_new_restrictions, default_max_room_share, missing_field, RawConfig};
 use validate::validate;

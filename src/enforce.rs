@@ -109,6 +109,14 @@ pub trait RoomWriter: Clone + Send + Sync + 'static {
         event_id: &str,
         reason: &str,
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
+    /// Sends a state event (a protection's rule published to a policy list).
+    fn put_state(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+        content: &Value,
+    ) -> impl Future<Output = Result<(), WriteError>> + Send;
 }
 
 /// One of a user's recent events, as [`RoomWriter::recent_events`] finds it.

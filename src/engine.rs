@@ -34,6 +34,7 @@ mod execute;
 mod expiry;
 mod guard;
 mod input;
+mod mention_spam;
 mod policy_events;
 mod power_batch;
 mod preview;
@@ -57,7 +58,7 @@ use reports::Reports;
 use view::View;
 
 pub use progress::Loading;
-pub use protections::ProtectionSettings;
+pub use protections::{MentionSettings, ProtectionReach, ProtectionSettings};
 use writes::Writes;
 
 /// At most this many bans, unbans and membership changes are sent at once, for the whole
@@ -352,6 +353,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 let removed = self.remove_local_rule(&kind, &state_key).map_err(|e| format!("{e:#}"));
                 let _ = reply.send(removed);
             }
+            Input::Mentions { room_id, messages } => self.mentions(&room_id, messages),
+            Input::ProtectionRoomResolved { alias, room_id } => self.protection_room_resolved(alias, room_id),
+            Input::PublishFailed { what, error } => self.error(format!("cannot {what}: {error}")),
             Input::Suspension(done) => self.account_call_done(done),
             Input::ManagementLoaded { room_id, events } => {
                 let room = RoomState::from_state(&room_id, &events);

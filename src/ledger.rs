@@ -20,8 +20,10 @@
 //!   ('user' | 'room' | 'server'), `rule_state_key`. `room_id` is the room for scope
 //!   'room'; for scope 'account' it is '' — only inside SQL, so that the primary key
 //!   (scope, room_id, user_id, kind) needs no NULL; Rust only ever sees [`Scope`].
+//! - 2: `event_ids`, the events a [`Kind::Redaction`] entry redacts (a JSON array; NULL:
+//!   the user's recent events), added as a NULL column.
 //!
-//! A version-0 database is migrated at open, in one transaction, every row kept.
+//! An older database is migrated at open, in one transaction, every row kept.
 
 use std::path::Path;
 
@@ -38,7 +40,7 @@ pub struct Ledger {
 }
 
 /// The schema this code writes (see the module documentation).
-const VERSION: i64 = 1;
+const VERSION: i64 = 2;
 
 const CHANGES: &str = "
 CREATE TABLE IF NOT EXISTS changes (
@@ -56,6 +58,7 @@ CREATE TABLE IF NOT EXISTS changes (
     applied_at_ms  INTEGER NOT NULL,
     expires_at_ms  INTEGER,
     overridden     INTEGER NOT NULL DEFAULT 0,
+    event_ids      TEXT,
     PRIMARY KEY (scope, room_id, user_id, kind)
 );
 -- Per-user look-ups (expiry re-arming, departed members) on every input: not a scan.
@@ -160,6 +163,12 @@ fn migrate_from_0(tx: &rusqlite::Transaction<'_>) -> Result<usize> {
     Ok(old.len())
 }
 
+/// Whether the `changes` table exists and has `column`.
+fn has_column(tx: &rusqlite::Transaction<'_>, column: &str) -> Result<bool> {
+    let sql = "SELECT EXISTS (SELECT 1 FROM pragma_table_info('changes') WHERE name = ?1)";
+    Ok(tx.query_row(sql, params![column], |r| r.get(0))?)
+}
+
 impl Ledger {
     /// Opens (or creates) the ledger at `path`, migrating an older schema. Every write is
     /// durable when it returns.
@@ -182,16 +191,13 @@ impl Ledger {
         if version > VERSION {
             anyhow::bail!("the ledger has schema version {version}, newer than this hush knows ({VERSION})");
         }
-        if version < 1 {
-            let old_table: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('changes') WHERE name = 'rule')",
-                params![],
-                |r| r.get(0),
-            )?;
-            if old_table {
-                let rows = migrate_from_0(&tx).context("cannot migrate the ledger to schema version 1")?;
-                tracing::info!(rows, "ledger migrated to schema version 1 (typed scope and rule)");
-            }
+        if version < 1 && has_column(&tx, "rule")? {
+            let rows = migrate_from_0(&tx).context("cannot migrate the ledger to schema version 1")?;
+            tracing::info!(rows, "ledger migrated to schema version 1 (typed scope and rule)");
+        }
+        if version < 2 && has_column(&tx, "scope")? && !has_column(&tx, "event_ids")? {
+            tx.execute_batch("ALTER TABLE changes ADD COLUMN event_ids TEXT")
+                .context("cannot migrate the ledger to schema version 2")?;
         }
         tx.execute_batch(CHANGES).context("cannot create the ledger schema")?;
         tx.execute_batch(GUARDED).context("cannot create the ledger schema")?;
@@ -206,8 +212,8 @@ impl Ledger {
         self.conn.execute(
             "INSERT OR REPLACE INTO changes
              (scope, room_id, user_id, kind, phase, previous_level, applied_level, rule_list, rule_kind,
-              rule_state_key, reason, applied_at_ms, expires_at_ms, overridden)
-             VALUES (?1, ?2, ?3, ?4, 'applying', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0)",
+              rule_state_key, reason, applied_at_ms, expires_at_ms, overridden, event_ids)
+             VALUES (?1, ?2, ?3, ?4, 'applying', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13)",
             params![
                 scope,
                 room,
@@ -220,7 +226,8 @@ impl Ledger {
                 e.rule.state_key,
                 e.reason,
                 e.applied_at_ms as i64,
-                e.expires_at_ms.map(|v| v as i64)
+                e.expires_at_ms.map(|v| v as i64),
+                (!e.event_ids.is_empty()).then(|| serde_json::json!(e.event_ids).to_string())
             ],
         )?;
         Ok(())
@@ -488,6 +495,10 @@ fn row_to_entry(row: &Row<'_>) -> rusqlite::Result<Option<Entry>> {
         applied_at_ms: row.get::<_, i64>("applied_at_ms")? as u64,
         expires_at_ms: row.get::<_, Option<i64>>("expires_at_ms")?.map(|v| v as u64),
         overridden: row.get::<_, i64>("overridden")? != 0,
+        event_ids: row
+            .get::<_, Option<String>>("event_ids")?
+            .and_then(|ids| serde_json::from_str(&ids).ok())
+            .unwrap_or_default(),
     }))
 }
 

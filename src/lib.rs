@@ -8,6 +8,7 @@ pub mod bot;
 pub mod config;
 pub mod enforce;
 pub mod engine;
+pub mod escalation_memory;
 pub mod following;
 pub mod holds;
 pub mod instance;

@@ -92,20 +92,25 @@ impl LocalRules {
         Ok(Some(before))
     }
 
-    /// Writes atomically and durably: a temporary file, synced, renamed over the old one.
+    /// Writes atomically and durably ([`write_durably`]).
     fn save(&self) -> Result<()> {
         let Some(path) = &self.path else { return Ok(()) };
-        let tmp = path.with_extension("json.tmp");
-        let body = serde_json::to_vec_pretty(&self.events.values().collect::<Vec<_>>())?;
-        let mut file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-        file.write_all(&body).with_context(|| format!("cannot write {}", tmp.display()))?;
-        file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-        if let Some(dir) = path.parent().and_then(|d| std::fs::File::open(d).ok()) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        write_durably(path, &serde_json::to_vec_pretty(&self.events.values().collect::<Vec<_>>())?)
     }
+}
+
+/// Writes a file in `data_dir` atomically and durably: a temporary file, synced, renamed
+/// over the old one, and the directory synced (the local rules, the escalation memory).
+pub(crate) fn write_durably(path: &Path, body: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(body).with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    if let Some(dir) = path.parent().and_then(|d| std::fs::File::open(d).ok()) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

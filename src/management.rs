@@ -21,6 +21,7 @@ use crate::runtime::RoomOverrides;
 use hush_core::record::{Entry, Kind, Phase};
 
 mod allow;
+mod local;
 mod rooms;
 
 use allow::allow;
@@ -266,6 +267,14 @@ async fn lift(ctx: &Context<'_>, recommendation: Recommendation, target: &Target
     let mut removed = Vec::new();
     let mut remaining = Vec::new();
     for rule in rules {
+        if let Some(outcome) = local::lift(ctx, &rule).await {
+            match outcome {
+                Ok(Some(lifted)) => removed.push(lifted),
+                Ok(None) => {}
+                Err(kept) => remaining.push(kept),
+            }
+            continue;
+        }
         if !writable.iter().any(|l| l == &rule.id.room_id) {
             remaining.push(format!(
                 "`{}` in {} (a list hush does not write to: ask its moderators, or mark it `write: true` in policy_lists)",
@@ -390,14 +399,10 @@ async fn mutes(ctx: &Context<'_>) -> Reply {
             Some(at) => format!("ends in {}", fmt_left(at, now)),
             None => "permanent".to_owned(),
         };
-        let (list, key) = (&first.rule.room_id, &first.rule.state_key);
+        let cause = local::describe(&first.rule.room_id, &first.rule.state_key);
         let reason = if first.reason.is_empty() { String::new() } else { format!(", reason: {}", first.reason) };
-        let _ = writeln!(
-            text,
-            "  {user}: {} room(s), since {}, {left}; rule `{key}` in {list}{reason}",
-            entries.len(),
-            fmt_time(since)
-        );
+        let _ =
+            writeln!(text, "  {user}: {} room(s), since {}, {left}; {cause}{reason}", entries.len(), fmt_time(since));
     }
     Reply::ok(text.trim_end().to_owned())
 }

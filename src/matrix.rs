@@ -80,13 +80,21 @@ pub struct RoomSync<'a> {
     /// The timeline's other events (not state, not redactions) of other senders: sender
     /// and `origin_server_ts`, for the protections' counters.
     pub activity: Vec<(String, u64)>,
+    /// The timeline's messages of other senders that mention more than the mention-spam
+    /// protection allows, or the room (none when it is off): what the check needs of them.
+    pub mentions: Vec<hush_core::mentions::Message>,
 }
 
 /// Each room's update in a sync response (joined rooms, then rooms hush left): matrix-sdk
 /// asks for `use_state_after`, and its event handlers would see the final state first and
 /// older timeline events after it, so state goes from here, in order. Unreadable events
-/// are skipped (logged).
-pub fn room_updates<'a>(response: &'a SyncResponse, own_user: &'a str) -> impl Iterator<Item = RoomSync<'a>> + 'a {
+/// are skipped (logged). `max_mentions`: the mention-spam protection's limit (None: off,
+/// messages are not read).
+pub fn room_updates<'a>(
+    response: &'a SyncResponse,
+    own_user: &'a str,
+    max_mentions: Option<u32>,
+) -> impl Iterator<Item = RoomSync<'a>> + 'a {
     let joined = response.rooms.joined.iter().map(|(id, u)| (id, &u.state, &u.timeline));
     let left = response.rooms.left.iter().map(|(id, u)| (id, &u.state, &u.timeline));
     joined.chain(left).map(move |(room_id, state, timeline)| {
@@ -120,9 +128,26 @@ pub fn room_updates<'a>(response: &'a SyncResponse, own_user: &'a str) -> impl I
                 (sender != own_user).then_some((sender, ts))
             })
             .collect();
+        let mentions = match max_mentions {
+            Some(max) => raws().filter_map(|raw| mention_spam(raw, own_user, max)).collect(),
+            None => Vec::new(),
+        };
         let state = crate::rooms::in_order(state, state_is_after, timeline_state, own_user);
-        RoomSync { room_id: room_id.as_ref(), state, redacted, activity }
+        RoomSync { room_id: room_id.as_ref(), state, redacted, activity, mentions }
     })
+}
+
+/// A message of another sender that mentions more than `max` users or the room: its
+/// sender, id, time and counts. Any other event is dropped here, its text unkept.
+fn mention_spam(raw: &Raw<AnySyncTimelineEvent>, own_user: &str, max: u32) -> Option<hush_core::mentions::Message> {
+    let mentioned = hush_core::mentions::in_event(raw.json().get())?;
+    if mentioned.users <= max as usize && !mentioned.room {
+        return None;
+    }
+    let sender = raw.get_field::<String>("sender").ok().flatten().filter(|s| s != own_user)?;
+    let event_id = raw.get_field::<String>("event_id").ok().flatten()?;
+    let ts = raw.get_field::<u64>("origin_server_ts").ok().flatten()?;
+    Some(hush_core::mentions::Message { sender, event_id, ts, mentioned })
 }
 
 /// Joins a room by id or alias; returns its id.
@@ -304,7 +329,7 @@ mod tests {
             ..Default::default()
         };
         response.rooms.left.insert(OwnedRoomId::try_from("!left:x").unwrap(), left);
-        let seen: Vec<(String, Vec<String>, Vec<String>)> = room_updates(&response, "@hush:x")
+        let seen: Vec<(String, Vec<String>, Vec<String>)> = room_updates(&response, "@hush:x", None)
             .map(|u| (u.room_id.to_string(), u.state.iter().map(|e| e["event_id"].to_string()).collect(), u.redacted))
             .collect();
         let ids = |ids: &[&str]| ids.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>();

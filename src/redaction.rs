@@ -25,7 +25,8 @@ pub struct Redacted {
     pub first_error: Option<String>,
 }
 
-/// What to redact: the user's events in the room sent at or after `since_ms`, at most `limit`.
+/// What to redact: the user's events in the room sent at or after `since_ms`, at most
+/// `limit`; or, when `event_ids` is not empty, exactly those events.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub room_id: String,
@@ -33,6 +34,7 @@ pub struct Request {
     pub since_ms: u64,
     pub limit: u32,
     pub reason: String,
+    pub event_ids: Vec<String>,
 }
 
 /// Finds the user's recent events and redacts those not yet redacted. Every request (the
@@ -45,8 +47,12 @@ pub async fn redact_recent<W: RoomWriter>(
     req: Request,
     slots: Arc<Semaphore>,
 ) -> Result<Redacted, WriteError> {
-    let Request { room_id, user_id, since_ms, limit, reason } = req;
-    let events = {
+    let Request { room_id, user_id, since_ms, limit, reason, event_ids } = req;
+    let events = if !event_ids.is_empty() {
+        // Chosen events: no look-up; one the homeserver already redacted is redacted
+        // again harmlessly (a redaction of a redacted event succeeds).
+        event_ids.into_iter().map(|event_id| crate::enforce::RecentEvent { event_id, redacted: false }).collect()
+    } else {
         let _slot = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
         with_retries(&format!("recent events of {user_id} in {room_id}"), || async {
             writer.recent_events(&room_id, &user_id, since_ms, limit).await

@@ -173,6 +173,7 @@ fn ledger_write_cost() {
             applied_at_ms: 0,
             expires_at_ms: None,
             overridden: false,
+            event_ids: Vec::new(),
         };
         ledger.begin_apply(&e).unwrap();
     }

@@ -107,6 +107,7 @@ async fn a_redaction_interrupted_by_kill_9_resumes_at_the_next_start() {
         applied_at_ms: now_ms(),
         expires_at_ms: None,
         overridden: false,
+        event_ids: Vec::new(),
     };
     let ledger = c.bot.dir.path().join("data").join("ledger.sqlite3");
     hush::ledger::Ledger::open(&ledger).unwrap().begin_apply(&entry).unwrap();

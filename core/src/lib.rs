@@ -2,6 +2,7 @@
 
 pub mod commands;
 pub mod guard;
+pub mod mentions;
 pub mod policy;
 pub mod power_levels;
 pub mod protections;

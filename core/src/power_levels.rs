@@ -34,7 +34,7 @@ const STATE_TYPES: &[&str] = &[
 
 /// Reads an integer the way room versions accept them: a JSON number, or (old room
 /// versions) a string holding one.
-fn int(v: &Value) -> Option<i64> {
+pub(crate) fn int(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.trim().parse().ok(),

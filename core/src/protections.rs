@@ -163,6 +163,36 @@ impl Escalation {
         self.last.insert(user.to_owned(), (now, length));
         length
     }
+
+    /// Who tripped a protection within the window: (user, when, mute length), to be kept
+    /// across restarts.
+    pub fn records(&self) -> impl Iterator<Item = (&str, u64, u64)> {
+        self.last.iter().map(|(u, (at, len))| (u.as_str(), *at, *len))
+    }
+
+    /// Takes back what [`Escalation::records`] gave (at start): a later trigger escalates
+    /// from it as if there had been no restart.
+    pub fn restore(&mut self, records: impl IntoIterator<Item = (String, u64, u64)>) {
+        self.last.extend(records.into_iter().map(|(u, at, len)| (u, (at, len))));
+    }
+}
+
+/// Which protected rooms a protection watches: all of them, or only those listed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Watched {
+    #[default]
+    All,
+    /// These room ids (the configured aliases as they resolve).
+    Only(std::collections::BTreeSet<String>),
+}
+
+impl Watched {
+    pub fn watches(&self, room_id: &str) -> bool {
+        match self {
+            Watched::All => true,
+            Watched::Only(rooms) => rooms.contains(room_id),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +289,28 @@ mod tests {
         assert_eq!(e.mute_for("@u", ten, 2000), 35 * 60_000, "capped");
         assert_eq!(e.mute_for("@v", ten, 2000), ten, "per user");
         assert_eq!(e.mute_for("@u", ten, 2000 + day), ten, "a day later it starts afresh");
+    }
+
+    #[test]
+    fn restored_records_escalate_as_before_a_restart() {
+        let limits = Some(EscalationLimits { within_ms: 1000, max_ms: 100 });
+        let mut before = Escalation::new(limits);
+        before.mute_for("@u", 10, 0);
+        let kept: Vec<(String, u64, u64)> = before.records().map(|(u, a, l)| (u.to_owned(), a, l)).collect();
+        let mut after = Escalation::new(limits);
+        after.restore(kept);
+        assert_eq!(after.mute_for("@u", 10, 500), 20, "within the window: doubled");
+        let mut late = Escalation::new(limits);
+        late.restore(vec![("@u".to_owned(), 0, 10)]);
+        assert_eq!(late.mute_for("@u", 10, 1000), 10, "outside it: the base");
+    }
+
+    #[test]
+    fn a_protection_watches_every_room_or_those_listed() {
+        assert!(Watched::All.watches("!a:x"));
+        let only = Watched::Only(["!a:x".to_owned()].into());
+        assert!(only.watches("!a:x"));
+        assert!(!only.watches("!b:x"));
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub enum Kind {
     /// first event is looked up, removed when done. Never lifted (a redaction cannot be
     /// undone); an entry left by a crash is resumed at start-up. The entry's
     /// `previous_level` holds the start of the window (ms since the epoch) and its
-    /// `applied_level` the most events to redact.
+    /// `applied_level` the most events to redact; `event_ids`, when not empty, names the
+    /// events to redact instead.
     Redaction,
 }
 
@@ -134,6 +135,9 @@ pub struct Entry {
     pub expires_at_ms: Option<u64>,
     /// A moderator changed the user's level while hush's mute was on: hush leaves it alone.
     pub overridden: bool,
+    /// For a [`Kind::Redaction`] of chosen events (a message that tripped a protection):
+    /// their ids, redacted whatever the window. Empty: the user's recent events.
+    pub event_ids: Vec<String>,
 }
 
 /// Reads the rule reference the ledger stored before schema version 1, `"list room id|kind|state key"`,

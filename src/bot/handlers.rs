@@ -21,7 +21,8 @@ use tracing::{debug, info, warn};
 /// the state: it matters only for a rule still in force then. A tombstone in a followed
 /// room starts following its replacement.
 pub(super) fn forward_sync(bot: &Arc<Bot>, response: &matrix_sdk::sync::SyncResponse) {
-    for update in matrix::room_updates(response, bot.own_user.as_str()) {
+    let max_mentions = bot.config.protections.mention_spam.as_ref().map(|m| m.max_mentions);
+    for update in matrix::room_updates(response, bot.own_user.as_str(), max_mentions) {
         let room_id = update.room_id.to_string();
         for event in update.state {
             if let Some(replacement) = crate::rooms::tombstone_replacement(&event).transpose() {
@@ -37,8 +38,13 @@ pub(super) fn forward_sync(bot: &Arc<Bot>, response: &matrix_sdk::sync::SyncResp
             let events: Vec<(String, u64)> =
                 update.activity.into_iter().filter(|(_, ts)| *ts >= bot.started_at_ms).collect();
             if !events.is_empty() {
-                let _ = bot.engine.send(Input::Activity { room_id, events });
+                let _ = bot.engine.send(Input::Activity { room_id: room_id.clone(), events });
             }
+        }
+        // Only messages that may trip mention spam are here; those from before the start are not judged.
+        let messages: Vec<_> = update.mentions.into_iter().filter(|m| m.ts >= bot.started_at_ms).collect();
+        if !messages.is_empty() {
+            let _ = bot.engine.send(Input::Mentions { room_id, messages });
         }
     }
 }

@@ -354,10 +354,60 @@ fn protections_are_off_by_default_with_the_issue_defaults() {
         Some(FloodConfig {
             max_events: 10,
             per: std::time::Duration::from_secs(10),
-            mute_for: std::time::Duration::from_secs(600)
+            mute_for: std::time::Duration::from_secs(600),
+            reach: Reach::default(),
         })
     );
     assert_eq!(c.protections.escalation, EscalationConfig::default());
+    assert_eq!(c.protections.mention_spam, None);
+    let c = parse(&format!("{MINIMAL}protections:\n  mention_spam:\n    enabled: true\n")).unwrap();
+    assert_eq!(
+        c.protections.mention_spam,
+        Some(MentionSpamConfig {
+            max_mentions: 10,
+            mute_for: std::time::Duration::from_secs(600),
+            redact: true,
+            reach: Reach::default(),
+        })
+    );
+}
+
+#[test]
+fn each_protection_takes_rooms_and_publish() {
+    let text = format!(
+        "{MINIMAL}default_policy_list: \"#list:x\"\nprotections:\n  mention_spam:\n    enabled: true\n    max_mentions: 3\n    mute_for: 1h\n    redact: false\n    rooms: [\"!a:x\", \"#b:x\"]\n    publish: true\n  flood:\n    enabled: true\n    rooms: [\"#c:x\"]\n"
+    );
+    let c = parse(&text).unwrap();
+    let m = c.protections.mention_spam.unwrap();
+    assert_eq!((m.max_mentions, m.mute_for.as_secs(), m.redact), (3, 3600, false));
+    assert_eq!(m.reach, Reach { rooms: Some(vec!["!a:x".into(), "#b:x".into()]), publish: true });
+    assert_eq!(c.protections.flood.unwrap().reach, Reach { rooms: Some(vec!["#c:x".into()]), publish: false });
+}
+
+#[test]
+fn bad_rooms_and_publish_name_the_key_and_the_reason() {
+    let bad = |yaml: &str| parse(&format!("{MINIMAL}{yaml}")).unwrap_err();
+    let e = bad("protections:\n  mention_spam:\n    rooms: [\"!a:x\", \"general\"]\n");
+    assert_eq!(e.key, "protections.mention_spam.rooms[1]");
+    assert!(e.reason.contains("not a room id"), "{e}");
+    let e = bad("protections:\n  flood:\n    rooms: [\"!a:x\", \"!a:x\"]\n");
+    assert_eq!(e.key, "protections.flood.rooms[1]");
+    assert!(e.reason.contains("twice"), "{e}");
+    let e = bad("protections:\n  flood:\n    rooms: []\n");
+    assert_eq!(e.key, "protections.flood.rooms");
+    let e = bad("protections:\n  mention_spam:\n    enabled: true\n    publish: true\n");
+    assert_eq!(e.key, "protections.mention_spam.publish");
+    assert!(e.reason.contains("default_policy_list"), "{e}");
+    let e = bad("protections:\n  flood:\n    publish: true\n");
+    assert_eq!(e.key, "protections.flood.publish");
+    let e = bad("protections:\n  mention_spam:\n    max_mentions: 0\n");
+    assert_eq!(e.key, "protections.mention_spam.max_mentions");
+    let e = bad("protections:\n  mention_spam:\n    mute_for: never\n");
+    assert_eq!(e.key, "protections.mention_spam.mute_for");
+    let e = bad("protections:\n  mention_spam:\n    redact: sometimes\n");
+    assert!(e.to_string().contains("redact"), "{e}");
+    let e = bad("protections:\n  mention_spam:\n    max_mention: 3\n");
+    assert_eq!(e.key, "protections.mention_spam.max_mention");
 }
 
 #[test]

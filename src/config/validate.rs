@@ -57,7 +57,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, env: &dyn Environment) -> Re
     if raw.mute.batch_window_ms > 60_000 {
         return Err(ConfigError::new("mute.batch_window_ms", "must be at most 60000 (one minute)"));
     }
-    let protections = super::protections::validate(raw.protections)?;
+    let protections = super::protections::validate(raw.protections, raw.default_policy_list.is_some())?;
     let share = raw.safety.max_room_share;
     // Written so that NaN fails too.
     if !(share > 0.0 && share <= 1.0) {
@@ -313,7 +313,7 @@ pub fn is_user_id(s: &str) -> bool {
     }
 }
 
-fn check_room(key: &str, r: &str) -> Result<(), ConfigError> {
+pub(super) fn check_room(key: &str, r: &str) -> Result<(), ConfigError> {
     // Room ids of version 12 are `!` + a hash with no server part: never require one.
     let ok = match r.chars().next() {
         Some('!') => r.len() > 1 && !r.contains(char::is_whitespace),

@@ -194,6 +194,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     applied_at_ms: now,
                     expires_at_ms: wanted.expires_at_ms,
                     overridden: false,
+                    event_ids: Vec::new(),
                 };
                 info!(user, rule = %wanted.rule, "suspending the account");
                 self.ledger.begin_apply(&entry).map(|()| {

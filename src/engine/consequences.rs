@@ -18,6 +18,8 @@ pub(super) trait Consequences<W: RoomWriter, C: Clock>: Send + Sync {
     fn account(&self, engine: &mut Engine<W, C>, user: &str, action: Action, now: u64);
     /// A protection's mute: a local rule written to disk and let into the index.
     fn local_mute(&self, engine: &mut Engine<W, C>, mute: LocalMute);
+    /// A protection's mute published: its rule written to the policy list `list_id`.
+    fn publish_mute(&self, engine: &mut Engine<W, C>, list_id: &str, mute: LocalMute);
 }
 
 /// Changes rooms and accounts, recording each change in the ledger first.
@@ -37,6 +39,9 @@ impl<W: RoomWriter, C: Clock> Consequences<W, C> for Enforce {
     fn local_mute(&self, engine: &mut Engine<W, C>, mute: LocalMute) {
         engine.write_local_mute(mute);
     }
+    fn publish_mute(&self, engine: &mut Engine<W, C>, list_id: &str, mute: LocalMute) {
+        engine.write_published_mute(list_id, mute);
+    }
 }
 
 impl<W: RoomWriter, C: Clock> Consequences<W, C> for Simulate {
@@ -51,6 +56,10 @@ impl<W: RoomWriter, C: Clock> Consequences<W, C> for Simulate {
         let now = engine.clock.now_ms();
         engine
             .report_once(&format!("protection|{}|{now}", mute.user), &format!("[dry run] would have: {}", mute.notice));
+    }
+    /// Nothing is written to the list: the report says what would have been.
+    fn publish_mute(&self, engine: &mut Engine<W, C>, _list_id: &str, mute: LocalMute) {
+        self.local_mute(engine, mute);
     }
 }
 

@@ -31,6 +31,7 @@ fn applying_entry(
         applied_at_ms: now,
         expires_at_ms: wanted.expires_at_ms,
         overridden: false,
+        event_ids: Vec::new(),
     }
 }
 
@@ -137,7 +138,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 );
                 Ok(())
             }
-            Action::Redact { user_id, since_ms, limit, rule, reason } => {
+            Action::Redact { user_id, since_ms, limit, rule, reason, event_ids } => {
                 let entry = Entry {
                     scope: scope.clone(),
                     user_id: user_id.clone(),
@@ -150,6 +151,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     applied_at_ms: now,
                     expires_at_ms: None,
                     overridden: false,
+                    event_ids,
                 };
                 match self.ledger.get(&scope, &user_id, Kind::Redaction) {
                     // One under way (a ban sent again after a crash): it goes on as recorded.
@@ -204,6 +206,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             Action::Unban { user_id } => format!("[dry run] would unban {user_id} in {{rooms}}"),
             Action::Refuse { user_id, refusal, .. } => {
                 format!("[dry run] would refuse to act on {user_id} in {{rooms}}: {refusal}")
+            }
+            Action::Redact { user_id, event_ids, .. } if !event_ids.is_empty() => {
+                format!("[dry run] would redact {} of {user_id} in {{rooms}}", event_ids.join(", "))
             }
             Action::Redact { user_id, since_ms, limit, .. } => format!(
                 "[dry run] would redact the events {user_id} sent in {{rooms}} since {} (at most {limit} per room)",

@@ -100,6 +100,13 @@ pub enum Input {
     /// Take a local rule (a protection's mute, a local exception) out of `data_dir` and the
     /// index, which lifts what it caused. `Ok(false)`: there was no such rule.
     RemoveLocalRule { kind: String, state_key: String, reply: tokio::sync::oneshot::Sender<Result<bool, String>> },
+    /// Messages of a protected room that mention more users than the mention-spam
+    /// protection allows, or the room (sync keeps only these, and only what the check needs).
+    Mentions { room_id: String, messages: Vec<hush_core::mentions::Message> },
+    /// An alias the protections name (`rooms`, the list to publish to) resolved.
+    ProtectionRoomResolved { alias: String, room_id: String },
+    /// A protection's rule could not be published to the policy list.
+    PublishFailed { what: String, error: String },
 }
 
 /// What the engine can tell the management room.

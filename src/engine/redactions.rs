@@ -80,6 +80,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 limit,
                 rule: rule.clone(),
                 reason: "redacted by a moderator".to_owned(),
+                event_ids: Vec::new(),
             };
             self.guard.plan.entry((room_id.clone(), user.to_owned())).or_default().push(action);
             planned.push(room_id);
@@ -118,6 +119,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             since_ms: entry.previous_level.map_or(0, |v| v.max(0) as u64),
             limit: entry.applied_level.map_or(self.cfg.redaction.max_per_room, |v| v.clamp(0, u32::MAX.into()) as u32),
             reason: entry.reason.clone(),
+            event_ids: entry.event_ids.clone(),
         };
         let (writer, inbox, slots) = (self.writer.clone(), self.inbox.clone(), self.writes.member_slots());
         self.writes.after_commit(async move {

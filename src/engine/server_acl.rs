@@ -227,6 +227,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     applied_at_ms: self.now(),
                     expires_at_ms: wanted.expires_at_ms,
                     overridden: false,
+                    event_ids: Vec::new(),
                 };
                 info!(room = room_id, %server, rule = %wanted.rule, "denying a server in the room's ACL");
                 self.ledger.begin_apply(&entry).map(|()| self.queue_acl(room_id, &server, true))

@@ -23,6 +23,7 @@ fn entry(user: &str, previous: Option<i64>) -> Entry {
         applied_at_ms: 1_700_000_000_000,
         expires_at_ms: Some(1_700_000_060_000),
         overridden: false,
+        event_ids: Vec::new(),
     }
 }
 
@@ -167,6 +168,7 @@ fn old(scope: Scope, user: &str, kind: Kind, phase: Phase, rule: RuleId) -> Entr
         applied_at_ms: 0,
         expires_at_ms: None,
         overridden: false,
+        event_ids: Vec::new(),
     }
 }
 
@@ -219,7 +221,7 @@ fn a_version_0_ledger_is_migrated_at_open_keeping_every_row() {
     }
     let conn = Connection::open(&path).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     let tables: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'changes%'", [], |r| r.get(0))
         .unwrap();
@@ -237,6 +239,36 @@ fn a_version_0_ledger_is_migrated_at_open_keeping_every_row() {
 fn a_newer_ledger_is_refused_not_rewritten() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite3");
-    Connection::open(&path).unwrap().pragma_update(None, "user_version", 2).unwrap();
+    Connection::open(&path).unwrap().pragma_update(None, "user_version", 3).unwrap();
     assert!(Ledger::open(&path).is_err());
+}
+
+#[test]
+fn a_version_1_ledger_gains_event_ids_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE changes (scope TEXT NOT NULL, room_id TEXT NOT NULL, user_id TEXT NOT NULL,
+               kind TEXT NOT NULL, phase TEXT NOT NULL, previous_level INTEGER, applied_level INTEGER,
+               rule_list TEXT NOT NULL, rule_kind TEXT NOT NULL, rule_state_key TEXT NOT NULL,
+               reason TEXT NOT NULL, applied_at_ms INTEGER NOT NULL, expires_at_ms INTEGER,
+               overridden INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (scope, room_id, user_id, kind));
+             INSERT INTO changes VALUES ('room', '!room', '@r:x', 'redaction', 'applying', 5, 10, '!list',
+               'user', 'k', 'spam', 7, NULL, 0);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let l = Ledger::open(&path).unwrap();
+    let scope = Scope::Room("!room".into());
+    let kept = l.get(&scope, "@r:x", Kind::Redaction).unwrap().unwrap();
+    assert_eq!((kept.previous_level, kept.applied_level, kept.event_ids.len()), (Some(5), Some(10), 0));
+    // A redaction of chosen events keeps them across a restart (resumed after kill -9).
+    let chosen = Entry { user_id: "@m:x".into(), event_ids: vec!["$a".into(), "$b".into()], ..kept };
+    l.begin_apply(&chosen).unwrap();
+    drop(l);
+    let again = Ledger::open(&path).unwrap();
+    assert_eq!(again.get(&scope, "@m:x", Kind::Redaction).unwrap(), Some(chosen));
 }

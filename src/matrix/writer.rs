@@ -215,6 +215,25 @@ impl RoomWriter for MatrixWriter {
         Ok(resp.event_id.to_string())
     }
 
+    async fn put_state(
+        &self,
+        room: &str,
+        event_type: &str,
+        state_key: &str,
+        content: &serde_json::Value,
+    ) -> Result<(), WriteError> {
+        // The request `matrix::put_state` sends for the `mute` command, with the writes'
+        // timeout and error classes.
+        let req = send_state_event::v3::Request::new_raw(
+            room_id(room)?,
+            event_type.into(),
+            state_key.to_owned(),
+            raw_content(content)?,
+        );
+        self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
     async fn ban_redacting(&self, room: &str, user: &str, reason: &str) -> Result<Option<String>, WriteError> {
         // The member event itself (as for MSC3909 memberships): `/ban` takes no extra field
         // in this SDK, and the content is what MSC4293 reads.

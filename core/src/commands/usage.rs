@@ -47,7 +47,8 @@ pub(crate) const SPECS: &[Spec] = &[
         usage: "unmute <user-or-glob>",
         summary: "Remove the mute rules for a user or glob that hush can remove; hush then lifts \
                   the mute and says which rules remain.",
-        details: "",
+        details: "A protection's local mute of the user (flood protection, mention spam) is \
+                  taken out too, and the reply names it.",
         examples: &["unmute @spammer:example.org"],
     },
     Spec {
@@ -97,7 +98,8 @@ pub(crate) const SPECS: &[Spec] = &[
     Spec {
         name: "mutes",
         usage: "mutes",
-        summary: "List the active mutes: user, rooms, since, time left, rule and list.",
+        summary: "List the active mutes: user, rooms, since, time left, rule and list (or the \
+                  protection behind a local mute).",
         details: "",
         examples: &["mutes"],
     },

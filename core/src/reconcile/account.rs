@@ -154,6 +154,7 @@ mod tests {
             applied_at_ms: 1,
             expires_at_ms: expires,
             overridden: false,
+            event_ids: Vec::new(),
         }
     }
 

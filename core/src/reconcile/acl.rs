@@ -237,6 +237,7 @@ mod tests {
             applied_at_ms: 0,
             expires_at_ms: None,
             overridden: false,
+            event_ids: Vec::new(),
         }
     }
 

@@ -313,6 +313,7 @@ mod tests {
             applied_at_ms: 1,
             expires_at_ms: None,
             overridden: false,
+            event_ids: Vec::new(),
         }
     }
 

@@ -225,6 +225,7 @@ pub enum Action {
     /// Write a [`Kind::Redaction`] entry, then redact the user's events in the room sent
     /// at or after `since_ms`, at most `limit` of them, newest first (a ban's or mute's
     /// companion, see [`plan_redactions`], or a moderator's `redact` command). Never lifted.
+    /// With `event_ids`, exactly those events (a message that tripped a protection).
     Redact {
         user_id: String,
         since_ms: u64,
@@ -232,5 +233,7 @@ pub enum Action {
         /// The rule behind the restriction (for a command: the management room, empty key).
         rule: RuleId,
         reason: String,
+        /// The events to redact; empty: the user's recent events (`since_ms`, `limit`).
+        event_ids: Vec<String>,
     },
 }

@@ -51,6 +51,7 @@ pub fn plan_redactions(actions: &mut Vec<Action>, policy: &RedactPolicy, now_ms:
         limit: policy.max_per_room,
         rule: wanted.rule.clone(),
         reason: wanted.reason.clone(),
+        event_ids: Vec::new(),
     };
     actions.push(redact);
 }
@@ -79,7 +80,14 @@ mod tests {
 
     fn redact() -> Action {
         let w = wanted(Restriction::Ban);
-        Action::Redact { user_id: "@s:x".into(), since_ms: NOW - DAY, limit: 50, rule: w.rule, reason: w.reason }
+        Action::Redact {
+            user_id: "@s:x".into(),
+            since_ms: NOW - DAY,
+            limit: 50,
+            rule: w.rule,
+            reason: w.reason,
+            event_ids: vec![],
+        }
     }
 
     #[test]

@@ -310,6 +310,7 @@ async fn a_half_done_suspension_found_at_start_up_is_hushs() {
             applied_at_ms: 1,
             expires_at_ms: None,
             overridden: false,
+            event_ids: Vec::new(),
         })
         .unwrap();
     let admin = FakeAdmin::new("x", &["@a:x"]);

@@ -31,13 +31,42 @@ pub enum Fault {
 /// One write request that reached the server, accepted or not.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
-    PowerLevels { room: String, content: Value },
-    ServerAcl { room: String, content: Value },
-    Member { room: String, user: String, content: Value },
-    Ban { room: String, user: String },
-    Unban { room: String, user: String },
-    Notice { room: String, text: String },
-    Redact { room: String, event_id: String },
+    PowerLevels {
+        room: String,
+        content: Value,
+    },
+    ServerAcl {
+        room: String,
+        content: Value,
+    },
+    Member {
+        room: String,
+        user: String,
+        content: Value,
+    },
+    Ban {
+        room: String,
+        user: String,
+    },
+    Unban {
+        room: String,
+        user: String,
+    },
+    Notice {
+        room: String,
+        text: String,
+    },
+    Redact {
+        room: String,
+        event_id: String,
+    },
+    /// A state event in a room that is not protected (a rule published to a list).
+    State {
+        room: String,
+        event_type: String,
+        state_key: String,
+        content: Value,
+    },
 }
 
 /// A write request and what the server answered.
@@ -484,6 +513,24 @@ impl RoomWriter for FakeHomeserver {
         let sender = inner.own_user.clone();
         let ev = inner.event(room, &sender, "m.room.server_acl", "", content.clone());
         Ok(ev["event_id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    async fn put_state(
+        &self,
+        room: &str,
+        event_type: &str,
+        state_key: &str,
+        content: &Value,
+    ) -> Result<(), WriteError> {
+        let mut inner = self.inner.lock().unwrap();
+        let write = Write::State {
+            room: room.to_owned(),
+            event_type: event_type.to_owned(),
+            state_key: state_key.to_owned(),
+            content: content.clone(),
+        };
+        let r = inner.fault();
+        inner.record(write, r)
     }
 
     async fn notice(&self, room: &str, plain: &str, _html: &str) -> Result<(), WriteError> {

@@ -9,6 +9,7 @@ mod expiry;
 pub mod fake_admin;
 pub mod fake_homeserver;
 mod lists;
+mod mention_spam;
 mod power_levels;
 mod progress;
 mod protections;

@@ -13,6 +13,8 @@ fn settings(mute_ms: u64) -> ProtectionSettings {
     ProtectionSettings {
         flood: Some((FloodLimits { max_events: 10, per_ms: 10_000 }, mute_ms)),
         escalation: EscalationLimits { within_ms: 86_400_000, max_ms: 4 * mute_ms },
+        flood_reach: crate::engine::ProtectionReach::default(),
+        mention_spam: None,
     }
 }
 
@@ -96,4 +98,21 @@ async fn remove(h: &mut Harness, state_key: &str) -> Result<bool, String> {
     let kind = "m.policy.rule.user".to_owned();
     h.input(Input::RemoveLocalRule { kind, state_key: state_key.into(), reply }).await;
     answer.await.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_in_a_room_the_protection_does_not_watch_is_not_counted() {
+    let hs = FakeHomeserver::new(HUSH);
+    for room in [ROOM, ROOM2] {
+        hs.create_room(room, "10", MOD, levels(&[]), &[HUSH, MOD, "@a:x"]);
+    }
+    let mut h = Harness::start(&hs, config(), &[ROOM, ROOM2]).await;
+    let reach = crate::engine::ProtectionReach { rooms: Some(vec![ROOM2.into()]), publish_to: None };
+    h.engine.set_protections(ProtectionSettings { flood_reach: reach, ..settings(HOUR) }, LocalRules::in_memory());
+    h.input(Input::ListLoaded { room_id: LOCAL_LIST.into(), events: vec![] }).await;
+    h.input(burst("@a:x", 30)).await;
+    assert!(h.status().await.ledger.is_empty(), "{ROOM} is not watched");
+    let events = (0..11).map(|i| ("@a:x".to_owned(), T0 + i * 100)).collect();
+    h.input(Input::Activity { room_id: ROOM2.into(), events }).await;
+    assert!(entry_of(&h.status().await, &in_room(ROOM2), "@a:x", Kind::MutePowerLevel).is_some(), "{ROOM2} is");
 }

@@ -205,6 +205,7 @@ async fn an_interrupted_redaction_resumes_at_start_up() {
         applied_at_ms: START,
         expires_at_ms: None,
         overridden: false,
+        event_ids: Vec::new(),
     };
     Ledger::open(&path).unwrap().begin_apply(&entry).unwrap();
     hs.redact(ROOM, &recent[3], "").await.unwrap();

@@ -245,6 +245,7 @@ async fn interrupted_acl_writes_are_settled_at_start_up() {
                 applied_at_ms: 0,
                 expires_at_ms: None,
                 overridden: false,
+                event_ids: Vec::new(),
             };
             ledger.begin_apply(&e).unwrap();
             if phase == Phase::Lifting {
