@@ -1,4 +1,4 @@
-//! The ledger: a durable record (SQLite in `data_dir`) of every change hush made to a room or account, and what to restore.
+//! The ledger: a durable record (SQLite in `data_dir`) of every change hush made to a room or account, what to restore, and the action log (`history`).
 //!
 //! It stores core's record as it is: [`hush_core::record::Entry`], one row each, in typed
 //! columns (scope, room, rule list, rule kind, rule state key); there is no vocabulary of
@@ -20,8 +20,10 @@
 //!   ('user' | 'room' | 'server'), `rule_state_key`. `room_id` is the room for scope
 //!   'room'; for scope 'account' it is '' — only inside SQL, so that the primary key
 //!   (scope, room_id, user_id, kind) needs no NULL; Rust only ever sees [`Scope`].
+//! - 2: adds the action log, table `history` (see `ledger/history.rs`); the tables of
+//!   version 1 are kept as they are.
 //!
-//! A version-0 database is migrated at open, in one transaction, every row kept.
+//! An older database is migrated at open, in one transaction, every row kept.
 
 use std::path::Path;
 
@@ -38,7 +40,7 @@ pub struct Ledger {
 }
 
 /// The schema this code writes (see the module documentation).
-const VERSION: i64 = 1;
+const VERSION: i64 = 2;
 
 const CHANGES: &str = "
 CREATE TABLE IF NOT EXISTS changes (
@@ -195,6 +197,8 @@ impl Ledger {
         }
         tx.execute_batch(CHANGES).context("cannot create the ledger schema")?;
         tx.execute_batch(GUARDED).context("cannot create the ledger schema")?;
+        // Version 1 to 2: the action log is a new table; nothing else moves.
+        tx.execute_batch(history::HISTORY).context("cannot create the ledger's action log")?;
         tx.pragma_update(None, "user_version", VERSION)?;
         tx.commit().context("cannot commit the ledger schema")?;
         Ok(Ledger { conn })
@@ -490,6 +494,9 @@ fn row_to_entry(row: &Row<'_>) -> rusqlite::Result<Option<Entry>> {
         overridden: row.get::<_, i64>("overridden")? != 0,
     }))
 }
+
+mod history;
+pub use history::{About, KEEP as HISTORY_KEEP};
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! Carrying out planned actions: the ledger's write-ahead entry, then the room write (spawned after the commit), and what each write's result means for the ledger and the view (owns no state of its own).
 
+use hush_core::history::Outcome;
 use hush_core::power_levels::UserLevelEdit;
 use hush_core::reconcile::{Action, Membership, Restriction, Wanted};
 use hush_core::record::{Entry, Kind, Phase, Scope};
@@ -43,6 +44,7 @@ pub(super) fn dry_run_rule(rule: &hush_core::policy::RuleId) -> String {
 impl<W: RoomWriter, C: Clock> Engine<W, C> {
     /// Carries out one planned action in a room, as the engine's consequences say.
     pub(super) fn execute(&mut self, room_id: &str, action: Action) {
+        self.log_action(Scope::Room(room_id.to_owned()), &action);
         let consequences = self.consequences.clone();
         consequences.room(self, room_id, action);
     }
@@ -274,11 +276,14 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                         if let Err(e) = self.changed_before_written(room_id, &edit.user_id, entry, now) {
                             self.error(format!("ledger write failed in {room_id}: {e:#}"));
                         }
+                        let left = Outcome::Failed("their level was changed meanwhile; left as it is".to_owned());
+                        self.settle_logged(&scope, &edit.user_id, Kind::MutePowerLevel, left);
                         // Judged again now that the ledger says what happened (an ended
                         // rule's overridden entry is forgotten).
                         self.writes.defer(&scope, &edit.user_id);
                         continue;
                     }
+                    self.settle_logged(&scope, &edit.user_id, Kind::MutePowerLevel, Outcome::Done);
                     let r = match entry {
                         Some(e)
                             if e.phase == Phase::Applying && edit.level.is_some() && edit.level == e.applied_level =>
@@ -301,6 +306,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     self.error(format!("cannot change power levels in {room_id}: {e}"));
                 }
                 for edit in &edits {
+                    self.settle_logged(&scope, &edit.user_id, Kind::MutePowerLevel, Outcome::Failed(e.to_string()));
                     let entry = self.ledger.get(&scope, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
                     let _ = match entry {
                         Some(e) if e.phase == Phase::Applying => {
@@ -406,6 +412,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             (Err(_), true) => self.ledger.mark_applied(&scope, user_id, kind),
         };
         let written = result.is_ok();
+        let outcome = match &result {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        self.settle_logged(&scope, user_id, kind, outcome);
         if let Err(e) = result {
             if !self.own_account_error(&e) {
                 self.error(format!(

@@ -327,6 +327,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     room.server_acl.own_written(sent.content.clone(), sent.event_id.clone());
                 }
                 let mut r = Ok(());
+                for s in edit.add.iter().chain(&edit.remove) {
+                    self.settle_logged(&scope, s, Kind::ServerDeny, hush_core::history::Outcome::Done);
+                }
                 for s in &edit.add {
                     if entry(self, s).is_some_and(|e| e.phase == Phase::Applying) && has_deny(sent.content.as_ref(), s)
                     {
@@ -346,6 +349,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             Err(e) => {
                 if !self.own_account_error(&e) {
                     self.error(format!("cannot change the server ACL of {room_id}: {e}"));
+                }
+                for s in edit.add.iter().chain(&edit.remove) {
+                    self.settle_logged(&scope, s, Kind::ServerDeny, hush_core::history::Outcome::Failed(e.to_string()));
                 }
                 for s in &edit.add {
                     if entry(self, s).is_some_and(|e| e.phase == Phase::Applying) {
