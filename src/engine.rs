@@ -218,6 +218,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.handle_input(input);
         self.reconcile_acls();
         self.settle();
+        // What the input planned is carried out: an undo no longer acts.
+        self.history.input_done();
         self.arm_reconciled();
         self.forget_departed();
         self.flush_reports();

@@ -34,6 +34,13 @@ pub(super) struct History {
     acting_for: Option<(String, String)>,
 }
 
+impl History {
+    /// The input is carried out: what comes next is not the undo's.
+    pub(super) fn input_done(&mut self) {
+        self.acting_for = None;
+    }
+}
+
 /// A refusal or restriction's name, before the room's strategy is known.
 fn restriction_what(r: Restriction) -> What {
     match r {
@@ -279,8 +286,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     return Ok(Undone::Done(text));
                 }
                 self.history.acting_for = Some((moderator.to_owned(), format!("undo {id}")));
+                // Until the input's plan is carried out (`History::input_done`).
                 let removed = self.remove_local_rule(kind, &rule_id.state_key);
-                self.history.acting_for = None;
                 match removed {
                     Ok(true) => Ok(Undone::Done(text)),
                     Ok(false) => Err(format!("#{id}: the local rule `{}` is gone already.", rule_id.state_key)),
@@ -320,7 +327,6 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 // The same path a protection's mute takes: the file first, then the index.
                 let consequences = self.consequences.clone();
                 consequences.local_mute(self, LocalMute { user: user.clone(), event, notice: notice.clone() });
-                self.history.acting_for = None;
                 match self.protections.local.as_ref().and_then(|l| l.get("m.policy.rule.user", &state_key)) {
                     Some(_) => Ok(Undone::Done(notice)),
                     None => Err(format!("#{id}: cannot write the local exception `{state_key}` (see the log).")),

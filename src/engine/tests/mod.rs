@@ -8,6 +8,7 @@ mod allow;
 mod expiry;
 pub mod fake_admin;
 pub mod fake_homeserver;
+mod history;
 mod lists;
 mod power_levels;
 mod protections;
