@@ -239,9 +239,23 @@ pub enum Undo {
     LocalException { user: String },
 }
 
-/// How to undo `row`, given the record's entry for what it did (None: nothing in force),
-/// hush's own user id, the lists hush writes to and the local list's id.
-pub fn undo_plan(row: &Logged, in_force: Option<&Entry>, own_user: &str, writable: &[String], local: &str) -> Undo {
+/// Who wrote the rule behind what is in force, and the lists hush writes to.
+#[derive(Debug, Clone, Copy)]
+pub struct Writers<'a> {
+    /// The sender of the rule the record's entry names now (None: unknown, the rule is gone).
+    pub rule_sender: Option<&'a str>,
+    /// hush's own user id.
+    pub own_user: &'a str,
+    /// The lists hush writes to (`default_policy_list`, lists marked `write: true`).
+    pub writable: &'a [String],
+    /// The local list's id.
+    pub local: &'a str,
+}
+
+/// How to undo `row`, given the record's entry for what it did (None: nothing in force)
+/// and who wrote its rule. The entry's rule is the cause now (a rule that replaced the
+/// first keeps the same restriction): that is the rule undone.
+pub fn undo_plan(row: &Logged, in_force: Option<&Entry>, w: Writers<'_>) -> Undo {
     let id = row.id;
     let refuse = |why: String| Undo::Refuse(format!("#{id} {why}: nothing to undo."));
     match row.change {
@@ -261,14 +275,10 @@ pub fn undo_plan(row: &Logged, in_force: Option<&Entry>, own_user: &str, writabl
         return refuse(format!("{} of {} is no longer in force", row.what.words(), row.target));
     };
     let rule = entry.rule.clone();
-    if rule.room_id == local {
+    if rule.room_id == w.local {
         return Undo::RemoveLocalRule(rule);
     }
-    let sender = match &row.cause {
-        Cause::Rule { sender, .. } => sender.as_str(),
-        _ => "",
-    };
-    if sender == own_user && writable.contains(&rule.room_id) {
+    if w.rule_sender == Some(w.own_user) && w.writable.contains(&rule.room_id) {
         return Undo::RemoveListRule(rule);
     }
     match row.what {
@@ -291,6 +301,11 @@ mod tests {
 
     fn rule(list: &str, key: &str) -> RuleId {
         RuleId { room_id: list.into(), kind: EntityKind::User, state_key: key.into() }
+    }
+
+    fn plan(r: &Logged, e: Option<&Entry>, sender: &str, writable: &[String]) -> Undo {
+        let w = Writers { rule_sender: Some(sender), own_user: "@hush:x", writable, local: LOCAL };
+        undo_plan(r, e, w)
     }
 
     fn row(change: Change, what: What, sender: &str) -> Logged {
@@ -354,12 +369,9 @@ mod tests {
     #[test]
     fn undo_removes_a_local_rule_or_a_rule_hush_wrote() {
         let r = row(Change::Apply, What::MutePowerLevel, "@hush:x");
-        assert_eq!(undo_plan(&r, Some(&entry(LOCAL)), "@hush:x", &[], LOCAL), Undo::RemoveLocalRule(rule(LOCAL, "k")));
+        assert_eq!(plan(&r, Some(&entry(LOCAL)), "@hush:x", &[]), Undo::RemoveLocalRule(rule(LOCAL, "k")));
         let writable = vec!["!l".to_owned()];
-        assert_eq!(
-            undo_plan(&r, Some(&entry("!l")), "@hush:x", &writable, LOCAL),
-            Undo::RemoveListRule(rule("!l", "k"))
-        );
+        assert_eq!(plan(&r, Some(&entry("!l")), "@hush:x", &writable), Undo::RemoveListRule(rule("!l", "k")));
     }
 
     #[test]
@@ -367,16 +379,18 @@ mod tests {
         let exception = Undo::LocalException { user: "@u:x".into() };
         let theirs = row(Change::Apply, What::MutePowerLevel, "@mod:other");
         let writable = vec!["!l".to_owned()];
-        assert_eq!(undo_plan(&theirs, Some(&entry("!l")), "@hush:x", &writable, LOCAL), exception);
+        assert_eq!(plan(&theirs, Some(&entry("!l")), "@mod:other", &writable), exception);
         // hush wrote it, but to a list it no longer writes to.
         let ours = row(Change::Apply, What::Ban, "@hush:x");
-        assert_eq!(undo_plan(&ours, Some(&entry("!l")), "@hush:x", &[], LOCAL), exception);
+        assert_eq!(plan(&ours, Some(&entry("!l")), "@hush:x", &[]), exception);
+        // The rule in force now is another's (it replaced hush's at the same key).
+        assert_eq!(plan(&ours, Some(&entry("!l")), "@mod:other", &writable), exception);
     }
 
     #[test]
     fn what_cannot_be_undone_says_why() {
         let e = entry("!l");
-        let why = |r: Logged, e: Option<&Entry>| match undo_plan(&r, e, "@hush:x", &[], LOCAL) {
+        let why = |r: Logged, e: Option<&Entry>| match plan(&r, e, "@m", &[]) {
             Undo::Refuse(why) => why,
             other => panic!("{other:?}"),
         };

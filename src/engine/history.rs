@@ -1,6 +1,6 @@
 //! The action log on the engine's side: what each carried-out action (or refusal, or hold) is and why, written to the ledger's `history` where the action is executed; the write's answer settles its outcome; `history` and `undo` (owns the command an undo is acting for, while it acts).
 
-use hush_core::history::{undo_plan, Cause, Change, Logged, Outcome, Undo, What};
+use hush_core::history::{undo_plan, Cause, Change, Logged, Outcome, Undo, What, Writers};
 use hush_core::policy::{Recommendation, Rule, RuleId};
 use hush_core::reconcile::{Action, Restriction};
 use hush_core::record::{Kind, Scope};
@@ -253,7 +253,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             (Some(scope), Some(kind)) => self.ledger.get(scope, &row.target, kind).ok().flatten(),
             _ => None,
         };
-        let plan = undo_plan(&row, in_force.as_ref(), &self.cfg.own_user, writable, LOCAL_LIST);
+        let sender = in_force.as_ref().and_then(|e| self.index.rule(&e.rule)).map(|r| r.sender);
+        let writers =
+            Writers { rule_sender: sender.as_deref(), own_user: &self.cfg.own_user, writable, local: LOCAL_LIST };
+        let plan = undo_plan(&row, in_force.as_ref(), writers);
         let what = format!("{} of {}", row.what.words(), row.target);
         let dry = if self.cfg.dry_run { "[dry run] would have: " } else { "" };
         match plan {

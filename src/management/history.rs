@@ -196,3 +196,62 @@ pub(super) async fn remove_undo_exception(ctx: &Context<'_>, target: &Target) ->
         Err(e) => Some(format!("cannot remove the local exception `{state_key}`: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(change: Change, what: What, cause: Cause) -> Logged {
+        Logged {
+            id: 42,
+            at_ms: 1_700_000_000_000,
+            scope: Some(Scope::Room("!lobby:x".into())),
+            target: "@u:x".into(),
+            what,
+            change,
+            rule: Some(RuleId { room_id: "!list:x".into(), kind: EntityKind::User, state_key: "m.mute:@u:x".into() }),
+            cause,
+            outcome: Outcome::Done,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_line_says_what_whom_where_why_and_how_it_ended() {
+        let written = Cause::Rule { sender: "@hush:x".into(), written_by: Some(("@mod:x".into(), "mute".into())) };
+        assert_eq!(
+            line(&row(Change::Apply, What::MutePowerLevel, written), "!hush"),
+            "#42 2023-11-14 22:13:20 UTC mute (power level) @u:x in !lobby:x — rule `m.mute:@u:x` in !list:x by \
+             @hush:x, written by @mod:x with !hush mute (done)"
+        );
+        let expired = Logged { outcome: Outcome::Failed("403".into()), ..row(Change::Lift, What::Ban, Cause::Expiry) };
+        assert_eq!(
+            line(&expired, "!hush"),
+            "#42 2023-11-14 22:13:20 UTC lift ban @u:x in !lobby:x — rule `m.mute:@u:x` in !list:x expired (failed: 403)"
+        );
+        let refused = Logged {
+            detail: "a moderator of the room".into(),
+            ..row(Change::Refused, What::Mute, Cause::Rule { sender: "@m:x".into(), written_by: None })
+        };
+        assert!(line(&refused, "!hush").ends_with(
+            "refused mute @u:x in !lobby:x — rule `m.mute:@u:x` in !list:x by @m:x: a moderator of the room"
+        ));
+        let flood = Logged {
+            rule: Some(RuleId {
+                room_id: LOCAL_LIST.into(),
+                kind: EntityKind::User,
+                state_key: "hush.flood:@u:x".into(),
+            }),
+            ..row(Change::Apply, What::MutePowerLevel, Cause::Protection)
+        };
+        assert!(line(&flood, "!hush").contains("— flood protection (rule `hush.flood:@u:x` in hush.local) (done)"));
+        let command = Logged {
+            scope: None,
+            ..row(Change::Command, What::Command, Cause::Command { moderator: "@mod:x".into(), command: "mute".into() })
+        };
+        assert_eq!(
+            line(&command, "!hush"),
+            "#42 2023-11-14 22:13:20 UTC !hush mute @u:x — by @mod:x, rule `m.mute:@u:x` in !list:x (done)"
+        );
+    }
+}
