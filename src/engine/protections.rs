@@ -105,7 +105,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         consequences.local_mute(self, LocalMute { user: user.to_owned(), event, notice });
     }
 
-    /// Writes a local rule to disk, then lets it into the index (which reconciles its user).
+    /// Writes a local rule to disk, then lets it into the index (which reconciles its user):
+    /// a protection's mute, or an undo's exception (`engine/history.rs`).
     pub(super) fn write_local_mute(&mut self, mute: LocalMute) {
         let now = self.now();
         let Some(local) = &mut self.protections.local else {
