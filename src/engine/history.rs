@@ -329,7 +329,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.history.acting_for = Some((moderator.to_owned(), format!("undo {id}")));
                 // The same path a protection's mute takes: the file first, then the index.
                 let consequences = self.consequences.clone();
-                consequences.local_mute(self, LocalMute { user: user.clone(), event, notice: notice.clone() });
+                // No notice of its own: the reply is the moderator's.
+                consequences.local_mute(self, LocalMute { user: user.clone(), event, notice: String::new() });
                 match self.protections.local.as_ref().and_then(|l| l.get("m.policy.rule.user", &state_key)) {
                     Some(_) => Ok(Undone::Done(notice)),
                     None => Err(format!("#{id}: cannot write the local exception `{state_key}` (see the log).")),

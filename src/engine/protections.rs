@@ -19,7 +19,8 @@ pub(super) struct Protections {
     pub(super) local: Option<LocalRules>,
 }
 
-/// A local rule a protection wants written, with what to tell the management room.
+/// A local rule a protection (or an undo) wants written, with what to tell the management
+/// room (empty: nothing, the command's reply says it).
 pub(super) struct LocalMute {
     pub(super) user: String,
     pub(super) event: Value,
@@ -118,8 +119,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             return;
         }
         info!(user = %mute.user, "{}", mute.notice);
-        let key = format!("protection|{}|{now}", mute.user);
-        self.report_once(&key, &mute.notice);
+        // An undo's exception has no notice: the moderator's reply says it.
+        if !mute.notice.is_empty() {
+            let key = format!("protection|{}|{now}", mute.user);
+            self.report_once(&key, &mute.notice);
+        }
         self.state_event(LOCAL_LIST, &mute.event);
     }
 

@@ -104,6 +104,8 @@ async fn undo_of_another_lists_mute_writes_a_local_exception_and_the_lists_rule_
     let id = applied(&history(&mut h, About::All).await, What::MutePowerLevel).id;
     let Ok(Undone::Done(text)) = undo(&mut h, id).await else { panic!("not undone") };
     assert!(text.contains("local exception `hush.undo:@a:x`"), "{text}");
+    let notices = h.notice_lines().await;
+    assert!(!notices.iter().any(|n| n.contains("hush.undo")), "the reply says it, once: {notices:?}");
     assert!(hs.power_levels_now(ROOM)["users"].get("@a:x").is_none(), "{}", hs.power_levels_now(ROOM));
     assert!(h.engine.index.rule(&rule_id(LIST, "m")).is_some(), "the list's rule stays");
     let local = h.engine.protections.local.as_ref().unwrap().get("m.policy.rule.user", "hush.undo:@a:x").cloned();
