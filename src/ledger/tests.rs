@@ -353,3 +353,32 @@ fn the_action_log_keeps_the_newest_rows_only() {
     // Ids are never reused after pruning: `#id` keeps naming one action.
     assert_eq!(l.log(&logged("@a:x", Change::Apply)).unwrap(), HISTORY_KEEP + 6);
 }
+
+/// What the action log costs (a figure for BENCHMARKS.md, not an assertion): 10,000 rows
+/// logged in one engine batch on a file ledger (each with the prune and a cause look-up),
+/// then the newest 100 about one user. `cargo nextest run -p hush -E
+/// 'test(action_log_cost)' --run-ignored only --no-capture`.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn action_log_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(&dir.path().join("ledger.sqlite3")).unwrap();
+    for round in 0..2 {
+        let start = std::time::Instant::now();
+        l.begin_batch().unwrap();
+        for i in 0..HISTORY_KEEP {
+            l.last_command_for(&rule("spam")).unwrap();
+            l.log(&logged(&format!("@u{}:x", i % 500), Change::Apply)).unwrap();
+        }
+        l.commit_batch().unwrap();
+        let logged_in = start.elapsed();
+        let start = std::time::Instant::now();
+        let rows = l.history(&About::Target("@u7:x".into()), 100).unwrap();
+        println!(
+            "round {round}: {HISTORY_KEEP} rows logged in {logged_in:?} ({:?} each); history of one user ({} rows) in {:?}",
+            logged_in / HISTORY_KEEP as u32,
+            rows.len(),
+            start.elapsed()
+        );
+    }
+}
