@@ -273,7 +273,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             Outcome::Failed(e) | Outcome::Unknown(e) => Logged::Failed(e.to_string()),
             Outcome::Retry => Logged::Pending,
         };
-        self.settle_logged(&Scope::Account, &user, Kind::Suspension, logged);
+        self.settle_logged(&Scope::Account, &user, Kind::Suspension, !suspend, logged);
         let mut retry = false;
         let r = match (suspend, outcome) {
             (_, Outcome::Retry) => Ok(()),

@@ -271,19 +271,20 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 }
                 for edit in &edits {
                     let entry = self.ledger.get(&scope, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
+                    let lifting = entry.as_ref().is_some_and(|e| e.phase == Phase::Lifting);
                     if sent.skipped.contains(&edit.user_id) {
                         let now = hush_core::power_levels::user_entry(&sent.content, &edit.user_id);
                         if let Err(e) = self.changed_before_written(room_id, &edit.user_id, entry, now) {
                             self.error(format!("ledger write failed in {room_id}: {e:#}"));
                         }
                         let left = Outcome::Failed("their level was changed meanwhile; left as it is".to_owned());
-                        self.settle_logged(&scope, &edit.user_id, Kind::MutePowerLevel, left);
+                        self.settle_logged(&scope, &edit.user_id, Kind::MutePowerLevel, lifting, left);
                         // Judged again now that the ledger says what happened (an ended
                         // rule's overridden entry is forgotten).
                         self.writes.defer(&scope, &edit.user_id);
                         continue;
                     }
-                    self.settle_logged(&scope, &edit.user_id, Kind::MutePowerLevel, Outcome::Done);
+                    self.settle_logged(&scope, &edit.user_id, Kind::MutePowerLevel, lifting, Outcome::Done);
                     let r = match entry {
                         Some(e)
                             if e.phase == Phase::Applying && edit.level.is_some() && edit.level == e.applied_level =>
@@ -306,8 +307,15 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     self.error(format!("cannot change power levels in {room_id}: {e}"));
                 }
                 for edit in &edits {
-                    self.settle_logged(&scope, &edit.user_id, Kind::MutePowerLevel, Outcome::Failed(e.to_string()));
                     let entry = self.ledger.get(&scope, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
+                    let lifting = entry.as_ref().is_some_and(|e| e.phase == Phase::Lifting);
+                    self.settle_logged(
+                        &scope,
+                        &edit.user_id,
+                        Kind::MutePowerLevel,
+                        lifting,
+                        Outcome::Failed(e.to_string()),
+                    );
                     let _ = match entry {
                         Some(e) if e.phase == Phase::Applying => {
                             self.ledger.remove(&scope, &edit.user_id, Kind::MutePowerLevel)
@@ -416,7 +424,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             Ok(()) => Outcome::Done,
             Err(e) => Outcome::Failed(e.to_string()),
         };
-        self.settle_logged(&scope, user_id, kind, outcome);
+        self.settle_logged(&scope, user_id, kind, lifting, outcome);
         if let Err(e) = result {
             if !self.own_account_error(&e) {
                 self.error(format!(

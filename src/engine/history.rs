@@ -192,9 +192,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         });
     }
 
-    /// The answer of a write came: the newest pending row of that action gets its outcome.
-    pub(super) fn settle_logged(&mut self, scope: &Scope, target: &str, kind: Kind, outcome: Outcome) {
-        if let Err(e) = self.ledger.settle_logged(scope, target, kind.into(), &outcome) {
+    /// The answer of a write came: the newest pending row of that action (applying, or
+    /// `lifting`) gets its outcome.
+    pub(super) fn settle_logged(&mut self, scope: &Scope, target: &str, kind: Kind, lifting: bool, outcome: Outcome) {
+        let change = if lifting { Change::Lift } else { Change::Apply };
+        if let Err(e) = self.ledger.settle_logged(scope, target, kind.into(), change, &outcome) {
             warn!("cannot write the action log: {e:#}");
         }
     }

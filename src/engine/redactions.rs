@@ -217,7 +217,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             None => hush_core::history::Outcome::Done,
             Some(e) => hush_core::history::Outcome::Failed(e.clone()),
         };
-        self.settle_logged(&scope, user_id, Kind::Redaction, outcome);
+        self.settle_logged(&scope, user_id, Kind::Redaction, false, outcome);
         if let Err(e) = self.ledger.remove(&scope, user_id, Kind::Redaction) {
             self.error(format!("ledger write failed in {room_id}: {e:#}"));
         }

@@ -97,16 +97,24 @@ impl Ledger {
         Ok(id)
     }
 
-    /// Sets the outcome of the newest row still pending for this action (the write's
-    /// answer came). Nothing pending: nothing changes.
-    pub fn settle_logged(&self, scope: &Scope, target: &str, what: What, outcome: &Outcome) -> Result<()> {
+    /// Sets the outcome of the newest row still pending for this action, applied or lifted
+    /// (the write's answer came). Nothing pending: nothing changes.
+    pub fn settle_logged(
+        &self,
+        scope: &Scope,
+        target: &str,
+        what: What,
+        change: Change,
+        outcome: &Outcome,
+    ) -> Result<()> {
         let (s, room) = scope_columns(scope);
         let error = if let Outcome::Failed(e) = outcome { e.as_str() } else { "" };
         self.conn.execute(
             "UPDATE history SET outcome = ?5, error = ?6 WHERE id = (
                  SELECT max(id) FROM history
-                 WHERE target = ?3 AND room_id = ?2 AND scope = ?1 AND what = ?4 AND outcome = 'pending')",
-            params![s, room, target, what.as_str(), outcome.as_str(), error],
+                 WHERE target = ?3 AND room_id = ?2 AND scope = ?1 AND what = ?4 AND change = ?7
+                   AND outcome = 'pending')",
+            params![s, room, target, what.as_str(), outcome.as_str(), error, change.as_str()],
         )?;
         Ok(())
     }

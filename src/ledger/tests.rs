@@ -329,7 +329,10 @@ fn the_action_log_reads_back_by_target_room_and_id_newest_first() {
     assert_eq!(l.last_command_for(&rule("other")).unwrap(), None);
     assert_eq!(l.last_logged_about(&room(), "@a:x").unwrap().map(|r| r.id), Some(a));
     // The write's answer settles the newest pending row of that action.
-    l.settle_logged(&room(), "@a:x", What::MutePowerLevel, &Outcome::Failed("403".into())).unwrap();
+    // A lift's answer does not settle the mute's row, the mute's answer does.
+    l.settle_logged(&room(), "@a:x", What::MutePowerLevel, Change::Lift, &Outcome::Done).unwrap();
+    assert_eq!(l.logged(a).unwrap().unwrap().outcome, Outcome::Pending);
+    l.settle_logged(&room(), "@a:x", What::MutePowerLevel, Change::Apply, &Outcome::Failed("403".into())).unwrap();
     assert_eq!(l.logged(a).unwrap().unwrap().outcome, Outcome::Failed("403".into()));
     l.settle_logged_id(c, &Outcome::DryRun).unwrap();
     assert_eq!(l.logged(c).unwrap().unwrap().outcome, Outcome::DryRun);

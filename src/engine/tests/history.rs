@@ -94,6 +94,8 @@ async fn undo_of_a_flood_mute_removes_its_local_rule_and_lifts_it() {
     let rows = history(&mut h, About::Target("@a:x".into())).await;
     let lift = rows.iter().find(|r| r.change == Change::Lift).expect("the lift is logged");
     assert_eq!(lift.cause, Cause::Command { moderator: MOD.into(), command: format!("undo {id}") });
+    assert_eq!(lift.outcome, Outcome::Done, "the lift's own answer settles it");
+    assert_eq!(applied(&rows, What::MutePowerLevel).outcome, Outcome::Done);
     assert!(undo(&mut h, id).await.unwrap_err().contains("no longer in force"));
 }
 
