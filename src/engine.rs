@@ -9,7 +9,7 @@
 //! This root holds the engine's parts and the inbox dispatch (the inputs themselves are in
 //! `input`); each part owns its state in a submodule (`view`, `guard`, `reports`,
 //! `power_batch`, `acl_batch`, `writes`, `expiry`, `policy_events`, `protections`,
-//! `redactions`), and what needs several parts is the engine's, in the module of what it
+//! `redactions`, `history`), and what needs several parts is the engine's, in the module of what it
 //! does (`state_events`, `reconcile`, `execute`, `consequences`, `preview`, `accounts`,
 //! `server_acl`).
 
@@ -33,6 +33,7 @@ mod consequences;
 mod execute;
 mod expiry;
 mod guard;
+mod history;
 mod input;
 mod mention_spam;
 mod policy_events;
@@ -52,6 +53,7 @@ mod writes;
 
 use expiry::Expiry;
 use guard::Guard;
+pub use history::{protection_name, Undone, UNDO_PREFIX};
 pub use input::{EngineConfig, Input, StatusReport};
 use power_batch::PowerBatch;
 use reports::Reports;
@@ -109,6 +111,8 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     protections: protections::Protections,
     /// How far start-up loading got.
     progress: progress::Progress,
+    /// The command an undo acts for, while it acts (see `history`).
+    history: history::History,
 }
 
 /// Whether a rule can make hush act on a member with this membership and no ledger entry:
@@ -174,6 +178,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             redactions: Default::default(),
             protections: Default::default(),
             progress: Default::default(),
+            history: Default::default(),
         }
     }
 
@@ -219,6 +224,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.handle_input(input);
         self.reconcile_acls();
         self.settle();
+        // What the input planned is carried out: an undo no longer acts.
+        self.history.input_done();
         self.arm_reconciled();
         self.forget_departed();
         self.flush_reports();
@@ -383,6 +390,16 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 let _ = reply.send(self.redact_command(&user, room.as_deref(), limit));
             }
             Input::RedactionDone { room_id, user_id, result } => self.redaction_done(&room_id, &user_id, result),
+            Input::History { about, limit, reply } => {
+                let _ = reply.send(self.history_rows(&about, limit));
+            }
+            Input::CommandStarted { moderator, command, target, rule, reply } => {
+                let _ = reply.send(self.command_started(moderator, command, target, rule));
+            }
+            Input::CommandFinished { id, outcome } => self.command_finished(id, outcome),
+            Input::Undo { id, moderator, command, writable, reply } => {
+                let _ = reply.send(self.undo(id, &moderator, command, &writable));
+            }
         }
     }
 

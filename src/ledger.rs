@@ -1,4 +1,4 @@
-//! The ledger: a durable record (SQLite in `data_dir`) of every change hush made to a room or account, and what to restore.
+//! The ledger: a durable record (SQLite in `data_dir`) of every change hush made to a room or account, what to restore, and the action log (`history`).
 //!
 //! It stores core's record as it is: [`hush_core::record::Entry`], one row each, in typed
 //! columns (scope, room, rule list, rule kind, rule state key); there is no vocabulary of
@@ -22,6 +22,8 @@
 //!   (scope, room_id, user_id, kind) needs no NULL; Rust only ever sees [`Scope`].
 //! - 2: `event_ids`, the events a [`Kind::Redaction`] entry redacts (a JSON array; NULL:
 //!   the user's recent events), added as a NULL column.
+//! - 3: adds the action log, table `history` (see `ledger/history.rs`); the tables of
+//!   version 2 are kept as they are.
 //!
 //! An older database is migrated at open, in one transaction, every row kept.
 
@@ -40,7 +42,7 @@ pub struct Ledger {
 }
 
 /// The schema this code writes (see the module documentation).
-const VERSION: i64 = 2;
+const VERSION: i64 = 3;
 
 const CHANGES: &str = "
 CREATE TABLE IF NOT EXISTS changes (
@@ -201,6 +203,8 @@ impl Ledger {
         }
         tx.execute_batch(CHANGES).context("cannot create the ledger schema")?;
         tx.execute_batch(GUARDED).context("cannot create the ledger schema")?;
+        // Version 2 to 3: the action log is a new table; nothing else moves.
+        tx.execute_batch(history::HISTORY).context("cannot create the ledger's action log")?;
         tx.pragma_update(None, "user_version", VERSION)?;
         tx.commit().context("cannot commit the ledger schema")?;
         Ok(Ledger { conn })
@@ -501,6 +505,9 @@ fn row_to_entry(row: &Row<'_>) -> rusqlite::Result<Option<Entry>> {
             .unwrap_or_default(),
     }))
 }
+
+mod history;
+pub use history::{About, KEEP as HISTORY_KEEP};
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,4 @@
-//! The local policy list: rules hush's protections wrote (a flood mute with its expiry), kept in `data_dir/local_rules.json` and never published.
+//! The local policy list: rules hush's protections wrote (a flood mute with its expiry) and the exceptions `undo` wrote (an allow rule, `hush.undo:<user>`), kept in `data_dir/local_rules.json` and never published.
 //!
 //! They enter the policy index as the rules of the pseudo list [`LOCAL_LIST`], so the
 //! same reconcile, ledger and expiry timers apply and lift them; `mutes` shows them.

@@ -21,6 +21,7 @@ use crate::runtime::RoomOverrides;
 use hush_core::record::{Entry, Kind, Phase};
 
 mod allow;
+mod history;
 mod local;
 mod rooms;
 
@@ -141,8 +142,22 @@ fn fmt_left(until_ms: u64, now: u64) -> String {
     }
 }
 
-/// Executes a parsed command from a moderator (`sender`) and says what happened.
+/// Executes a parsed command from a moderator (`sender`) and says what happened. A
+/// command that acts is logged in the action log before it acts, and its outcome after.
 pub async fn handle(ctx: &Context<'_>, parsed: Parsed, sender: &str) -> Reply {
+    let row = match &parsed {
+        Parsed::Command(cmd) => history::command_started(ctx, cmd, sender).await,
+        _ => None,
+    };
+    let reply = dispatch(ctx, parsed, sender, row.unwrap_or(0)).await;
+    if let Some(row) = row {
+        history::command_finished(ctx, row, &reply);
+    }
+    reply
+}
+
+/// What each command does; `row` is the command's row in the action log (0: none).
+async fn dispatch(ctx: &Context<'_>, parsed: Parsed, sender: &str, row: u64) -> Reply {
     let prefix = ctx.config.command_prefix.clone();
     match parsed {
         Parsed::NotACommand => Reply::error(String::new()),
@@ -182,6 +197,8 @@ pub async fn handle(ctx: &Context<'_>, parsed: Parsed, sender: &str) -> Reply {
             Command::Allow { target, reason } => allow(ctx, &target, reason).await,
             Command::Unallow { target } => lift(ctx, Recommendation::Allow, &target).await,
             Command::Redact { user, room, limit } => redact(ctx, &user, room.as_ref(), limit).await,
+            Command::History { about, limit } => history::history(ctx, about.as_ref(), limit).await,
+            Command::Undo { id } => history::undo(ctx, id, sender, row).await,
         },
     }
 }
@@ -249,6 +266,14 @@ async fn restrict(
     ))
 }
 
+/// Removes a rule from its list (an empty state event at its key).
+async fn remove_rule(ctx: &Context<'_>, rule: &Rule) -> Result<(), String> {
+    let room_id = matrix_sdk::ruma::OwnedRoomId::try_from(rule.id.room_id.as_str()).map_err(|e| e.to_string())?;
+    crate::matrix::put_state(ctx.client, &room_id, rule.event_type(), &rule.id.state_key, &json!({}))
+        .await
+        .map_err(|e| format!("hush cannot remove it: {e:#}"))
+}
+
 async fn lift(ctx: &Context<'_>, recommendation: Recommendation, target: &Target) -> Reply {
     let verb = match recommendation {
         Recommendation::Mute => "unmute",
@@ -259,9 +284,17 @@ async fn lift(ctx: &Context<'_>, recommendation: Recommendation, target: &Target
         Recommendation::Mute | Recommendation::Allow => r.recommendation == recommendation,
         _ => matches!(r.recommendation, Recommendation::Ban | Recommendation::Takedown),
     };
+    // An undo's local exception is an allow too: `unallow` takes it out (from data_dir).
+    let local = match recommendation {
+        Recommendation::Allow => history::remove_undo_exception(ctx, target).await,
+        _ => None,
+    };
     let rules: Vec<Rule> = rules_for(ctx, target.as_str()).await.into_iter().filter(wanted).collect();
     if rules.is_empty() {
-        return Reply::error(format!("No active {} rule applies to {target}.", recommendation.as_str()));
+        return match local {
+            Some(note) => Reply::ok(format!("{verb} {target}: {note}.")),
+            None => Reply::error(format!("No active {} rule applies to {target}.", recommendation.as_str())),
+        };
     }
     let writable = writable_list_ids(ctx).await;
     let mut removed = Vec::new();
@@ -292,19 +325,15 @@ async fn lift(ctx: &Context<'_>, recommendation: Recommendation, target: &Target
             ));
             continue;
         }
-        let room_id = match matrix_sdk::ruma::OwnedRoomId::try_from(rule.id.room_id.as_str()) {
-            Ok(r) => r,
-            Err(e) => {
-                remaining.push(format!("{where_} ({e})"));
-                continue;
-            }
-        };
-        match crate::matrix::put_state(ctx.client, &room_id, rule.event_type(), &rule.id.state_key, &json!({})).await {
+        match remove_rule(ctx, &rule).await {
             Ok(()) => removed.push(where_),
-            Err(e) => remaining.push(format!("{where_} (hush cannot remove it: {e:#})")),
+            Err(e) => remaining.push(format!("{where_} ({e})")),
         }
     }
     let mut text = String::new();
+    if let Some(note) = &local {
+        let _ = writeln!(text, "{verb} {target}: {note}.");
+    }
     if !removed.is_empty() {
         let _ = writeln!(text, "{verb} {target}: removed {} rule(s): {}.", removed.len(), removed.join(", "));
     }
@@ -315,7 +344,7 @@ async fn lift(ctx: &Context<'_>, recommendation: Recommendation, target: &Target
         }
     }
     let text = text.trim_end().to_owned();
-    if removed.is_empty() {
+    if removed.is_empty() && local.is_none() {
         Reply::error(text)
     } else {
         Reply::ok(text)

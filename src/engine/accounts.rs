@@ -4,6 +4,7 @@
 //! the admin API is in `crate::suspension`; this module carries out core's account actions
 //! with the engine's state (index, ledger, in-flight tracker, timers, reports).
 
+use hush_core::history::Outcome as Logged;
 use std::collections::BTreeSet;
 
 use hush_core::schedule::Clock;
@@ -55,6 +56,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 continue;
             }
             for action in self.account_actions(user, user_facts, now) {
+                self.log_action(Scope::Account, &action);
                 let consequences = self.consequences.clone();
                 consequences.account(self, user, action, now);
             }
@@ -265,6 +267,14 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             return;
         }
         let again = !self.writes.finished(&Scope::Account, std::iter::once(user.as_str())).is_empty();
+        let logged = match &outcome {
+            Outcome::Done => Logged::Done,
+            Outcome::AlreadySuspended => Logged::Failed("already suspended, not by hush".to_owned()),
+            Outcome::IsAdmin => Logged::Failed("a homeserver admin".to_owned()),
+            Outcome::Failed(e) | Outcome::Unknown(e) => Logged::Failed(e.to_string()),
+            Outcome::Retry => Logged::Pending,
+        };
+        self.settle_logged(&Scope::Account, &user, Kind::Suspension, !suspend, logged);
         let mut retry = false;
         let r = match (suspend, outcome) {
             (_, Outcome::Retry) => Ok(()),

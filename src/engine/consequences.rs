@@ -16,7 +16,7 @@ use crate::enforce::RoomWriter;
 pub(super) trait Consequences<W: RoomWriter, C: Clock>: Send + Sync {
     fn room(&self, engine: &mut Engine<W, C>, room_id: &str, action: Action);
     fn account(&self, engine: &mut Engine<W, C>, user: &str, action: Action, now: u64);
-    /// A protection's mute: a local rule written to disk and let into the index.
+    /// A protection's mute (or an undo's exception): a local rule written to disk and let into the index.
     fn local_mute(&self, engine: &mut Engine<W, C>, mute: LocalMute);
     /// A protection's mute published: its rule written to the policy list `list_id`.
     fn publish_mute(&self, engine: &mut Engine<W, C>, list_id: &str, mute: LocalMute);

@@ -1,5 +1,6 @@
 //! Carrying out planned actions: the ledger's write-ahead entry, then the room write (spawned after the commit), and what each write's result means for the ledger and the view (owns no state of its own).
 
+use hush_core::history::Outcome;
 use hush_core::power_levels::UserLevelEdit;
 use hush_core::reconcile::{Action, Membership, Restriction, Wanted};
 use hush_core::record::{Entry, Kind, Phase, Scope};
@@ -44,6 +45,7 @@ pub(super) fn dry_run_rule(rule: &hush_core::policy::RuleId) -> String {
 impl<W: RoomWriter, C: Clock> Engine<W, C> {
     /// Carries out one planned action in a room, as the engine's consequences say.
     pub(super) fn execute(&mut self, room_id: &str, action: Action) {
+        self.log_action(Scope::Room(room_id.to_owned()), &action);
         let consequences = self.consequences.clone();
         consequences.room(self, room_id, action);
     }
@@ -274,16 +276,20 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 }
                 for edit in &edits {
                     let entry = self.ledger.get(&scope, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
+                    let lifting = entry.as_ref().is_some_and(|e| e.phase == Phase::Lifting);
                     if sent.skipped.contains(&edit.user_id) {
                         let now = hush_core::power_levels::user_entry(&sent.content, &edit.user_id);
                         if let Err(e) = self.changed_before_written(room_id, &edit.user_id, entry, now) {
                             self.error(format!("ledger write failed in {room_id}: {e:#}"));
                         }
+                        let left = Outcome::Failed("their level was changed meanwhile; left as it is".to_owned());
+                        self.settle_logged(&scope, &edit.user_id, Kind::MutePowerLevel, lifting, left);
                         // Judged again now that the ledger says what happened (an ended
                         // rule's overridden entry is forgotten).
                         self.writes.defer(&scope, &edit.user_id);
                         continue;
                     }
+                    self.settle_logged(&scope, &edit.user_id, Kind::MutePowerLevel, lifting, Outcome::Done);
                     let r = match entry {
                         Some(e)
                             if e.phase == Phase::Applying && edit.level.is_some() && edit.level == e.applied_level =>
@@ -307,6 +313,14 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 }
                 for edit in &edits {
                     let entry = self.ledger.get(&scope, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
+                    let lifting = entry.as_ref().is_some_and(|e| e.phase == Phase::Lifting);
+                    self.settle_logged(
+                        &scope,
+                        &edit.user_id,
+                        Kind::MutePowerLevel,
+                        lifting,
+                        Outcome::Failed(e.to_string()),
+                    );
                     let _ = match entry {
                         Some(e) if e.phase == Phase::Applying => {
                             self.ledger.remove(&scope, &edit.user_id, Kind::MutePowerLevel)
@@ -411,6 +425,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             (Err(_), true) => self.ledger.mark_applied(&scope, user_id, kind),
         };
         let written = result.as_ref().ok().cloned();
+        let outcome = match &result {
+            Ok(_) => Outcome::Done,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        self.settle_logged(&scope, user_id, kind, lifting, outcome);
         if let Err(e) = result {
             if !self.own_account_error(&e) {
                 self.error(format!(

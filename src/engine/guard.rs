@@ -215,6 +215,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 names.join(", ")
             ));
         }
+        for (room, user, id, restriction) in &new[..acl_from] {
+            if let Some(why) = to_hold.get(id) {
+                self.log_held(room, user, id, *restriction, &format!("{hold_id}: {why}"));
+            }
+        }
         let p = &self.cfg.command_prefix;
         text.push_str(&format!("Type `{p} confirm {hold_id}` to enforce, or `{p} reject {hold_id}` to drop."));
         warn!(hold = %hold_id, rules = to_hold.len(), "the safety guard held rules");

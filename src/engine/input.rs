@@ -107,6 +107,34 @@ pub enum Input {
     ProtectionRoomResolved { alias: String, room_id: String },
     /// A protection's rule could not be published to the policy list.
     PublishFailed { what: String, error: String },
+    /// `history`: the newest `limit` rows of the action log about a user, a room, or all.
+    History {
+        about: crate::ledger::About,
+        limit: u32,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<hush_core::history::Logged>, String>>,
+    },
+    /// A moderator's command, logged before it acts (so that what the rule it writes
+    /// causes names it); the reply is its row's id (0 if it could not be logged).
+    CommandStarted {
+        moderator: String,
+        /// The command's name (`mute`, `undo 3`).
+        command: String,
+        target: String,
+        /// The rule it writes or removes, if any.
+        rule: Option<hush_core::policy::RuleId>,
+        reply: tokio::sync::oneshot::Sender<u64>,
+    },
+    /// The command's reply is known: its row's outcome.
+    CommandFinished { id: u64, outcome: hush_core::history::Outcome },
+    /// `undo`: revert the action of row `id`, for `moderator`, whose own command row is
+    /// `command`; `writable` are the lists hush writes to.
+    Undo {
+        id: u64,
+        moderator: String,
+        command: u64,
+        writable: Vec<String>,
+        reply: tokio::sync::oneshot::Sender<Result<super::Undone, String>>,
+    },
 }
 
 /// What the engine can tell the management room.

@@ -59,7 +59,8 @@ impl Protection {
     }
 }
 
-/// A local rule a protection wants written, with what to tell the management room.
+/// A local rule a protection (or an undo) wants written, with what to tell the management
+/// room (empty: nothing, the command's reply says it).
 pub(super) struct LocalMute {
     pub(super) user: String,
     pub(super) event: Value,
@@ -270,7 +271,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         }
     }
 
-    /// Writes a local rule to disk, then lets it into the index (which reconciles its user).
+    /// Writes a local rule to disk, then lets it into the index (which reconciles its user):
+    /// a protection's mute, or an undo's exception (`engine/history.rs`).
     pub(super) fn write_local_mute(&mut self, mute: LocalMute) {
         let now = self.now();
         let Some(local) = &mut self.protections.local else {
@@ -282,8 +284,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             return;
         }
         info!(user = %mute.user, "{}", mute.notice);
-        let key = format!("protection|{}|{now}", mute.user);
-        self.report_once(&key, &mute.notice);
+        // An undo's exception has no notice: the moderator's reply says it.
+        if !mute.notice.is_empty() {
+            let key = format!("protection|{}|{now}", mute.user);
+            self.report_once(&key, &mute.notice);
+        }
         self.state_event(LOCAL_LIST, &mute.event);
     }
 

@@ -164,6 +164,15 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.redactions.running.remove(&(room_id.to_owned(), user_id.to_owned()));
         let scope = Scope::Room(room_id.to_owned());
         let started = self.ledger.get(&scope, user_id, Kind::Redaction).ok().flatten().map_or(0, |e| e.applied_at_ms);
+        let failed = match &result {
+            Ok(r) if r.failed > 0 => Some(format!(
+                "{} could not be redacted: {}",
+                r.failed,
+                r.first_error.as_deref().unwrap_or("unknown error")
+            )),
+            Ok(_) => None,
+            Err(e) => Some(e.to_string()),
+        };
         match result {
             Ok(r) => {
                 let mut text = match (r.redacted, r.already) {
@@ -206,6 +215,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.error(format!("cannot redact the recent events of {user_id} in {room_id}: {e}"));
             }
         }
+        let outcome = match &failed {
+            None => hush_core::history::Outcome::Done,
+            Some(e) => hush_core::history::Outcome::Failed(e.clone()),
+        };
+        self.settle_logged(&scope, user_id, Kind::Redaction, false, outcome);
         if let Err(e) = self.ledger.remove(&scope, user_id, Kind::Redaction) {
             self.error(format!("ledger write failed in {room_id}: {e:#}"));
         }

@@ -328,6 +328,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     room.server_acl.own_written(sent.content.clone(), sent.event_id.clone());
                 }
                 let mut r = Ok(());
+                for (s, lifting) in edit.add.iter().map(|s| (s, false)).chain(edit.remove.iter().map(|s| (s, true))) {
+                    self.settle_logged(&scope, s, Kind::ServerDeny, lifting, hush_core::history::Outcome::Done);
+                }
                 for s in &edit.add {
                     if entry(self, s).is_some_and(|e| e.phase == Phase::Applying) && has_deny(sent.content.as_ref(), s)
                     {
@@ -347,6 +350,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             Err(e) => {
                 if !self.own_account_error(&e) {
                     self.error(format!("cannot change the server ACL of {room_id}: {e}"));
+                }
+                for (s, lifting) in edit.add.iter().map(|s| (s, false)).chain(edit.remove.iter().map(|s| (s, true))) {
+                    let failed = hush_core::history::Outcome::Failed(e.to_string());
+                    self.settle_logged(&scope, s, Kind::ServerDeny, lifting, failed);
                 }
                 for s in &edit.add {
                     if entry(self, s).is_some_and(|e| e.phase == Phase::Applying) {

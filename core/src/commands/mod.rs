@@ -43,6 +43,9 @@
 //! - `preview <room>` names a policy list to evaluate without following it.
 //! - `redact <user> [room] [--limit N]` (also `--limit=N`, the flag anywhere after the
 //!   user): one user id, never a glob; `N` is 1 to [`MAX_REDACT_LIMIT`].
+//! - `history [user|room] [N]`: an optional user id (not a glob) or room, then an optional
+//!   count from 1 to [`HISTORY_MAX`] (default [`HISTORY_DEFAULT`]). `undo <id>`: the id of
+//!   a history entry, `42` or `#42`.
 //! - Every other command takes exactly the arguments of its usage; extra ones are errors.
 
 mod duration;
@@ -61,7 +64,7 @@ use crate::policy::ListTrust;
 
 pub use duration::{format_duration, parse_duration, MAX_DURATION};
 pub use ident::{is_hold_id, parse_room, parse_server, parse_target};
-pub use parse::{parse, MAX_REDACT_LIMIT};
+pub use parse::{parse, HISTORY_DEFAULT, HISTORY_MAX, MAX_REDACT_LIMIT};
 pub use usage::{help_html, help_text, html_escape, topic_help, topic_help_html, usage, COMMAND_NAMES};
 
 /// What one management-room message is.
@@ -121,6 +124,20 @@ pub enum Command {
     /// window) in one protected room or all of them, at most `limit` per room (None: the
     /// configured cap).
     Redact { user: String, room: Option<RoomRef>, limit: Option<u32> },
+    /// `history [user|room] [N]`: the newest `limit` entries of the action log (None: the
+    /// default, [`HISTORY_DEFAULT`]), about one user or room, or all.
+    History { about: Option<HistoryAbout>, limit: Option<u32> },
+    /// `undo <id>`: revert one action of the log (`42` or `#42`).
+    Undo { id: u64 },
+}
+
+/// Whom or where `history` is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HistoryAbout {
+    /// One user id (never a glob).
+    User(String),
+    /// One room.
+    Room(RoomRef),
 }
 
 impl Command {
@@ -143,6 +160,8 @@ impl Command {
             Command::Allow { .. } => "allow",
             Command::Unallow { .. } => "unallow",
             Command::Redact { .. } => "redact",
+            Command::History { .. } => "history",
+            Command::Undo { .. } => "undo",
         }
     }
 }

@@ -6,12 +6,16 @@ use super::duration::{check_total, is_number, looks_like_duration, number, token
 use super::ident::{is_hold_id, parse_room, parse_server, parse_target, show};
 use super::pill::{check_link_text, extract, resolve_href, Link, Pill};
 use super::usage::{usage as usage_of, ALL_USAGE, COMMAND_NAMES};
-use super::{Command, Parsed, RoomRef, Target, UsageError};
+use super::{Command, HistoryAbout, Parsed, RoomRef, Target, UsageError};
 use crate::policy::glob::matches_everyone;
 use crate::policy::ListTrust;
 
 /// The largest `--limit` of `redact`: events redacted per room.
 pub const MAX_REDACT_LIMIT: u32 = 10_000;
+
+/// How many entries `history` shows without a count, and at most.
+pub const HISTORY_DEFAULT: u32 = 20;
+pub const HISTORY_MAX: u32 = 100;
 
 /// Punctuation a moderator may put right after a duration (`1h, spam`).
 const TRAILING: [char; 3] = [',', ';', ':'];
@@ -163,6 +167,11 @@ fn command(prefix: &str, args: &mut Args<'_>) -> Result<Command, UsageError> {
             (Command::Redact { user, room, limit }, "one user, an optional room and `--limit`")
         }
         "unwatch" => (Command::Unwatch { room: args.room(name, name)? }, "only one room"),
+        "history" => {
+            let (about, limit) = args.history(name)?;
+            (Command::History { about, limit }, "an optional user or room, then an optional count")
+        }
+        "undo" => (Command::Undo { id: args.log_id(name)? }, "only one id"),
         _ => match args.next() {
             None => (Command::Rooms, "no arguments"),
             Some(sub) if sub.eq_ignore_ascii_case("add") => {
@@ -515,6 +524,62 @@ impl<'a> Args<'a> {
             }
         }
         Ok((user, room, limit))
+    }
+
+    /// `history`'s optional user or room, then its optional count (1 to [`HISTORY_MAX`]).
+    fn history(&mut self, cmd: &'static str) -> Result<(Option<HistoryAbout>, Option<u32>), UsageError> {
+        let count = |tok: &str| -> Result<u32, UsageError> {
+            tok.parse::<u32>().ok().filter(|n| (1..=HISTORY_MAX).contains(n)).ok_or_else(|| {
+                err(cmd, format!("the count must be a number from 1 to {HISTORY_MAX}, not `{}`", show(tok)))
+            })
+        };
+        let about = match self.peek() {
+            None => return Ok((None, None)),
+            Some(tok) if tok.starts_with(|c: char| c.is_ascii_digit()) => None,
+            Some(tok) if tok.starts_with('@') => match self.target(cmd)? {
+                Target::User(u) => Some(HistoryAbout::User(u)),
+                other => {
+                    return Err(err(cmd, format!("`{}` is a glob: `{cmd}` needs one user id", show(other.as_str()))))
+                }
+            },
+            Some(_) => match self.entity(cmd)? {
+                Some(Found::Link(Link::User(u))) => Some(HistoryAbout::User(u)),
+                Some(Found::Link(Link::Room(r))) => Some(HistoryAbout::Room(r)),
+                Some(Found::Token(tok)) => {
+                    let tok = strip_ticks(tok);
+                    match resolve_href(tok).filter(|_| is_url(tok)) {
+                        Some(Link::User(u)) => Some(HistoryAbout::User(u)),
+                        Some(Link::Room(r)) => Some(HistoryAbout::Room(r)),
+                        None => Some(HistoryAbout::Room(parse_room(tok).map_err(|_| {
+                            err(
+                                cmd,
+                                format!(
+                                    "`{}` is neither a user, a room nor a count: e.g. `{cmd} @spammer:example.org 50`",
+                                    show(tok)
+                                ),
+                            )
+                        })?)),
+                    }
+                }
+                None => None,
+            },
+        };
+        let limit = match self.next() {
+            None => None,
+            Some(tok) => Some(count(tok)?),
+        };
+        Ok((about, limit))
+    }
+
+    /// The id of a history entry, for `undo`: `42` or `#42`.
+    fn log_id(&mut self, cmd: &'static str) -> Result<u64, UsageError> {
+        let Some(tok) = self.next() else {
+            return Err(err(cmd, format!("`{cmd}` needs the number of a history entry, e.g. `{cmd} 42`")));
+        };
+        let id = strip_ticks(tok);
+        id.strip_prefix('#').unwrap_or(id).parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            err(cmd, format!("`{}` is not the number of a history entry: e.g. `{cmd} 42` or `{cmd} #42`", show(id)))
+        })
     }
 
     fn room(&mut self, cmd: &'static str, shown: &str) -> Result<RoomRef, UsageError> {

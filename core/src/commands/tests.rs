@@ -200,13 +200,14 @@ fn help_unknown_topic() {
         "!hush help mtue",
         Some("help"),
         "`mtue` is not a command; did you mean `mute`?; the commands are mute, unmute, ban, \
-         unban, allow, unallow, redact, mutes, confirm, reject, watch, preview, unwatch, rooms, status, help",
+         unban, allow, unallow, redact, history, undo, mutes, confirm, reject, watch, preview, unwatch, rooms, \
+         status, help",
     );
     error(
         "!hush help xyzzy",
         Some("help"),
         "`xyzzy` is not a command; the commands are mute, unmute, ban, unban, allow, unallow, \
-         redact, mutes, confirm, reject, watch, preview, unwatch, rooms, status, help",
+         redact, history, undo, mutes, confirm, reject, watch, preview, unwatch, rooms, status, help",
     );
     error("!hush help rooms list", Some("help"), "`help` takes at most one command name; unexpected `list`");
 }
@@ -957,4 +958,70 @@ fn redact_errors_name_what_is_wrong() {
         Some("redact"),
         "`@t:example.org` is a user: give a room id (!…) or alias (#name:server)",
     );
+}
+
+// ---- history / undo ----
+
+#[test]
+fn history_takes_an_optional_user_or_room_then_a_count() {
+    let history = |about: Option<HistoryAbout>, limit: Option<u32>| Command::History { about, limit };
+    let u = || Some(HistoryAbout::User("@spammer:example.org".into()));
+    assert_eq!(cmd("!hush history"), history(None, None));
+    assert_eq!(cmd("!hush HISTORY 50"), history(None, Some(50)));
+    assert_eq!(cmd("!hush history @spammer:example.org"), history(u(), None));
+    assert_eq!(cmd("!hush history @spammer:example.org 100"), history(u(), Some(100)));
+    assert_eq!(
+        cmd("!hush history #lobby:example.org 5"),
+        history(Some(HistoryAbout::Room(alias("#lobby:example.org"))), Some(5))
+    );
+    assert_eq!(
+        cmd("!hush history !r:example.org"),
+        history(Some(HistoryAbout::Room(RoomRef::Id("!r:example.org".into()))), None)
+    );
+    assert_eq!(cmd("!hush history https://matrix.to/#/@spammer:example.org"), history(u(), None));
+    assert_eq!(
+        cmd_html(
+            "!hush history Spammer 3",
+            r#"!hush history <a href="https://matrix.to/#/@spammer:example.org">Spammer</a> 3"#
+        ),
+        history(u(), Some(3))
+    );
+}
+
+#[test]
+fn history_errors_get_the_usage_back() {
+    for bad in ["0", "101", "x1", "-3"] {
+        let body = format!("!hush history @s:example.org {bad}");
+        error(&body, Some("history"), &format!("the count must be a number from 1 to 100, not `{bad}`"));
+    }
+    error("!hush history 500", Some("history"), "the count must be a number from 1 to 100, not `500`");
+    error("!hush history @*:spam.example", Some("history"), "`@*:spam.example` is a glob: `history` needs one user id");
+    error(
+        "!hush history spammer",
+        Some("history"),
+        "`spammer` is neither a user, a room nor a count: e.g. `history @spammer:example.org 50`",
+    );
+    error(
+        "!hush history @s:example.org 5 6",
+        Some("history"),
+        "`history` takes an optional user or room, then an optional count; unexpected `6`",
+    );
+    assert_eq!(invalid("!hush history 0").usage, "history [user-or-room] [N]");
+}
+
+#[test]
+fn undo_takes_one_history_id() {
+    assert_eq!(cmd("!hush undo 42"), Command::Undo { id: 42 });
+    assert_eq!(cmd("!hush UNDO #42"), Command::Undo { id: 42 });
+    assert_eq!(cmd("!hush undo `#7`"), Command::Undo { id: 7 });
+    error("!hush undo", Some("undo"), "`undo` needs the number of a history entry, e.g. `undo 42`");
+    for bad in ["0", "#", "x", "h1", "-1", "#-2"] {
+        error(
+            &format!("!hush undo {bad}"),
+            Some("undo"),
+            &format!("`{bad}` is not the number of a history entry: e.g. `undo 42` or `undo #42`"),
+        );
+    }
+    error("!hush undo 4 5", Some("undo"), "`undo` takes only one id; unexpected `5`");
+    assert_eq!(invalid("!hush undo").usage, "undo <id>");
 }

@@ -96,6 +96,27 @@ pub(crate) const SPECS: &[Spec] = &[
         examples: &["redact @spammer:example.org", "redact @spammer:example.org #lobby:example.org --limit 50"],
     },
     Spec {
+        name: "history",
+        usage: "history [user-or-room] [N]",
+        summary: "Show the newest N entries (default 20, at most 100) of what hush did or refused, \
+                  newest first: id, time, what, target, room, cause (rule, protection, command \
+                  or expiry) and outcome. With a user or room, only those about it.",
+        details: "A user is one user id (not a glob) or a pill; a room is a room id (!…), an alias \
+                  (#name:server) or a pill. Use the id (#42) with undo.",
+        examples: &["history", "history @spammer:example.org", "history #lobby:example.org 50"],
+    },
+    Spec {
+        name: "undo",
+        usage: "undo <id>",
+        summary: "Revert one action of the history: a protection's mute by removing its local \
+                  rule, a rule hush wrote by removing it from the list, another list's rule by a \
+                  local exception for that user (the list's rule stays, but not in your rooms). \
+                  The reply says which.",
+        details: "Refusals, holds, lifts, redactions and actions no longer in force are not undone; \
+                  the reply says why. `unallow` removes a local exception again.",
+        examples: &["undo 42", "undo #42"],
+    },
+    Spec {
         name: "mutes",
         usage: "mutes",
         summary: "List the active mutes: user, rooms, since, time left, rule and list (or the \
@@ -174,8 +195,8 @@ pub(crate) const SPECS: &[Spec] = &[
 
 /// The canonical command names, in help order.
 pub const COMMAND_NAMES: &[&str] = &[
-    "mute", "unmute", "ban", "unban", "allow", "unallow", "redact", "mutes", "confirm", "reject", "watch", "preview",
-    "unwatch", "rooms", "status", "help",
+    "mute", "unmute", "ban", "unban", "allow", "unallow", "redact", "history", "undo", "mutes", "confirm", "reject",
+    "watch", "preview", "unwatch", "rooms", "status", "help",
 ];
 
 /// Every synopsis, one per line, without the prefix (the usage of a missing or unknown
@@ -187,6 +208,8 @@ unban <user-or-glob>
 allow <user-glob-or-server> [reason...]
 unallow <user-glob-or-server>
 redact <user> [room] [--limit N]
+history [user-or-room] [N]
+undo <id>
 mutes
 confirm <id>
 reject <id>

@@ -8,6 +8,7 @@ mod allow;
 mod expiry;
 pub mod fake_admin;
 pub mod fake_homeserver;
+mod history;
 mod lists;
 mod mention_spam;
 mod power_levels;
