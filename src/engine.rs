@@ -42,6 +42,7 @@ mod protections;
 mod reconcile;
 mod redactions;
 mod reports;
+mod scrape;
 mod server_acl;
 mod state_events;
 #[cfg(test)]
@@ -108,6 +109,8 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     protections: protections::Protections,
     /// How far start-up loading got.
     progress: progress::Progress,
+    /// The process's metrics (a fresh set unless wiring shares one, see `with_metrics`).
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Whether a rule can make hush act on a member with this membership and no ledger entry:
@@ -173,6 +176,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             redactions: Default::default(),
             protections: Default::default(),
             progress: Default::default(),
+            metrics: Default::default(),
         }
     }
 
@@ -214,6 +218,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         if let Err(e) = &batch {
             // Each statement then commits by itself, as durable, only slower.
             warn!("{e:#}");
+            self.metrics.ledger_committed(Err(format!("{e:#}")));
         }
         self.handle_input(input);
         self.reconcile_acls();
@@ -223,7 +228,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.flush_reports();
         self.log_progress();
         if batch.is_ok() {
-            if let Err(e) = self.ledger.commit_batch() {
+            let committed = self.ledger.commit_batch();
+            self.metrics.ledger_committed(committed.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+            if let Err(e) = committed {
                 // The writes below would go out with no durable record of what to undo:
                 // stop instead, as a kill -9 would; the next start settles from the ledger.
                 error!("{e:#}: stopping rather than change rooms without a record");
@@ -379,6 +386,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 let _ = reply.send(self.redact_command(&user, room.as_deref(), limit));
             }
             Input::RedactionDone { room_id, user_id, result } => self.redaction_done(&room_id, &user_id, result),
+            Input::Metrics(reply) => {
+                let _ = reply.send(self.metrics_snapshot());
+            }
         }
     }
 

@@ -491,5 +491,6 @@ fn row_to_entry(row: &Row<'_>) -> rusqlite::Result<Option<Entry>> {
     }))
 }
 
+mod counts;
 #[cfg(test)]
 mod tests;

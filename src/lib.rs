@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod local_rules;
 pub mod management;
 pub mod matrix;
+pub mod metrics;
 pub mod redaction;
 pub mod rooms;
 pub mod runtime;

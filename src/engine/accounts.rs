@@ -264,6 +264,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             return;
         }
         let again = !self.writes.finished(&Scope::Account, std::iter::once(user.as_str())).is_empty();
+        self.count_account_call(suspend, &outcome);
         let mut retry = false;
         let r = match (suspend, outcome) {
             (_, Outcome::Retry) => Ok(()),

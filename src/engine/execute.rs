@@ -260,7 +260,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         edits: Vec<UserLevelEdit>,
         result: Result<PowerLevelsSent, WriteError>,
     ) {
-        self.power.done(room_id);
+        self.power_write_answered(room_id);
         let scope = Scope::Room(room_id.to_owned());
         match result {
             Ok(sent) => {
@@ -269,6 +269,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 }
                 for edit in &edits {
                     let entry = self.ledger.get(&scope, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
+                    self.count_level_write(entry.as_ref(), Ok(sent.skipped.contains(&edit.user_id)));
                     if sent.skipped.contains(&edit.user_id) {
                         let now = hush_core::power_levels::user_entry(&sent.content, &edit.user_id);
                         if let Err(e) = self.changed_before_written(room_id, &edit.user_id, entry, now) {
@@ -302,6 +303,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 }
                 for edit in &edits {
                     let entry = self.ledger.get(&scope, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
+                    self.count_level_write(entry.as_ref(), Err(()));
                     let _ = match entry {
                         Some(e) if e.phase == Phase::Applying => {
                             self.ledger.remove(&scope, &edit.user_id, Kind::MutePowerLevel)
@@ -373,6 +375,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let inbox = self.inbox.clone();
         let (room_id, user_id, reason) = (room_id.to_owned(), user_id.to_owned(), reason.to_owned());
         let slots = self.writes.member_slots();
+        let (metrics, decided) = (self.metrics.clone(), std::time::Instant::now());
         self.writes.after_commit(async move {
             // Held through the retries: a rate-limited write waits without letting another start.
             let _slot = slots.acquire_owned().await.expect("the semaphore is never closed");
@@ -386,6 +389,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 }
             })
             .await;
+            metrics.decision_to_write(decided.elapsed());
             let _ = inbox.send(Input::MemberWriteDone { room_id, user_id, kind, lifting, result });
         });
     }
@@ -399,6 +403,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         result: Result<(), WriteError>,
     ) {
         let scope = Scope::Room(room_id.to_owned());
+        self.metrics.action(crate::metrics::action_kind(kind, lifting), crate::metrics::Outcome::of(&result));
         let r = match (&result, lifting) {
             (Ok(()), false) => self.ledger.mark_applied(&scope, user_id, kind),
             (Ok(()), true) => self.ledger.remove(&scope, user_id, kind),

@@ -93,6 +93,8 @@ pub enum Input {
     /// Take a local rule (a protection's mute, a local exception) out of `data_dir` and the
     /// index, which lifts what it caused. `Ok(false)`: there was no such rule.
     RemoveLocalRule { kind: String, state_key: String, reply: tokio::sync::oneshot::Sender<Result<bool, String>> },
+    /// The engine's counts for a metrics scrape (no full ledger read).
+    Metrics(tokio::sync::oneshot::Sender<crate::metrics::Snapshot>),
 }
 
 /// What the engine can tell the management room.
