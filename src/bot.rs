@@ -274,6 +274,11 @@ fn now_ms() -> u64 {
 pub async fn run(config: Config) -> Result<()> {
     // Before anything touches data_dir: a second hush on it exits here. Held until run ends.
     let _instance = crate::instance::lock(&config.data_dir)?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let listening = match config.metrics.listen {
+        Some(addr) => Some(crate::metrics::http::start(addr, metrics.clone()).await?),
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -334,7 +339,12 @@ pub async fn run(config: Config) -> Result<()> {
         Some(s) => engine.with_suspension(s),
         None => engine,
     };
+    let engine = engine.with_metrics(metrics.clone());
     let engine_task = tokio::spawn(engine.run(engine_rx, expired));
+    if let Some(l) = &listening {
+        let inbox = engine_tx.clone();
+        l.engine_ready(Arc::new(move |reply| inbox.send(Input::Metrics(reply)).is_ok()));
+    }
     let bot = Arc::new(Bot {
         config,
         client: client.clone(),
@@ -358,9 +368,14 @@ pub async fn run(config: Config) -> Result<()> {
     let followers = tokio::spawn(follow_configured_rooms(bot.clone()));
     let resolving = tokio::spawn(resolve_protection_aliases(bot.clone()));
     info!(user_id = %bot.own_user, homeserver = %bot.config.homeserver_url, "hush is running");
-    let synced = matrix::sync_until(&client, stop_rx, |response| forward_sync(&bot, response)).await;
+    let synced = matrix::sync_until(&client, stop_rx, |response| {
+        metrics.synced();
+        forward_sync(&bot, response)
+    })
+    .await;
     followers.abort();
     resolving.abort();
+    drop(listening);
     // The ledger is written synchronously before and after every change, so stopping
     // here loses nothing: an interrupted change is settled at the next start.
     engine_task.abort();

@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use hush_core::policy::ListTrust;
 use serde_yaml_ng::Value;
 
+mod metrics;
 mod protections;
 mod raw;
 mod validate;
 
+pub use metrics::MetricsConfig;
 pub use protections::{EscalationConfig, FloodConfig, MentionSpamConfig, ProtectionsConfig, Reach};
 
 use raw::{check_keys, default_max_new_restrictions, default_max_room_share, missing_field, RawConfig};
@@ -72,6 +74,8 @@ pub struct Config {
     pub redaction: RedactionConfig,
     /// Flood protection and escalation (off by default).
     pub protections: ProtectionsConfig,
+    /// The metrics and health listener (off by default).
+    pub metrics: MetricsConfig,
 }
 
 /// One entry of `policy_lists`: a room id or alias, or a map with `room`, `actions`, `write`.

@@ -157,11 +157,14 @@ where
             Err(WriteError::RateLimited(after)) => {
                 // The current backoff, without moving it on: 429s do not double it.
                 let wait = rate_limit_wait(what, after, backoff.current());
+                crate::metrics::rate_limited();
+                crate::metrics::write_retried();
                 info!("{what}: rate limited, retrying in {wait:?}");
                 tokio::time::sleep(wait).await;
             }
             Err(WriteError::Transient(e)) => {
                 let wait = backoff.next();
+                crate::metrics::write_retried();
                 warn!("{what}: {e}; retrying in {wait:?}");
                 tokio::time::sleep(wait).await;
             }

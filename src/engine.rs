@@ -44,6 +44,7 @@ mod protections;
 mod reconcile;
 mod redactions;
 mod reports;
+mod scrape;
 mod server_acl;
 mod state_events;
 #[cfg(test)]
@@ -113,6 +114,8 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     progress: progress::Progress,
     /// The command an undo acts for, while it acts (see `history`).
     history: history::History,
+    /// The process's metrics (a fresh set unless wiring shares one, see `with_metrics`).
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Whether a rule can make hush act on a member with this membership and no ledger entry:
@@ -179,6 +182,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             protections: Default::default(),
             progress: Default::default(),
             history: Default::default(),
+            metrics: Default::default(),
         }
     }
 
@@ -220,6 +224,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         if let Err(e) = &batch {
             // Each statement then commits by itself, as durable, only slower.
             warn!("{e:#}");
+            self.metrics.ledger_committed(Err(format!("{e:#}")));
         }
         self.handle_input(input);
         self.reconcile_acls();
@@ -231,7 +236,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         self.flush_reports();
         self.log_progress();
         if batch.is_ok() {
-            if let Err(e) = self.ledger.commit_batch() {
+            let committed = self.ledger.commit_batch();
+            self.metrics.ledger_committed(committed.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+            if let Err(e) = committed {
                 // The writes below would go out with no durable record of what to undo:
                 // stop instead, as a kill -9 would; the next start settles from the ledger.
                 error!("{e:#}: stopping rather than change rooms without a record");
@@ -399,6 +406,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             Input::CommandFinished { id, outcome } => self.command_finished(id, outcome),
             Input::Undo { id, moderator, command, writable, reply } => {
                 let _ = reply.send(self.undo(id, &moderator, command, &writable));
+            }
+            Input::Metrics(reply) => {
+                let _ = reply.send(self.metrics_snapshot());
             }
         }
     }

@@ -509,5 +509,6 @@ fn row_to_entry(row: &Row<'_>) -> rusqlite::Result<Option<Entry>> {
 mod history;
 pub use history::{About, KEEP as HISTORY_KEEP};
 
+mod counts;
 #[cfg(test)]
 mod tests;

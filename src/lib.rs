@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod local_rules;
 pub mod management;
 pub mod matrix;
+pub mod metrics;
 pub mod redaction;
 pub mod rooms;
 pub mod runtime;

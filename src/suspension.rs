@@ -317,6 +317,7 @@ pub async fn run_call(api: Arc<dyn AdminApi>, user_id: String, suspend: bool, fr
             Ok(o) => break o,
             Err(AdminError::Transient(e)) if backoff.tries() < 6 => {
                 let wait = backoff.next();
+                crate::metrics::write_retried();
                 tracing::warn!(user = %user_id, "suspension call: {e}; retrying in {wait:?}");
                 tokio::time::sleep(wait).await;
             }

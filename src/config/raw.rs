@@ -30,6 +30,7 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "dry_run",
     "redaction",
     "protections",
+    "metrics",
 ];
 pub(super) const MUTE_KEYS: &[&str] = &["membership_room_versions", "batch_window_ms"];
 pub(super) const SUSPENSION_KEYS: &[&str] = &["enabled", "admin_access_token_file", "admin_access_token"];
@@ -73,6 +74,8 @@ pub(super) struct RawConfig {
     pub(super) redaction: RawRedaction,
     #[serde(default)]
     pub(super) protections: super::protections::RawProtections,
+    #[serde(default)]
+    pub(super) metrics: super::metrics::RawMetrics,
 }
 
 pub(super) fn default_prefix() -> String {
@@ -185,6 +188,7 @@ pub(super) fn check_keys(value: &Value) -> Result<(), ConfigError> {
             Some(_) => return Err(ConfigError::new(section, "expected a mapping of keys to values")),
         }
     }
+    super::metrics::check_keys(map)?;
     super::protections::check_keys(map)
 }
 

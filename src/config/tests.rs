@@ -436,3 +436,24 @@ fn protections_errors_name_the_key() {
     let e = bad("protections:\n  escalation:\n    within: 0s\n");
     assert!(e.contains("protections.escalation.within"), "{e}");
 }
+
+#[test]
+fn metrics_listener_is_off_unless_configured() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.metrics.listen, None);
+    let c = parse(&format!("{MINIMAL}metrics:\n  listen: \"127.0.0.1:9100\"\n")).unwrap();
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9100".parse().unwrap()));
+    let c = parse(&format!("{MINIMAL}metrics:\n  listen: \"[::1]:9100\"\n")).unwrap();
+    assert_eq!(c.metrics.listen, Some("[::1]:9100".parse().unwrap()));
+}
+
+#[test]
+fn a_bad_metrics_address_names_the_key() {
+    for bad in ["localhost", "127.0.0.1", "127.0.0.1:port", "999.0.0.1:9100"] {
+        let e = parse(&format!("{MINIMAL}metrics:\n  listen: \"{bad}\"\n")).unwrap_err();
+        assert_eq!(e.key, "metrics.listen", "{bad}: {e}");
+        assert!(e.reason.contains(bad), "{e}");
+    }
+    let e = parse(&format!("{MINIMAL}metrics:\n  listn: \"127.0.0.1:9100\"\n")).unwrap_err();
+    assert_eq!(e.key, "metrics.listn");
+}

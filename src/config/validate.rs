@@ -58,6 +58,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, env: &dyn Environment) -> Re
         return Err(ConfigError::new("mute.batch_window_ms", "must be at most 60000 (one minute)"));
     }
     let protections = super::protections::validate(raw.protections, raw.default_policy_list.is_some())?;
+    let metrics = super::metrics::validate(raw.metrics)?;
     let share = raw.safety.max_room_share;
     // Written so that NaN fails too.
     if !(share > 0.0 && share <= 1.0) {
@@ -105,6 +106,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, env: &dyn Environment) -> Re
         dry_run: raw.dry_run,
         redaction,
         protections,
+        metrics,
     })
 }
 

@@ -275,6 +275,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             Outcome::Retry => Logged::Pending,
         };
         self.settle_logged(&Scope::Account, &user, Kind::Suspension, !suspend, logged);
+        self.count_account_call(suspend, &outcome);
         let mut retry = false;
         let r = match (suspend, outcome) {
             (_, Outcome::Retry) => Ok(()),

@@ -31,9 +31,11 @@ pub(super) struct Simulate;
 
 impl<W: RoomWriter, C: Clock> Consequences<W, C> for Enforce {
     fn room(&self, engine: &mut Engine<W, C>, room_id: &str, action: Action) {
+        engine.metrics.planned(&action, false);
         engine.enforce(room_id, action);
     }
     fn account(&self, engine: &mut Engine<W, C>, user: &str, action: Action, now: u64) {
+        engine.metrics.planned(&action, false);
         engine.enforce_account(user, action, now);
     }
     fn local_mute(&self, engine: &mut Engine<W, C>, mute: LocalMute) {
@@ -46,9 +48,11 @@ impl<W: RoomWriter, C: Clock> Consequences<W, C> for Enforce {
 
 impl<W: RoomWriter, C: Clock> Consequences<W, C> for Simulate {
     fn room(&self, engine: &mut Engine<W, C>, room_id: &str, action: Action) {
+        engine.metrics.planned(&action, true);
         engine.simulate(room_id, action);
     }
     fn account(&self, engine: &mut Engine<W, C>, user: &str, action: Action, _now: u64) {
+        engine.metrics.planned(&action, true);
         engine.simulate_account(user, action);
     }
     /// Neither the local rule nor the mute: the report says what would have been done.

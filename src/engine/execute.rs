@@ -267,7 +267,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         edits: Vec<UserLevelEdit>,
         result: Result<PowerLevelsSent, WriteError>,
     ) {
-        self.power.done(room_id);
+        self.power_write_answered(room_id);
         let scope = Scope::Room(room_id.to_owned());
         match result {
             Ok(sent) => {
@@ -277,6 +277,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 for edit in &edits {
                     let entry = self.ledger.get(&scope, &edit.user_id, Kind::MutePowerLevel).ok().flatten();
                     let lifting = entry.as_ref().is_some_and(|e| e.phase == Phase::Lifting);
+                    self.count_level_write(entry.as_ref(), Ok(sent.skipped.contains(&edit.user_id)));
                     if sent.skipped.contains(&edit.user_id) {
                         let now = hush_core::power_levels::user_entry(&sent.content, &edit.user_id);
                         if let Err(e) = self.changed_before_written(room_id, &edit.user_id, entry, now) {
@@ -321,6 +322,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                         lifting,
                         Outcome::Failed(e.to_string()),
                     );
+                    self.count_level_write(entry.as_ref(), Err(()));
                     let _ = match entry {
                         Some(e) if e.phase == Phase::Applying => {
                             self.ledger.remove(&scope, &edit.user_id, Kind::MutePowerLevel)
@@ -392,6 +394,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let inbox = self.inbox.clone();
         let (room_id, user_id, reason) = (room_id.to_owned(), user_id.to_owned(), reason.to_owned());
         let slots = self.writes.member_slots();
+        let (metrics, decided) = (self.metrics.clone(), std::time::Instant::now());
         self.writes.after_commit(async move {
             // Held through the retries: a rate-limited write waits without letting another start.
             let _slot = slots.acquire_owned().await.expect("the semaphore is never closed");
@@ -405,6 +408,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 }
             })
             .await;
+            metrics.decision_to_write(decided.elapsed());
             let _ = inbox.send(Input::MemberWriteDone { room_id, user_id, kind, lifting, result });
         });
     }
@@ -418,6 +422,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         result: Result<Option<String>, WriteError>,
     ) {
         let scope = Scope::Room(room_id.to_owned());
+        self.metrics.action(crate::metrics::action_kind(kind, lifting), crate::metrics::Outcome::of(&result));
         let r = match (&result, lifting) {
             (Ok(_), false) => self.ledger.mark_applied(&scope, user_id, kind),
             (Ok(_), true) => self.ledger.remove(&scope, user_id, kind),

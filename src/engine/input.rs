@@ -135,6 +135,8 @@ pub enum Input {
         writable: Vec<String>,
         reply: tokio::sync::oneshot::Sender<Result<super::Undone, String>>,
     },
+    /// The engine's counts for a metrics scrape (no full ledger read).
+    Metrics(tokio::sync::oneshot::Sender<crate::metrics::Snapshot>),
 }
 
 /// What the engine can tell the management room.

@@ -20,6 +20,10 @@ pub(super) struct PowerBatch {
     /// When each room's last power-levels write was sent (engine clock, ms): the next one
     /// waits until a batch window has passed since.
     last_pl_flush: HashMap<String, u64>,
+    /// When the oldest edit waiting for each room's next write was queued (engine clock,
+    /// ms), then, once sent, of the write in flight: the decision the write answers.
+    queued_at: HashMap<String, u64>,
+    sent_queued_at: HashMap<String, u64>,
 }
 
 impl PowerBatch {
@@ -42,6 +46,7 @@ impl PowerBatch {
         now_ms: u64,
         window: Duration,
     ) -> Option<Duration> {
+        self.queued_at.entry(room_id.to_owned()).or_insert(now_ms);
         let pending = self.pending_pl.entry(room_id.to_owned()).or_default();
         let expected = pending.get(user_id).map_or(expected, |(_, first)| *first);
         pending.insert(user_id.to_owned(), (level, expected));
@@ -61,8 +66,12 @@ impl PowerBatch {
             return None;
         }
         let pending = self.pending_pl.remove(room_id)?;
+        let queued_at = self.queued_at.remove(room_id);
         if pending.is_empty() {
             return None;
+        }
+        if let Some(at) = queued_at {
+            self.sent_queued_at.insert(room_id.to_owned(), at);
         }
         let edits: Vec<UserLevelEdit> = pending
             .into_iter()
@@ -73,9 +82,11 @@ impl PowerBatch {
         Some(edits)
     }
 
-    /// The room's write in flight is done (written or failed for good).
-    pub(super) fn done(&mut self, room_id: &str) {
+    /// The room's write in flight is done (written or failed for good): when its oldest
+    /// edit was queued (engine clock, ms), if known.
+    pub(super) fn done(&mut self, room_id: &str) -> Option<u64> {
         self.pl_in_flight.remove(room_id);
+        self.sent_queued_at.remove(room_id)
     }
 
     /// Whether edits wait for the room's next write.
@@ -94,6 +105,8 @@ impl PowerBatch {
     pub(super) fn forget_room(&mut self, room_id: &str) {
         self.pending_pl.remove(room_id);
         self.last_pl_flush.remove(room_id);
+        self.queued_at.remove(room_id);
+        self.sent_queued_at.remove(room_id);
     }
 }
 
@@ -148,6 +161,20 @@ mod tests {
         b.queue(ROOM, "@a:x", Some(0), Some(-1), 1_000, WINDOW);
         let edits = b.take(ROOM, 1_000).unwrap();
         assert_eq!(edits, [UserLevelEdit { user_id: "@a:x".into(), level: Some(0), expected: Some(0) }]);
+    }
+
+    #[test]
+    fn a_write_answers_the_decision_of_its_oldest_edit() {
+        let mut b = PowerBatch::default();
+        b.queue(ROOM, "@a:x", Some(-1), None, 1_000, WINDOW);
+        b.queue(ROOM, "@b:x", Some(-1), None, 1_100, WINDOW);
+        b.take(ROOM, 1_200).unwrap();
+        // Queued while the write is in flight: the next write's decision.
+        b.queue(ROOM, "@c:x", Some(-1), None, 1_300, WINDOW);
+        assert_eq!(b.done(ROOM), Some(1_000));
+        b.take(ROOM, 1_500).unwrap();
+        assert_eq!(b.done(ROOM), Some(1_300));
+        assert_eq!(b.done(ROOM), None, "nothing in flight");
     }
 
     #[test]

@@ -162,6 +162,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     /// entry: it resumes at the next start.
     pub(super) fn redaction_done(&mut self, room_id: &str, user_id: &str, result: Result<Redacted, WriteError>) {
         self.redactions.running.remove(&(room_id.to_owned(), user_id.to_owned()));
+        self.metrics.action(crate::metrics::action_kind(Kind::Redaction, false), crate::metrics::Outcome::of(&result));
         let scope = Scope::Room(room_id.to_owned());
         let started = self.ledger.get(&scope, user_id, Kind::Redaction).ok().flatten().map_or(0, |e| e.applied_at_ms);
         let failed = match &result {

@@ -320,6 +320,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     /// now says.
     pub(super) fn acl_done(&mut self, room_id: &str, edit: AclEdit, result: Result<AclSent, WriteError>) {
         let deferred = self.acl.done(room_id);
+        self.count_acl_write(&edit, crate::metrics::Outcome::of(&result));
         let scope = Scope::Room(room_id.to_owned());
         let entry = |this: &Self, s: &str| this.ledger.get(&scope, s, Kind::ServerDeny).ok().flatten();
         match result {

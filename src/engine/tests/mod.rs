@@ -11,6 +11,7 @@ pub mod fake_homeserver;
 mod history;
 mod lists;
 mod mention_spam;
+mod metrics;
 mod power_levels;
 mod progress;
 mod protections;
