@@ -209,6 +209,7 @@ impl RoomState {
                         // hush's own event, or one replacing it: from here on, in order.
                         self.awaiting_own_member.remove(user);
                     } else {
+                        tracing::debug!(room = %self.room_id, user, ?event_id, awaited = %awaited, "an older member event: ignored");
                         return StateChange::Stale;
                     }
                 }

@@ -123,6 +123,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.ledger.mark_overridden(&scope, &user_id, kind)
             }
             Action::Forget { user_id, kind } => {
+                debug!(room = room_id, user = %user_id, ?kind, "forgetting hush's record (nothing to undo in the room)");
                 self.power.drop_user(room_id, &user_id);
                 self.departed.insert(user_id.clone());
                 self.ledger.remove(&scope, &user_id, kind)
@@ -460,6 +461,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     _ => None,
                 };
                 if let Some(m) = now {
+                    debug!(room = room_id, user = user_id, ?event_id, membership = ?m, "member write answered");
                     room.own_member_written(user_id, m, event_id);
                 }
             }

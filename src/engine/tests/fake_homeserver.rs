@@ -338,6 +338,13 @@ impl FakeHomeserver {
         inner.rooms.get_mut(room).expect("room").members.insert(user.to_owned(), membership.to_owned());
     }
 
+    /// The user joins (again).
+    pub fn user_joins(&self, room: &str, user: &str) -> Value {
+        let mut inner = self.inner.lock().unwrap();
+        inner.rooms.get_mut(room).expect("room").members.insert(user.to_owned(), "join".to_owned());
+        inner.event(room, user, "m.room.member", user, json!({"membership": "join"}))
+    }
+
     /// The user changes their display name: a `join` member event of their own.
     pub fn user_renames(&self, room: &str, user: &str, name: &str) -> Value {
         let mut inner = self.inner.lock().unwrap();

@@ -286,3 +286,56 @@ async fn an_older_member_event_arriving_after_a_ban_is_not_an_unban() {
     h.input(remove_rule("b")).await;
     assert_eq!(hs.membership(ROOM, "@u:x").as_deref(), Some("leave"), "the ban is lifted with its rule");
 }
+
+/// Found by the chaos run: a muted member banned, unbanned (the rule back to a mute),
+/// back in the room and banned again keeps both records; when the ban's rule goes while
+/// another rule still mutes them, the ban is lifted and the mute stays.
+#[tokio::test(start_paused = true)]
+async fn a_ban_over_a_kept_mute_is_lifted_when_its_rule_goes() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, MOD, "@u:x"]);
+    // As configured by default: a ban redacts the user's recent events.
+    let redact = hush_core::reconcile::RedactPolicy { on_ban: true, ..hush_core::reconcile::RedactPolicy::OFF };
+    let mut h = Harness::start(&hs, EngineConfig { redaction: redact, ..config() }, &[ROOM]).await;
+    h.input(rule("k", "@u:x", "m.mute")).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@u:x"], json!(-1));
+    h.input(rule("k", "@u:x", "m.ban")).await;
+    assert_eq!(hs.membership(ROOM, "@u:x").as_deref(), Some("ban"));
+    h.input(rule("k", "@u:x", "m.mute")).await;
+    assert_eq!(hs.membership(ROOM, "@u:x").as_deref(), Some("leave"));
+    hs.user_joins(ROOM, "@u:x");
+    h.sync().await;
+    h.input(rule("k", "@u:x", "m.ban")).await;
+    assert_eq!(hs.membership(ROOM, "@u:x").as_deref(), Some("ban"));
+    h.input(rule("k7", "@u:x", "m.mute")).await;
+    h.input(remove_rule("k")).await;
+    assert_eq!(hs.membership(ROOM, "@u:x").as_deref(), Some("leave"), "the ban went with its rule");
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@u:x"], json!(-1), "the other rule still mutes");
+}
+
+/// The same across a kill -9 between the unban and the second ban (as the chaos run had it).
+#[tokio::test(start_paused = true)]
+async fn a_ban_over_a_kept_mute_is_lifted_when_its_rule_goes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, MOD, "@u:x"]);
+    let mut h = engine_over(&hs, &path);
+    boot_with(&mut h, &[LIST], vec![(LIST, vec![user_rule("k", "@u:x", "m.mute")])], &[]).await;
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@u:x"], json!(-1));
+    h.input(rule("k", "@u:x", "m.ban")).await;
+    h.input(rule("k", "@u:x", "m.mute")).await;
+    assert_eq!(hs.membership(ROOM, "@u:x").as_deref(), Some("leave"));
+    drop(h);
+    hs.take_sync();
+    let mut h = engine_over(&hs, &path);
+    boot_with(&mut h, &[LIST], vec![(LIST, vec![user_rule("k", "@u:x", "m.mute")])], &[]).await;
+    hs.user_joins(ROOM, "@u:x");
+    h.sync().await;
+    h.input(rule("k", "@u:x", "m.ban")).await;
+    assert_eq!(hs.membership(ROOM, "@u:x").as_deref(), Some("ban"));
+    h.input(rule("k7", "@u:x", "m.mute")).await;
+    h.input(remove_rule("k")).await;
+    assert_eq!(hs.membership(ROOM, "@u:x").as_deref(), Some("leave"), "the ban went with its rule");
+    assert_eq!(hs.power_levels_now(ROOM)["users"]["@u:x"], json!(-1), "the other rule still mutes");
+}
