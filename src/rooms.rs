@@ -6,7 +6,9 @@ use hush_core::reconcile::{Membership, MuteStrategy};
 use serde_json::Value;
 
 mod acl;
+mod own_members;
 pub use acl::AclView;
+pub use own_members::OwnMemberWrites;
 
 /// The room an `m.room.tombstone` state event points to: `Ok(None)` for any other event,
 /// `Err` (saying why) for a tombstone whose `replacement_room` is missing or not a room id.
@@ -97,6 +99,8 @@ pub struct RoomState {
     pub after_own_power_levels: Vec<String>,
     /// The room's `m.room.server_acl`.
     pub server_acl: AclView,
+    /// hush's membership writes whose events sync has not brought back yet.
+    pub own_members: OwnMemberWrites,
 }
 
 /// How many power-levels event ids `recent_power_levels` keeps.
@@ -121,6 +125,7 @@ impl RoomState {
             recent_power_levels: Vec::new(),
             after_own_power_levels: Vec::new(),
             server_acl: AclView::default(),
+            own_members: OwnMemberWrites::default(),
         };
         for ev in events {
             room.apply_state(ev);
@@ -189,6 +194,9 @@ impl RoomState {
                     .and_then(Value::as_str)
                     .and_then(Membership::parse)
                     .unwrap_or(Membership::Leave);
+                if self.own_members.is_stale_echo(user, membership) {
+                    return StateChange::Stale;
+                }
                 let old = self.members.insert(user.to_owned(), membership);
                 if old == Some(membership) {
                     StateChange::Other
@@ -256,7 +264,7 @@ impl RoomState {
 pub enum StateChange {
     Member(String),
     PowerLevels,
-    /// An older power-levels (or server ACL) event, superseded by hush's own newer one.
+    /// An older power-levels, server ACL or membership event, superseded by hush's own newer one.
     Stale,
     /// The room's `m.room.server_acl` changed.
     ServerAcl,

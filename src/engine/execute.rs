@@ -399,10 +399,30 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         result: Result<(), WriteError>,
     ) {
         let scope = Scope::Room(room_id.to_owned());
+        // A failure after a lost answer: the first attempt was applied (sync showed it), the
+        // retry was refused. The restriction is in force: keep its entry, or it is never lifted.
+        let in_force = match (self.view.rooms.get(room_id), kind) {
+            (Some(Some(room)), Kind::Ban) => room.membership(user_id) == Membership::Ban,
+            (Some(Some(room)), Kind::MuteMembership) => {
+                matches!(room.membership(user_id), Membership::Mute | Membership::LeaveMute)
+            }
+            _ => false,
+        };
+        // The write may have been applied (a lost answer) with its event still to come:
+        // then the entry is taken back (a restriction) or removed (a lift) when it comes.
+        if result.is_err() && in_force == lifting {
+            let entry = self.ledger.get(&scope, user_id, kind).ok().flatten();
+            if let (Some(Some(room)), Some(e)) = (self.view.rooms.get_mut(room_id), entry) {
+                room.own_members.failed(e, lifting);
+            }
+        }
         let r = match (&result, lifting) {
             (Ok(()), false) => self.ledger.mark_applied(&scope, user_id, kind),
             (Ok(()), true) => self.ledger.remove(&scope, user_id, kind),
+            (Err(_), false) if in_force => self.ledger.mark_applied(&scope, user_id, kind),
             (Err(_), false) => self.ledger.remove(&scope, user_id, kind),
+            // Sync already showed the lift: it happened.
+            (Err(_), true) if !in_force => self.ledger.remove(&scope, user_id, kind),
             (Err(_), true) => self.ledger.mark_applied(&scope, user_id, kind),
         };
         let written = result.is_ok();
@@ -430,7 +450,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     _ => None,
                 };
                 if let Some(m) = now {
-                    room.members.insert(user_id.to_owned(), m);
+                    // Awaited only if sync has not brought it back already.
+                    if room.members.insert(user_id.to_owned(), m) != Some(m) {
+                        room.own_members.written(user_id, m);
+                    }
                 }
             }
         }

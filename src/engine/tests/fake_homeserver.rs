@@ -23,6 +23,9 @@ pub enum Fault {
     ServerError,
     /// A refusal with this errcode.
     Permanent(&'static str),
+    /// The write is applied, but the answer is lost (a dropped connection): the caller
+    /// sees a transient error for a write that happened.
+    LostAnswer,
 }
 
 /// One write request that reached the server, accepted or not.
@@ -74,6 +77,8 @@ struct Inner {
     msc4293: bool,
     /// `recent_events` look-ups answered.
     lookups: usize,
+    /// The write being answered now is applied but its answer is lost ([`Fault::LostAnswer`]).
+    lose_answer: bool,
 }
 
 /// The fake; cheap to clone (shared state).
@@ -268,6 +273,13 @@ impl FakeHomeserver {
         std::mem::take(&mut self.inner.lock().unwrap().sync)
     }
 
+    /// Puts events taken by [`FakeHomeserver::take_sync`] back in front, undelivered.
+    pub fn requeue_sync(&self, mut events: Vec<(String, Value)>) {
+        let mut inner = self.inner.lock().unwrap();
+        events.append(&mut inner.sync);
+        inner.sync = events;
+    }
+
     /// Someone else (a moderator, `sender`) sets a user's level; returns the state event.
     pub fn set_level_as(&self, room: &str, sender: &str, user: &str, level: i64) -> Value {
         let mut inner = self.inner.lock().unwrap();
@@ -301,6 +313,24 @@ impl FakeHomeserver {
         inner.rooms.get_mut(room).expect("room").members.insert(user.to_owned(), membership.to_owned());
     }
 
+    /// The user joins `room` if the server lets them (not banned, not `leave-mute`);
+    /// returns the state event, or None when refused.
+    pub fn user_joins(&self, room: &str, user: &str) -> Option<Value> {
+        let mut inner = self.inner.lock().unwrap();
+        let r = inner.rooms.get_mut(room).expect("room");
+        let from = r.members.get(user).cloned().unwrap_or_else(|| "leave".to_owned());
+        if !matches!(from.as_str(), "leave" | "invite") {
+            return None;
+        }
+        r.members.insert(user.to_owned(), "join".to_owned());
+        Some(inner.event(room, user, "m.room.member", user, json!({"membership": "join"})))
+    }
+
+    /// Faults injected and not yet met by a write.
+    pub fn pending_faults(&self) -> usize {
+        self.inner.lock().unwrap().faults.len()
+    }
+
     pub fn user_leaves(&self, room: &str, user: &str) -> Value {
         let mut inner = self.inner.lock().unwrap();
         let r = inner.rooms.get_mut(room).expect("room");
@@ -331,12 +361,27 @@ impl Inner {
             Some(Fault::Permanent(code)) => {
                 Err(WriteError::Permanent { errcode: code.to_owned(), message: "injected".into() })
             }
+            Some(Fault::LostAnswer) => {
+                self.lose_answer = true;
+                Ok(())
+            }
         }
     }
 
     fn record(&mut self, write: Write, result: Result<(), WriteError>) -> Result<(), WriteError> {
+        if result.is_err() {
+            self.lose_answer = false;
+        }
         self.attempts.push(Attempt { write, result: result.clone() });
         result
+    }
+
+    /// The answer to a write that was applied: lost if [`Fault::LostAnswer`] was injected.
+    fn answer(&mut self) -> Result<(), WriteError> {
+        if std::mem::take(&mut self.lose_answer) {
+            return Err(WriteError::Transient("connection reset before the answer (the write was applied)".into()));
+        }
+        Ok(())
     }
 
     fn forbidden(message: String) -> WriteError {
@@ -379,7 +424,7 @@ impl Inner {
         self.rooms.get_mut(room).expect("room").members.insert(user.to_owned(), to.to_owned());
         let sender = self.own_user.clone();
         self.event(room, &sender, "m.room.member", user, content);
-        Ok(())
+        self.answer()
     }
 }
 
@@ -397,6 +442,7 @@ impl RoomWriter for FakeHomeserver {
         inner.rooms.get_mut(room).expect("room").power_levels = content.clone();
         let sender = inner.own_user.clone();
         let ev = inner.event(room, &sender, "m.room.power_levels", "", content.clone());
+        inner.answer()?;
         Ok(ev["event_id"].as_str().unwrap_or_default().to_owned())
     }
 
@@ -439,6 +485,7 @@ impl RoomWriter for FakeHomeserver {
         inner.rooms.get_mut(room).expect("room").acl = Some(content.clone());
         let sender = inner.own_user.clone();
         let ev = inner.event(room, &sender, "m.room.server_acl", "", content.clone());
+        inner.answer()?;
         Ok(ev["event_id"].as_str().unwrap_or_default().to_owned())
     }
 

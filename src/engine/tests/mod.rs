@@ -9,6 +9,7 @@ mod expiry;
 pub mod fake_admin;
 pub mod fake_homeserver;
 mod lists;
+mod model;
 mod power_levels;
 mod protections;
 mod redaction;
