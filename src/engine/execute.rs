@@ -413,6 +413,19 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         if result.is_err() && in_force == lifting {
             let entry = self.ledger.get(&scope, user_id, kind).ok().flatten();
             if let (Some(Some(room)), Some(e)) = (self.view.rooms.get_mut(room_id), entry) {
+                // Its event, if it happened, is older than any later write of hush's: awaited
+                // like theirs, so it does not roll the view back over a later ban.
+                let would = match (kind, lifting, room.membership(user_id)) {
+                    (Kind::Ban, false, _) => Some(Membership::Ban),
+                    (Kind::Ban, true, _) => Some(Membership::Leave),
+                    (Kind::MuteMembership, false, _) => Some(Membership::Mute),
+                    (Kind::MuteMembership, true, Membership::LeaveMute) => Some(Membership::Leave),
+                    (Kind::MuteMembership, true, _) => Some(Membership::Join),
+                    _ => None,
+                };
+                if let Some(m) = would {
+                    room.own_members.written(user_id, m);
+                }
                 room.own_members.failed(e, lifting);
             }
         }
