@@ -6,7 +6,9 @@ use hush_core::reconcile::{Membership, MuteStrategy};
 use serde_json::Value;
 
 mod acl;
+mod own_members;
 pub use acl::AclView;
+pub use own_members::OwnMemberWrites;
 
 /// The room an `m.room.tombstone` state event points to: `Ok(None)` for any other event,
 /// `Err` (saying why) for a tombstone whose `replacement_room` is missing or not a room id.
@@ -104,6 +106,8 @@ pub struct RoomState {
     /// The latest member events applied (newest last): (event id, the event it names as
     /// replaced), so a write answered after its event came back is recognised.
     pub recent_members: std::collections::VecDeque<(String, Option<String>)>,
+    /// hush's membership writes whose events sync has not brought back yet.
+    pub own_members: OwnMemberWrites,
 }
 
 /// How many member event ids `recent_members` keeps.
@@ -133,6 +137,7 @@ impl RoomState {
             recent_members: std::collections::VecDeque::new(),
             after_own_power_levels: Vec::new(),
             server_acl: AclView::default(),
+            own_members: OwnMemberWrites::default(),
         };
         for ev in events {
             room.apply_state(ev);
@@ -218,6 +223,9 @@ impl RoomState {
                     .and_then(Value::as_str)
                     .and_then(Membership::parse)
                     .unwrap_or(Membership::Leave);
+                if self.own_members.is_stale_echo(user, membership) {
+                    return StateChange::Stale;
+                }
                 let old = self.members.insert(user.to_owned(), membership);
                 if old == Some(membership) {
                     StateChange::Other
@@ -256,15 +264,17 @@ impl RoomState {
     /// event (or one replacing it), the view is as fresh or fresher and is left alone;
     /// otherwise it takes the written membership and ignores the user's older member events
     /// until its own comes back.
-    pub fn own_member_written(&mut self, user: &str, membership: Membership, event_id: Option<String>) {
+    /// Returns whether the view took the write (false: sync had brought it back already).
+    pub fn own_member_written(&mut self, user: &str, membership: Membership, event_id: Option<String>) -> bool {
         let seen = |id: &String| self.recent_members.iter().any(|(e, r)| e == id || r.as_ref() == Some(id));
         if event_id.as_ref().is_some_and(seen) {
-            return;
+            return false;
         }
         self.members.insert(user.to_owned(), membership);
         if let Some(id) = event_id {
             self.awaiting_own_member.insert(user.to_owned(), id);
         }
+        true
     }
 
     /// Whether `id` is the power-levels event hush awaits, or one applied after it: an event
@@ -300,7 +310,7 @@ impl RoomState {
 pub enum StateChange {
     Member(String),
     PowerLevels,
-    /// An older power-levels (or server ACL) event, superseded by hush's own newer one.
+    /// An older power-levels, server ACL or membership event, superseded by hush's own newer one.
     Stale,
     /// The room's `m.room.server_acl` changed.
     ServerAcl,

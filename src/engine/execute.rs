@@ -424,10 +424,43 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
     ) {
         let scope = Scope::Room(room_id.to_owned());
         self.metrics.action(crate::metrics::action_kind(kind, lifting), crate::metrics::Outcome::of(&result));
+        // A failure after a lost answer: the first attempt was applied (sync showed it), the
+        // retry was refused. The restriction is in force: keep its entry, or it is never lifted.
+        let in_force = match (self.view.rooms.get(room_id), kind) {
+            (Some(Some(room)), Kind::Ban) => room.membership(user_id) == Membership::Ban,
+            (Some(Some(room)), Kind::MuteMembership) => {
+                matches!(room.membership(user_id), Membership::Mute | Membership::LeaveMute)
+            }
+            _ => false,
+        };
+        // The write may have been applied (a lost answer) with its event still to come:
+        // then the entry is taken back (a restriction) or removed (a lift) when it comes.
+        if result.is_err() && in_force == lifting {
+            let entry = self.ledger.get(&scope, user_id, kind).ok().flatten();
+            if let (Some(Some(room)), Some(e)) = (self.view.rooms.get_mut(room_id), entry) {
+                // Its event, if it happened, is older than any later write of hush's: awaited
+                // like theirs, so it does not roll the view back over a later ban.
+                let would = match (kind, lifting, room.membership(user_id)) {
+                    (Kind::Ban, false, _) => Some(Membership::Ban),
+                    (Kind::Ban, true, _) => Some(Membership::Leave),
+                    (Kind::MuteMembership, false, _) => Some(Membership::Mute),
+                    (Kind::MuteMembership, true, Membership::LeaveMute) => Some(Membership::Leave),
+                    (Kind::MuteMembership, true, _) => Some(Membership::Join),
+                    _ => None,
+                };
+                if let Some(m) = would {
+                    room.own_members.written(user_id, m);
+                }
+                room.own_members.failed(e, lifting);
+            }
+        }
         let r = match (&result, lifting) {
             (Ok(_), false) => self.ledger.mark_applied(&scope, user_id, kind),
             (Ok(_), true) => self.ledger.remove(&scope, user_id, kind),
+            (Err(_), false) if in_force => self.ledger.mark_applied(&scope, user_id, kind),
             (Err(_), false) => self.ledger.remove(&scope, user_id, kind),
+            // Sync already showed the lift: it happened.
+            (Err(_), true) if !in_force => self.ledger.remove(&scope, user_id, kind),
             (Err(_), true) => self.ledger.mark_applied(&scope, user_id, kind),
         };
         let written = result.as_ref().ok().cloned();
@@ -462,7 +495,12 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 };
                 if let Some(m) = now {
                     debug!(room = room_id, user = user_id, ?event_id, membership = ?m, "member write answered");
-                    room.own_member_written(user_id, m, event_id);
+                    // Awaited (by event id, and by membership for a later lost answer) only if
+                    // sync has not brought it back already.
+                    let already = room.members.get(user_id) == Some(&m);
+                    if room.own_member_written(user_id, m, event_id) && !already {
+                        room.own_members.written(user_id, m);
+                    }
                 }
             }
         }

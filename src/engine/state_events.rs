@@ -83,6 +83,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             self.policy_events.set(room_id, ty, state_key, in_force);
         }
         let applied = self.index.apply(room_id, ty, state_key, sender, content, now);
+        // A rule whose decision an allow hides changes no decision, but its user's timer must
+        // now include the allow's expiry (the restriction applies when the allow ends).
+        self.expiry.rearm(applied.candidates.iter().cloned());
         let server_rule = matches!(hush_core::policy::classify_event_type(ty), Some((_, EntityKind::Server)));
         if server_rule && matches!(applied.outcome, Outcome::Stored | Outcome::Removed) {
             self.acl.mark_all();
@@ -123,7 +126,13 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             // or a hold can leave that as it was while the filtered one changes.
             return applied.candidates;
         }
-        applied.changed
+        // A rule replaced by one already expired, at the instant the old one ends, changes
+        // no decision, yet its users' lift may not have run: look at them again.
+        let mut users = applied.changed;
+        users.extend(applied.candidates);
+        users.sort_unstable();
+        users.dedup();
+        users
     }
 
     /// Whether decisions are filtered beyond the index's own (a list not trusted for
@@ -220,6 +229,20 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let levels_before = room.power_levels.clone();
         match room.apply_state(ev) {
             StateChange::Member(user) => {
+                // hush's restriction (or lift) whose retry was refused after a lost answer
+                // shows after all: its entry is taken back (or removed), not judged as
+                // someone else's change.
+                if let Some((e, lifting)) = room.own_members.take_failed(&user, room.membership(&user)) {
+                    let r = if lifting {
+                        self.ledger.remove(&e.scope, &e.user_id, e.kind)
+                    } else {
+                        self.ledger.begin_apply(&Entry { phase: Phase::Applying, ..e })
+                    };
+                    if let Err(err) = r {
+                        self.error(format!("ledger write failed in {room_id}: {err:#}"));
+                    }
+                }
+                let Some(Some(room)) = self.view.rooms.get(room_id) else { return };
                 self.index.track_user(&user);
                 if !concerns_policy(room.membership(&user)) {
                     self.departed.insert(user.clone());

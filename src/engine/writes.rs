@@ -12,10 +12,11 @@ use tokio::sync::Semaphore;
 type Write = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 pub(super) struct Writes {
-    /// Users with a write in flight, by scope (a room, or their account's admin call): they
-    /// are not reconciled there until it is done (the room view and the ledger do not yet
-    /// say what the write did).
-    writing: HashMap<Scope, BTreeSet<String>>,
+    /// Users with writes in flight, by scope (a room, or their account's admin call), and
+    /// how many (a ban and a power-level write may be under way together): they are not
+    /// reconciled there until all are done (the room view and the ledger do not yet say
+    /// what the writes did).
+    writing: HashMap<Scope, HashMap<String, usize>>,
     /// Users whose reconciliation waited for a write, by scope: reconciled when it is done.
     deferred: HashMap<Scope, BTreeSet<String>>,
     /// Bounds the member writes in flight ([`super::MEMBER_WRITES_IN_FLIGHT`]).
@@ -37,11 +38,14 @@ impl Writes {
 
     /// A write for these users in this scope is under way.
     pub(super) fn started(&mut self, scope: &Scope, users: impl IntoIterator<Item = String>) {
-        self.writing.entry(scope.clone()).or_default().extend(users);
+        let writing = self.writing.entry(scope.clone()).or_default();
+        for user in users {
+            *writing.entry(user).or_default() += 1;
+        }
     }
 
     pub(super) fn is_writing(&self, scope: &Scope, user: &str) -> bool {
-        self.writing.get(scope).is_some_and(|w| w.contains(user))
+        self.writing.get(scope).is_some_and(|w| w.contains_key(user))
     }
 
     /// Reconcile this user when their write in this scope is done.
@@ -49,12 +53,21 @@ impl Writes {
         self.deferred.entry(scope.clone()).or_default().insert(user.to_owned());
     }
 
-    /// The writes for these users are done: returns those whose reconciliation waited.
+    /// A write for these users is done: returns those whose reconciliation waited and who
+    /// have no other write in flight.
     pub(super) fn finished<'a>(&mut self, scope: &Scope, users: impl Iterator<Item = &'a str>) -> BTreeSet<String> {
         let mut again = BTreeSet::new();
         for user in users {
             if let Some(w) = self.writing.get_mut(scope) {
-                w.remove(user);
+                match w.get_mut(user) {
+                    Some(n) if *n > 1 => {
+                        *n -= 1;
+                        continue;
+                    }
+                    _ => {
+                        w.remove(user);
+                    }
+                }
             }
             if let Some(d) = self.deferred.get_mut(scope) {
                 if d.remove(user) {
@@ -62,7 +75,7 @@ impl Writes {
                 }
             }
         }
-        if self.writing.get(scope).is_some_and(BTreeSet::is_empty) {
+        if self.writing.get(scope).is_some_and(HashMap::is_empty) {
             self.writing.remove(scope);
         }
         if self.deferred.get(scope).is_some_and(BTreeSet::is_empty) {

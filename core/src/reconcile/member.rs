@@ -244,6 +244,10 @@ fn membership_mute_with_entry(
                     out.push(Action::UpdateCause { user_id: user(), kind, wanted: w.clone() });
                 }
             }
+            // A ban replaced the mute's membership and is being lifted (while it is wanted
+            // this is not reached), or the member is gone without `leave-mute`: not someone's
+            // decision to unmute. Forgotten, so a member who comes back is muted again.
+            Phase::Applied if !membership.is_present() => out.push(Action::Forget { user_id: user(), kind }),
             Phase::Applied => out.push(Action::MarkOverridden {
                 user_id: user(),
                 kind,

@@ -26,6 +26,9 @@ pub enum Fault {
     /// Just before the next power-levels write lands, a moderator (`sender`) sets `user` to
     /// `level`: hush's write, built on what it read before, replaces their change.
     ConcurrentLevel { sender: &'static str, user: &'static str, level: i64 },
+    /// The write is applied, but the answer is lost (a dropped connection): the caller
+    /// sees a transient error for a write that happened.
+    LostAnswer,
 }
 
 /// One write request that reached the server, accepted or not.
@@ -108,6 +111,8 @@ struct Inner {
     msc4293: bool,
     /// `recent_events` look-ups answered.
     lookups: usize,
+    /// The write being answered now is applied but its answer is lost ([`Fault::LostAnswer`]).
+    lose_answer: bool,
 }
 
 /// The fake; cheap to clone (shared state).
@@ -305,6 +310,13 @@ impl FakeHomeserver {
         std::mem::take(&mut self.inner.lock().unwrap().sync)
     }
 
+    /// Puts events taken by [`FakeHomeserver::take_sync`] back in front, undelivered.
+    pub fn requeue_sync(&self, mut events: Vec<(String, Value)>) {
+        let mut inner = self.inner.lock().unwrap();
+        events.append(&mut inner.sync);
+        inner.sync = events;
+    }
+
     /// Someone else (a moderator, `sender`) sets a user's level; returns the state event.
     pub fn set_level_as(&self, room: &str, sender: &str, user: &str, level: i64) -> Value {
         let mut inner = self.inner.lock().unwrap();
@@ -338,11 +350,22 @@ impl FakeHomeserver {
         inner.rooms.get_mut(room).expect("room").members.insert(user.to_owned(), membership.to_owned());
     }
 
-    /// The user joins (again).
-    pub fn user_joins(&self, room: &str, user: &str) -> Value {
+    /// The user joins `room` if the server lets them (not banned, not `leave-mute`);
+    /// returns the state event, or None when refused.
+    pub fn user_joins(&self, room: &str, user: &str) -> Option<Value> {
         let mut inner = self.inner.lock().unwrap();
-        inner.rooms.get_mut(room).expect("room").members.insert(user.to_owned(), "join".to_owned());
-        inner.event(room, user, "m.room.member", user, json!({"membership": "join"}))
+        let r = inner.rooms.get_mut(room).expect("room");
+        let from = r.members.get(user).cloned().unwrap_or_else(|| "leave".to_owned());
+        if !matches!(from.as_str(), "leave" | "invite") {
+            return None;
+        }
+        r.members.insert(user.to_owned(), "join".to_owned());
+        Some(inner.event(room, user, "m.room.member", user, json!({"membership": "join"})))
+    }
+
+    /// Faults injected and not yet met by a write.
+    pub fn pending_faults(&self) -> usize {
+        self.inner.lock().unwrap().faults.len()
     }
 
     /// The user changes their display name: a `join` member event of their own.
@@ -396,12 +419,27 @@ impl Inner {
                 self.faults.push_front(f);
                 Ok(())
             }
+            Some(Fault::LostAnswer) => {
+                self.lose_answer = true;
+                Ok(())
+            }
         }
     }
 
     fn record(&mut self, write: Write, result: Result<(), WriteError>) -> Result<(), WriteError> {
+        if result.is_err() {
+            self.lose_answer = false;
+        }
         self.attempts.push(Attempt { write, result: result.clone() });
         result
+    }
+
+    /// The answer to a write that was applied: lost if [`Fault::LostAnswer`] was injected.
+    fn answer(&mut self) -> Result<(), WriteError> {
+        if std::mem::take(&mut self.lose_answer) {
+            return Err(WriteError::Transient("connection reset before the answer (the write was applied)".into()));
+        }
+        Ok(())
     }
 
     fn forbidden(message: String) -> WriteError {
@@ -445,6 +483,7 @@ impl Inner {
         self.rooms.get_mut(room).expect("room").members.insert(user.to_owned(), to.to_owned());
         let sender = self.own_user.clone();
         let ev = self.event(room, &sender, "m.room.member", user, content);
+        self.answer()?;
         Ok(ev["event_id"].as_str().unwrap_or_default().to_owned())
     }
 }
@@ -467,7 +506,9 @@ impl RoomWriter for FakeHomeserver {
         let r = inner.fault().and_then(|()| inner.check_power(room, power_levels::power_levels_send_level));
         inner.record(write, r)?;
         let sender = inner.own_user.clone();
-        Ok(inner.store_power_levels(room, &sender, content.clone()))
+        let id = inner.store_power_levels(room, &sender, content.clone());
+        inner.answer()?;
+        Ok(id)
     }
 
     async fn replaced_content(&self, _room: &str, event_id: &str) -> Result<Option<Value>, WriteError> {
@@ -519,6 +560,7 @@ impl RoomWriter for FakeHomeserver {
         inner.rooms.get_mut(room).expect("room").acl = Some(content.clone());
         let sender = inner.own_user.clone();
         let ev = inner.event(room, &sender, "m.room.server_acl", "", content.clone());
+        inner.answer()?;
         Ok(ev["event_id"].as_str().unwrap_or_default().to_owned())
     }
 

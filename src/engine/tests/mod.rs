@@ -12,6 +12,7 @@ mod history;
 mod lists;
 mod mention_spam;
 mod metrics;
+mod model;
 mod power_levels;
 mod progress;
 mod protections;

@@ -1,0 +1,91 @@
+//! hush's own membership writes in a room that sync has not brought back yet, so that an older echo of its own is not read as someone else's change.
+//!
+//! A membership write's answer reaches the engine before sync brings the event back, and
+//! the view takes the written membership at once. The echo of an earlier write of hush's
+//! (a mute, then a ban of the same member) may still be on its way: applying it would roll
+//! the view back, and the ban would look undone by someone else. Membership writes carry no
+//! event id, so each member's awaited writes are kept in order, by membership.
+
+use std::collections::HashMap;
+
+use hush_core::reconcile::Membership;
+use hush_core::record::{Entry, Kind};
+
+/// At most this many writes per member are awaited: a write whose echo came back before
+/// its answer is never removed, and must not make the list grow.
+const AWAITED: usize = 4;
+
+#[derive(Debug, Default, Clone)]
+pub struct OwnMemberWrites {
+    /// Per member, the memberships hush wrote whose events sync has not delivered, oldest first.
+    awaited: HashMap<String, Vec<Membership>>,
+    /// Restrictions (or lifts, `true`) whose write failed for good: a retry refused after
+    /// a lost answer means the first attempt was applied, and its event is still to come.
+    failed: HashMap<String, (Entry, bool)>,
+}
+
+impl OwnMemberWrites {
+    /// hush's write set `user`'s membership to `m` (its answer came back).
+    pub fn written(&mut self, user: &str, m: Membership) {
+        let awaited = self.awaited.entry(user.to_owned()).or_default();
+        if awaited.len() == AWAITED {
+            awaited.remove(0);
+        }
+        awaited.push(m);
+    }
+
+    /// hush's restriction `entry` (or its lift) failed for good.
+    pub fn failed(&mut self, entry: Entry, lifting: bool) {
+        self.failed.insert(entry.user_id.clone(), (entry, lifting));
+    }
+
+    /// Whether a restriction of `user` failed and its event may still come.
+    pub fn awaits_failed(&self, user: &str) -> bool {
+        self.failed.contains_key(user)
+    }
+
+    /// A membership event for `user` shows `m`: hush's failed restriction (`false`) or lift
+    /// (`true`) it shows after all, with its entry.
+    pub fn take_failed(&mut self, user: &str, m: Membership) -> Option<(Entry, bool)> {
+        let shows = |(e, lifting): &(Entry, bool)| match (e.kind, lifting) {
+            (Kind::Ban, false) => m == Membership::Ban,
+            (Kind::Ban, true) => m == Membership::Leave,
+            (Kind::MuteMembership, false) => matches!(m, Membership::Mute | Membership::LeaveMute),
+            (Kind::MuteMembership, true) => matches!(m, Membership::Join | Membership::Leave),
+            _ => false,
+        };
+        if self.failed.get(user).is_some_and(shows) {
+            return self.failed.remove(user);
+        }
+        None
+    }
+
+    /// A membership event for `user` arrived: whether it is the echo of a write of hush's
+    /// older than another awaited one (stale: the view already has the newer).
+    pub fn is_stale_echo(&mut self, user: &str, m: Membership) -> bool {
+        let Some(awaited) = self.awaited.get_mut(user) else { return false };
+        let Some(at) = awaited.iter().position(|w| *w == m) else { return false };
+        awaited.drain(..=at);
+        let stale = !awaited.is_empty();
+        if awaited.is_empty() {
+            self.awaited.remove(user);
+        }
+        stale
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_echo_older_than_an_awaited_write_is_stale_and_the_last_is_not() {
+        let mut w = OwnMemberWrites::default();
+        w.written("@a:x", Membership::Mute);
+        w.written("@a:x", Membership::Ban);
+        assert!(w.is_stale_echo("@a:x", Membership::Mute), "the mute's echo is older than the ban");
+        assert!(!w.is_stale_echo("@a:x", Membership::Ban), "the ban's echo is the latest");
+        assert!(!w.is_stale_echo("@a:x", Membership::Mute), "nothing awaited: applied");
+        assert!(!w.is_stale_echo("@b:x", Membership::Join));
+    }
+}
