@@ -203,6 +203,12 @@ impl RoomState {
             ("m.room.member", Some(user)) => {
                 let event_id = ev.get("event_id").and_then(Value::as_str);
                 let replaces = ev.pointer("/unsigned/replaces_state").and_then(Value::as_str);
+                // An event an applied one replaced is older (sync may deliver it again after
+                // the newer, as the chaos run saw): it must not undo the newer.
+                if event_id.is_some_and(|id| self.recent_members.iter().any(|(_, r)| r.as_deref() == Some(id))) {
+                    tracing::debug!(room = %self.room_id, user, ?event_id, "a member event a newer one replaced: ignored");
+                    return StateChange::Stale;
+                }
                 if let Some(id) = event_id {
                     if self.recent_members.len() >= RECENT_MEMBERS {
                         self.recent_members.pop_front();
@@ -227,6 +233,7 @@ impl RoomState {
                     return StateChange::Stale;
                 }
                 let old = self.members.insert(user.to_owned(), membership);
+                tracing::trace!(room = %self.room_id, user, ?old, new = ?membership, ?event_id, "member event");
                 if old == Some(membership) {
                     StateChange::Other
                 } else {
@@ -268,6 +275,7 @@ impl RoomState {
     pub fn own_member_written(&mut self, user: &str, membership: Membership, event_id: Option<String>) -> bool {
         let seen = |id: &String| self.recent_members.iter().any(|(e, r)| e == id || r.as_ref() == Some(id));
         if event_id.as_ref().is_some_and(seen) {
+            tracing::debug!(room = %self.room_id, user, ?event_id, now = ?self.members.get(user), "hush's member event came back before its answer");
             return false;
         }
         self.members.insert(user.to_owned(), membership);
@@ -526,5 +534,21 @@ mod tests {
         let bad = json!({"type": "m.room.member", "state_key": "@a:x", "content": {"membership": 7}});
         assert_eq!(r.apply_state(&bad), StateChange::Member("@a:x".into()));
         assert_eq!(r.membership("@a:x"), Membership::Leave);
+    }
+
+    /// Found by the chaos run: sync delivered a member's join again after hush's ban that
+    /// replaced it; read as newer, it looked like an unban and the ban was marked overridden,
+    /// so it was never lifted.
+    #[test]
+    fn a_member_event_a_newer_one_replaced_does_not_undo_it() {
+        let mut r = RoomState::from_state("!r", &[]);
+        let join = json!({"type": "m.room.member", "state_key": "@a:x", "event_id": "$join",
+                          "content": {"membership": "join"}});
+        let ban = json!({"type": "m.room.member", "state_key": "@a:x", "event_id": "$ban", "sender": "@hush:x",
+                         "unsigned": {"replaces_state": "$join"}, "content": {"membership": "ban"}});
+        assert_eq!(r.apply_state(&join), StateChange::Member("@a:x".into()));
+        assert_eq!(r.apply_state(&ban), StateChange::Member("@a:x".into()));
+        assert_eq!(r.apply_state(&join), StateChange::Stale);
+        assert_eq!(r.membership("@a:x"), Membership::Ban);
     }
 }

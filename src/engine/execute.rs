@@ -123,7 +123,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.ledger.mark_overridden(&scope, &user_id, kind)
             }
             Action::Forget { user_id, kind } => {
-                debug!(room = room_id, user = %user_id, ?kind, "forgetting hush's record (nothing to undo in the room)");
+                let seen = self.view.rooms.get(room_id).and_then(|r| r.as_ref()).map(|r| r.membership(&user_id));
+                debug!(room = room_id, user = %user_id, ?kind, ?seen, "forgetting hush's record (nothing to undo in the room)");
                 self.power.drop_user(room_id, &user_id);
                 self.departed.insert(user_id.clone());
                 self.ledger.remove(&scope, &user_id, kind)

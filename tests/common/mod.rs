@@ -375,7 +375,10 @@ impl BotProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_hush"))
             .args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info,hush=debug,matrix_sdk=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("HUSH_TEST_LOG").unwrap_or_else(|_| "info,hush=debug,matrix_sdk=warn".to_owned()),
+            )
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
