@@ -6,8 +6,10 @@ use hush_core::reconcile::{Membership, MuteStrategy};
 use serde_json::Value;
 
 mod acl;
+mod member_events;
 mod own_members;
 pub use acl::AclView;
+pub use member_events::MemberEvents;
 pub use own_members::OwnMemberWrites;
 
 /// The room an `m.room.tombstone` state event points to: `Ok(None)` for any other event,
@@ -103,15 +105,12 @@ pub struct RoomState {
     /// older member events of that user arriving meanwhile are stale and ignored (a
     /// rename from before a ban must not read as an unban).
     pub awaiting_own_member: HashMap<String, String>,
-    /// The latest member events applied (newest last): (event id, the event it names as
-    /// replaced), so a write answered after its event came back is recognised.
-    pub recent_members: std::collections::VecDeque<(String, Option<String>)>,
+    /// The latest member events applied, per member, so a write answered after its event
+    /// came back, and an older event delivered again, are recognised.
+    pub recent_members: MemberEvents,
     /// hush's membership writes whose events sync has not brought back yet.
     pub own_members: OwnMemberWrites,
 }
-
-/// How many member event ids `recent_members` keeps.
-const RECENT_MEMBERS: usize = 64;
 
 /// How many power-levels event ids `recent_power_levels` keeps.
 const RECENT_POWER_LEVELS: usize = 16;
@@ -134,7 +133,7 @@ impl RoomState {
             awaiting_own_power_levels: None,
             recent_power_levels: Vec::new(),
             awaiting_own_member: HashMap::new(),
-            recent_members: std::collections::VecDeque::new(),
+            recent_members: MemberEvents::default(),
             after_own_power_levels: Vec::new(),
             server_acl: AclView::default(),
             own_members: OwnMemberWrites::default(),
@@ -205,15 +204,12 @@ impl RoomState {
                 let replaces = ev.pointer("/unsigned/replaces_state").and_then(Value::as_str);
                 // An event an applied one replaced is older (sync may deliver it again after
                 // the newer, as the chaos run saw): it must not undo the newer.
-                if event_id.is_some_and(|id| self.recent_members.iter().any(|(_, r)| r.as_deref() == Some(id))) {
+                if event_id.is_some_and(|id| self.recent_members.replaced(user, id)) {
                     tracing::debug!(room = %self.room_id, user, ?event_id, "a member event a newer one replaced: ignored");
                     return StateChange::Stale;
                 }
                 if let Some(id) = event_id {
-                    if self.recent_members.len() >= RECENT_MEMBERS {
-                        self.recent_members.pop_front();
-                    }
-                    self.recent_members.push_back((id.to_owned(), replaces.map(str::to_owned)));
+                    self.recent_members.applied(user, id, replaces);
                 }
                 if let Some(awaited) = self.awaiting_own_member.get(user) {
                     if event_id == Some(awaited.as_str()) || replaces == Some(awaited.as_str()) {
@@ -273,8 +269,7 @@ impl RoomState {
     /// until its own comes back.
     /// Returns whether the view took the write (false: sync had brought it back already).
     pub fn own_member_written(&mut self, user: &str, membership: Membership, event_id: Option<String>) -> bool {
-        let seen = |id: &String| self.recent_members.iter().any(|(e, r)| e == id || r.as_ref() == Some(id));
-        if event_id.as_ref().is_some_and(seen) {
+        if event_id.as_ref().is_some_and(|id| self.recent_members.seen(user, id)) {
             tracing::debug!(room = %self.room_id, user, ?event_id, now = ?self.members.get(user), "hush's member event came back before its answer");
             return false;
         }
@@ -550,5 +545,34 @@ mod tests {
         assert_eq!(r.apply_state(&ban), StateChange::Member("@a:x".into()));
         assert_eq!(r.apply_state(&join), StateChange::Stale);
         assert_eq!(r.membership("@a:x"), Membership::Ban);
+    }
+
+    /// Found by the chaos run (seed 1796049561450): after a restart, a room's load and a
+    /// storm of other members rejoining pushed the ban out of a per-room memory of 64 member
+    /// events; the join it replaced, delivered again, read as an unban and hush forgot its ban.
+    #[test]
+    fn a_replaced_member_event_stays_stale_after_many_other_members_change() {
+        let member = |user: &str, id: &str, replaces: Option<&str>, m: &str| {
+            let mut ev = json!({"type": "m.room.member", "state_key": user, "event_id": id,
+                                "content": {"membership": m}});
+            if let Some(r) = replaces {
+                ev["unsigned"] = json!({"replaces_state": r});
+            }
+            ev
+        };
+        let mut r = RoomState::from_state("!r", &[member("@a:x", "$ban", Some("$join"), "ban")]);
+        for i in 0..500 {
+            let user = format!("@u{}:x", i % 50);
+            r.apply_state(&member(
+                &user,
+                &format!("$e{i}"),
+                (i >= 50).then(|| format!("$e{}", i - 50)).as_deref(),
+                "join",
+            ));
+        }
+        assert_eq!(r.apply_state(&member("@a:x", "$join", None, "join")), StateChange::Stale);
+        assert_eq!(r.membership("@a:x"), Membership::Ban);
+        // hush's answer to the ban, arriving after all that, finds its event already applied.
+        assert!(!r.own_member_written("@a:x", Membership::Ban, Some("$ban".into())));
     }
 }
