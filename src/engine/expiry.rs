@@ -37,6 +37,11 @@ impl Expiry {
         }
     }
 
+    /// Whether the user's pending timer is due (at or before `now`): it is about to fire.
+    fn due(&self, user: &str, now: u64) -> bool {
+        self.timer_count.get(user).is_some_and(|&at| at <= now)
+    }
+
     /// How many users have a timer pending.
     pub(super) fn pending(&self) -> usize {
         self.timer_count.len()
@@ -94,6 +99,13 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let users = self.expiry.take_rearm();
         let now = self.now();
         for user in users {
+            // A timer about to fire is left to fire: it reconciles the user in every room and
+            // re-arms then. Reconciling them in one room at that instant (a moderator's level
+            // change, as the model test found) must not cancel it, or their mutes in the other
+            // rooms outlive the rule.
+            if self.expiry.due(&user, now) {
+                continue;
+            }
             let entries = match self.ledger.for_user(&user) {
                 Ok(e) => e,
                 Err(e) => {

@@ -185,3 +185,30 @@ fn a_rule_resent_already_expired_at_its_expiry_still_lifts() {
         Op::Rule { list: 2, key: 0, entity: 0, rec: Rec::Mute, expiry: Some(0) },
     ]);
 }
+
+/// Seed 8: @a* muted for 30 s; the mutes' answers are lost, their retries refused, and
+/// a second attempt refused too. Each refusal awaited an echo of its own, but a repeated
+/// membership is one event at most: the one echo was taken for a stale one and the mutes
+/// stayed, unrecorded, after the rule expired.
+#[test]
+fn lost_answers_on_membership_mutes_still_lift_them() {
+    assert_holds(&[
+        Op::Rule { list: 0, key: 0, entity: 5, rec: Rec::Mute, expiry: Some(30_000) },
+        Op::Fault(FaultKind::LostAnswer, 3),
+        Op::SetLevel { room: 1, user: 0, level: 0 },
+        Op::Start { rooms_first: false },
+    ]);
+}
+
+/// Seeds 4 and 8, after the fix above: @a* muted for 1 s; at the instant it expires, before
+/// the timer fires, a moderator sets @a1's level in R1. Reconciling @a1 and @a2 in R1 found
+/// no expiry ahead and cancelled their timer, so their membership mutes in R2 were never
+/// lifted.
+#[test]
+fn a_level_change_at_the_instant_of_expiry_does_not_cancel_the_lift_elsewhere() {
+    assert_holds(&[
+        Op::Rule { list: 0, key: 0, entity: 5, rec: Rec::Mute, expiry: Some(1000) },
+        Op::Advance(1000),
+        Op::SetLevel { room: 0, user: 0, level: 0 },
+    ]);
+}
