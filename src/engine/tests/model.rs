@@ -212,3 +212,17 @@ fn a_level_change_at_the_instant_of_expiry_does_not_cancel_the_lift_elsewhere() 
         Op::SetLevel { room: 0, user: 0, level: 0 },
     ]);
 }
+
+/// Seed 16 (a test-harness fix): a settle that ended at the very instant a rule expired
+/// judged the mute hush had not lifted yet, though it had a tick left to do it.
+#[test]
+fn a_settle_at_the_instant_of_an_expiry_leaves_hush_its_tick() {
+    assert_holds(&[
+        Op::Rule { list: 0, key: 0, entity: 5, rec: Rec::Mute, expiry: Some(300_000) },
+        Op::Advance(1000),
+        Op::Rule { list: 0, key: 0, entity: 5, rec: Rec::Mute, expiry: Some(3_600_000) },
+        Op::Quiesce,
+        Op::Quiesce,
+        Op::Quiesce,
+    ]);
+}

@@ -272,12 +272,16 @@ impl Model {
             let mut next = Vec::new();
             for mut c in cells.drain(..) {
                 if c.lifting && w.is_some() {
-                    // Wanted again before the lift was written: the restriction stays.
+                    // Wanted again before the lift was written: the restriction stays. A ban
+                    // wanted now still lands over a mute that stays (the mute under it is left
+                    // as it is).
                     c.lifting = false;
-                    if !next.contains(&c) {
-                        next.push(c);
+                    if !(w == Some(Rec::Ban) && !c.banned) {
+                        if !next.contains(&c) {
+                            next.push(c);
+                        }
+                        continue;
                     }
-                    continue;
                 }
                 if w == Some(Rec::Ban) && !c.banned && !c.present && *room == 1 && c.muted {
                     // Gone while muted: `leave-mute` (banned) if the mute had landed, else

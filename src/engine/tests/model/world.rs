@@ -337,7 +337,17 @@ fn pump(p: &mut Proc, st: &mut State, to: u64, quiet: Duration) {
                 sync_due = Some(tokio::time::Instant::now() + Duration::from_millis(200));
             }
             let check = st.next_check(clock.now_ms()).map(at);
-            let end = if quiet.is_zero() { deadline } else { tokio::time::Instant::now() + quiet };
+            let end = if quiet.is_zero() {
+                deadline
+            } else {
+                // A settle never ends within the time hush has to act on an expiry: the
+                // check would judge a lift that is not late yet.
+                let quiet_end = clock.now_ms() + quiet.as_millis() as u64;
+                let acting = st.model.rules.values().filter_map(|r| r.expiry).filter(|e| {
+                    *e + LATE_MS >= quiet_end && *e <= quiet_end
+                });
+                at(acting.map(|e| e + LATE_MS + 1).fold(quiet_end, u64::max))
+            };
             tokio::select! {
                 biased;
                 Some(i) = inbox.recv() => engine.handle(i),
