@@ -226,3 +226,51 @@ fn a_settle_at_the_instant_of_an_expiry_leaves_hush_its_tick() {
         Op::Quiesce,
     ]);
 }
+
+/// Seed 8 (a model correction): hush killed before its power-level mute of @b1 was written;
+/// a moderator set @b1's level meanwhile. At its start hush writes the pending mute over that
+/// level, which it restores when the mute ends: the moderator had not changed a mute.
+#[test]
+fn a_level_set_while_hush_is_down_before_its_mute_was_written_is_restored_later() {
+    assert_holds(&[
+        Op::Rule { list: 1, key: 0, entity: 2, rec: Rec::Ban, expiry: Some(1000) },
+        Op::Rule { list: 1, key: 0, entity: 6, rec: Rec::Mute, expiry: Some(3_600_000) },
+        Op::Kill,
+        Op::SetLevel { room: 0, user: 2, level: 0 },
+    ]);
+}
+
+/// Seed 4 (a model correction): the lift of @a*'s mute (an allow) was in flight when the
+/// allow went; the mute wanted again waits for that write, and a ban came first. No mute is
+/// added under a ban, and when the ban ends @a1 has left: hush mutes them if they come back.
+#[test]
+fn a_mute_waiting_behind_a_lift_is_not_added_under_a_ban_that_comes_first() {
+    assert_holds(&[
+        Op::Rule { list: 2, key: 0, entity: 5, rec: Rec::Mute, expiry: None },
+        Op::Advance(1000),
+        Op::Rule { list: 1, key: 0, entity: 5, rec: Rec::Allow, expiry: None },
+        Op::Fault(FaultKind::RateLimited(100), 1),
+        Op::Advance(0),
+        Op::Remove { list: 1, key: 0 },
+        Op::Rule { list: 0, key: 0, entity: 5, rec: Rec::Ban, expiry: Some(1000) },
+        Op::Start { rooms_first: false },
+    ]);
+}
+
+/// Seed 8, 11 operations (the same model correction as above, after a restart).
+#[test]
+fn a_mute_waiting_behind_a_rate_limited_write_is_not_added_under_a_ban() {
+    assert_holds(&[
+        Op::Rule { list: 0, key: 1, entity: 5, rec: Rec::Mute, expiry: None },
+        Op::Advance(100),
+        Op::Fault(FaultKind::RateLimited(60_000), 1),
+        Op::Kill,
+        Op::Rule { list: 0, key: 0, entity: 0, rec: Rec::Mute, expiry: None },
+        Op::Start { rooms_first: false },
+        Op::Rule { list: 1, key: 0, entity: 5, rec: Rec::Allow, expiry: Some(1000) },
+        Op::Advance(60_000),
+        Op::Rule { list: 0, key: 0, entity: 0, rec: Rec::Mute, expiry: None },
+        Op::Rule { list: 0, key: 0, entity: 5, rec: Rec::Ban, expiry: Some(1000) },
+        Op::Rule { list: 0, key: 2, entity: 0, rec: Rec::Mute, expiry: None },
+    ]);
+}

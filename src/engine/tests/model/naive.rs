@@ -174,6 +174,9 @@ pub struct Cell {
     /// A lift that may not have been written yet (hush killed, a write waiting): if the
     /// restriction is wanted again first, it stays. Never left at a settle.
     pub lifting: bool,
+    /// The mute was wanted since the last settle: its write may still wait (behind a write in
+    /// flight), and a ban that comes first lands without it (no mute is added under a ban).
+    pub mute_unsettled: bool,
 }
 
 /// What the homeserver should show for a member: membership, and the level entry.
@@ -294,6 +297,12 @@ impl Model {
                 if w == Some(Rec::Ban) && !c.banned && (c.present || (*room == 1 && c.muted)) {
                     c.banned = true;
                     c.present = false;
+                    if *room == 0 && c.muted && c.mute_unsettled {
+                        let never_muted = Cell { muted: false, mute_unsettled: false, ..c.clone() };
+                        if !next.contains(&never_muted) {
+                            next.push(never_muted);
+                        }
+                    }
                 }
                 let mut lifted = Vec::new();
                 if w != Some(Rec::Ban) && c.banned {
@@ -320,6 +329,7 @@ impl Model {
                     if w == Some(Rec::Mute) && !c.muted && c.present && !c.banned {
                         c.muted = true;
                         c.overridden = false;
+                        c.mute_unsettled = true;
                     }
                     if w.is_none() && c.muted {
                         // Not lifted (or, overridden, not forgotten) yet while a write is

@@ -219,13 +219,28 @@ impl World {
                 if st.hs.power_levels_now(ROOMS[room])["users"][MOVERS[user]].as_i64() == Some(level) {
                     return;
                 }
+                let shown = st.hs.power_levels_now(ROOMS[room])["users"][MOVERS[user]].as_i64() == Some(MUTED);
+                let down = self.proc.is_none();
                 st.hs.set_level_as(ROOMS[room], MOD, MOVERS[user], level);
-                for c in st.cells(room, MOVERS[user]) {
-                    c.natural = Some(level);
-                    if room == 0 && c.muted {
-                        c.overridden = true;
+                let cells = st.cells(room, MOVERS[user]);
+                let mut next: Vec<Cell> = Vec::new();
+                for c in cells.drain(..) {
+                    let set = Cell { natural: Some(level), ..c };
+                    let mut outcomes =
+                        vec![Cell { overridden: set.overridden || (room == 0 && set.muted), ..set.clone() }];
+                    if room == 0 && set.muted && down && !shown {
+                        // hush was killed before its mute was written: at its start the
+                        // ledger's pending mute is written over the level the moderator set
+                        // (which comes back when it ends), or the level is taken as theirs.
+                        outcomes.push(set);
+                    }
+                    for o in outcomes {
+                        if !next.contains(&o) {
+                            next.push(o);
+                        }
                     }
                 }
+                *cells = next;
                 self.deliver_sync();
             }
             Op::Advance(ms) => match &mut self.proc {
@@ -343,9 +358,12 @@ fn pump(p: &mut Proc, st: &mut State, to: u64, quiet: Duration) {
                 // A settle never ends within the time hush has to act on an expiry: the
                 // check would judge a lift that is not late yet.
                 let quiet_end = clock.now_ms() + quiet.as_millis() as u64;
-                let acting = st.model.rules.values().filter_map(|r| r.expiry).filter(|e| {
-                    *e + LATE_MS >= quiet_end && *e <= quiet_end
-                });
+                let acting = st
+                    .model
+                    .rules
+                    .values()
+                    .filter_map(|r| r.expiry)
+                    .filter(|e| *e + LATE_MS >= quiet_end && *e <= quiet_end);
                 at(acting.map(|e| e + LATE_MS + 1).fold(quiet_end, u64::max))
             };
             tokio::select! {
@@ -510,7 +528,7 @@ impl State {
             };
             if cells.iter().any(fits) {
                 cells.retain(fits);
-                cells.iter_mut().for_each(|c| c.unsettled = false);
+                cells.iter_mut().for_each(|c| (c.unsettled, c.mute_unsettled) = (false, false));
                 cells.dedup();
             } else {
                 problems.push(format!(
