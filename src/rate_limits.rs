@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
+use tracing::{info, warn};
 
 /// What hush learnt of its own account's rate limit.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +69,32 @@ pub fn answered_429() {
     let _ = WATCH.try_with(|w| {
         if !w.told.swap(true, Ordering::SeqCst) {
             (w.tell)(OwnLimit::Answered429);
+        }
+    });
+}
+
+/// With an admin token configured (`suspension.admin_access_token_file`, or
+/// `HUSH_ADMIN_ACCESS_TOKEN`), asks Synapse at start-up whether hush's account has a
+/// rate-limit override, in the background, and `tell`s when it is not exempt. Without a
+/// token, or when the question fails (logged), the first 429 tells instead.
+pub fn check_at_start(config: &crate::config::Config, own_user: &str, tell: impl Fn(OwnLimit) + Send + 'static) {
+    let Some(token) = config.suspension.admin_access_token.clone() else { return };
+    let Some(server) = crate::suspension::server_of(own_user) else { return };
+    let api = match crate::suspension::HttpAdminApi::new(&config.homeserver_url, token, server) {
+        Ok(api) => api,
+        Err(e) => {
+            warn!("cannot ask the admin API about hush's rate limit: {e:#}");
+            return;
+        }
+    };
+    let own_user = own_user.to_owned();
+    tokio::spawn(async move {
+        match api.override_ratelimit(&own_user).await {
+            Ok(answer) => match judge_override(&answer) {
+                Some(seen) => tell(seen),
+                None => info!(user = %own_user, "hush's account is exempt from the homeserver's rate limit"),
+            },
+            Err(e) => warn!("cannot ask the admin API about hush's rate limit (the first 429 will tell): {e}"),
         }
     });
 }
