@@ -341,6 +341,10 @@ pub async fn run(config: Config) -> Result<()> {
     };
     let engine = engine.with_metrics(metrics.clone());
     let engine_task = tokio::spawn(engine.run(engine_rx, expired));
+    let inbox = engine_tx.clone();
+    crate::rate_limits::check_at_start(&config, own_user.as_str(), move |seen| {
+        let _ = inbox.send(Input::OwnRateLimit(seen));
+    });
     if let Some(l) = &listening {
         let inbox = engine_tx.clone();
         l.engine_ready(Arc::new(move |reply| inbox.send(Input::Metrics(reply)).is_ok()));

@@ -158,6 +158,7 @@ where
                 // The current backoff, without moving it on: 429s do not double it.
                 let wait = rate_limit_wait(what, after, backoff.current());
                 crate::metrics::rate_limited();
+                crate::rate_limits::answered_429();
                 crate::metrics::write_retried();
                 info!("{what}: rate limited, retrying in {wait:?}");
                 tokio::time::sleep(wait).await;

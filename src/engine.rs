@@ -36,6 +36,7 @@ mod guard;
 mod history;
 mod input;
 mod mention_spam;
+mod own_limits;
 mod policy_events;
 mod power_batch;
 mod preview;
@@ -116,6 +117,8 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     history: history::History,
     /// The process's metrics (a fresh set unless wiring shares one, see `with_metrics`).
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The write tasks run inside it: the first 429 they meet tells the engine (`own_limits`).
+    own_limits: crate::rate_limits::Watch,
 }
 
 /// Whether a rule can make hush act on a member with this membership and no ledger entry:
@@ -158,6 +161,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             }
         };
         let cfg_dry_run = cfg.dry_run;
+        let inbox_for_limits = inbox.clone();
         Engine {
             cfg,
             writer,
@@ -183,6 +187,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             progress: Default::default(),
             history: Default::default(),
             metrics: Default::default(),
+            own_limits: own_limits::watch(&inbox_for_limits),
         }
     }
 
@@ -246,7 +251,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             }
         }
         for write in self.writes.take_after_commit() {
-            tokio::spawn(write);
+            tokio::spawn(self.own_limits.scope(write));
         }
     }
 
@@ -410,6 +415,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             Input::Metrics(reply) => {
                 let _ = reply.send(self.metrics_snapshot());
             }
+            Input::OwnRateLimit(seen) => self.own_rate_limited(&seen),
         }
     }
 

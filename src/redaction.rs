@@ -65,11 +65,11 @@ pub async fn redact_recent<W: RoomWriter>(
     for ev in events.into_iter().filter(|e| !e.redacted) {
         let slot = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
         let (writer, room_id, reason) = (writer.clone(), room_id.clone(), reason.clone());
-        tasks.spawn(async move {
+        tasks.spawn(crate::rate_limits::inherit(async move {
             let _slot = slot;
             let what = format!("redact {} in {room_id}", ev.event_id);
             with_retries(&what, || async { writer.redact(&room_id, &ev.event_id, &reason).await }).await
-        });
+        }));
     }
     let mut own_account = None;
     while let Some(done) = tasks.join_next().await {

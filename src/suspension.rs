@@ -233,6 +233,20 @@ impl HttpAdminApi {
         }
         Err(answer.error(user_id))
     }
+
+    /// Synapse's `GET /_synapse/admin/v1/users/<user>/override_ratelimit`: the account's
+    /// rate-limit override (`{}` when it has none), for `rate_limits`.
+    pub async fn override_ratelimit(&self, user_id: &str) -> Result<Value, AdminError> {
+        let mut url = self.url(&["_synapse", "admin", "v1", "users"], user_id);
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.push("override_ratelimit");
+        }
+        let answer = self.call(reqwest::Method::GET, url, None).await?;
+        if (200..300).contains(&answer.status) {
+            return Ok(answer.body);
+        }
+        Err(answer.error(user_id))
+    }
 }
 
 impl AdminApi for HttpAdminApi {

@@ -137,6 +137,9 @@ pub enum Input {
     },
     /// The engine's counts for a metrics scrape (no full ledger read).
     Metrics(tokio::sync::oneshot::Sender<crate::metrics::Snapshot>),
+    /// hush's own account is rate-limited (a write met a 429, or the admin API says so at
+    /// start-up): told once per run (`own_limits`).
+    OwnRateLimit(crate::rate_limits::OwnLimit),
 }
 
 /// What the engine can tell the management room.

@@ -39,6 +39,11 @@ impl Reports {
         self.room_reports.entry(template.to_owned()).or_default().push((key.to_owned(), room_id.to_owned()));
     }
 
+    /// Whether `key` was reported already this run.
+    pub(super) fn was_reported(&self, key: &str) -> bool {
+        self.reported.contains(key)
+    }
+
     /// Keeps an error for `status` (the last ten).
     pub(super) fn note_error(&mut self, text: String) {
         self.last_errors.push(text);
@@ -126,7 +131,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let Some(room) = self.management_room.clone() else { return };
         let writer = self.writer.clone();
         let inbox = self.inbox.clone();
-        tokio::spawn(async move {
+        tokio::spawn(self.own_limits.scope(async move {
             let html = hush_core::commands::html_escape(&text);
             // hush may not have joined the management room yet (start-up): try for a while.
             let mut backoff = crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
@@ -139,7 +144,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             }
             // Let a later occurrence be reported again.
             let _ = inbox.send(Input::ReportFailed { keys });
-        });
+        }));
     }
 }
 

@@ -56,12 +56,32 @@ pub fn homeserver_msc4293() -> Homeserver {
     Homeserver { url: url.clone(), dir: dir.clone() }
 }
 
+/// A third test homeserver with Synapse's default `rc_message` (0.2 events a second after
+/// a burst of 10; the other limits stay lifted): in `rate-limited/` under the one
+/// `scripts/test` started (which stops it too), or target/test-homeserver-rate-limited.
+pub fn homeserver_rate_limited() -> Homeserver {
+    static HS: std::sync::OnceLock<(String, PathBuf)> = std::sync::OnceLock::new();
+    let (url, dir) = HS.get_or_init(|| {
+        let dir = std::env::var_os("HUSH_TEST_HS_DIR")
+            .map(|d| PathBuf::from(d).join("rate-limited"))
+            .unwrap_or_else(|| repo_root().join("target/test-homeserver-rate-limited"));
+        start_homeserver_with(&dir, false, true)
+    });
+    Homeserver { url: url.clone(), dir: dir.clone() }
+}
+
 /// `scripts/synapse start DIR` (with MSC4293 enabled if asked); returns the URL and DIR.
 fn start_homeserver(dir: &Path, msc4293: bool) -> (String, PathBuf) {
+    start_homeserver_with(dir, msc4293, false)
+}
+
+/// `scripts/synapse start DIR`, with MSC4293 and Synapse's default `rc_message` if asked.
+fn start_homeserver_with(dir: &Path, msc4293: bool, rate_limited: bool) -> (String, PathBuf) {
     let out = Command::new(repo_root().join("scripts/synapse"))
         .arg("start")
         .arg(dir)
         .env("HUSH_SYNAPSE_MSC4293", if msc4293 { "1" } else { "" })
+        .env("HUSH_SYNAPSE_RATE_LIMITED", if rate_limited { "1" } else { "" })
         .stderr(Stdio::inherit())
         .output()
         .expect("run scripts/synapse start");

@@ -13,6 +13,7 @@ mod lists;
 mod mention_spam;
 mod metrics;
 mod model;
+mod own_limits;
 mod power_levels;
 mod progress;
 mod protections;
