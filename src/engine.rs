@@ -35,6 +35,7 @@ mod expiry;
 mod guard;
 mod history;
 mod input;
+mod list_gaps;
 mod mention_spam;
 mod own_limits;
 mod policy_events;
@@ -98,6 +99,8 @@ pub struct Engine<W: RoomWriter, C: Clock> {
     expiry: Expiry,
     /// The policy event in force at each key, so redacting it can be turned into a removal.
     policy_events: policy_events::PolicyEvents,
+    /// Lists read again after a gap in sync.
+    list_gaps: list_gaps::ListGaps,
     /// Users who may have left every protected room during the input being handled:
     /// untracked at its end if so ([`Engine::forget_departed`]).
     departed: BTreeSet<String>,
@@ -178,6 +181,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             writes: Writes::new(MEMBER_WRITES_IN_FLIGHT),
             expiry: Expiry::new(timers),
             policy_events: Default::default(),
+            list_gaps: Default::default(),
             departed: BTreeSet::new(),
             suspensions: None,
             own: Default::default(),
@@ -295,6 +299,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 );
             }
             Input::State { room_id, event } => self.state_event(&room_id, &event),
+            Input::ListGap { room_id } => self.list_gap(&room_id),
+            Input::ListReread { room_id, events } => self.list_reread(&room_id, &events),
             Input::Redaction { room_id, redacts } => {
                 if let Some((ty, state_key)) = self.policy_events.take(&room_id, &redacts) {
                     info!(list = %room_id, %ty, %state_key, "a policy rule was redacted: removing it");

@@ -83,6 +83,10 @@ pub struct RoomSync<'a> {
     /// The timeline's messages of other senders that mention more than the mention-spam
     /// protection allows, or the room (none when it is off): what the check needs of them.
     pub mentions: Vec<hush_core::mentions::Message>,
+    /// The timeline is `limited` and its state is the legacy "state at the start of the
+    /// timeline" (no MSC4222 `state_after`): state sent on parallel forks in the gap may be
+    /// missing from both (a policy list is then read again).
+    pub gap: bool,
 }
 
 /// Each room's update in a sync response (joined rooms, then rooms hush left): matrix-sdk
@@ -133,7 +137,8 @@ pub fn room_updates<'a>(
             None => Vec::new(),
         };
         let state = crate::rooms::in_order(state, state_is_after, timeline_state, own_user);
-        RoomSync { room_id: room_id.as_ref(), state, redacted, activity, mentions }
+        let gap = timeline.limited && !state_is_after;
+        RoomSync { room_id: room_id.as_ref(), state, redacted, activity, mentions, gap }
     })
 }
 

@@ -88,3 +88,45 @@ async fn a_scraper_sees_hush_healthy_and_a_list_mute_counted_then_lifted() {
     )
     .await;
 }
+
+/// Rules a moderator's client sends all at once fork the list's history, and a gappy
+/// legacy sync (no MSC4222 `state_after`) leaves most of them out: hush heard of 10 of 50
+/// (found by tests/rate_limits.rs). hush reads the list again after such a gap: every
+/// rule counts, and the members they name are muted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_sent_all_at_once_all_reach_hush() {
+    let c = Community::new().await.unwrap();
+    let members = [c.member(None).await.unwrap(), c.member(None).await.unwrap(), c.member(None).await.unwrap()];
+    let port = free_port();
+    let config = c.config(&format!("metrics:\n  listen: \"127.0.0.1:{port}\"\n"));
+    let hush = c.start(&config, 1).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_metrics(&http, &base, &["hush_protected_rooms_loaded 1"], &hush).await;
+
+    // 47 rules about accounts nowhere near the room, and the 3 members last.
+    let mut entities: Vec<String> = (0..47).map(|_| format!("@{}:elsewhere.example", unique("fork"))).collect();
+    entities.extend(members.iter().map(|m| m.user_id.to_string()));
+    let mut sends = tokio::task::JoinSet::new();
+    for (i, entity) in entities.iter().enumerate() {
+        use matrix_sdk::ruma::api::client::state::send_state_event;
+        let content = serde_json::json!({"entity": entity, "recommendation": "m.mute", "reason": "fork"});
+        let req = send_state_event::v3::Request::new_raw(
+            c.list.room_id().to_owned(),
+            "m.policy.rule.user".into(),
+            format!("fork-{i}"),
+            matrix_sdk::ruma::serde::Raw::new(&content).unwrap().cast_unchecked(),
+        );
+        let client = c.moderator.client.clone();
+        sends.spawn(async move { client.send(req).await.map(|_| ()) });
+    }
+    for sent in sends.join_all().await {
+        sent.unwrap();
+    }
+
+    let rules = format!("hush_rules{{list=\"{}\"}} 50", c.list.room_id());
+    wait_metrics(&http, &base, &[rules.as_str()], &hush).await;
+    for m in &members {
+        c.wait_level(&m.user_id, Some(-1)).await;
+    }
+}

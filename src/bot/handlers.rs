@@ -33,6 +33,9 @@ pub(super) fn forward_sync(bot: &Arc<Bot>, response: &matrix_sdk::sync::SyncResp
         for redacts in update.redacted {
             let _ = bot.engine.send(Input::Redaction { room_id: room_id.clone(), redacts });
         }
+        if update.gap && is_list(bot, update.room_id) {
+            reread_list(bot, update.room_id);
+        }
         if bot.config.protections.flood.is_some() {
             // Events from before the start (the first sync's timeline) are not counted.
             let events: Vec<(String, u64)> =
@@ -123,4 +126,36 @@ pub(super) async fn send_reply(room: &Room, ev: &OriginalSyncRoomMessageEvent, r
             debug!("cannot react: {e:#}");
         }
     }
+}
+
+/// Whether hush follows `room` as a policy list.
+fn is_list(bot: &Arc<Bot>, room: &matrix_sdk::ruma::RoomId) -> bool {
+    let roles = bot.roles.read().unwrap_or_else(|e| e.into_inner());
+    roles.get(room).is_some_and(|r| r.contains(&Role::List))
+}
+
+/// Reads a policy list's whole state again after a gap in sync (engine/list_gaps.rs): the
+/// engine applies what sync missed. A failed read is retried once a little later, then
+/// left to the next gap (the list's rules are still those sync brought).
+fn reread_list(bot: &Arc<Bot>, room: &matrix_sdk::ruma::RoomId) {
+    let _ = bot.engine.send(Input::ListGap { room_id: room.to_string() });
+    let (bot, room) = (Arc::clone(bot), room.to_owned());
+    tokio::spawn(async move {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        for _ in 0..5 {
+            match matrix::room_state(&bot.client, &room).await {
+                Ok(events) => {
+                    debug!(list = %room, "read again after a gap in sync");
+                    let _ = bot.engine.send(Input::ListReread { room_id: room.to_string(), events });
+                    return;
+                }
+                Err(e) => {
+                    warn!(list = %room, "cannot read the list again after a gap in sync, retrying: {e}");
+                    tokio::time::sleep(backoff.next()).await;
+                }
+            }
+        }
+        warn!(list = %room, "cannot read the list again after a gap in sync: rules sent on a fork of its history may be missing until the next gap or restart");
+        let _ = bot.engine.send(Input::ListReread { room_id: room.to_string(), events: Vec::new() });
+    });
 }

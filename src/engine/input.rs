@@ -140,6 +140,11 @@ pub enum Input {
     /// hush's own account is rate-limited (a write met a 429, or the admin API says so at
     /// start-up): told once per run (`own_limits`).
     OwnRateLimit(crate::rate_limits::OwnLimit),
+    /// Sync had a gap in this room without `state_after` (engine/list_gaps.rs): a list's
+    /// whole state is being read again.
+    ListGap { room_id: String },
+    /// A list's whole state, read again after [`Input::ListGap`].
+    ListReread { room_id: String, events: Vec<Value> },
 }
 
 /// What the engine can tell the management room.

@@ -45,6 +45,11 @@ impl PolicyEvents {
         Some((ty, state_key))
     }
 
+    /// The event in force at (list, type, state key), if any.
+    pub(super) fn in_force_at(&self, list: &str, ty: &str, state_key: &str) -> Option<&str> {
+        self.in_force.get(&(list.to_owned(), ty.to_owned(), state_key.to_owned())).map(String::as_str)
+    }
+
     /// Forgets every event of `list` (before a reload replaces its state, or an unwatch).
     pub(super) fn forget_list(&mut self, list: &str) {
         self.in_force.retain(|(l, _, _), _| l != list);

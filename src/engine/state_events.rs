@@ -199,6 +199,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         match self.view.lists.get(room_id) {
             Some(true) => {
                 let now = self.now();
+                if let (Some(ty), Some(key)) =
+                    (ev.get("type").and_then(Value::as_str), ev.get("state_key").and_then(Value::as_str))
+                {
+                    self.list_gaps.touched(room_id, ty, key);
+                }
                 // Before applying: the ledger still names whom the replaced rule suspended.
                 let mut accounts = self.named_accounts(room_id, ev, true);
                 let mut untrusted = Vec::new();

@@ -138,3 +138,47 @@ async fn a_pinned_list_not_followed_yet_stays_held_once_lists_are_known() {
     boot_with(&mut h, &[LIST], vec![(LIST, vec![])], &[]).await;
     assert_eq!(hs.membership(ROOM, "@a:x").as_deref(), Some("leave"));
 }
+
+// ---------------------------------------------------------------------------------------
+// A list read again after a gap in sync (engine/list_gaps.rs).
+
+/// Rules sent on forks of a list's history that a gappy legacy sync left out reach hush
+/// when it reads the list again: the missed rule is enforced, the removal it missed lifts,
+/// a key sync changed meanwhile keeps what sync said, and a known rule writes nothing.
+#[tokio::test(start_paused = true)]
+async fn a_list_read_again_after_a_gap_applies_what_sync_missed_and_only_that() {
+    let hs = FakeHomeserver::new(HUSH);
+    hs.create_room(ROOM, "10", MOD, levels(&[]), &[HUSH, "@a:x", "@b:x", "@c:x", "@d:x"]);
+    let mut h = Harness::start(&hs, config(), &[ROOM]).await;
+    for (id, key, user) in [("$a1", "a", "@a:x"), ("$d1", "d", "@d:x")] {
+        h.input(Input::State { room_id: LIST.into(), event: rule_version(id, key, user, "m.mute", "spam") }).await;
+    }
+    h.settle().await;
+    let writes_before = hs.attempts().len();
+
+    h.input(Input::ListGap { room_id: LIST.into() }).await;
+    // Sync, after the re-read was asked for, removes @c's rule the re-read still shows.
+    let removal =
+        json!({"type": "m.policy.rule.user", "state_key": "c", "sender": MOD, "event_id": "$c2", "content": {}});
+    h.input(Input::State { room_id: LIST.into(), event: removal }).await;
+    let events = vec![
+        rule_version("$a1", "a", "@a:x", "m.mute", "spam"),
+        rule_version("$b1", "b", "@b:x", "m.mute", "spam"),
+        rule_version("$c1", "c", "@c:x", "m.mute", "spam"),
+        json!({"type": "m.policy.rule.user", "state_key": "d", "sender": MOD, "event_id": "$d2", "content": {}}),
+    ];
+    h.input(Input::ListReread { room_id: LIST.into(), events }).await;
+    h.settle().await;
+    let users = &hs.power_levels_now(ROOM)["users"];
+    assert_eq!(users["@a:x"], json!(-1), "known rule: still muted");
+    assert_eq!(users["@b:x"], json!(-1), "the rule sync missed is enforced");
+    assert!(users.get("@c:x").is_none(), "sync's later removal stands over the re-read");
+    assert!(users.get("@d:x").is_none(), "the removal sync missed lifts the mute");
+    assert_eq!(hs.attempts().len() - writes_before, 1, "one power-levels write: @b muted and @d lifted");
+
+    // A re-read nobody asked for (or after the list went) changes nothing.
+    let events = vec![rule_version("$c9", "c", "@c:x", "m.mute", "spam")];
+    h.input(Input::ListReread { room_id: LIST.into(), events }).await;
+    h.settle().await;
+    assert!(hs.power_levels_now(ROOM)["users"].get("@c:x").is_none());
+}
