@@ -10,9 +10,12 @@ use std::collections::HashMap;
 /// The applied events remembered per member, newest last.
 const PER_MEMBER: usize = 4;
 
+/// An applied event's id and the id it names as replaced.
+type Applied = (Box<str>, Option<Box<str>>);
+
 #[derive(Debug, Default, Clone)]
 pub struct MemberEvents {
-    by_member: HashMap<Box<str>, Vec<(Box<str>, Option<Box<str>>)>>,
+    by_member: HashMap<Box<str>, Vec<Applied>>,
 }
 
 impl MemberEvents {
@@ -38,7 +41,7 @@ impl MemberEvents {
         self.events(user).any(|(e, r)| &**e == id || r.as_deref() == Some(id))
     }
 
-    fn events(&self, user: &str) -> impl Iterator<Item = &(Box<str>, Option<Box<str>>)> {
+    fn events(&self, user: &str) -> impl Iterator<Item = &Applied> {
         self.by_member.get(user).into_iter().flatten()
     }
 }

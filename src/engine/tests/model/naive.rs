@@ -279,7 +279,7 @@ impl Model {
                     // wanted now still lands over a mute that stays (the mute under it is left
                     // as it is).
                     c.lifting = false;
-                    if !(w == Some(Rec::Ban) && !c.banned) {
+                    if w != Some(Rec::Ban) || c.banned {
                         if !next.contains(&c) {
                             next.push(c);
                         }
