@@ -120,8 +120,11 @@ pub(super) async fn follow_room(
                 info!(%room, "joined");
             }
             if roles.contains(&Role::Management) {
-                announce_start(&bot, &room_id).await;
                 let events = matrix::room_state(&bot.client, &room_id).await?;
+                if let Some(room) = bot.client.get_room(&room_id) {
+                    matrix::note_encryption_state(&room, &events).await;
+                }
+                announce_start(&bot, &room_id).await;
                 let _ = bot.engine.send(Input::ManagementLoaded { room_id: id.clone(), events });
                 bot.management_loaded.notify_one();
             }
