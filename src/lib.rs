@@ -14,6 +14,7 @@ pub mod holds;
 pub mod instance;
 pub mod ledger;
 pub mod local_rules;
+pub mod logging;
 pub mod management;
 pub mod matrix;
 pub mod metrics;

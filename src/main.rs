@@ -37,17 +37,9 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat) {
+    // What the default shows and why each SDK target is where it is: src/logging.rs.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // The SDK is chatty at info, and logs expected 404s (absent account data) as errors;
-        // it also warns on every removed policy rule (empty content is not a rule it can
-        // type), which hush reads itself. hush logs what matters itself. RUST_LOG overrides
-        // all of this.
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(
-                "info,matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_base::response_processors::timeline=error,\
-                 matrix_sdk_crypto=error,matrix_sdk::http_client=off",
-            )
-        });
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(hush::logging::DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

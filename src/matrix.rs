@@ -207,6 +207,35 @@ pub async fn react(room: &Room, event_id: &EventId, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Tells the SDK that a room is not encrypted when its full state, just read, has no
+/// `m.room.encryption`. Over `/sync` v3 the SDK learns that a room is encrypted (from the
+/// event) but never that it is not, so before the first message it sends into a room
+/// joined a moment ago it asks the homeserver (`GET .../state/m.room.encryption`): an
+/// expected 404 that the SDK logs as an ERROR. hush has the room's state already; the
+/// answer is saved in the SDK's store, so later runs do not ask either.
+pub async fn note_encryption_state(room: &Room, state: &[serde_json::Value]) {
+    if !room.encryption_state().is_unknown() {
+        return;
+    }
+    let encrypted = state.iter().any(|e| {
+        e.get("type").and_then(serde_json::Value::as_str) == Some("m.room.encryption")
+            && e.get("state_key").and_then(serde_json::Value::as_str) == Some("")
+    });
+    if encrypted {
+        // The SDK's own look-up finds the event: no error, and it keeps the algorithm.
+        return;
+    }
+    let marked = room
+        .update_and_save_room_info(|mut info| {
+            info.mark_encryption_state_synced();
+            (info, matrix_sdk_base::RoomInfoNotableUpdateReasons::empty())
+        })
+        .await;
+    if let Err(e) = marked {
+        debug!(room = %room.room_id(), "cannot save the room's encryption state: {e}");
+    }
+}
+
 /// A room's full state as JSON events (for policy lists and protected rooms).
 pub async fn room_state(client: &Client, room: &RoomId) -> Result<Vec<serde_json::Value>> {
     let resp = client.send(get_state_events::v3::Request::new(room.to_owned())).await?;

@@ -120,8 +120,11 @@ pub(super) async fn follow_room(
                 info!(%room, "joined");
             }
             if roles.contains(&Role::Management) {
-                announce_start(&bot, &room_id).await;
                 let events = matrix::room_state(&bot.client, &room_id).await?;
+                if let Some(room) = bot.client.get_room(&room_id) {
+                    matrix::note_encryption_state(&room, &events).await;
+                }
+                announce_start(&bot, &room_id).await;
                 let _ = bot.engine.send(Input::ManagementLoaded { room_id: id.clone(), events });
                 bot.management_loaded.notify_one();
             }
@@ -311,8 +314,23 @@ pub(super) async fn announce_start(bot: &Bot, room_id: &matrix_sdk::ruma::RoomId
         bot.config.command_prefix
     );
     let html = hush_core::commands::html_escape(&text);
-    if let Err(e) = matrix::send_notice(&room, &text, &html).await {
-        warn!("cannot announce the start in the management room: {e:#}");
-        bot.announced.store(false, Ordering::SeqCst);
+    // A sync response in flight while hush joined can still list the room as an invite and
+    // be applied after the join, so the SDK refuses to send ("expected: Joined, got:
+    // Invited"): join again (a no-op on the homeserver) and retry.
+    for attempt in 1..=3 {
+        if room.state() != RoomState::Joined {
+            if let Err(e) = matrix::join(&bot.client, room_id.as_str()).await {
+                debug!("joining the management room again before announcing the start: {e:#}");
+            }
+        }
+        match matrix::send_notice(&room, &text, &html).await {
+            Ok(()) => return,
+            Err(_) if attempt < 3 && room.state() != RoomState::Joined => continue,
+            Err(e) => {
+                warn!("cannot announce the start in the management room: {e:#}");
+                bot.announced.store(false, Ordering::SeqCst);
+                return;
+            }
+        }
     }
 }
