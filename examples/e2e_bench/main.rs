@@ -174,6 +174,12 @@ fn parse_opts() -> Result<Opts> {
     Ok(o)
 }
 
+/// This run's start (ms since the epoch), in the benchmark's state keys.
+pub fn run_id() -> u64 {
+    static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ID.get_or_init(now_ms)
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
@@ -203,6 +209,8 @@ pub struct SizeRun {
     pub startups: Vec<(String, Option<u64>, Startup)>,
     pub floor_mute_after: Vec<Sample>,
     pub floor_ban_after: Vec<Sample>,
+    /// hush's repetitions that were not in force everywhere in time.
+    pub failures: Vec<String>,
 }
 
 async fn measure_size(opts: &Opts, w: &fill::World, work: &std::path::Path, n: usize) -> Result<SizeRun> {
@@ -222,6 +230,7 @@ async fn measure_size(opts: &Opts, w: &fill::World, work: &std::path::Path, n: u
         startups: Vec::new(),
         floor_mute_after: Vec::new(),
         floor_ban_after: Vec::new(),
+        failures: Vec::new(),
     };
     for (b, (name, binary)) in opts.hush.iter().enumerate() {
         if b > 0 {
@@ -241,8 +250,8 @@ async fn measure_size(opts: &Opts, w: &fill::World, work: &std::path::Path, n: u
             eprintln!("  {startup:?}");
             let mute_users: Vec<_> = (0..reps).map(|_| next().cloned()).collect::<Result<_>>()?;
             let ban_users: Vec<_> = (0..reps).map(|_| next().cloned()).collect::<Result<_>>()?;
-            let mutes = rule_to_restriction(w, &hush, &rooms, Kind::Mute, &mute_users).await?;
-            let bans = rule_to_restriction(w, &hush, &rooms, Kind::Ban, &ban_users).await?;
+            let mutes = rule_to_restriction(w, &hush, &rooms, Kind::Mute, &mute_users, &mut out.failures).await?;
+            let bans = rule_to_restriction(w, &hush, &rooms, Kind::Ban, &ban_users, &mut out.failures).await?;
             let after_rules_kib = hush.memory_kib().unwrap_or_default();
             hush.stop().await?;
             out.startups.push((label, window, startup));

@@ -80,8 +80,12 @@ async fn restricted(w: &World, room: &OwnedRoomId, kind: Kind, user: &OwnedUserI
     Ok((yes, ev["sender"].as_str().unwrap_or_default().to_owned()))
 }
 
+/// How long hush gets to put one rule in force before the repetition counts as failed.
+const RULE_DEADLINE: Duration = Duration::from_secs(120);
+
 /// Polls (one request in flight, rooms in turn) until `user` is restricted in every room
-/// by `sender`; returns the time from `t0` until the last room was seen done.
+/// by `sender`; returns the time from `t0` until the last room was seen done, or the
+/// rooms still not done after `deadline`.
 async fn wait_restricted(
     w: &World,
     rooms: &[OwnedRoomId],
@@ -89,13 +93,14 @@ async fn wait_restricted(
     user: &OwnedUserId,
     t0: Instant,
     sender: &OwnedUserId,
-) -> Result<Duration> {
+    deadline: Duration,
+) -> Result<Result<Duration, usize>> {
     let mut remaining: Vec<&OwnedRoomId> = rooms.iter().collect();
     let mut all = Duration::ZERO;
-    let end = Instant::now() + DEADLINE;
+    let end = Instant::now() + deadline;
     while !remaining.is_empty() {
         if Instant::now() > end {
-            bail!("{user} still not {}d in {} rooms after {DEADLINE:?}", kind.name(), remaining.len());
+            return Ok(Err(remaining.len()));
         }
         let mut still = Vec::new();
         for room in remaining {
@@ -111,7 +116,7 @@ async fn wait_restricted(
         }
         remaining = still;
     }
-    Ok(all)
+    Ok(Ok(all))
 }
 
 /// The moderator's plain client restricts a member in every room of `rooms` (one room
@@ -152,7 +157,10 @@ pub async fn floor(w: &World, rooms: &[OwnedRoomId], kind: Kind, concurrent: boo
             }
             anyhow::Ok(t0.elapsed())
         });
-        let seen = wait_restricted(w, rooms, kind, &user, t0, &w.moderator.user_id).await?;
+        let seen = match wait_restricted(w, rooms, kind, &user, t0, &w.moderator.user_id, DEADLINE).await? {
+            Ok(d) => d,
+            Err(n) => bail!("the floor's {} of {user} not in force in {n} rooms after {DEADLINE:?}", kind.name()),
+        };
         let writer_ms = ms(writer.await??);
         let probe = Probe {
             kind,
@@ -204,6 +212,7 @@ pub async fn rule_to_restriction(
     rooms: &[OwnedRoomId],
     kind: Kind,
     users: &[Creds],
+    failures: &mut Vec<String>,
 ) -> Result<Vec<Sample>> {
     let mut out = Vec::new();
     for u in users {
@@ -213,7 +222,23 @@ pub async fn rule_to_restriction(
         let t0 = Instant::now();
         let rule_event = send_rule(w, &u.user_id, kind.recommendation()).await?;
         let rule_put_ms = Some(ms(t0.elapsed()));
-        let seen = wait_restricted(w, rooms, kind, &u.user_id, t0, &w.bot().user_id).await?;
+        let seen = match wait_restricted(w, rooms, kind, &u.user_id, t0, &w.bot().user_id, RULE_DEADLINE).await? {
+            Ok(d) => d,
+            Err(n) => {
+                eprintln!(
+                    "  FAILED: {} of {} not in force in {n} rooms after {RULE_DEADLINE:?}",
+                    kind.name(),
+                    u.user_id
+                );
+                failures.push(format!(
+                    "{} of {}: not in force in {n} of {} rooms after {RULE_DEADLINE:?}",
+                    kind.name(),
+                    u.user_id,
+                    rooms.len()
+                ));
+                continue;
+            }
+        };
         tokio::time::sleep(Duration::from_millis(700)).await;
         let cpu_ms = match (cpu0, hush.cpu_ms()) {
             (Some(a), Some(b)) => Some(b - a),

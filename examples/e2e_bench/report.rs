@@ -138,6 +138,9 @@ pub fn report(opts: &Opts, w: &World, sizes: &[SizeRun], load_before: &str) -> S
         r.push_str(&row("floor again after hush: mute, all at once", &s.floor_mute_after, None));
         r.push_str(&row("floor again after hush: ban, all at once", &s.floor_ban_after, None));
         r.push('\n');
+        for f in &s.failures {
+            r.push_str(&format!("**Failed** (left out of the figures): {f}.\n"));
+        }
         for run in &s.runs {
             r.push_str(&format!(
                 "{} after the rules ({}): VmRSS {}, VmHWM {}.\n",
