@@ -42,6 +42,8 @@ pub struct Bot {
     pub roles: RwLock<std::collections::HashMap<OwnedRoomId, Vec<Role>>>,
     /// Whether the start-up notice went out to the management room.
     pub announced: AtomicBool,
+    /// What sync responses have brought since the start (see [`Synced`]).
+    pub synced: watch::Sender<Synced>,
     /// The management room's state went to the engine (its moderators are known).
     pub management_loaded: tokio::sync::Notify,
     /// The engine's inbox: every trigger goes there.
@@ -51,6 +53,16 @@ pub struct Bot {
     pub overrides: std::sync::Mutex<RoomOverrides>,
     /// The follows still under way, so that `unfollow` can cancel them.
     pub follows: Follows,
+}
+
+/// What sync responses have brought since the start: a list or protected room is read
+/// only once the sync that brought it (or, for a room joined before the start, the first
+/// sync) went to the engine, so that sync's timeline, history at a cold start or a join,
+/// is dropped rather than replayed over the state read after it.
+#[derive(Debug, Default)]
+pub struct Synced {
+    pub first: bool,
+    pub rooms: HashSet<OwnedRoomId>,
 }
 
 impl management::Follow for Arc<Bot> {
@@ -359,6 +371,7 @@ pub async fn run(config: Config) -> Result<()> {
         configured: RwLock::new(HashSet::new()),
         roles: RwLock::new(std::collections::HashMap::new()),
         announced: AtomicBool::new(false),
+        synced: watch::channel(Synced::default()).0,
         management_loaded: tokio::sync::Notify::new(),
         engine: engine_tx,
         overrides: std::sync::Mutex::new(overrides),

@@ -299,6 +299,11 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 );
             }
             Input::State { room_id, event } => self.state_event(&room_id, &event),
+            Input::Loading { room_id } => {
+                if let Some(dropped) = self.view.buffered.remove(&room_id) {
+                    debug!(room = %room_id, events = dropped.len(), "state events before the load: in the state read now");
+                }
+            }
             Input::ListGap { room_id } => self.list_gap(&room_id),
             Input::ListReread { room_id, events } => self.list_reread(&room_id, &events),
             Input::Redaction { room_id, redacts } => {

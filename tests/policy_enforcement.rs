@@ -381,3 +381,27 @@ async fn an_allow_in_the_community_list_keeps_a_user_muted_by_another_list_unmut
     c.command(&format!("!hush unallow {}", user.user_id), "removed 1 rule").await;
     c.wait_level(&user.user_id, Some(-1)).await;
 }
+
+/// Found by the 200-room benchmark: a start replayed the list's history (the timeline of
+/// the sync that brought the room) over the state it had read, so a ban rule sent and
+/// removed before hush came banned and unbanned the member: a kick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_does_not_replay_a_ban_removed_before_it_from_the_list_s_history() {
+    let c = Community::new().await.unwrap();
+    let member = c.member(None).await.unwrap();
+    let marker = c.member(None).await.unwrap();
+    c.rule("old-ban", member.user_id.as_str(), "m.ban", None).await.unwrap();
+    c.remove_rule("old-ban").await.unwrap();
+    let config = c.config("");
+    let hush = c.start(&config, 1).await;
+
+    // A rule after the start is enforced: hush has taken in the list, its history included.
+    c.rule("marker", marker.user_id.as_str(), "m.mute", None).await.unwrap();
+    c.wait_level(&marker.user_id, Some(-1)).await;
+    assert_eq!(
+        c.membership(&member.user_id).await.as_deref(),
+        Some("join"),
+        "a rule removed before the start touches no one; log:\n{}",
+        hush.log_text()
+    );
+}

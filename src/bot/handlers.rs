@@ -21,6 +21,14 @@ use tracing::{debug, info, warn};
 /// the state: it matters only for a rule still in force then. A tombstone in a followed
 /// room starts following its replacement.
 pub(super) fn forward_sync(bot: &Arc<Bot>, response: &matrix_sdk::sync::SyncResponse) {
+    forward_rooms(bot, response);
+    bot.synced.send_modify(|s| {
+        s.first = true;
+        s.rooms.extend(response.rooms.joined.keys().cloned());
+    });
+}
+
+fn forward_rooms(bot: &Arc<Bot>, response: &matrix_sdk::sync::SyncResponse) {
     let max_mentions = bot.config.protections.mention_spam.as_ref().map(|m| m.max_mentions);
     for update in matrix::room_updates(response, bot.own_user.as_str(), max_mentions) {
         let room_id = update.room_id.to_string();

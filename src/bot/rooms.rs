@@ -129,6 +129,14 @@ pub(super) async fn follow_room(
                 bot.management_loaded.notify_one();
             }
             if roles.contains(&Role::List) || roles.contains(&Role::Protected) {
+                // Read once the sync that brought the room went to the engine (the first sync,
+                // for a room joined before the start), and what sync brought of it until now
+                // is dropped: the state read now holds it. Replayed after that state, a cold
+                // start's or a join's history (a ban rule, then its removal) banned and
+                // unbanned members, a kick (found by the 200-room benchmark).
+                let mut synced = bot.synced.subscribe();
+                let _ = synced.wait_for(|s| s.first && (joined || s.rooms.contains(&room_id))).await;
+                let _ = bot.engine.send(Input::Loading { room_id: id.clone() });
                 let mut events = matrix::room_state(&bot.client, &room_id).await?;
                 let tombstone = events.iter().find_map(|e| crate::rooms::tombstone_replacement(e).transpose());
                 // A list's state can be large: copied only for a room that is both.

@@ -140,6 +140,9 @@ pub enum Input {
     /// hush's own account is rate-limited (a write met a 429, or the admin API says so at
     /// start-up): told once per run (`own_limits`).
     OwnRateLimit(crate::rate_limits::OwnLimit),
+    /// A list's or protected room's whole state is about to be read: what sync brought of
+    /// it until now, waiting for the load, is in that state and is dropped.
+    Loading { room_id: String },
     /// Sync had a gap in this room without `state_after` (engine/list_gaps.rs): a list's
     /// whole state is being read again.
     ListGap { room_id: String },
