@@ -26,7 +26,6 @@ fn assert_holds(ops: &[Op]) {
 }
 
 #[test]
-#[ignore = "finds open defects (RELIABILITY.md): run by hand until they are fixed"]
 fn model() {
     let soak = env_u64("HUSH_SOAK");
     let cases = soak.or(env_u64("HUSH_MODEL_CASES")).unwrap_or(u64::from(CI_CASES));
