@@ -17,6 +17,7 @@ pub mod local_rules;
 pub mod management;
 pub mod matrix;
 pub mod metrics;
+pub mod rate_gate;
 pub mod rate_limits;
 pub mod redaction;
 pub mod rooms;

@@ -140,6 +140,10 @@ pub enum Input {
     /// hush's own account is rate-limited (a write met a 429, or the admin API says so at
     /// start-up): told once per run (`own_limits`).
     OwnRateLimit(crate::rate_limits::OwnLimit),
+    /// A room's power-levels write is about to be retried (after a 429 or a fault): the
+    /// edits planned for the room meanwhile, but for the users it holds (`have`), join it
+    /// (`power_join`).
+    PowerLevelsJoin { room_id: String, have: Vec<String>, reply: tokio::sync::oneshot::Sender<Vec<UserLevelEdit>> },
 }
 
 /// What the engine can tell the management room.
