@@ -7,7 +7,7 @@ use std::time::Duration;
 use hush_core::power_levels::{apply_edits, still_apply, UserLevelEdit};
 use hush_core::server_acl::{apply_edit, AclEdit};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 
@@ -144,16 +144,28 @@ fn rate_limit_wait(what: &str, after: Option<Duration>, backoff: Duration) -> Du
 
 /// Runs a write until it succeeds or fails permanently: waits `retry_after` on 429 (at
 /// most 10 minutes) and backs off (1 s doubling to 60 s) on network errors and 5xx.
-/// Nothing is dropped.
+/// Nothing is dropped. Inside the engine's watch, the wait on 429 is the account's one
+/// gate ([`crate::rate_gate`]): every write waits until the latest `retry_after`, then
+/// they go one at a time until one gets through.
 pub async fn with_retries<T, F, Fut>(what: &str, mut op: F) -> Result<T, WriteError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, WriteError>>,
 {
+    let gate = crate::rate_limits::gate();
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
+        let turn = match &gate {
+            Some(g) => g.turn().await,
+            None => None,
+        };
         match op().await {
-            Ok(v) => return Ok(v),
+            Ok(v) => {
+                if let Some(g) = &gate {
+                    g.opened();
+                }
+                return Ok(v);
+            }
             Err(WriteError::RateLimited(after)) => {
                 // The current backoff, without moving it on: 429s do not double it.
                 let wait = rate_limit_wait(what, after, backoff.current());
@@ -161,9 +173,14 @@ where
                 crate::rate_limits::answered_429();
                 crate::metrics::write_retried();
                 info!("{what}: rate limited, retrying in {wait:?}");
-                tokio::time::sleep(wait).await;
+                match &gate {
+                    // The next turn waits for it, with every other write.
+                    Some(g) => g.closed_for(wait),
+                    None => tokio::time::sleep(wait).await,
+                }
             }
             Err(WriteError::Transient(e)) => {
+                drop(turn);
                 let wait = backoff.next();
                 crate::metrics::write_retried();
                 warn!("{what}: {e}; retrying in {wait:?}");
@@ -193,27 +210,57 @@ pub struct PowerLevelsSent {
 /// leaves out the users whose entry is no longer what hush expected
 /// ([`hush_core::power_levels::still_apply`]): a moderator's change made while the write
 /// waited behind rate limits stands.
-pub async fn send_power_levels<W: RoomWriter>(
+///
+/// Before each retry, `more` is asked for the room's edits planned meanwhile (given the
+/// users the write holds): they join it, so a burst while the write waits behind a 429 is
+/// one event, not one more per rule. Returns every edit the write held, with its result.
+pub async fn send_power_levels<W, M, MF>(
     writer: &W,
     room_id: &str,
-    edits: &[UserLevelEdit],
-) -> Result<PowerLevelsSent, WriteError> {
-    let sent = with_retries(&format!("power levels of {room_id}"), || async {
-        let current = writer.power_levels(room_id).await?;
-        let (apply, skipped) = still_apply(&current, edits);
-        if !skipped.is_empty() {
-            info!(room = room_id, ?skipped, "levels changed by someone else since hush looked: left as they are");
-        }
-        match apply_edits(&current, &apply) {
-            None => Ok(PowerLevelsSent { content: current, event_id: None, read: None, skipped }),
-            Some(new) => {
-                let event_id = writer.put_power_levels(room_id, &new).await?;
-                Ok(PowerLevelsSent { content: new, event_id: Some(event_id), read: Some(current), skipped })
+    edits: Vec<UserLevelEdit>,
+    more: M,
+) -> (Vec<UserLevelEdit>, Result<PowerLevelsSent, WriteError>)
+where
+    W: RoomWriter,
+    M: Fn(Vec<String>) -> MF,
+    MF: Future<Output = Vec<UserLevelEdit>>,
+{
+    let edits = std::sync::Mutex::new(edits);
+    let mut attempts = 0u32;
+    let sent = with_retries(&format!("power levels of {room_id}"), || {
+        attempts += 1;
+        let joining = (attempts > 1).then(|| more(current_of(&edits.lock().unwrap())));
+        let edits = &edits;
+        async move {
+            if let Some(joining) = joining {
+                let joined = joining.await;
+                if !joined.is_empty() {
+                    debug!(room = room_id, joined = joined.len(), "edits planned meanwhile join the retried write");
+                    edits.lock().unwrap().extend(joined);
+                }
+            }
+            let edits = edits.lock().unwrap().clone();
+            let current = writer.power_levels(room_id).await?;
+            let (apply, skipped) = still_apply(&current, &edits);
+            if !skipped.is_empty() {
+                info!(room = room_id, ?skipped, "levels changed by someone else since hush looked: left as they are");
+            }
+            match apply_edits(&current, &apply) {
+                None => Ok(PowerLevelsSent { content: current, event_id: None, read: None, skipped }),
+                Some(new) => {
+                    let event_id = writer.put_power_levels(room_id, &new).await?;
+                    Ok(PowerLevelsSent { content: new, event_id: Some(event_id), read: Some(current), skipped })
+                }
             }
         }
     })
-    .await?;
-    restore_overwritten(writer, room_id, sent, &current_of(edits)).await
+    .await;
+    let edits = edits.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let result = match sent {
+        Ok(sent) => restore_overwritten(writer, room_id, sent, &current_of(&edits)).await,
+        Err(e) => Err(e),
+    };
+    (edits, result)
 }
 
 /// The users hush edited (their entries are hush's to set).

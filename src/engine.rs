@@ -40,6 +40,7 @@ mod mention_spam;
 mod own_limits;
 mod policy_events;
 mod power_batch;
+mod power_join;
 mod preview;
 mod progress;
 mod protections;
@@ -427,6 +428,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 let _ = reply.send(self.metrics_snapshot());
             }
             Input::OwnRateLimit(seen) => self.own_rate_limited(&seen),
+            Input::PowerLevelsJoin { room_id, have, reply } => self.power_levels_join(&room_id, &have, reply),
         }
     }
 

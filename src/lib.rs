@@ -18,6 +18,7 @@ pub mod logging;
 pub mod management;
 pub mod matrix;
 pub mod metrics;
+pub mod rate_gate;
 pub mod rate_limits;
 pub mod redaction;
 pub mod rooms;

@@ -28,6 +28,8 @@ pub enum OwnLimit {
 pub struct Watch {
     tell: Arc<dyn Fn(OwnLimit) + Send + Sync>,
     told: Arc<AtomicBool>,
+    /// The account's one gate: after a 429, its writes wait together and go one at a time.
+    gate: crate::rate_gate::Gate,
 }
 
 tokio::task_local! {
@@ -37,7 +39,7 @@ tokio::task_local! {
 impl Watch {
     /// A watch that calls `tell` on the first 429 a task it runs meets.
     pub fn new(tell: impl Fn(OwnLimit) + Send + Sync + 'static) -> Watch {
-        Watch { tell: Arc::new(tell), told: Arc::new(AtomicBool::new(false)) }
+        Watch { tell: Arc::new(tell), told: Arc::new(AtomicBool::new(false)), gate: Default::default() }
     }
 
     /// Runs `fut` inside this watch.
@@ -71,6 +73,11 @@ pub fn answered_429() {
             (w.tell)(OwnLimit::Answered429);
         }
     });
+}
+
+/// The current task's watch's gate, if it runs in one (`enforce::with_retries` waits at it).
+pub fn gate() -> Option<crate::rate_gate::Gate> {
+    WATCH.try_with(|w| w.gate.clone()).ok()
 }
 
 /// With an admin token configured (`suspension.admin_access_token_file`, or

@@ -257,8 +257,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let inbox = self.inbox.clone();
         let room_id = room_id.to_owned();
         debug!(room = %room_id, edits = edits.len(), "sending power levels");
+        let more = super::power_join::asking(&inbox, &room_id);
         self.writes.after_commit(async move {
-            let result = enforce::send_power_levels(&writer, &room_id, &edits).await;
+            let (edits, result) = enforce::send_power_levels(&writer, &room_id, edits, more).await;
             let _ = inbox.send(Input::PowerLevelsDone { room_id, edits, result });
         });
     }

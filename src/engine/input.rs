@@ -148,6 +148,10 @@ pub enum Input {
     ListGap { room_id: String },
     /// A list's whole state, read again after [`Input::ListGap`].
     ListReread { room_id: String, events: Vec<Value> },
+    /// A room's power-levels write is about to be retried (after a 429 or a fault): the
+    /// edits planned for the room meanwhile, but for the users it holds (`have`), join it
+    /// (`power_join`).
+    PowerLevelsJoin { room_id: String, have: Vec<String>, reply: tokio::sync::oneshot::Sender<Vec<UserLevelEdit>> },
 }
 
 /// What the engine can tell the management room.

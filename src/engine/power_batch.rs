@@ -89,6 +89,38 @@ impl PowerBatch {
         self.sent_queued_at.remove(room_id)
     }
 
+    /// The room's write in flight is about to be retried (after a 429 or a fault): the
+    /// edits waiting for the room's next write join it instead, but for users it already
+    /// holds (`have`), whose edits wait for the next one. Empty when no write is in flight.
+    pub(super) fn join(&mut self, room_id: &str, have: &[String]) -> Vec<UserLevelEdit> {
+        if !self.pl_in_flight.contains(room_id) {
+            return Vec::new();
+        }
+        let Some(pending) = self.pending_pl.get_mut(room_id) else { return Vec::new() };
+        let joining: Vec<String> = pending.keys().filter(|u| !have.contains(u)).cloned().collect();
+        let edits = joining
+            .into_iter()
+            .filter_map(|user_id| {
+                let (level, expected) = pending.remove(&user_id)?;
+                Some(UserLevelEdit { user_id, level, expected })
+            })
+            .collect();
+        if pending.is_empty() {
+            self.pending_pl.remove(room_id);
+            self.queued_at.remove(room_id);
+        }
+        edits
+    }
+
+    /// Edits [`Self::join`] took that the write did not take after all: waiting again.
+    pub(super) fn put_back(&mut self, room_id: &str, edits: Vec<UserLevelEdit>, now_ms: u64) {
+        self.queued_at.entry(room_id.to_owned()).or_insert(now_ms);
+        let pending = self.pending_pl.entry(room_id.to_owned()).or_default();
+        for e in edits {
+            pending.entry(e.user_id).or_insert((e.level, e.expected));
+        }
+    }
+
     /// Whether edits wait for the room's next write.
     pub(super) fn has_pending(&self, room_id: &str) -> bool {
         self.pending_pl.get(room_id).is_some_and(|p| !p.is_empty())
@@ -175,6 +207,25 @@ mod tests {
         b.take(ROOM, 1_500).unwrap();
         assert_eq!(b.done(ROOM), Some(1_300));
         assert_eq!(b.done(ROOM), None, "nothing in flight");
+    }
+
+    #[test]
+    fn edits_waiting_behind_a_write_join_its_retry_but_for_users_it_holds() {
+        let mut b = PowerBatch::default();
+        assert!(b.join(ROOM, &[]).is_empty(), "no write in flight");
+        b.queue(ROOM, "@a:x", Some(-1), None, 1_000, WINDOW);
+        b.take(ROOM, 1_000).unwrap();
+        b.queue(ROOM, "@a:x", Some(0), Some(-1), 1_100, WINDOW);
+        b.queue(ROOM, "@b:x", Some(-1), Some(0), 1_100, WINDOW);
+        let joined = b.join(ROOM, &["@a:x".to_owned()]);
+        assert_eq!(joined, [UserLevelEdit { user_id: "@b:x".into(), level: Some(-1), expected: Some(0) }]);
+        assert!(b.has_pending(ROOM), "@a:x's second edit waits for the next write");
+        b.put_back(ROOM, joined, 1_200);
+        let joined = b.join(ROOM, &["@a:x".to_owned()]);
+        assert_eq!(joined.len(), 1, "put back, joined again");
+        b.done(ROOM);
+        let next = b.take(ROOM, 1_300).unwrap();
+        assert_eq!(next.iter().map(|e| e.user_id.as_str()).collect::<Vec<_>>(), ["@a:x"]);
     }
 
     #[test]

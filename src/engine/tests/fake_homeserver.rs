@@ -77,6 +77,8 @@ pub enum Write {
 pub struct Attempt {
     pub write: Write,
     pub result: Result<(), WriteError>,
+    /// When it reached the server (the test's paused clock).
+    pub at: tokio::time::Instant,
 }
 
 #[derive(Default)]
@@ -430,7 +432,7 @@ impl Inner {
         if result.is_err() {
             self.lose_answer = false;
         }
-        self.attempts.push(Attempt { write, result: result.clone() });
+        self.attempts.push(Attempt { write, result: result.clone(), at: tokio::time::Instant::now() });
         result
     }
 

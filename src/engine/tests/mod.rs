@@ -5,6 +5,7 @@
 
 mod accounts;
 mod allow;
+mod burst;
 mod expiry;
 pub mod fake_admin;
 pub mod fake_homeserver;
