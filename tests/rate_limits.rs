@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,22 +51,6 @@ impl Api {
             self.call(admin, Method::DELETE, &path, None).await;
         }
     }
-}
-
-/// A homeserver admin: registered with the script (shared secret), logged in for a token.
-async fn admin_token(hs: &Homeserver) -> String {
-    let name = unique("admin");
-    let password = format!("pw-{name}");
-    let status = Command::new(repo_root().join("scripts/synapse"))
-        .args(["register"])
-        .arg(&hs.dir)
-        .args([&name, &password, "--admin"])
-        .status()
-        .expect("run scripts/synapse register");
-    assert!(status.success(), "scripts/synapse register --admin failed");
-    let client = matrix_sdk::Client::builder().homeserver_url(&hs.url).build().await.unwrap();
-    let resp = client.matrix_auth().login_username(&name, &password).send().await.expect("admin login");
-    resp.access_token
 }
 
 /// A public room of the moderator's with hush invited and at level 100.

@@ -4,26 +4,9 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use common::*;
 use matrix_sdk::ruma::UserId;
-
-/// A homeserver admin: registered with the script (shared secret), logged in for a token.
-async fn admin_token(hs: &Homeserver) -> String {
-    let name = unique("admin");
-    let password = format!("pw-{name}");
-    let status = Command::new(repo_root().join("scripts/synapse"))
-        .args(["register"])
-        .arg(&hs.dir)
-        .args([&name, &password, "--admin"])
-        .status()
-        .expect("run scripts/synapse register");
-    assert!(status.success(), "scripts/synapse register --admin failed");
-    let client = matrix_sdk::Client::builder().homeserver_url(&hs.url).build().await.unwrap();
-    let resp = client.matrix_auth().login_username(&name, &password).send().await.expect("admin login");
-    resp.access_token
-}
 
 /// Suspends or unsuspends an account with Synapse's admin API, as a server admin would.
 async fn set_suspended(hs: &Homeserver, token: &str, user: &UserId, on: bool) {

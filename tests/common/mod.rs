@@ -90,6 +90,22 @@ fn start_homeserver_with(dir: &Path, msc4293: bool, rate_limited: bool) -> (Stri
     (url, dir.to_owned())
 }
 
+/// A homeserver admin: registered with the script (shared secret), logged in for a token.
+pub async fn admin_token(hs: &Homeserver) -> String {
+    let name = unique("admin");
+    let password = format!("pw-{name}");
+    let status = Command::new(repo_root().join("scripts/synapse"))
+        .args(["register"])
+        .arg(&hs.dir)
+        .args([&name, &password, "--admin"])
+        .status()
+        .expect("run scripts/synapse register");
+    assert!(status.success(), "scripts/synapse register --admin failed");
+    let client = matrix_sdk::Client::builder().homeserver_url(&hs.url).build().await.unwrap();
+    let resp = client.matrix_auth().login_username(&name, &password).send().await.expect("admin login");
+    resp.access_token
+}
+
 /// A name unique across test processes and runs.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
