@@ -115,6 +115,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.ledger.mark_applied(&scope, &user_id, kind)
             }
             Action::MarkOverridden { user_id, kind, note } => {
+                let seen = self.view.rooms.get(room_id).and_then(|r| r.as_ref()).map(|r| r.membership(&user_id));
+                debug!(room = room_id, user = %user_id, ?kind, ?seen, "someone else changed hush's restriction: left so");
                 self.report_in_room(
                     &format!("override|{room_id}|{user_id}|{kind:?}"),
                     &format!("{note} (in {{rooms}})."),
