@@ -45,17 +45,17 @@ impl Gate {
     /// A write was answered 429, to be retried after `wait`: no write goes before then.
     pub fn closed_for(&self, wait: Duration) {
         let at = Instant::now() + wait;
-        let mut nb = self.not_before.lock().unwrap();
+        let mut nb = self.not_before.lock().unwrap_or_else(|e| e.into_inner());
         *nb = Some(nb.map_or(at, |t| t.max(at)));
     }
 
     /// A write got through: the gate is open.
     pub fn opened(&self) {
-        *self.not_before.lock().unwrap() = None;
+        *self.not_before.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     fn not_before(&self) -> Option<Instant> {
-        *self.not_before.lock().unwrap()
+        *self.not_before.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
