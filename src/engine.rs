@@ -327,8 +327,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                 self.reconcile_users(users);
             }
             Input::PowerLevelsDone { room_id, edits, result } => self.power_levels_done(&room_id, edits, result),
-            Input::MemberWriteDone { room_id, user_id, kind, lifting, result } => {
-                self.member_write_done(&room_id, &user_id, kind, lifting, result)
+            Input::MemberWriteDone { room_id, user_id, kind, lifting, result, uncertain } => {
+                self.member_write_done(&room_id, &user_id, kind, lifting, result, uncertain)
             }
             Input::Flush { room_id } => self.flush(&room_id),
             Input::AclFlush { room_id } => self.acl_flush(&room_id),

@@ -404,17 +404,23 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             // Held through the retries: a rate-limited write waits without letting another start.
             let _slot = slots.acquire_owned().await.expect("the semaphore is never closed");
             let what = format!("{op} {user_id} in {room_id}");
+            let lost = std::sync::atomic::AtomicBool::new(false);
             let result = enforce::with_retries(&what, || async {
-                match op {
+                let r = match op {
                     "ban" => writer.ban(&room_id, &user_id, &reason).await,
                     "ban-redacting" => writer.ban_redacting(&room_id, &user_id, &reason).await,
                     "unban" => writer.unban(&room_id, &user_id, &reason).await,
                     membership => writer.set_membership(&room_id, &user_id, membership, &reason).await,
+                };
+                if matches!(r, Err(WriteError::Transient(_))) {
+                    lost.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
+                r
             })
             .await;
             metrics.decision_to_write(decided.elapsed());
-            let _ = inbox.send(Input::MemberWriteDone { room_id, user_id, kind, lifting, result });
+            let uncertain = lost.load(std::sync::atomic::Ordering::Relaxed);
+            let _ = inbox.send(Input::MemberWriteDone { room_id, user_id, kind, lifting, result, uncertain });
         });
     }
 
@@ -425,6 +431,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         kind: Kind,
         lifting: bool,
         result: Result<Option<String>, WriteError>,
+        uncertain: bool,
     ) {
         let scope = Scope::Room(room_id.to_owned());
         self.metrics.action(crate::metrics::action_kind(kind, lifting), crate::metrics::Outcome::of(&result));
@@ -462,9 +469,15 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             (Ok(_), false) => self.ledger.mark_applied(&scope, user_id, kind),
             (Ok(_), true) => self.ledger.remove(&scope, user_id, kind),
             (Err(_), false) if in_force => self.ledger.mark_applied(&scope, user_id, kind),
-            (Err(_), false) => self.ledger.remove(&scope, user_id, kind),
             // Sync already showed the lift: it happened.
             (Err(_), true) if !in_force => self.ledger.remove(&scope, user_id, kind),
+            // An answer was lost, then a retry refused: not known to have happened, nor not
+            // to. The entry stays in its phase (applying, lifting) for the next reconcile, in
+            // this run or after a restart, to judge against the room. Taken out until the
+            // event came, a kill before it left a mute in force with nothing recorded (the
+            // model soak).
+            (Err(_), _) if uncertain => Ok(()),
+            (Err(_), false) => self.ledger.remove(&scope, user_id, kind),
             (Err(_), true) => self.ledger.mark_applied(&scope, user_id, kind),
         };
         let written = result.as_ref().ok().cloned();

@@ -58,6 +58,9 @@ pub enum Input {
         kind: Kind,
         lifting: bool,
         result: Result<Option<String>, WriteError>,
+        /// An attempt's answer was lost (a network error or 5xx, then retried): a final
+        /// failure may still have been applied.
+        uncertain: bool,
     },
     /// Time to send a room's pending power-level edits.
     Flush { room_id: String },

@@ -273,3 +273,19 @@ fn a_mute_waiting_behind_a_rate_limited_write_is_not_added_under_a_ban() {
         Op::Rule { list: 0, key: 2, entity: 0, rec: Rec::Mute, expiry: None },
     ]);
 }
+
+/// Soak seed 1796063770656786516, 5 operations: membership mutes whose answers were lost,
+/// their retries refused (the member was muted already), and hush killed before sync
+/// brought the mutes back. hush had taken their entries out of the ledger until the events
+/// came, so after the restart the members stayed muted with nothing recorded: never
+/// lifted.
+#[test]
+fn a_kill_after_lost_answers_on_membership_mutes_keeps_them_recorded() {
+    assert_holds(&[
+        Op::Fault(FaultKind::LostAnswer, 3),
+        Op::Rule { list: 0, key: 0, entity: 5, rec: Rec::Mute, expiry: None },
+        Op::Advance(1000),
+        Op::Advance(100),
+        Op::Kill,
+    ]);
+}
