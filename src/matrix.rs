@@ -250,21 +250,25 @@ pub async fn room_state(client: &Client, room: &RoomId) -> Result<Vec<serde_json
 }
 
 /// A state event as the engine takes it: only the fields it reads. `unsigned` and the
-/// rest would double the memory a 20,000-rule list takes while it loads; only
+/// rest would double the memory a 20,000-rule list takes while it loads. Only
 /// `m.room.power_levels` keeps `unsigned.prev_content` (the content the event replaced,
-/// which tells whether its writer saw hush's mute) and `unsigned.replaces_state` (the
-/// event it replaced, which tells it is newer than hush's own write).
+/// which tells whether its writer saw hush's mute), and it and `m.room.member` keep
+/// `unsigned.replaces_state` (the event it replaced: an event sync delivers again after its
+/// replacement is older than the view, and a newer one than hush's own write).
 pub fn state_event(json: &str) -> serde_json::Result<serde_json::Value> {
     const FIELDS: &[&str] = &["type", "state_key", "sender", "event_id", "content"];
     let mut v: serde_json::Value = serde_json::from_str(json)?;
-    let power_levels = v.get("type").and_then(serde_json::Value::as_str) == Some("m.room.power_levels");
+    let unsigned: &[&str] = match v.get("type").and_then(serde_json::Value::as_str) {
+        Some("m.room.power_levels") => &["prev_content", "replaces_state"],
+        Some("m.room.member") => &["replaces_state"],
+        _ => &[],
+    };
     if let Some(fields) = v.as_object_mut() {
         let kept: serde_json::Map<String, serde_json::Value> = fields
             .get_mut("unsigned")
             .and_then(|u| u.as_object_mut())
-            .filter(|_| power_levels)
             .map(|u| {
-                ["prev_content", "replaces_state"]
+                unsigned
                     .iter()
                     .filter_map(|k| Some(((*k).to_owned(), u.remove(*k)?)))
                     .collect()
@@ -311,6 +315,27 @@ mod tests {
         let rule = r#"{"type": "m.policy.rule.user", "state_key": "k", "sender": "@m:x", "event_id": "$2",
                        "content": {}, "unsigned": {"prev_content": {"entity": "@a:x"}, "replaces_state": "$1"}}"#;
         assert!(state_event(rule).unwrap().get("unsigned").is_none());
+    }
+
+    /// Found by the chaos run: member events lost `unsigned.replaces_state` here, so the
+    /// view's memory of replaced member events (`rooms/member_events.rs`) never knew which
+    /// join a ban replaced. Synapse's sync sent a member's older join again after hush's
+    /// ban (a fork in the room's history, resolved back in the next sync), hush read it as
+    /// an unban, marked its ban overridden and never lifted it.
+    #[test]
+    fn member_events_keep_the_event_they_replaced_and_nothing_else() {
+        let ban = r#"{"type": "m.room.member", "state_key": "@a:x", "sender": "@hush:x", "event_id": "$ban",
+                      "content": {"membership": "ban"}, "origin_server_ts": 5,
+                      "unsigned": {"age": 3, "prev_content": {"membership": "join"}, "replaces_state": "$join"}}"#;
+        let v = state_event(ban).unwrap();
+        assert_eq!(v["unsigned"], serde_json::json!({"replaces_state": "$join"}));
+        let mut room = crate::rooms::RoomState::from_state("!r:x", &[]);
+        let join = r#"{"type": "m.room.member", "state_key": "@a:x", "sender": "@a:x", "event_id": "$join",
+                       "content": {"membership": "join"}}"#;
+        room.apply_state(&state_event(join).unwrap());
+        room.apply_state(&v);
+        room.apply_state(&state_event(join).unwrap());
+        assert_eq!(room.membership("@a:x"), hush_core::reconcile::Membership::Ban, "the older join is stale");
     }
 
     /// Issue 13: matrix-sdk's handlers got a `state_after` response's final state first and
