@@ -267,12 +267,7 @@ pub fn state_event(json: &str) -> serde_json::Result<serde_json::Value> {
         let kept: serde_json::Map<String, serde_json::Value> = fields
             .get_mut("unsigned")
             .and_then(|u| u.as_object_mut())
-            .map(|u| {
-                unsigned
-                    .iter()
-                    .filter_map(|k| Some(((*k).to_owned(), u.remove(*k)?)))
-                    .collect()
-            })
+            .map(|u| unsigned.iter().filter_map(|k| Some(((*k).to_owned(), u.remove(*k)?))).collect())
             .unwrap_or_default();
         fields.retain(|k, _| FIELDS.contains(&k.as_str()));
         if !kept.is_empty() {

@@ -225,7 +225,7 @@ impl RoomState {
                     .and_then(Value::as_str)
                     .and_then(Membership::parse)
                     .unwrap_or(Membership::Leave);
-                if self.own_members.is_stale_echo(user, membership) {
+                if self.own_members.is_stale_echo(user, membership, event_id) {
                     return StateChange::Stale;
                 }
                 let old = self.members.insert(user.to_owned(), membership);

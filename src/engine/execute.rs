@@ -460,7 +460,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     _ => None,
                 };
                 if let Some(m) = would {
-                    room.own_members.written(user_id, m);
+                    room.own_members.written(user_id, m, None);
                 }
                 room.own_members.failed(e, lifting);
             }
@@ -515,8 +515,8 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     // Awaited (by event id, and by membership for a later lost answer) only if
                     // sync has not brought it back already.
                     let already = room.members.get(user_id) == Some(&m);
-                    if room.own_member_written(user_id, m, event_id) && !already {
-                        room.own_members.written(user_id, m);
+                    if room.own_member_written(user_id, m, event_id.clone()) && !already {
+                        room.own_members.written(user_id, m, event_id.as_deref());
                     }
                 }
             }

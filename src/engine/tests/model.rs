@@ -21,6 +21,9 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn assert_holds(ops: &[Op]) {
+    if std::env::var_os("HUSH_MODEL_TRACE").is_some() {
+        let _ = tracing_subscriber::fmt().with_env_filter("hush=trace").with_test_writer().try_init();
+    }
     let violations = World::run(ops);
     assert!(violations.is_empty(), "{ops:?}\n{}", violations.join("\n"));
 }
@@ -287,5 +290,22 @@ fn a_kill_after_lost_answers_on_membership_mutes_keeps_them_recorded() {
         Op::Advance(1000),
         Op::Advance(100),
         Op::Kill,
+    ]);
+}
+
+/// Soak seed 1796063770656786516 after the fix above, 8 operations: a membership mute's
+/// lift lost its answer and its retry was refused, so its entry stayed `lifting`; the lift
+/// was in force, and the entry must go.
+#[test]
+fn a_lift_whose_answer_was_lost_leaves_no_entry_once_the_room_shows_it() {
+    assert_holds(&[
+        Op::Rule { list: 2, key: 0, entity: 5, rec: Rec::Mute, expiry: Some(1000) },
+        Op::Rule { list: 1, key: 0, entity: 5, rec: Rec::Allow, expiry: Some(1000) },
+        Op::Advance(100),
+        Op::Rule { list: 1, key: 0, entity: 0, rec: Rec::Mute, expiry: Some(0) },
+        Op::Advance(100),
+        Op::Rule { list: 0, key: 0, entity: 0, rec: Rec::Mute, expiry: None },
+        Op::Fault(FaultKind::LostAnswer, 2),
+        Op::Start { rooms_first: false },
     ]);
 }
