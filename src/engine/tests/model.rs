@@ -309,3 +309,18 @@ fn a_lift_whose_answer_was_lost_leaves_no_entry_once_the_room_shows_it() {
         Op::Start { rooms_first: false },
     ]);
 }
+
+/// Soak seed 1796063770656786516 after fix 13, 5 operations (a model correction): a
+/// moderator set @b1's level to 0 and back to 30 while hush's mute waited behind a 429.
+/// hush's write found the level it had read (30) and muted; the model took the moderator's
+/// changes for an override. Both are the moderator's level coming back at the end.
+#[test]
+fn a_level_set_and_set_back_while_a_mute_waits_lets_the_mute_through() {
+    assert_holds(&[
+        Op::SetLevel { room: 0, user: 2, level: 30 },
+        Op::Rule { list: 0, key: 0, entity: 6, rec: Rec::Mute, expiry: None },
+        Op::Fault(FaultKind::RateLimited(100), 1),
+        Op::SetLevel { room: 0, user: 2, level: 0 },
+        Op::SetLevel { room: 0, user: 2, level: 30 },
+    ]);
+}

@@ -220,7 +220,6 @@ impl World {
                     return;
                 }
                 let shown = st.hs.power_levels_now(ROOMS[room])["users"][MOVERS[user]].as_i64() == Some(MUTED);
-                let down = self.proc.is_none();
                 st.hs.set_level_as(ROOMS[room], MOD, MOVERS[user], level);
                 let cells = st.cells(room, MOVERS[user]);
                 let mut next: Vec<Cell> = Vec::new();
@@ -228,10 +227,14 @@ impl World {
                     let set = Cell { natural: Some(level), ..c };
                     let mut outcomes =
                         vec![Cell { overridden: set.overridden || (room == 0 && set.muted), ..set.clone() }];
-                    if room == 0 && set.muted && down && !shown {
-                        // hush was killed before its mute was written: at its start the
-                        // ledger's pending mute is written over the level the moderator set
-                        // (which comes back when it ends), or the level is taken as theirs.
+                    if room == 0 && set.muted && !shown {
+                        // hush's mute is not written yet. Killed, at its start the ledger's
+                        // pending mute is written over the level the moderator set (which
+                        // comes back when it ends), or the level is taken as theirs. Running,
+                        // its write (waiting behind a 429) finds the level it read when it
+                        // planned the mute, when the moderator set it back to that (0, then
+                        // 30 again): the mute goes on, and the same level comes back at its
+                        // end. A level that differs is theirs, and the restore check tells.
                         outcomes.push(set);
                     }
                     for o in outcomes {
