@@ -126,10 +126,31 @@ impl Api {
         v["event_id"].as_str().unwrap_or_default().to_owned()
     }
 
-    /// What the state event `event_id` replaced (`unsigned.prev_content`), if the server says.
-    pub async fn replaced_content(&self, acc: &Account, room: &str, event_id: &str) -> Option<Value> {
+    /// What the state event `event_id` replaced: its content (`unsigned.prev_content`) and
+    /// id (`unsigned.replaces_state`), if the server says.
+    pub async fn replaced(&self, acc: &Account, room: &str, event_id: &str) -> (Option<Value>, Option<String>) {
         let v = self.must(acc, Method::GET, &format!("/_matrix/client/v3/rooms/{room}/event/{event_id}"), None).await;
-        v.pointer("/unsigned/prev_content").cloned()
+        let id = v.pointer("/unsigned/replaces_state").and_then(Value::as_str).map(str::to_owned);
+        (v.pointer("/unsigned/prev_content").cloned(), id)
+    }
+
+    /// The ids of the state events that `sender`'s events of type `ty` in `room` replaced
+    /// (`unsigned.replaces_state`), from the room's whole history.
+    pub async fn replaced_by(&self, acc: &Account, room: &str, ty: &str, sender: &str) -> Vec<String> {
+        let filter = json!({"types": [ty], "senders": [sender]}).to_string();
+        let filter: String = url_escape(&filter);
+        let mut out = Vec::new();
+        let mut from = String::new();
+        loop {
+            let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=500&filter={filter}{from}");
+            let v = self.must(acc, Method::GET, &path, None).await;
+            let chunk = v["chunk"].as_array().cloned().unwrap_or_default();
+            out.extend(chunk.iter().filter_map(|e| e.pointer("/unsigned/replaces_state")?.as_str().map(str::to_owned)));
+            match v["end"].as_str() {
+                Some(end) if !chunk.is_empty() => from = format!("&from={}", url_escape(end)),
+                _ => return out,
+            }
+        }
     }
 
     pub async fn redact(&self, acc: &Account, room: &str, event_id: &str) {
@@ -163,4 +184,14 @@ impl Api {
             .ok()?;
         serde_json::from_value(v).ok()
     }
+}
+
+/// Percent-encodes what a query parameter may not hold as it is.
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -82,6 +82,12 @@ pub struct Model {
     /// moderator's read and write (Matrix has no compare-and-swap), so hush took the
     /// moderator's stale value as their decision. Not judged at the end; counted.
     pub clobbered: std::collections::HashSet<(String, String)>,
+    /// A moderator's power-levels writes: (room, user whose level it set, the id of the
+    /// event it replaced). One that replaced the same event as one of hush's is a fork of
+    /// two concurrent writes, which state resolution settles by keeping one.
+    pub hand_writes: Vec<(String, String, String)>,
+    /// (room, user) whose hand-set level was in such a fork: not judged; counted.
+    pub forked: std::collections::HashSet<(String, String)>,
 }
 
 /// Matrix globs: `*` any run, `?` one character.
@@ -107,6 +113,8 @@ impl Model {
             hand_levels: HashMap::new(),
             hand_write_ms: HashMap::new(),
             clobbered: Default::default(),
+            hand_writes: Vec::new(),
+            forked: Default::default(),
         }
     }
 
