@@ -324,3 +324,20 @@ fn a_level_set_and_set_back_while_a_mute_waits_lets_the_mute_through() {
         Op::SetLevel { room: 0, user: 2, level: 30 },
     ]);
 }
+
+/// Soak seed 1796063770656786516 after the correction above, 7 operations (a model
+/// correction): @a* muted for 1 s, @a1 leaves R1 before the mute's batch is written, and
+/// the rule becomes a ban. hush does not write the waiting mute under a ban, nor ban a
+/// member who is gone; the model kept @a1 muted in R1.
+#[test]
+fn a_mute_waiting_in_its_batch_is_not_written_for_a_member_gone_before_a_ban() {
+    assert_holds(&[
+        Op::Rule { list: 0, key: 0, entity: 5, rec: Rec::Mute, expiry: Some(1000) },
+        Op::Leave { room: 0, user: 0 },
+        Op::Rule { list: 0, key: 0, entity: 5, rec: Rec::Ban, expiry: Some(3_600_000) },
+        Op::Kill,
+        Op::Start { rooms_first: false },
+        Op::Quiesce,
+        Op::Advance(0),
+    ]);
+}
