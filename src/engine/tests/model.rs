@@ -341,3 +341,21 @@ fn a_mute_waiting_in_its_batch_is_not_written_for_a_member_gone_before_a_ban() {
         Op::Advance(0),
     ]);
 }
+
+/// Soak seed 1796063770656786516 after the correction above, 8 operations (a model
+/// correction): a mute wanted again after its expiry waited behind 429s, and @a1 left R1
+/// before it was written. hush does not write a mute for a member who is gone (they are
+/// muted when they come back); the model kept @a1 muted in R1.
+#[test]
+fn a_mute_waiting_behind_a_429_is_not_written_for_a_member_who_left() {
+    assert_holds(&[
+        Op::Rule { list: 0, key: 0, entity: 5, rec: Rec::Mute, expiry: Some(1000) },
+        Op::Advance(100),
+        Op::Fault(FaultKind::RateLimited(100), 1),
+        Op::Fault(FaultKind::RateLimited(100), 1),
+        Op::Advance(1000),
+        Op::Rule { list: 0, key: 0, entity: 5, rec: Rec::Mute, expiry: None },
+        Op::Leave { room: 0, user: 0 },
+        Op::Join { room: 0, user: 1 },
+    ]);
+}

@@ -210,6 +210,15 @@ impl World {
                     let unbanned: Vec<Cell> =
                         cells.iter().filter(|c| c.banned).map(|c| Cell { banned: false, ..c.clone() }).collect();
                     cells.extend(unbanned);
+                    // Nor a power-level mute still waiting (behind a 429, in its batch): a
+                    // member who left is restricted when they come back (soak seed
+                    // 1796063770656786516).
+                    let unmuted: Vec<Cell> = cells
+                        .iter()
+                        .filter(|c| room == 0 && c.muted && c.mute_unsettled && !c.banned)
+                        .map(|c| Cell { muted: false, mute_unsettled: false, ..c.clone() })
+                        .collect();
+                    cells.extend(unmuted);
                     cells.iter_mut().for_each(|c| (c.present, c.intent) = (false, false));
                     cells.dedup();
                     self.deliver_sync();
