@@ -36,6 +36,7 @@ mod guard;
 mod history;
 mod input;
 mod list_gaps;
+mod member_writes;
 mod mention_spam;
 mod own_limits;
 mod policy_events;
