@@ -69,6 +69,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             }
             _ => false,
         };
+        // A refusal after an earlier attempt of the same write lost its answer (its event
+        // still to come) says nothing new: the first may have happened ("mute -> mute").
+        let uncertain = uncertain
+            || matches!(self.view.rooms.get(room_id), Some(Some(room)) if room.own_members.failed_as(user_id, kind, lifting));
         // The write may have been applied (a lost answer) with its event still to come:
         // then the entry is taken back (a restriction) or removed (a lift) when it comes.
         if result.is_err() && in_force == lifting {

@@ -55,9 +55,16 @@ impl OwnMemberWrites {
         self.failed.insert(entry.user_id.clone(), (entry, lifting));
     }
 
-    /// Whether a restriction of `user` failed and its event may still come.
-    pub fn awaits_failed(&self, user: &str) -> bool {
-        self.failed.contains_key(user)
+    /// Whether hush's restriction (`lifting` false) or lift of `user` of this kind failed
+    /// after a lost answer, with its event still to come.
+    pub fn failed_as(&self, user: &str, kind: Kind, lifting: bool) -> bool {
+        self.failed.get(user).is_some_and(|(e, l)| e.kind == kind && *l == lifting)
+    }
+
+    /// The kind of hush's lift of `user` that failed after a lost answer, whose event may
+    /// still come: until it comes (or not), the room may not show it yet.
+    pub fn failed_lift(&self, user: &str) -> Option<Kind> {
+        self.failed.get(user).filter(|(_, lifting)| *lifting).map(|(e, _)| e.kind)
     }
 
     /// A membership event for `user` shows `m`: hush's failed restriction (`false`) or lift

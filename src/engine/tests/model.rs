@@ -359,3 +359,26 @@ fn a_mute_waiting_behind_a_429_is_not_written_for_a_member_who_left() {
         Op::Join { room: 0, user: 1 },
     ]);
 }
+
+/// Soak seed 1796067211163831375, 12 operations: a membership mute's lift lost its answer
+/// (its retry refused), and the mute was wanted again before sync showed the lift. The view
+/// still showed the mute, so its entry was marked applied again; after a kill, the room
+/// showed `join` and hush took its own lift for a moderator's unmute, leaving the member
+/// unmuted while the rule wanted the mute.
+#[test]
+fn a_lift_whose_answer_was_lost_is_not_taken_for_someone_else_s_unmute_after_a_kill() {
+    assert_holds(&[
+        Op::Rule { list: 0, key: 2, entity: 5, rec: Rec::Mute, expiry: Some(3_600_000) },
+        Op::Advance(100),
+        Op::Fault(FaultKind::RateLimited(60_000), 1),
+        Op::Rule { list: 1, key: 0, entity: 0, rec: Rec::Mute, expiry: Some(0) },
+        Op::Quiesce,
+        Op::Remove { list: 0, key: 2 },
+        Op::Fault(FaultKind::RateLimited(100), 1),
+        Op::Fault(FaultKind::LostAnswer, 1),
+        Op::Advance(60_000),
+        Op::Rule { list: 0, key: 0, entity: 5, rec: Rec::Mute, expiry: Some(3_600_000) },
+        Op::Advance(100),
+        Op::Kill,
+    ]);
+}

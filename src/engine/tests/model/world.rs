@@ -459,12 +459,10 @@ impl State {
                 (0, _) if seen.level == Some(MUTED) => Some(Kind::MutePowerLevel),
                 _ => None,
             };
-            // Known limitation (RELIABILITY.md, "Open"):
-            // between a retry refused after a lost answer and sync showing the write, hush
-            // holds the restriction in memory only, to take it back then.
-            let in_memory =
-                matches!(engine.view.rooms.get(ROOMS[room]), Some(Some(r)) if r.own_members.awaits_failed(user));
-            if let Some(kind) = kind.filter(|k| !has(room, user, *k) && !in_memory) {
+            // (Until defect 12, a retry refused after a lost answer left the restriction in
+            // memory only until sync showed it; it now stays in the ledger, and this holds
+            // without that exception.)
+            if let Some(kind) = kind.filter(|k| !has(room, user, *k)) {
                 self.violation(format!(
                     "at {}: {user} in {} is {seen:?} with no {kind:?} in the ledger",
                     now - T0,
