@@ -144,6 +144,9 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     // Awaited (by event id, and by membership for a later lost answer) only if
                     // sync has not brought it back already.
                     let already = room.members.get(user_id) == Some(&m);
+                    // An earlier write of hush's whose answer was lost is older than this one:
+                    // whatever it did, this one is what the room shows now.
+                    room.own_members.superseded(user_id);
                     if room.own_member_written(user_id, m, event_id.clone()) && !already {
                         room.own_members.written(user_id, m, event_id.as_deref());
                     }

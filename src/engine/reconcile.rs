@@ -167,12 +167,18 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         let facts = self.facts(room);
         let mut actions =
             reconcile_member(&facts, user, room.membership(user), wanted.as_ref(), &entries, user_facts.shield);
-        if let Some(kind) = room.own_members.failed_lift(user) {
-            // A lift whose answer was lost may have happened, with its event still to come:
-            // the room's older view is no proof the restriction is still on. Its entry stays
-            // `lifting`, so that after a kill the room's state is judged against that, not
-            // taken for someone else's undo (the model soak, seed 1796067211163831375).
-            actions.retain(|a| !matches!(a, Action::MarkApplied { kind: k, .. } if *k == kind));
+        if let Some((kind, lifting)) = room.own_members.failed_write(user) {
+            // A write whose answer was lost may have happened, with its event still to come:
+            // the room's older view proves nothing either way. Its entry stays in its phase
+            // (`lifting` is not marked applied, `applying` is not forgotten), so that the
+            // room's state, when it shows, or after a kill, is judged against it, not taken
+            // for someone else's change or left unrecorded (the model soak, seed
+            // 1796067211163831375).
+            actions.retain(|a| match a {
+                Action::MarkApplied { kind: k, .. } => !(lifting && *k == kind),
+                Action::Forget { kind: k, .. } => lifting || *k != kind,
+                _ => true,
+            });
         }
         plan_redactions(&mut actions, &self.cfg.redaction, now);
         actions

@@ -55,16 +55,23 @@ impl OwnMemberWrites {
         self.failed.insert(entry.user_id.clone(), (entry, lifting));
     }
 
+    /// A later write of hush's for `user` was answered: an earlier one whose answer was
+    /// lost no longer decides what the room shows.
+    pub fn superseded(&mut self, user: &str) {
+        self.failed.remove(user);
+    }
+
     /// Whether hush's restriction (`lifting` false) or lift of `user` of this kind failed
     /// after a lost answer, with its event still to come.
     pub fn failed_as(&self, user: &str, kind: Kind, lifting: bool) -> bool {
         self.failed.get(user).is_some_and(|(e, l)| e.kind == kind && *l == lifting)
     }
 
-    /// The kind of hush's lift of `user` that failed after a lost answer, whose event may
-    /// still come: until it comes (or not), the room may not show it yet.
-    pub fn failed_lift(&self, user: &str) -> Option<Kind> {
-        self.failed.get(user).filter(|(_, lifting)| *lifting).map(|(e, _)| e.kind)
+    /// hush's restriction (`false`) or lift (`true`) of `user` that failed after a lost
+    /// answer, by kind, whose event may still come: until it comes (or not), the room's view
+    /// may not show it yet.
+    pub fn failed_write(&self, user: &str) -> Option<(Kind, bool)> {
+        self.failed.get(user).map(|(e, lifting)| (e.kind, *lifting))
     }
 
     /// A membership event for `user` shows `m`: hush's failed restriction (`false`) or lift

@@ -382,3 +382,17 @@ fn a_lift_whose_answer_was_lost_is_not_taken_for_someone_else_s_unmute_after_a_k
         Op::Kill,
     ]);
 }
+
+/// Soak seed 1796067211163831375 after fix 14, 4 operations: a membership mute lost its
+/// answer (its retry refused), then an allow rule ended it before sync showed the mute.
+/// hush forgot the entry from the room's older view; the mute landed with nothing recorded
+/// until its event came (a kill then would have left it for ever).
+#[test]
+fn a_mute_whose_answer_was_lost_is_not_forgotten_before_the_room_shows_it() {
+    assert_holds(&[
+        Op::Fault(FaultKind::LostAnswer, 1),
+        Op::Rule { list: 1, key: 0, entity: 0, rec: Rec::Mute, expiry: Some(1000) },
+        Op::Rule { list: 0, key: 0, entity: 5, rec: Rec::Allow, expiry: None },
+        Op::Join { room: 0, user: 0 },
+    ]);
+}
