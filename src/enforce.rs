@@ -54,6 +54,13 @@ pub trait RoomWriter: Clone + Send + Sync + 'static {
         room_id: &str,
         event_id: &str,
     ) -> impl Future<Output = Result<Option<Value>, WriteError>> + Send;
+    /// `user_id`'s current membership in the room (`None`: no member event), fresh from the
+    /// homeserver: after a write whose answer was lost, hush looks rather than guesses.
+    fn membership(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> impl Future<Output = Result<Option<String>, WriteError>> + Send;
     /// Sends an `m.room.member` event for another user (MSC3909 `mute`, back to `join`...).
     /// Member writes return the event id the homeserver gave (the view waits for it to
     /// come back through sync before it believes older member events again).

@@ -44,7 +44,28 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             })
             .await;
             metrics.decision_to_write(decided.elapsed());
-            let uncertain = lost.load(std::sync::atomic::Ordering::Relaxed);
+            let mut uncertain = lost.load(std::sync::atomic::Ordering::Relaxed);
+            let mut result = result;
+            if result.is_err() && uncertain {
+                // An attempt's answer was lost, then the write failed: look at the room
+                // rather than guess whether that attempt happened.
+                let shows = match op {
+                    "ban" | "ban-redacting" => "ban",
+                    "unban" => "leave",
+                    membership => membership,
+                };
+                match writer.membership(&room_id, &user_id).await {
+                    Ok(now) => {
+                        uncertain = false;
+                        if now.as_deref() == Some(shows) || (shows == "mute" && now.as_deref() == Some("leave-mute")) {
+                            debug!(room = %room_id, user = %user_id, membership = shows, "a write whose answer was lost happened");
+                            result = Ok(None);
+                        }
+                    }
+                    // Still unknown: the entry stays in its phase until the room shows it.
+                    Err(_) => {}
+                }
+            }
             let _ = inbox.send(Input::MemberWriteDone { room_id, user_id, kind, lifting, result, uncertain });
         });
     }
@@ -75,7 +96,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             || matches!(self.view.rooms.get(room_id), Some(Some(room)) if room.own_members.failed_as(user_id, kind, lifting));
         // The write may have been applied (a lost answer) with its event still to come:
         // then the entry is taken back (a restriction) or removed (a lift) when it comes.
-        if result.is_err() && in_force == lifting {
+        if result.is_err() && in_force == lifting && uncertain {
             let entry = self.ledger.get(&scope, user_id, kind).ok().flatten();
             if let (Some(Some(room)), Some(e)) = (self.view.rooms.get_mut(room_id), entry) {
                 // Its event, if it happened, is older than any later write of hush's: awaited

@@ -246,6 +246,10 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     if let Err(err) = r {
                         self.error(format!("ledger write failed in {room_id}: {err:#}"));
                     }
+                } else {
+                    // A newer member event that does not show it: hush's write either did
+                    // not happen or is older than this (its event would have come first).
+                    room.own_members.superseded(&user);
                 }
                 let Some(Some(room)) = self.view.rooms.get(room_id) else { return };
                 self.index.track_user(&user);

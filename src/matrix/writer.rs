@@ -157,6 +157,23 @@ impl RoomWriter for MatrixWriter {
         Ok(resp.event_id.to_string())
     }
 
+    async fn membership(&self, room: &str, user: &str) -> Result<Option<String>, WriteError> {
+        let req = get_state_event_for_key::v3::Request::new(
+            room_id(room)?,
+            StateEventType::RoomMember,
+            user_id(user)?.to_string(),
+        );
+        match self.client.send(req).with_request_config(write_request()).await.map_err(|e| classify(&e)) {
+            Ok(resp) => {
+                let content: serde_json::Value = serde_json::from_str(resp.event_or_content.get())
+                    .map_err(|e| WriteError::Permanent { errcode: "M_BAD_JSON".into(), message: e.to_string() })?;
+                Ok(content.get("membership").and_then(serde_json::Value::as_str).map(str::to_owned))
+            }
+            Err(WriteError::Permanent { errcode, .. }) if errcode == "M_NOT_FOUND" => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn replaced_content(&self, room: &str, event_id: &str) -> Result<Option<serde_json::Value>, WriteError> {
         use matrix_sdk::ruma::api::client::room::get_room_event;
         let event_id = matrix_sdk::ruma::OwnedEventId::try_from(event_id).map_err(|e| WriteError::Permanent {

@@ -517,6 +517,12 @@ impl RoomWriter for FakeHomeserver {
         Ok(self.inner.lock().unwrap().replaced.get(event_id).cloned())
     }
 
+    async fn membership(&self, room: &str, user: &str) -> Result<Option<String>, WriteError> {
+        let inner = self.inner.lock().unwrap();
+        let r = inner.rooms.get(room).ok_or_else(|| Inner::forbidden(format!("not in {room}")))?;
+        Ok(r.members.get(user).cloned())
+    }
+
     async fn set_membership(
         &self,
         room: &str,

@@ -396,3 +396,21 @@ fn a_mute_whose_answer_was_lost_is_not_forgotten_before_the_room_shows_it() {
         Op::Join { room: 0, user: 0 },
     ]);
 }
+
+/// Soak seed 1796067211163831375 after fix 15, 9 operations: a membership mute met a 5xx and
+/// then a refusal (the member had left), so it was uncertain; the member's leave, which did
+/// not show the mute, left it so, and its entry was never forgotten.
+#[test]
+fn a_member_event_after_an_uncertain_write_that_does_not_show_it_settles_it() {
+    assert_holds(&[
+        Op::Rule { list: 0, key: 0, entity: 0, rec: Rec::Ban, expiry: None },
+        Op::Rule { list: 0, key: 0, entity: 2, rec: Rec::Ban, expiry: None },
+        Op::Rule { list: 0, key: 0, entity: 1, rec: Rec::Mute, expiry: Some(1000) },
+        Op::Rule { list: 1, key: 1, entity: 5, rec: Rec::Ban, expiry: Some(1000) },
+        Op::Fault(FaultKind::RateLimited(100), 2),
+        Op::Fault(FaultKind::ServerError, 1),
+        Op::Leave { room: 1, user: 1 },
+        Op::Rule { list: 0, key: 0, entity: 0, rec: Rec::Mute, expiry: None },
+        Op::Start { rooms_first: false },
+    ]);
+}
