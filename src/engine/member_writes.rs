@@ -54,16 +54,14 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
                     "unban" => "leave",
                     membership => membership,
                 };
-                match writer.membership(&room_id, &user_id).await {
-                    Ok(now) => {
-                        uncertain = false;
-                        if now.as_deref() == Some(shows) || (shows == "mute" && now.as_deref() == Some("leave-mute")) {
-                            debug!(room = %room_id, user = %user_id, membership = shows, "a write whose answer was lost happened");
-                            result = Ok(None);
-                        }
+                // If the read fails too, it stays unknown: the entry stays in its phase until
+                // the room shows it.
+                if let Ok(now) = writer.membership(&room_id, &user_id).await {
+                    uncertain = false;
+                    if now.as_deref() == Some(shows) || (shows == "mute" && now.as_deref() == Some("leave-mute")) {
+                        debug!(room = %room_id, user = %user_id, membership = shows, "a write whose answer was lost happened");
+                        result = Ok(None);
                     }
-                    // Still unknown: the entry stays in its phase until the room shows it.
-                    Err(_) => {}
                 }
             }
             let _ = inbox.send(Input::MemberWriteDone { room_id, user_id, kind, lifting, result, uncertain });
