@@ -59,7 +59,11 @@ fn model() {
             Err(TestCaseError::fail(violations.join("\n")))
         }
     });
-    eprintln!("model: {cases} sequences in {:.1} s", started.elapsed().as_secs_f64());
+    let secs = started.elapsed().as_secs_f64();
+    match &result {
+        Ok(()) => eprintln!("model: {cases} sequences in {secs:.1} s, no violation"),
+        Err(_) => eprintln!("model: a violation found and shrunk in {secs:.1} s"),
+    }
     match result {
         Ok(()) => {}
         Err(TestError::Fail(why, ops)) => {
