@@ -455,6 +455,22 @@ impl Ledger {
         self.query("SELECT * FROM changes WHERE user_id = ?1 ORDER BY scope, room_id, kind", params![user_id])
     }
 
+    /// The earliest expiry after `after_ms` among one user's entries (rooms and account),
+    /// without reading the entries: what [`Ledger::for_user`] would give, cheaper.
+    pub fn next_expiry_for_user(&self, user_id: &str, after_ms: u64) -> Result<Option<u64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT MIN(expires_at_ms) FROM changes WHERE user_id = ?1 AND expires_at_ms > ?2")?;
+        let at: Option<i64> = stmt.query_row(params![user_id, after_ms as i64], |r| r.get(0))?;
+        Ok(at.map(|v| v as u64))
+    }
+
+    /// Whether the ledger has any entry for this user (in a room or their account).
+    pub fn names_user(&self, user_id: &str) -> Result<bool> {
+        let mut stmt = self.conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM changes WHERE user_id = ?1)")?;
+        Ok(stmt.query_row(params![user_id], |r| r.get(0))?)
+    }
+
     fn query(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Entry>> {
         let mut stmt = self.conn.prepare_cached(sql)?;
         let rows = stmt.query_map(p, row_to_entry)?;
