@@ -207,18 +207,22 @@ impl Ledger {
         tx.execute_batch(history::HISTORY).context("cannot create the ledger's action log")?;
         tx.pragma_update(None, "user_version", VERSION)?;
         tx.commit().context("cannot commit the ledger schema")?;
+        // Every statement the engine runs per input stays prepared (rusqlite keeps 16).
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(Ledger { conn })
     }
 
     /// Records a change about to be made (phase `Applying`), replacing any entry for the same key.
     pub fn begin_apply(&self, e: &Entry) -> Result<()> {
         let (scope, room) = scope_columns(&e.scope);
-        self.conn.execute(
-            "INSERT OR REPLACE INTO changes
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO changes
              (scope, room_id, user_id, kind, phase, previous_level, applied_level, rule_list, rule_kind,
               rule_state_key, reason, applied_at_ms, expires_at_ms, overridden, event_ids)
              VALUES (?1, ?2, ?3, ?4, 'applying', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13)",
-            params![
+            )?
+            .execute(params![
                 scope,
                 room,
                 e.user_id,
@@ -232,17 +236,17 @@ impl Ledger {
                 e.applied_at_ms as i64,
                 e.expires_at_ms.map(|v| v as i64),
                 (!e.event_ids.is_empty()).then(|| serde_json::json!(e.event_ids).to_string())
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
     fn set_phase(&self, scope: &Scope, user_id: &str, kind: Kind, phase: Phase) -> Result<()> {
         let (scope, room) = scope_columns(scope);
-        self.conn.execute(
-            "UPDATE changes SET phase = ?5 WHERE scope = ?1 AND room_id = ?2 AND user_id = ?3 AND kind = ?4",
-            params![scope, room, user_id, kind.as_str(), phase.as_str()],
-        )?;
+        self.conn
+            .prepare_cached(
+                "UPDATE changes SET phase = ?5 WHERE scope = ?1 AND room_id = ?2 AND user_id = ?3 AND kind = ?4",
+            )?
+            .execute(params![scope, room, user_id, kind.as_str(), phase.as_str()])?;
         Ok(())
     }
 
@@ -267,9 +271,8 @@ impl Ledger {
         expires_at_ms: Option<u64>,
     ) -> Result<()> {
         let (scope, room) = scope_columns(scope);
-        self.conn.execute(
-            "UPDATE changes SET rule_list = ?5, rule_kind = ?6, rule_state_key = ?7, reason = ?8, expires_at_ms = ?9
-             WHERE scope = ?1 AND room_id = ?2 AND user_id = ?3 AND kind = ?4",
+        self.conn.prepare_cached("UPDATE changes SET rule_list = ?5, rule_kind = ?6, rule_state_key = ?7, reason = ?8, expires_at_ms = ?9
+             WHERE scope = ?1 AND room_id = ?2 AND user_id = ?3 AND kind = ?4")?.execute(
             params![
                 scope,
                 room,
@@ -288,21 +291,21 @@ impl Ledger {
     /// A moderator overrode hush: keep the record (so hush does not re-apply) but never restore.
     pub fn mark_overridden(&self, scope: &Scope, user_id: &str, kind: Kind) -> Result<()> {
         let (scope, room) = scope_columns(scope);
-        self.conn.execute(
-            "UPDATE changes SET overridden = 1, phase = 'applied'
+        self.conn
+            .prepare_cached(
+                "UPDATE changes SET overridden = 1, phase = 'applied'
              WHERE scope = ?1 AND room_id = ?2 AND user_id = ?3 AND kind = ?4",
-            params![scope, room, user_id, kind.as_str()],
-        )?;
+            )?
+            .execute(params![scope, room, user_id, kind.as_str()])?;
         Ok(())
     }
 
     /// The change is gone (lifted, or found never to have happened).
     pub fn remove(&self, scope: &Scope, user_id: &str, kind: Kind) -> Result<()> {
         let (scope, room) = scope_columns(scope);
-        self.conn.execute(
-            "DELETE FROM changes WHERE scope = ?1 AND room_id = ?2 AND user_id = ?3 AND kind = ?4",
-            params![scope, room, user_id, kind.as_str()],
-        )?;
+        self.conn
+            .prepare_cached("DELETE FROM changes WHERE scope = ?1 AND room_id = ?2 AND user_id = ?3 AND kind = ?4")?
+            .execute(params![scope, room, user_id, kind.as_str()])?;
         Ok(())
     }
 
@@ -316,13 +319,23 @@ impl Ledger {
         // A savepoint: atomic inside the engine's batch and on its own.
         self.conn.execute_batch("SAVEPOINT carry_over")?;
         let result = (|| {
-            let moved = self.conn.execute(
-                "UPDATE OR REPLACE changes SET room_id = ?2
+            let moved = self
+                .conn
+                .prepare_cached(
+                    "UPDATE OR REPLACE changes SET room_id = ?2
                  WHERE scope = 'room' AND room_id = ?1 AND kind IN (?3, ?4, ?5)",
-                params![old, new, Kind::MutePowerLevel.as_str(), Kind::Ban.as_str(), Kind::ServerDeny.as_str()],
-            )?;
-            let dropped =
-                self.conn.execute("DELETE FROM changes WHERE scope = 'room' AND room_id = ?1", params![old])?;
+                )?
+                .execute(params![
+                    old,
+                    new,
+                    Kind::MutePowerLevel.as_str(),
+                    Kind::Ban.as_str(),
+                    Kind::ServerDeny.as_str()
+                ])?;
+            let dropped = self
+                .conn
+                .prepare_cached("DELETE FROM changes WHERE scope = 'room' AND room_id = ?1")?
+                .execute(params![old])?;
             anyhow::Ok((moved, dropped))
         })();
         match result {
@@ -339,9 +352,8 @@ impl Ledger {
 
     /// Records what the safety guard held, or what a moderator decided about it.
     pub fn put_guarded(&self, g: &Guarded) -> Result<()> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO guarded_rules (list, kind, state_key, fingerprint, status, hold_id, held_at_ms, why)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        self.conn.prepare_cached("INSERT OR REPLACE INTO guarded_rules (list, kind, state_key, fingerprint, status, hold_id, held_at_ms, why)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(
             params![
                 g.list,
                 g.kind.as_str(),
@@ -358,10 +370,9 @@ impl Ledger {
 
     /// Forgets a guarded rule (the rule changed or went).
     pub fn remove_guarded(&self, list: &str, kind: EntityKind, state_key: &str) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM guarded_rules WHERE list = ?1 AND kind = ?2 AND state_key = ?3",
-            params![list, kind.as_str(), state_key],
-        )?;
+        self.conn
+            .prepare_cached("DELETE FROM guarded_rules WHERE list = ?1 AND kind = ?2 AND state_key = ?3")?
+            .execute(params![list, kind.as_str(), state_key])?;
         Ok(())
     }
 
@@ -413,11 +424,8 @@ impl Ledger {
         let (scope, room) = scope_columns(scope);
         Ok(self
             .conn
-            .query_row(
-                "SELECT * FROM changes WHERE scope = ?1 AND room_id = ?2 AND user_id = ?3 AND kind = ?4",
-                params![scope, room, user_id, kind.as_str()],
-                row_to_entry,
-            )
+            .prepare_cached("SELECT * FROM changes WHERE scope = ?1 AND room_id = ?2 AND user_id = ?3 AND kind = ?4")?
+            .query_row(params![scope, room, user_id, kind.as_str()], row_to_entry)
             .optional()?
             .flatten())
     }
@@ -453,6 +461,22 @@ impl Ledger {
     /// Entries for one user, in every room and their account.
     pub fn for_user(&self, user_id: &str) -> Result<Vec<Entry>> {
         self.query("SELECT * FROM changes WHERE user_id = ?1 ORDER BY scope, room_id, kind", params![user_id])
+    }
+
+    /// The earliest expiry after `after_ms` among one user's entries (rooms and account),
+    /// without reading the entries: what [`Ledger::for_user`] would give, cheaper.
+    pub fn next_expiry_for_user(&self, user_id: &str, after_ms: u64) -> Result<Option<u64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT MIN(expires_at_ms) FROM changes WHERE user_id = ?1 AND expires_at_ms > ?2")?;
+        let at: Option<i64> = stmt.query_row(params![user_id, after_ms as i64], |r| r.get(0))?;
+        Ok(at.map(|v| v as u64))
+    }
+
+    /// Whether the ledger has any entry for this user (in a room or their account).
+    pub fn names_user(&self, user_id: &str) -> Result<bool> {
+        let mut stmt = self.conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM changes WHERE user_id = ?1)")?;
+        Ok(stmt.query_row(params![user_id], |r| r.get(0))?)
     }
 
     fn query(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Entry>> {

@@ -106,9 +106,15 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             if self.expiry.due(&user, now) {
                 continue;
             }
-            let entries = match self.ledger.for_user(&user) {
-                Ok(e) => e,
-                Err(e) => {
+            // The ledger's earliest expiry for the user by one query: reading every entry of
+            // theirs (one a room) for each input that looks at them cost rooms x rooms rows
+            // per rule (BENCHMARKS.md, "200 rooms"). The decision reads the entries only
+            // while a rule is held.
+            let recorded = self.ledger.next_expiry_for_user(&user, now);
+            let entries = if self.guard.holds.any_blocking() { self.ledger.for_user(&user) } else { Ok(Vec::new()) };
+            let (recorded, entries) = match (recorded, entries) {
+                (Ok(r), Ok(e)) => (r, e),
+                (Err(e), _) | (_, Err(e)) => {
                     error!("cannot read the ledger: {e:#}");
                     continue;
                 }
@@ -116,13 +122,7 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
             let decided = self.decision_for(&user, now, &entries).and_then(|d| d.expires_at_ms);
             // An expiring allow rule lifts restrictions until then; the decision does not say.
             let allowed = self.index.allow_expiry_for(&user, now, |c| self.trusted(&c) && !self.guard.holds.blocks(&c));
-            let next = entries
-                .iter()
-                .filter_map(|e| e.expires_at_ms)
-                .chain(decided)
-                .chain(allowed)
-                .filter(|&at| at > now)
-                .min();
+            let next = recorded.into_iter().chain(decided).chain(allowed).filter(|&at| at > now).min();
             self.expiry.set_timer(&user, next);
         }
     }

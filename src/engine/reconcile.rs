@@ -236,17 +236,20 @@ impl<W: RoomWriter, C: Clock> Engine<W, C> {
         if candidates.is_empty() {
             return;
         }
-        // One scan of the ledger for many (a room loaded), a lookup each for a few.
-        let entries = if candidates.len() > 16 {
-            self.ledger.all()
+        // One scan of the ledger for many (a room loaded), a lookup each for a few (whether
+        // the ledger names them, not their entries: one a room).
+        let named = if candidates.len() > 16 {
+            self.ledger.all().map(|entries| entries.into_iter().map(|e| e.user_id).collect::<HashSet<String>>())
         } else {
-            candidates.iter().try_fold(Vec::new(), |mut all, u| {
-                all.extend(self.ledger.for_user(u)?);
-                anyhow::Ok(all)
+            candidates.iter().try_fold(HashSet::new(), |mut named, u| {
+                if self.ledger.names_user(u)? {
+                    named.insert(u.clone());
+                }
+                anyhow::Ok(named)
             })
         };
-        let named: HashSet<String> = match entries {
-            Ok(entries) => entries.into_iter().map(|e| e.user_id).collect(),
+        let named: HashSet<String> = match named {
+            Ok(named) => named,
             Err(e) => {
                 // Keep tracking them: a user tracked for nothing costs only memory.
                 warn!("cannot read the ledger to forget departed members: {e:#}");

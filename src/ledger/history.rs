@@ -67,10 +67,9 @@ impl Ledger {
             Outcome::Failed(err) => err.as_str(),
             _ => "",
         };
-        self.conn.execute(
-            "INSERT INTO history (at_ms, scope, room_id, target, what, change, rule_list, rule_kind, rule_state_key,
+        self.conn.prepare_cached("INSERT INTO history (at_ms, scope, room_id, target, what, change, rule_list, rule_kind, rule_state_key,
                                   cause, rule_sender, moderator, command, outcome, error, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)")?.execute(
             params![
                 e.at_ms as i64,
                 scope,
@@ -92,7 +91,7 @@ impl Ledger {
         )?;
         let id = self.conn.last_insert_rowid() as u64;
         if id > KEEP {
-            self.conn.execute("DELETE FROM history WHERE id <= ?1", params![(id - KEEP) as i64])?;
+            self.conn.prepare_cached("DELETE FROM history WHERE id <= ?1")?.execute(params![(id - KEEP) as i64])?;
         }
         Ok(id)
     }
@@ -109,38 +108,41 @@ impl Ledger {
     ) -> Result<()> {
         let (s, room) = scope_columns(scope);
         let error = if let Outcome::Failed(e) = outcome { e.as_str() } else { "" };
-        self.conn.execute(
-            "UPDATE history SET outcome = ?5, error = ?6 WHERE id = (
+        self.conn
+            .prepare_cached(
+                "UPDATE history SET outcome = ?5, error = ?6 WHERE id = (
                  SELECT max(id) FROM history
                  WHERE target = ?3 AND room_id = ?2 AND scope = ?1 AND what = ?4 AND change = ?7
                    AND outcome = 'pending')",
-            params![s, room, target, what.as_str(), outcome.as_str(), error, change.as_str()],
-        )?;
+            )?
+            .execute(params![s, room, target, what.as_str(), outcome.as_str(), error, change.as_str()])?;
         Ok(())
     }
 
     /// Sets the outcome of one row (a command's, when its reply is known).
     pub fn settle_logged_id(&self, id: u64, outcome: &Outcome) -> Result<()> {
         let error = if let Outcome::Failed(e) = outcome { e.as_str() } else { "" };
-        self.conn.execute(
-            "UPDATE history SET outcome = ?2, error = ?3 WHERE id = ?1",
-            params![id as i64, outcome.as_str(), error],
-        )?;
+        self.conn.prepare_cached("UPDATE history SET outcome = ?2, error = ?3 WHERE id = ?1")?.execute(params![
+            id as i64,
+            outcome.as_str(),
+            error
+        ])?;
         Ok(())
     }
 
     /// Names what a command row is about once it is known (`undo` learns its user and rule).
     pub fn set_logged_subject(&self, id: u64, target: &str, rule: Option<&RuleId>) -> Result<()> {
-        self.conn.execute(
-            "UPDATE history SET target = ?2, rule_list = ?3, rule_kind = ?4, rule_state_key = ?5 WHERE id = ?1",
-            params![
+        self.conn
+            .prepare_cached(
+                "UPDATE history SET target = ?2, rule_list = ?3, rule_kind = ?4, rule_state_key = ?5 WHERE id = ?1",
+            )?
+            .execute(params![
                 id as i64,
                 target,
                 rule.map(|r| r.room_id.as_str()),
                 rule.map(|r| r.kind.as_str()),
                 rule.map(|r| r.state_key.as_str())
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
@@ -148,7 +150,8 @@ impl Ledger {
     pub fn logged(&self, id: u64) -> Result<Option<Logged>> {
         Ok(self
             .conn
-            .query_row("SELECT * FROM history WHERE id = ?1", params![id as i64], row_to_logged)
+            .prepare_cached("SELECT * FROM history WHERE id = ?1")?
+            .query_row(params![id as i64], row_to_logged)
             .optional()?
             .flatten())
     }
@@ -159,11 +162,10 @@ impl Ledger {
         let (s, room) = scope_columns(scope);
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT * FROM history WHERE target = ?3 AND room_id = ?2 AND scope = ?1 ORDER BY id DESC LIMIT 1",
-                params![s, room, target],
-                row_to_logged,
-            )
+            )?
+            .query_row(params![s, room, target], row_to_logged)
             .optional()?
             .flatten())
     }
@@ -172,13 +174,12 @@ impl Ledger {
     pub fn last_command_for(&self, rule: &RuleId) -> Result<Option<(String, String)>> {
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT moderator, command FROM history
                  WHERE change = 'command' AND rule_list = ?1 AND rule_state_key = ?2 AND rule_kind = ?3
                  ORDER BY id DESC LIMIT 1",
-                params![rule.room_id, rule.state_key, rule.kind.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            )?
+            .query_row(params![rule.room_id, rule.state_key, rule.kind.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?)
     }
 

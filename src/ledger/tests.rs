@@ -417,3 +417,27 @@ fn action_log_cost() {
         );
     }
 }
+
+#[test]
+fn next_expiry_and_names_user_agree_with_reading_the_entries() {
+    let l = Ledger::in_memory().unwrap();
+    assert!(!l.names_user("@a:x").unwrap());
+    assert_eq!(l.next_expiry_for_user("@a:x", 0).unwrap(), None);
+    l.begin_apply(&Entry { expires_at_ms: Some(5_000), ..entry("@a:x", None) }).unwrap();
+    let other = Entry { scope: Scope::Room("!other".into()), expires_at_ms: Some(3_000), ..entry("@a:x", None) };
+    l.begin_apply(&other).unwrap();
+    let account = Entry { scope: Scope::Account, kind: Kind::Suspension, expires_at_ms: None, ..entry("@a:x", None) };
+    l.begin_apply(&account).unwrap();
+    l.begin_apply(&Entry { expires_at_ms: Some(1_000), ..entry("@b:x", None) }).unwrap();
+    assert!(l.names_user("@a:x").unwrap());
+    assert!(!l.names_user("@c:x").unwrap());
+    // The earliest after `now` among the user's own entries, a permanent one aside.
+    assert_eq!(l.next_expiry_for_user("@a:x", 0).unwrap(), Some(3_000));
+    assert_eq!(l.next_expiry_for_user("@a:x", 3_000).unwrap(), Some(5_000));
+    assert_eq!(l.next_expiry_for_user("@a:x", 5_000).unwrap(), None);
+    let by_entries =
+        |now: u64| l.for_user("@a:x").unwrap().iter().filter_map(|e| e.expires_at_ms).filter(|&at| at > now).min();
+    for now in [0, 2_999, 3_000, 4_999, 5_000] {
+        assert_eq!(l.next_expiry_for_user("@a:x", now).unwrap(), by_entries(now));
+    }
+}

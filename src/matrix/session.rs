@@ -136,7 +136,13 @@ pub async fn connect(config: &Config) -> Result<Client> {
 pub(super) async fn build_client(config: &Config) -> Result<Client> {
     Client::builder()
         .homeserver_url(&config.homeserver_url)
-        .sqlite_store(store_path(&config.data_dir), None)
+        // The SDK's low-memory store settings (a connection pool the size of the CPU count
+        // instead of four times it, smaller page caches): hush is a bot, not a client with
+        // a timeline to scroll (BENCHMARKS.md, "200 rooms").
+        .sqlite_store_with_config_and_cache_path(
+            matrix_sdk::SqliteStoreConfig::with_low_memory_config(store_path(&config.data_dir)),
+            None::<PathBuf>,
+        )
         // The SDK retries 5xx and 429 forever by default; bound it so a permanent
         // failure surfaces and our own loops decide what to do.
         .request_config(RequestConfig::new().retry_limit(3).timeout(Duration::from_secs(60)))
