@@ -213,16 +213,6 @@ async fn a_mute_burst_under_default_rate_limits_loses_nothing() {
     assert_eq!(notices, 1, "exactly one rate-limit notice");
 }
 
-/// Percent-encodes a query value.
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Issue 15: with an admin token configured, hush asks Synapse at start-up whether its
 /// account has a rate-limit override; with none, the management room hears it once, with
 /// the exact admin call, before any write meets a 429 (this homeserver's limits are lifted).

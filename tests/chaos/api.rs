@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::common::urlencode;
+
 /// An account and its access token.
 pub struct Account {
     pub user: String,
@@ -138,7 +140,7 @@ impl Api {
     /// (`unsigned.replaces_state`), from the room's whole history.
     pub async fn replaced_by(&self, acc: &Account, room: &str, ty: &str, sender: &str) -> Vec<String> {
         let filter = json!({"types": [ty], "senders": [sender]}).to_string();
-        let filter: String = url_escape(&filter);
+        let filter: String = urlencode(&filter);
         let mut out = Vec::new();
         let mut from = String::new();
         loop {
@@ -147,7 +149,7 @@ impl Api {
             let chunk = v["chunk"].as_array().cloned().unwrap_or_default();
             out.extend(chunk.iter().filter_map(|e| e.pointer("/unsigned/replaces_state")?.as_str().map(str::to_owned)));
             match v["end"].as_str() {
-                Some(end) if !chunk.is_empty() => from = format!("&from={}", url_escape(end)),
+                Some(end) if !chunk.is_empty() => from = format!("&from={}", urlencode(end)),
                 _ => return out,
             }
         }
@@ -184,14 +186,4 @@ impl Api {
             .ok()?;
         serde_json::from_value(v).ok()
     }
-}
-
-/// Percent-encodes what a query parameter may not hold as it is.
-fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

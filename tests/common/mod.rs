@@ -90,6 +90,16 @@ fn start_homeserver_with(dir: &Path, msc4293: bool, rate_limited: bool) -> (Stri
     (url, dir.to_owned())
 }
 
+/// Percent-encodes a query value (a `/messages` filter, a pagination token).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A homeserver admin: registered with the script (shared secret), logged in for a token.
 pub async fn admin_token(hs: &Homeserver) -> String {
     let name = unique("admin");
