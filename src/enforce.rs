@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use hush_core::power_levels::{apply_edits, still_apply, UserLevelEdit};
+use hush_core::power_levels::{apply_edits, still_apply_after, UserLevelEdit};
 use hush_core::server_acl::{apply_edit, AclEdit};
 use serde_json::Value;
 use tracing::{debug, info, warn};
@@ -234,10 +234,12 @@ where
 {
     let edits = std::sync::Mutex::new(edits);
     let mut attempts = 0u32;
+    // An attempt whose answer was lost (a network error or 5xx after sending) may have landed.
+    let lost = std::sync::atomic::AtomicBool::new(false);
     let sent = with_retries(&format!("power levels of {room_id}"), || {
         attempts += 1;
         let joining = (attempts > 1).then(|| more(current_of(&edits.lock().unwrap())));
-        let edits = &edits;
+        let (edits, lost) = (&edits, &lost);
         async move {
             if let Some(joining) = joining {
                 let joined = joining.await;
@@ -248,14 +250,18 @@ where
             }
             let edits = edits.lock().unwrap().clone();
             let current = writer.power_levels(room_id).await?;
-            let (apply, skipped) = still_apply(&current, &edits);
+            let (apply, skipped) = still_apply_after(&current, &edits, lost.load(std::sync::atomic::Ordering::Relaxed));
             if !skipped.is_empty() {
                 info!(room = room_id, ?skipped, "levels changed by someone else since hush looked: left as they are");
             }
             match apply_edits(&current, &apply) {
                 None => Ok(PowerLevelsSent { content: current, event_id: None, read: None, skipped }),
                 Some(new) => {
-                    let event_id = writer.put_power_levels(room_id, &new).await?;
+                    let event_id = writer.put_power_levels(room_id, &new).await.inspect_err(|e| {
+                        if matches!(e, WriteError::Transient(_)) {
+                            lost.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    })?;
                     Ok(PowerLevelsSent { content: new, event_id: Some(event_id), read: Some(current), skipped })
                 }
             }

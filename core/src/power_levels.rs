@@ -146,11 +146,23 @@ pub struct UserLevelEdit {
 /// of hush's whose answer was lost). Any other entry is a change someone else made since
 /// hush looked, which hush must not overwrite.
 pub fn still_apply(content: &Value, edits: &[UserLevelEdit]) -> (Vec<UserLevelEdit>, Vec<String>) {
+    still_apply_after(content, edits, true)
+}
+
+/// [`still_apply`], told whether an earlier attempt of this write may have landed (its
+/// answer was lost). If none can have, an entry already what hush asks but not what it
+/// expected is someone else's doing too (a moderator who set, by hand, the very level
+/// hush's waiting lift restores): left out, their decision, not taken for hush's own.
+pub fn still_apply_after(
+    content: &Value,
+    edits: &[UserLevelEdit],
+    own_may_have_landed: bool,
+) -> (Vec<UserLevelEdit>, Vec<String>) {
     let mut apply = Vec::new();
     let mut skipped = Vec::new();
     for edit in edits {
         let now = user_entry(content, &edit.user_id);
-        if now == edit.expected || now == edit.level {
+        if now == edit.expected || (own_may_have_landed && now == edit.level) {
             apply.push(edit.clone());
         } else {
             skipped.push(edit.user_id.clone());
@@ -330,6 +342,12 @@ mod tests {
         assert_eq!(user_entry(&out, "@d:x"), Some(0));
         assert_eq!(user_entry(&out, "@a:x"), Some(-1));
         assert_eq!(still_apply(&json!({}), &[edit("@a:x", Some(-1), Some(0))]).1, vec!["@a:x".to_owned()]);
+        // Already what hush asks, not what it expected: hush's own lost write only if one
+        // may have landed; otherwise someone else's decision.
+        let set = json!({"users": {"@a:x": 20}});
+        let lift = [edit("@a:x", Some(20), Some(-1))];
+        assert!(still_apply_after(&set, &lift, true).1.is_empty());
+        assert_eq!(still_apply_after(&set, &lift, false).1, vec!["@a:x".to_owned()]);
     }
 
     #[test]

@@ -418,3 +418,25 @@ fn a_member_event_after_an_uncertain_write_that_does_not_show_it_settles_it() {
         Op::Start { rooms_first: false },
     ]);
 }
+
+/// Soak seed 1796067211163831375 after fix 16, 11 operations: a moderator set a muted
+/// member's level to exactly the level hush's lift, waiting behind a 60 s rate limit, was
+/// about to restore, and the rule then wanted the mute again. hush's write took the level
+/// for its own lift done (an entry "already what hush asks" passed as a lost write of its
+/// own) and muted again over the moderator's decision.
+#[test]
+fn a_level_a_moderator_sets_to_what_a_waiting_lift_restores_is_their_decision() {
+    assert_holds(&[
+        Op::SetLevel { room: 0, user: 0, level: 20 },
+        Op::Rule { list: 0, key: 0, entity: 0, rec: Rec::Allow, expiry: None },
+        Op::Rule { list: 1, key: 0, entity: 5, rec: Rec::Mute, expiry: None },
+        Op::Rule { list: 0, key: 0, entity: 0, rec: Rec::Mute, expiry: None },
+        Op::Quiesce,
+        Op::Fault(FaultKind::RateLimited(100), 1),
+        Op::Rule { list: 1, key: 0, entity: 0, rec: Rec::Allow, expiry: Some(1000) },
+        Op::Advance(100),
+        Op::Fault(FaultKind::RateLimited(60_000), 1),
+        Op::Advance(1000),
+        Op::SetLevel { room: 0, user: 0, level: 20 },
+    ]);
+}
